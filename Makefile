@@ -1,0 +1,148 @@
+# microd -- build, run, test, install. See README.md.
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+BUILD   ?= build
+VERSION  = 0.1.0
+PKGS     = libmicrohttpd jansson
+TEST_PKGS = libcurl
+RUN_ARGS ?= --port 8080
+
+WERROR  ?= -Werror
+WARN     = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+           -Wall -Wextra $(WERROR) -Wshadow -Wformat=2 -Wvla \
+           -Wstrict-prototypes -Wcast-qual -Wmissing-prototypes \
+           -Wpointer-arith -Wwrite-strings
+HARDEN   = -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
+           -fstack-clash-protection -fPIE
+LDHARD   = -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
+ifdef SANITIZE   # SANITIZE=address,undefined or SANITIZE=thread
+HARDEN   = -fsanitize=$(SANITIZE) -fno-sanitize-recover=all \
+           -fno-omit-frame-pointer -fPIE
+LDHARD  += -fsanitize=$(SANITIZE)
+endif
+
+ALL_CFLAGS = $(WARN) $(HARDEN) -pthread -I$(BUILD) \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+             $(CPPFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
+LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
+
+LIB_SRC  = src/config.c src/handlers.c src/log.c src/reply.c src/router.c \
+           src/server.c
+LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http
+
+# Debian packages: what a build needs, and what the tests need on top.
+DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
+DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
+            clang-tidy cppcheck
+
+.PHONY: all run check test-progs deps deps-test lint fmt clean \
+        install uninstall FORCE
+
+all: deps $(BUILD)/microd
+
+run: all
+	exec $(BUILD)/microd $(RUN_ARGS)
+
+# The whole suite, twice: as built, then under ASan + UBSan (leaks too).
+check: deps-test
+	$(MAKE) --no-print-directory test-progs
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
+	    SANITIZE=address,undefined test-progs
+	MICROD_BIN=$(BUILD)/microd prove -f --exec '' $(TESTS)
+	MICROD_BIN=$(BUILD)/sanitize/microd \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/sanitize/%)
+
+test-progs: $(BUILD)/microd $(TESTS)
+
+# Installs missing Debian packages (as root, else through sudo); elsewhere
+# prints what to install.
+deps:
+	@$(call ensure_pkgs,$(DEB_BUILD))
+deps-test:
+	@$(call ensure_pkgs,$(DEB_TEST))
+
+define ensure_pkgs
+missing=""; \
+if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+  for p in $(1); do \
+    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+      || missing="$$missing $$p"; \
+  done; \
+  if [ -n "$$missing" ]; then \
+    if [ "$$(id -u)" = 0 ]; then sudo=""; \
+    elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+    else echo "microd: please install, as root:$$missing" >&2; exit 1; fi; \
+    echo "microd: installing$$missing"; \
+    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+      || { $$sudo apt-get update -q && \
+           $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; } \
+      || exit 1; \
+  fi; \
+else \
+  for p in $(PKGS) $(if $(findstring curl,$(1)),$(TEST_PKGS)); do \
+    pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; \
+  done; \
+  if [ -n "$$missing" ]; then \
+    echo "microd: not a Debian system; install the development files (headers + pkg-config) of:$$missing" >&2; \
+    echo "microd: plus a C11 compiler, make, pkg-config, and for 'make check' perl's prove, curl, clang-format, clang-tidy, cppcheck" >&2; \
+    exit 1; \
+  fi; \
+fi
+endef
+
+$(BUILD)/microd: $(BUILD)/obj/main.o $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: src/%.c $(BUILD)/version.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/unit: $(BUILD)/tests/unit.o $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/http: $(BUILD)/tests/http.o $(BUILD)/tests/harness.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
+
+# version.h changes only when the version or commit does.
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(@D)
+	@commit=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
+	printf '#define MICROD_VERSION "%s"\n#define MICROD_COMMIT "%s"\n' \
+	    '$(VERSION)' "$$commit" > $@.tmp; \
+	cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+C_FILES = $(wildcard src/*.c src/*.h tests/*.c tests/*.h)
+
+fmt:
+	clang-format -i $(C_FILES)
+
+lint: deps-test $(BUILD)/version.h
+	clang-format --dry-run --Werror $(C_FILES)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	    --inline-suppr --std=c11 -I$(BUILD) -Isrc \
+	    --suppress=missingIncludeSystem src tests
+	clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(ALL_CFLAGS) -Isrc
+
+install: all
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 $(BUILD)/microd $(DESTDIR)$(BINDIR)/microd
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/microd
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)

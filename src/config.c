@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/* config.c -- command line and environment -> struct config */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+typedef int parse_fn(struct config *, const char *);
+
+struct option {
+	const char *flag; /* without the leading "--" */
+	const char *env;
+	const char *alt_env; /* consulted when env is unset */
+	const char *metavar;
+	const char *accepts; /* finishes "expected ..." in errors */
+	const char *help;
+	parse_fn *parse;
+};
+
+static int
+parse_uint(const char *s, uintmax_t max, uintmax_t *out)
+{
+	char *end;
+	uintmax_t v;
+
+	if (*s < '0' || *s > '9')
+		return -1; /* rejects "", "-1", " 1" and "+1" */
+	errno = 0;
+	v = strtoumax(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int
+parse_bind(struct config *cfg, const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
+		return -1;
+	cfg->bind = s;
+	return 0;
+}
+
+static int
+parse_port(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_uint(s, 65535, &v) != 0)
+		return -1;
+	cfg->port = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_threads(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_uint(s, 256, &v) != 0 || v == 0)
+		return -1;
+	cfg->threads = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_max_body(struct config *cfg, const char *s)
+{
+	char digits[32];
+	size_t n = strlen(s), shift = 0;
+	uintmax_t v;
+
+	if (n == 0 || n >= sizeof(digits))
+		return -1;
+	switch (s[n - 1]) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	default:
+		break;
+	}
+	memcpy(digits, s, n + 1);
+	if (shift != 0)
+		digits[n - 1] = '\0';
+	if (parse_uint(digits, (uintmax_t)1 << 30 >> shift, &v) != 0 || v == 0)
+		return -1;
+	cfg->max_body = (size_t)(v << shift);
+	return 0;
+}
+
+static int
+parse_log_level(struct config *cfg, const char *s)
+{
+	int level = log_level_parse(s);
+
+	if (level < 0)
+		return -1;
+	cfg->log_level = level;
+	return 0;
+}
+
+/* Seconds with up to three decimals, e.g. "10", "0.5", "2.25". */
+static int
+parse_millis(const char *s, unsigned int max_s, unsigned int *out)
+{
+	char whole[16];
+	const char *dot = strchr(s, '.');
+	size_t n = dot != NULL ? (size_t)(dot - s) : strlen(s);
+	uintmax_t secs, frac = 0;
+	int places = 0;
+
+	if (n == 0 || n >= sizeof(whole))
+		return -1;
+	memcpy(whole, s, n);
+	whole[n] = '\0';
+	if (parse_uint(whole, max_s, &secs) != 0)
+		return -1;
+	if (dot != NULL) {
+		for (const char *p = dot + 1; *p != '\0'; p++, places++) {
+			if (*p < '0' || *p > '9' || places == 3)
+				return -1;
+			frac = frac * 10 + (uintmax_t)(*p - '0');
+		}
+		if (places == 0)
+			return -1;
+		for (; places < 3; places++)
+			frac *= 10;
+	}
+	if (secs == max_s && frac != 0)
+		return -1;
+	*out = (unsigned int)(secs * 1000 + frac);
+	return 0;
+}
+
+static int
+parse_shutdown_timeout(struct config *cfg, const char *s)
+{
+	return parse_millis(s, 3600, &cfg->shutdown_timeout_ms);
+}
+
+static const struct option options[] = {
+    {"bind", "MICROD_BIND", NULL, "ADDR",
+	"a numeric IPv4 or IPv6 address",
+	"address to listen on; '::' for IPv6 dual-stack (default 0.0.0.0)",
+	parse_bind},
+    {"port", "MICROD_PORT", "PORT", "N", "an integer from 0 to 65535",
+	"TCP port; 0 picks a free one, logged at start (default 8080)",
+	parse_port},
+    {"threads", "MICROD_THREADS", NULL, "N", "an integer from 1 to 256",
+	"worker threads in the pool (default: online CPUs)", parse_threads},
+    {"max-body", "MICROD_MAX_BODY", NULL, "BYTES",
+	"a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
+	"largest request body accepted; larger gets 413 (default 1m)",
+	parse_max_body},
+    {"log-level", "MICROD_LOG_LEVEL", NULL, "LEVEL",
+	"one of error, warn, info, debug",
+	"error, warn, info or debug (default info)", parse_log_level},
+    {"shutdown-timeout", "MICROD_SHUTDOWN_TIMEOUT", NULL, "SECONDS",
+	"seconds from 0 to 3600, e.g. 10 or 2.5",
+	"on SIGTERM/SIGINT, how long requests in flight may take to "
+	"finish (default 10)",
+	parse_shutdown_timeout},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static void
+set_defaults(struct config *cfg)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	cfg->bind = "0.0.0.0";
+	cfg->port = 8080;
+	cfg->threads = cpus < 1 ? 1 : cpus > 256 ? 256 : (unsigned int)cpus;
+	cfg->max_body = (size_t)1 << 20;
+	cfg->log_level = LOG_INFO;
+	cfg->shutdown_timeout_ms = 10000;
+}
+
+static const struct option *
+option_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (strlen(options[i].flag) == len &&
+		    strncmp(options[i].flag, name, len) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static enum config_result
+bad_value(char *err, size_t errlen, const char *what, const char *value,
+    const struct option *opt)
+{
+	snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", what,
+	    value, opt->accepts);
+	return CONFIG_ERROR;
+}
+
+enum config_result
+config_parse(struct config *cfg, int argc, char **argv, char *err,
+    size_t errlen)
+{
+	set_defaults(cfg);
+	err[0] = '\0';
+
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option *opt = &options[i];
+		const char *name = opt->env, *v = getenv(opt->env);
+
+		if (v == NULL && opt->alt_env != NULL) {
+			name = opt->alt_env;
+			v = getenv(opt->alt_env);
+		}
+		if (v != NULL && opt->parse(cfg, v) != 0)
+			return bad_value(err, errlen, name, v, opt);
+	}
+
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *value, *eq;
+		const struct option *opt;
+		char flag[64];
+		size_t len;
+
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+			return CONFIG_HELP;
+		if (strcmp(arg, "--version") == 0)
+			return CONFIG_VERSION;
+		if (strncmp(arg, "--", 2) != 0) {
+			snprintf(err, errlen,
+			    "unexpected argument '%s' (see --help)", arg);
+			return CONFIG_ERROR;
+		}
+		eq = strchr(arg + 2, '=');
+		len = eq != NULL ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+		opt = option_find(arg + 2, len);
+		if (opt == NULL) {
+			snprintf(err, errlen, "unknown option '%.*s' (see --help)",
+			    (int)(len + 2), arg);
+			return CONFIG_ERROR;
+		}
+		snprintf(flag, sizeof(flag), "--%s", opt->flag);
+		if (eq != NULL) {
+			value = eq + 1;
+		} else if (i + 1 < argc) {
+			value = argv[++i];
+		} else {
+			snprintf(err, errlen, "%s: missing value (expected %s)",
+			    flag, opt->accepts);
+			return CONFIG_ERROR;
+		}
+		if (opt->parse(cfg, value) != 0)
+			return bad_value(err, errlen, flag, value, opt);
+	}
+	return CONFIG_RUN;
+}
+
+void
+config_usage(FILE *out)
+{
+	fputs("Usage: microd [OPTION]...\n"
+	      "A small JSON-over-HTTP service: GET /health, POST /echo.\n"
+	      "\n"
+	      "Each option can also be set through the environment variable\n"
+	      "shown; a flag wins over the environment, which wins over the\n"
+	      "default. --flag VALUE and --flag=VALUE both work.\n"
+	      "\n",
+	    out);
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option *opt = &options[i];
+
+		fprintf(out, "  --%s %s\n      %s\n      env: %s%s%s\n",
+		    opt->flag, opt->metavar, opt->help, opt->env,
+		    opt->alt_env != NULL ? ", then " : "",
+		    opt->alt_env != NULL ? opt->alt_env : "");
+	}
+	fputs("  --help, -h\n      print this help and exit\n"
+	      "  --version\n      print the version and exit\n"
+	      "\n"
+	      "Signals: SIGTERM or SIGINT stops accepting connections, lets\n"
+	      "requests in flight finish (up to --shutdown-timeout), then\n"
+	      "exits 0; a second signal exits at once with status 1.\n"
+	      "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage.\n",
+	    out);
+}

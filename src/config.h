@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* config.h -- command line and environment -> struct config */
+#ifndef MICROD_CONFIG_H
+#define MICROD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct config {
+	const char *bind;	/* numeric IPv4 or IPv6 address */
+	unsigned int port;	/* 0 asks the kernel for a free port */
+	unsigned int threads;	/* libmicrohttpd pool size */
+	size_t max_body;	/* bytes */
+	int log_level;		/* enum log_level */
+	unsigned int shutdown_timeout_ms;
+};
+
+enum config_result { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
+
+/*
+ * Fills cfg from defaults, then the environment, then argv (each later source
+ * wins). On CONFIG_ERROR, err holds one line naming the flag or variable, the
+ * value and what is accepted. String fields point into argv or the
+ * environment, which outlive the program's use of them.
+ */
+enum config_result config_parse(struct config *cfg, int argc, char **argv,
+    char *err, size_t errlen);
+
+/* Writes the --help text, generated from the option table. */
+void config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: MIT */
+/* handlers.h -- one function per endpoint */
+#ifndef MICROD_HANDLERS_H
+#define MICROD_HANDLERS_H
+
+#include "request.h"
+
+handler_fn handle_health;
+handler_fn handle_echo;
+
+#endif

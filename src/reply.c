@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/* reply.c -- build replies (JSON and problem details) and render them */
+#include "reply.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static const struct {
+	unsigned int status;
+	const char *title;
+} titles[] = {
+    {200, "OK"},
+    {400, "Bad Request"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {408, "Request Timeout"},
+    {411, "Length Required"},
+    {413, "Content Too Large"},
+    {415, "Unsupported Media Type"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {503, "Service Unavailable"},
+};
+
+const char *
+reply_title(unsigned int status)
+{
+	for (size_t i = 0; i < sizeof(titles) / sizeof(titles[0]); i++)
+		if (titles[i].status == status)
+			return titles[i].title;
+	return "Unknown";
+}
+
+json_t *
+problem_new(unsigned int status, const char *detail)
+{
+	return json_pack("{s:s, s:s, s:I, s:s}", "type", "about:blank",
+	    "title", reply_title(status), "status", (json_int_t)status,
+	    "detail", detail);
+}
+
+void
+reply_clear(struct reply *rep)
+{
+	json_decref(rep->body);
+	rep->body = NULL;
+	rep->problem = 0;
+}
+
+void
+reply_json(struct reply *rep, unsigned int status, json_t *body)
+{
+	reply_clear(rep);
+	if (body == NULL) {
+		rep->status = 500;
+		rep->body = problem_new(500, "out of memory");
+		rep->problem = 1;
+		return;
+	}
+	rep->status = status;
+	rep->body = body; /* the reply owns it now */
+}
+
+void
+reply_error(struct reply *rep, unsigned int status, const char *fmt, ...)
+{
+	char detail[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	reply_json(rep, status, problem_new(status, detail));
+	rep->problem = 1;
+}
+
+const char *
+reply_content_type(const struct reply *rep)
+{
+	return rep->problem ? "application/problem+json" : "application/json";
+}
+
+size_t
+reply_render(const struct reply *rep, char *buf, size_t cap)
+{
+	size_t n;
+
+	if (rep->body == NULL)
+		return 0;
+	n = json_dumpb(rep->body, buf, cap, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (n == 0)
+		return 0;
+	if (n < cap)
+		buf[n] = '\n';
+	return n + 1;
+}

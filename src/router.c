@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/* router.c -- the route table; map method + path to a handler */
+#include "router.h"
+
+#include <string.h>
+
+#include "handlers.h"
+#include "reply.h"
+
+static const struct route routes[] = {
+    {"GET", "/health", handle_health, 0},
+    {"POST", "/echo", handle_echo, ROUTE_JSON_BODY},
+};
+
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static int
+method_matches(const char *route_method, const char *method)
+{
+	if (strcmp(route_method, method) == 0)
+		return 1;
+	return strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0;
+}
+
+enum route_match
+router_find(const char *method, const char *path, const struct route **out)
+{
+	enum route_match match = ROUTE_NOT_FOUND;
+
+	for (size_t i = 0; i < N_ROUTES; i++) {
+		if (strcmp(routes[i].path, path) != 0)
+			continue;
+		if (method_matches(routes[i].method, method)) {
+			*out = &routes[i];
+			return ROUTE_FOUND;
+		}
+		match = ROUTE_BAD_METHOD;
+	}
+	return match;
+}
+
+/* "GET, HEAD, POST": every method the path answers to. */
+static void
+allow_list(const char *path, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < N_ROUTES; i++) {
+		const char *m = routes[i].method;
+		size_t need;
+
+		if (strcmp(routes[i].path, path) != 0)
+			continue;
+		for (int head = 0; head <= (strcmp(m, "GET") == 0); head++) {
+			const char *name = head ? "HEAD" : m;
+
+			need = strlen(name) + (used > 0 ? 2 : 0);
+			if (used + need >= len)
+				return;
+			if (used > 0) {
+				memcpy(buf + used, ", ", 2);
+				used += 2;
+			}
+			memcpy(buf + used, name, strlen(name) + 1);
+			used += strlen(name);
+		}
+	}
+}
+
+void
+router_reply_unmatched(enum route_match match, const struct request *req,
+    struct reply *rep)
+{
+	if (match == ROUTE_BAD_METHOD) {
+		reply_error(rep, 405, "%s is not allowed on %s", req->method,
+		    req->path);
+		allow_list(req->path, rep->allow, sizeof(rep->allow));
+		return;
+	}
+	reply_error(rep, 404, "no route for %s %s", req->method, req->path);
+}

@@ -1,0 +1,424 @@
+/* SPDX-License-Identifier: MIT */
+/* server.c -- libmicrohttpd thread pool; the only file that speaks MHD */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "reply.h"
+#include "router.h"
+
+/* Past max_body, this much more is read and dropped before a 413 at the end
+ * of a body of unknown length; beyond it the connection is closed unanswered,
+ * so a client streaming without end cannot hold a worker. */
+#define DISCARD_LIMIT ((size_t)64 << 20)
+
+/* Replies up to this size are rendered on the stack, larger ones on the heap. */
+#define RENDER_STACK 2048
+
+struct server {
+	struct MHD_Daemon *daemon;
+	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
+	size_t max_body;
+	unsigned int port;
+	/* Shared with the pool threads. */
+	atomic_uint in_flight;
+	atomic_bool draining;
+};
+
+/* Per-request state: created on the first call, freed in on_completed. */
+struct exchange {
+	const struct route *route;
+	enum route_match match;
+	unsigned int refuse; /* status decided before the body: 413, 415 */
+	size_t received;     /* body bytes seen so far */
+	char *body;	     /* buffered body, for routes that take one */
+	size_t len, cap;
+};
+
+static const char fallback_500[] =
+    "{\"type\":\"about:blank\",\"title\":\"Internal Server Error\","
+    "\"status\":500,\"detail\":\"the reply could not be rendered\"}\n";
+
+static const char *
+lookup_field(void *ctx, enum request_field field, const char *name)
+{
+	return MHD_lookup_connection_value(ctx,
+	    field == REQUEST_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
+	    name);
+}
+
+static struct MHD_Response *
+response_from_reply(const struct reply *rep)
+{
+	char stack[RENDER_STACK], *heap = NULL;
+	struct MHD_Response *resp;
+	size_t need;
+
+	need = reply_render(rep, stack, sizeof(stack));
+	if (need == 0)
+		return NULL;
+	if (need <= sizeof(stack))
+		return MHD_create_response_from_buffer(need, stack,
+		    MHD_RESPMEM_MUST_COPY);
+	heap = malloc(need);
+	if (heap == NULL)
+		return NULL;
+	if (reply_render(rep, heap, need) != need) {
+		free(heap);
+		return NULL;
+	}
+	resp = MHD_create_response_from_buffer(need, heap,
+	    MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL)
+		free(heap); /* not taken over */
+	return resp;
+}
+
+/*
+ * The one place a reply becomes an HTTP response. Consumes rep's body.
+ * close_after asks the client to go: the request was not read to its end.
+ */
+static enum MHD_Result
+send_reply(struct server *srv, struct MHD_Connection *conn, struct reply *rep,
+    int close_after)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret = MHD_NO;
+	unsigned int status = rep->status;
+	const char *type = reply_content_type(rep);
+
+	resp = response_from_reply(rep);
+	if (resp == NULL) {
+		log_error("%s: cannot render a %u reply", __func__, status);
+		status = 500;
+		type = "application/problem+json";
+		resp = MHD_create_response_from_buffer(sizeof(fallback_500) - 1,
+		    (void *)(uintptr_t)fallback_500, MHD_RESPMEM_PERSISTENT);
+		if (resp == NULL)
+			goto out;
+	}
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) !=
+		MHD_YES ||
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+		"no-store") != MHD_YES)
+		goto out;
+	if (rep->allow[0] != '\0' &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) !=
+		MHD_YES)
+		goto out;
+	if ((close_after || atomic_load(&srv->draining)) &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
+		"close") != MHD_YES)
+		goto out;
+	ret = MHD_queue_response(conn, status, resp);
+out:
+	if (resp != NULL)
+		MHD_destroy_response(resp); /* MHD keeps its own reference */
+	reply_clear(rep);
+	return ret;
+}
+
+static enum MHD_Result
+send_error(struct server *srv, struct MHD_Connection *conn,
+    unsigned int status, int close_after, const char *detail)
+{
+	struct reply rep = {0};
+
+	reply_error(&rep, status, "%s", detail);
+	return send_reply(srv, conn, &rep, close_after);
+}
+
+/* application/json, any case, optionally followed by parameters. */
+static int
+is_json_type(const char *ct)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1;
+
+	if (ct == NULL || strncasecmp(ct, want, n) != 0)
+		return 0;
+	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
+/* Content-Length as a number; -1 when absent or not a plain decimal. */
+static int
+content_length(struct MHD_Connection *conn, uintmax_t *out)
+{
+	const char *s = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	char *end;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	*out = strtoumax(s, &end, 10);
+	return errno == 0 && *end == '\0' ? 0 : -1;
+}
+
+static int
+has_body(struct MHD_Connection *conn)
+{
+	uintmax_t len;
+
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+		return 1;
+	return content_length(conn, &len) == 0 && len > 0;
+}
+
+/*
+ * First call for a request: route it and decide what can be decided from the
+ * headers alone. A refusal is sent at once, before any 100 Continue; MHD then
+ * skips the body and closes the connection, which is what a refused body
+ * calls for.
+ */
+static enum MHD_Result
+on_headers(struct server *srv, struct MHD_Connection *conn,
+    struct exchange *ex, const char *method, const char *url)
+{
+	uintmax_t len;
+
+	ex->match = router_find(method, url, &ex->route);
+	if (content_length(conn, &len) == 0 && len > srv->max_body) {
+		ex->refuse = 413;
+	} else if (ex->match == ROUTE_FOUND &&
+	    (ex->route->flags & ROUTE_JSON_BODY) &&
+	    !is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		ex->refuse = 415;
+	} else if (ex->match != ROUTE_FOUND && has_body(conn)) {
+		struct request req = {.method = method, .path = url};
+		struct reply rep = {0};
+
+		router_reply_unmatched(ex->match, &req, &rep);
+		return send_reply(srv, conn, &rep, 1);
+	}
+	if (ex->refuse == 413)
+		return send_error(srv, conn, 413, 1,
+		    "the request body is larger than the limit");
+	if (ex->refuse == 415)
+		return send_error(srv, conn, 415, 1,
+		    "the request body must be application/json");
+	return MHD_YES;
+}
+
+/* A chunk of body: buffer it when the route takes one, within max_body. */
+static enum MHD_Result
+on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
+{
+	ex->received += size;
+	if (ex->received > srv->max_body) {
+		free(ex->body); /* a 413 is coming: keep none of it */
+		ex->body = NULL;
+		ex->len = ex->cap = 0;
+		return ex->received - srv->max_body > DISCARD_LIMIT ? MHD_NO
+								    : MHD_YES;
+	}
+	if (ex->match != ROUTE_FOUND || !(ex->route->flags & ROUTE_JSON_BODY))
+		return MHD_YES; /* read and dropped */
+	if (ex->len + size > ex->cap) {
+		size_t cap = ex->cap == 0 ? 4096 : ex->cap;
+		char *p;
+
+		while (cap < ex->len + size)
+			cap *= 2;
+		if (cap > srv->max_body)
+			cap = srv->max_body;
+		p = realloc(ex->body, cap);
+		if (p == NULL)
+			return MHD_NO;
+		ex->body = p;
+		ex->cap = cap;
+	}
+	memcpy(ex->body + ex->len, data, size);
+	ex->len += size;
+	return MHD_YES;
+}
+
+/* The request has arrived whole: run its handler and send the reply. */
+static enum MHD_Result
+on_complete_request(struct server *srv, struct MHD_Connection *conn,
+    struct exchange *ex, const char *method, const char *url)
+{
+	struct request req = {.method = method,
+	    .path = url,
+	    .lookup = lookup_field,
+	    .ctx = conn};
+	struct reply rep = {0};
+	enum MHD_Result ret;
+	json_error_t jerr;
+
+	if (ex->received > srv->max_body)
+		return send_error(srv, conn, 413, 1,
+		    "the request body is larger than the limit");
+	if (ex->match != ROUTE_FOUND) {
+		router_reply_unmatched(ex->match, &req, &rep);
+		return send_reply(srv, conn, &rep, 0);
+	}
+	if (ex->route->flags & ROUTE_JSON_BODY) {
+		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
+		    JSON_DECODE_ANY, &jerr);
+		if (req.body == NULL) {
+			reply_error(&rep, 400,
+			    "invalid JSON at line %d, column %d: %s", jerr.line,
+			    jerr.column, jerr.text);
+			return send_reply(srv, conn, &rep, 0);
+		}
+	}
+	ex->route->handler(&req, &rep);
+	ret = send_reply(srv, conn, &rep, 0);
+	json_decref(req.body);
+	return ret;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **req_cls)
+{
+	struct server *srv = cls;
+	struct exchange *ex = *req_cls;
+	enum MHD_Result ret;
+
+	(void)version;
+	if (ex == NULL) {
+		ex = calloc(1, sizeof(*ex));
+		if (ex == NULL)
+			return MHD_NO;
+		*req_cls = ex; /* freed in on_completed */
+		atomic_fetch_add(&srv->in_flight, 1);
+		return on_headers(srv, conn, ex, method, url);
+	}
+	if (*upload_data_size > 0) {
+		ret = on_body(srv, ex, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return ret;
+	}
+	return on_complete_request(srv, conn, ex, method, url);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct server *srv = cls;
+	struct exchange *ex = *req_cls;
+
+	(void)conn;
+	(void)toe;
+	if (ex == NULL)
+		return;
+	free(ex->body);
+	free(ex);
+	*req_cls = NULL;
+	atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	log_vmsg(LOG_WARN, fmt, ap);
+}
+
+struct server *
+server_start(const struct config *cfg)
+{
+	struct server *srv;
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+	    MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	const union MHD_DaemonInfo *info;
+
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL) {
+		log_error("%s: out of memory", __func__);
+		return NULL;
+	}
+	srv->quiesced_fd = MHD_INVALID_SOCKET;
+	srv->max_body = cfg->max_body;
+	atomic_init(&srv->in_flight, 0);
+	atomic_init(&srv->draining, 0);
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, cfg->bind, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)cfg->port);
+	} else if (inet_pton(AF_INET6, cfg->bind, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)cfg->port);
+		/* "::" serves IPv4 too; a specific address only itself. */
+		flags |= IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)
+		    ? MHD_USE_DUAL_STACK
+		    : MHD_USE_IPv6;
+	} else {
+		log_error("%s: bad bind address %s", __func__, cfg->bind);
+		goto fail;
+	}
+
+	srv->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
+	    on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+	if (srv->daemon == NULL) {
+		log_error("%s: cannot listen on %s port %u", __func__,
+		    cfg->bind, cfg->port);
+		goto fail;
+	}
+	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = info != NULL ? info->port : cfg->port;
+	log_info(sin->sin_family == AF_INET6 ? "listening on [%s]:%u"
+					     : "listening on %s:%u",
+	    cfg->bind, srv->port);
+	return srv;
+fail:
+	free(srv);
+	return NULL;
+}
+
+unsigned int
+server_port(const struct server *srv)
+{
+	return srv->port;
+}
+
+int
+server_quiesce(struct server *srv)
+{
+	atomic_store(&srv->draining, 1);
+	srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+	if (srv->quiesced_fd == MHD_INVALID_SOCKET) {
+		log_error("%s: cannot stop accepting connections", __func__);
+		return -1;
+	}
+	return 0;
+}
+
+unsigned int
+server_in_flight(const struct server *srv)
+{
+	return atomic_load(&srv->in_flight);
+}
+
+void
+server_stop(struct server *srv)
+{
+	MHD_stop_daemon(srv->daemon);
+	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
+		close(srv->quiesced_fd);
+	free(srv);
+}
