@@ -49,8 +49,10 @@ all: deps $(BUILD)/microd
 run: all
 	exec $(BUILD)/microd $(RUN_ARGS)
 
-# The whole suite, twice: as built, then under ASan + UBSan (leaks too).
+# Lint, then the whole suite twice: as built, then under ASan + UBSan with
+# leak detection.
 check: deps-test
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-progs
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    SANITIZE=address,undefined test-progs
@@ -101,7 +103,8 @@ endef
 $(BUILD)/microd: $(BUILD)/obj/main.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/%.o: src/%.c $(BUILD)/version.h
+$(BUILD)/obj/main.o: $(BUILD)/version.h
+$(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 

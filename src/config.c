@@ -157,27 +157,26 @@ parse_shutdown_timeout(struct config *cfg, const char *s)
 }
 
 static const struct option options[] = {
-    {"bind", "MICROD_BIND", NULL, "ADDR",
-	"a numeric IPv4 or IPv6 address",
-	"address to listen on; '::' for IPv6 dual-stack (default 0.0.0.0)",
-	parse_bind},
+    {"bind", "MICROD_BIND", NULL, "ADDR", "a numeric IPv4 or IPv6 address",
+     "address to listen on; '::' for IPv6 dual-stack (default 0.0.0.0)",
+     parse_bind},
     {"port", "MICROD_PORT", "PORT", "N", "an integer from 0 to 65535",
-	"TCP port; 0 picks a free one, logged at start (default 8080)",
-	parse_port},
+     "TCP port; 0 picks a free one, logged at start (default 8080)",
+     parse_port},
     {"threads", "MICROD_THREADS", NULL, "N", "an integer from 1 to 256",
-	"worker threads in the pool (default: online CPUs)", parse_threads},
+     "worker threads in the pool (default: online CPUs)", parse_threads},
     {"max-body", "MICROD_MAX_BODY", NULL, "BYTES",
-	"a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
-	"largest request body accepted; larger gets 413 (default 1m)",
-	parse_max_body},
+     "a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
+     "largest request body accepted; larger gets 413 (default 1m)",
+     parse_max_body},
     {"log-level", "MICROD_LOG_LEVEL", NULL, "LEVEL",
-	"one of error, warn, info, debug",
-	"error, warn, info or debug (default info)", parse_log_level},
+     "one of error, warn, info, debug",
+     "error, warn, info or debug (default info)", parse_log_level},
     {"shutdown-timeout", "MICROD_SHUTDOWN_TIMEOUT", NULL, "SECONDS",
-	"seconds from 0 to 3600, e.g. 10 or 2.5",
-	"on SIGTERM/SIGINT, how long requests in flight may take to "
-	"finish (default 10)",
-	parse_shutdown_timeout},
+     "seconds from 0 to 3600, e.g. 10 or 2.5",
+     "on SIGTERM/SIGINT, how long requests in flight may take to "
+     "finish (default 10)",
+     parse_shutdown_timeout},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -207,16 +206,16 @@ option_find(const char *name, size_t len)
 
 static enum config_result
 bad_value(char *err, size_t errlen, const char *what, const char *value,
-    const struct option *opt)
+          const struct option *opt)
 {
 	snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", what,
-	    value, opt->accepts);
+	         value, opt->accepts);
 	return CONFIG_ERROR;
 }
 
 enum config_result
 config_parse(struct config *cfg, int argc, char **argv, char *err,
-    size_t errlen)
+             size_t errlen)
 {
 	set_defaults(cfg);
 	err[0] = '\0';
@@ -245,15 +244,16 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			return CONFIG_VERSION;
 		if (strncmp(arg, "--", 2) != 0) {
 			snprintf(err, errlen,
-			    "unexpected argument '%s' (see --help)", arg);
+			         "unexpected argument '%s' (see --help)", arg);
 			return CONFIG_ERROR;
 		}
 		eq = strchr(arg + 2, '=');
 		len = eq != NULL ? (size_t)(eq - arg - 2) : strlen(arg + 2);
 		opt = option_find(arg + 2, len);
 		if (opt == NULL) {
-			snprintf(err, errlen, "unknown option '%.*s' (see --help)",
-			    (int)(len + 2), arg);
+			snprintf(err, errlen,
+			         "unknown option '%.*s' (see --help)",
+			         (int)(len + 2), arg);
 			return CONFIG_ERROR;
 		}
 		snprintf(flag, sizeof(flag), "--%s", opt->flag);
@@ -263,7 +263,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			value = argv[++i];
 		} else {
 			snprintf(err, errlen, "%s: missing value (expected %s)",
-			    flag, opt->accepts);
+			         flag, opt->accepts);
 			return CONFIG_ERROR;
 		}
 		if (opt->parse(cfg, value) != 0)
@@ -282,14 +282,14 @@ config_usage(FILE *out)
 	      "shown; a flag wins over the environment, which wins over the\n"
 	      "default. --flag VALUE and --flag=VALUE both work.\n"
 	      "\n",
-	    out);
+	      out);
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct option *opt = &options[i];
 
 		fprintf(out, "  --%s %s\n      %s\n      env: %s%s%s\n",
-		    opt->flag, opt->metavar, opt->help, opt->env,
-		    opt->alt_env != NULL ? ", then " : "",
-		    opt->alt_env != NULL ? opt->alt_env : "");
+		        opt->flag, opt->metavar, opt->help, opt->env,
+		        opt->alt_env != NULL ? ", then " : "",
+		        opt->alt_env != NULL ? opt->alt_env : "");
 	}
 	fputs("  --help, -h\n      print this help and exit\n"
 	      "  --version\n      print the version and exit\n"
@@ -298,5 +298,5 @@ config_usage(FILE *out)
 	      "requests in flight finish (up to --shutdown-timeout), then\n"
 	      "exits 0; a second signal exits at once with status 1.\n"
 	      "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage.\n",
-	    out);
+	      out);
 }

@@ -7,11 +7,11 @@
 #include <stdio.h>
 
 struct config {
-	const char *bind;	/* numeric IPv4 or IPv6 address */
-	unsigned int port;	/* 0 asks the kernel for a free port */
-	unsigned int threads;	/* libmicrohttpd pool size */
-	size_t max_body;	/* bytes */
-	int log_level;		/* enum log_level */
+	const char *bind;     /* numeric IPv4 or IPv6 address */
+	unsigned int port;    /* 0 asks the kernel for a free port */
+	unsigned int threads; /* libmicrohttpd pool size */
+	size_t max_body;      /* bytes */
+	int log_level;        /* enum log_level */
 	unsigned int shutdown_timeout_ms;
 };
 
@@ -24,7 +24,7 @@ enum config_result { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
  * environment, which outlive the program's use of them.
  */
 enum config_result config_parse(struct config *cfg, int argc, char **argv,
-    char *err, size_t errlen);
+                                char *err, size_t errlen);
 
 /* Writes the --help text, generated from the option table. */
 void config_usage(FILE *out);

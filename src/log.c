@@ -61,9 +61,10 @@ log_vmsg(enum log_level level, const char *fmt, va_list ap)
 	    gmtime_r(&now.tv_sec, &tm) == NULL)
 		memset(&tm, 0, sizeof(tm));
 	head = snprintf(line, sizeof(line),
-	    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ microd %s: ",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	    tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000L, level_names[level]);
+	                "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ microd %s: ",
+	                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+	                tm.tm_hour, tm.tm_min, tm.tm_sec,
+	                now.tv_nsec / 1000000L, level_names[level]);
 	if (head < 0)
 		return;
 	body = vsnprintf(line + head, sizeof(line) - (size_t)head, fmt, ap);

@@ -13,9 +13,8 @@
 #include "server.h"
 #include "version.h"
 
-
 /* How often the drain looks at the in-flight count. */
-#define DRAIN_TICK_NS (5 * 1000 * 1000L)
+#define DRAIN_TICK_NS 5000000L
 
 static long long
 now_ms(void)
@@ -58,8 +57,8 @@ drain(struct server *srv, const sigset_t *sigs, unsigned int timeout_ms)
 	}
 	if (left > 0)
 		log_warn("shutdown timeout passed: cutting %u requests in "
-			 "flight",
-		    left);
+		         "flight",
+		         left);
 	else
 		log_info("drained: no request in flight");
 }
@@ -101,9 +100,9 @@ main(int argc, char **argv)
 	sigdelset(&sigs, SIGPIPE);
 
 	log_info("microd %s: %u threads, max body %zu bytes, shutdown "
-		 "timeout %u ms",
-	    MICROD_VERSION, cfg.threads, cfg.max_body,
-	    cfg.shutdown_timeout_ms);
+	         "timeout %u ms",
+	         MICROD_VERSION, cfg.threads, cfg.max_body,
+	         cfg.shutdown_timeout_ms);
 	srv = server_start(&cfg);
 	if (srv == NULL)
 		return 1;
@@ -116,7 +115,7 @@ main(int argc, char **argv)
 	} while (sig != SIGTERM && sig != SIGINT);
 
 	log_info("%s: draining, at most %u ms", signal_name(sig),
-	    cfg.shutdown_timeout_ms);
+	         cfg.shutdown_timeout_ms);
 	server_quiesce(srv); /* on failure it logs; drain all the same */
 	drain(srv, &sigs, cfg.shutdown_timeout_ms);
 	server_stop(srv);

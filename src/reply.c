@@ -35,9 +35,9 @@ reply_title(unsigned int status)
 json_t *
 problem_new(unsigned int status, const char *detail)
 {
-	return json_pack("{s:s, s:s, s:I, s:s}", "type", "about:blank",
-	    "title", reply_title(status), "status", (json_int_t)status,
-	    "detail", detail);
+	return json_pack("{s:s, s:s, s:I, s:s}", "type", "about:blank", "title",
+	                 reply_title(status), "status", (json_int_t)status,
+	                 "detail", detail);
 }
 
 void

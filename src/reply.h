@@ -21,7 +21,8 @@ void reply_error(struct reply *rep, unsigned int status, const char *fmt, ...)
 /* Releases the body; the reply can be filled again. */
 void reply_clear(struct reply *rep);
 
-/* {"type":"about:blank","title":...,"status":...,"detail":...}; NULL on ENOMEM */
+/* {"type":"about:blank","title":...,"status":...,"detail":...}; NULL on ENOMEM
+ */
 json_t *problem_new(unsigned int status, const char *detail);
 
 /* The reason phrase for a status, "Unknown" when there is none. */

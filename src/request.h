@@ -13,14 +13,14 @@ struct request {
 	json_t *body; /* parsed JSON, for routes that take one; borrowed */
 	/* Looks up a header or query argument; NULL when absent. */
 	const char *(*lookup)(void *ctx, enum request_field field,
-	    const char *name);
+	                      const char *name);
 	void *ctx;
 };
 
 struct reply {
 	unsigned int status;
-	json_t *body;	/* owned by the reply */
-	int problem;	/* body is RFC 9457 problem details */
+	json_t *body;   /* owned by the reply */
+	int problem;    /* body is RFC 9457 problem details */
 	char allow[32]; /* Allow header for a 405, else empty */
 };
 
@@ -30,14 +30,14 @@ static inline const char *
 request_header(const struct request *req, const char *name)
 {
 	return req->lookup != NULL ? req->lookup(req->ctx, REQUEST_HEADER, name)
-				   : NULL;
+	                           : NULL;
 }
 
 static inline const char *
 request_query(const struct request *req, const char *name)
 {
 	return req->lookup != NULL ? req->lookup(req->ctx, REQUEST_QUERY, name)
-				   : NULL;
+	                           : NULL;
 }
 
 #endif

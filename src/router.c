@@ -2,6 +2,7 @@
 /* router.c -- the route table; map method + path to a handler */
 #include "router.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "handlers.h"
@@ -39,42 +40,38 @@ router_find(const char *method, const char *path, const struct route **out)
 	return match;
 }
 
+/* Appends ", name" (or just name, first) when it fits. */
+static void
+allow_append(char *buf, size_t len, const char *name)
+{
+	size_t used = strlen(buf);
+
+	if (used + strlen(name) + 3 > len)
+		return;
+	snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "", name);
+}
+
 /* "GET, HEAD, POST": every method the path answers to. */
 static void
 allow_list(const char *path, char *buf, size_t len)
 {
-	size_t used = 0;
-
 	buf[0] = '\0';
 	for (size_t i = 0; i < N_ROUTES; i++) {
-		const char *m = routes[i].method;
-		size_t need;
-
 		if (strcmp(routes[i].path, path) != 0)
 			continue;
-		for (int head = 0; head <= (strcmp(m, "GET") == 0); head++) {
-			const char *name = head ? "HEAD" : m;
-
-			need = strlen(name) + (used > 0 ? 2 : 0);
-			if (used + need >= len)
-				return;
-			if (used > 0) {
-				memcpy(buf + used, ", ", 2);
-				used += 2;
-			}
-			memcpy(buf + used, name, strlen(name) + 1);
-			used += strlen(name);
-		}
+		allow_append(buf, len, routes[i].method);
+		if (strcmp(routes[i].method, "GET") == 0)
+			allow_append(buf, len, "HEAD");
 	}
 }
 
 void
 router_reply_unmatched(enum route_match match, const struct request *req,
-    struct reply *rep)
+                       struct reply *rep)
 {
 	if (match == ROUTE_BAD_METHOD) {
 		reply_error(rep, 405, "%s is not allowed on %s", req->method,
-		    req->path);
+		            req->path);
 		allow_list(req->path, rep->allow, sizeof(rep->allow));
 		return;
 	}

@@ -23,10 +23,10 @@ enum route_match { ROUTE_FOUND, ROUTE_NOT_FOUND, ROUTE_BAD_METHOD };
  * set only for ROUTE_FOUND.
  */
 enum route_match router_find(const char *method, const char *path,
-    const struct route **out);
+                             const struct route **out);
 
 /* Fills rep with the 404 or 405 (and its Allow header) for a failed match. */
 void router_reply_unmatched(enum route_match match, const struct request *req,
-    struct reply *rep);
+                            struct reply *rep);
 
 #endif

@@ -23,7 +23,8 @@
  * so a client streaming without end cannot hold a worker. */
 #define DISCARD_LIMIT ((size_t)64 << 20)
 
-/* Replies up to this size are rendered on the stack, larger ones on the heap. */
+/* Replies up to this size are rendered on the stack, larger ones on the heap.
+ */
 #define RENDER_STACK 2048
 
 struct server {
@@ -42,18 +43,20 @@ struct exchange {
 	enum route_match match;
 	unsigned int refuse; /* status decided before the body: 413, 415 */
 	size_t received;     /* body bytes seen so far */
-	char *body;	     /* buffered body, for routes that take one */
+	char *body;          /* buffered body, for routes that take one */
 	size_t len, cap;
 };
 
-static const char fallback_500[] =
+/* Never written; non-const only because MHD's buffer argument is. */
+static char fallback_500[] =
     "{\"type\":\"about:blank\",\"title\":\"Internal Server Error\","
     "\"status\":500,\"detail\":\"the reply could not be rendered\"}\n";
 
 static const char *
 lookup_field(void *ctx, enum request_field field, const char *name)
 {
-	return MHD_lookup_connection_value(ctx,
+	return MHD_lookup_connection_value(
+	    ctx,
 	    field == REQUEST_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
 	    name);
 }
@@ -70,7 +73,7 @@ response_from_reply(const struct reply *rep)
 		return NULL;
 	if (need <= sizeof(stack))
 		return MHD_create_response_from_buffer(need, stack,
-		    MHD_RESPMEM_MUST_COPY);
+		                                       MHD_RESPMEM_MUST_COPY);
 	heap = malloc(need);
 	if (heap == NULL)
 		return NULL;
@@ -78,8 +81,8 @@ response_from_reply(const struct reply *rep)
 		free(heap);
 		return NULL;
 	}
-	resp = MHD_create_response_from_buffer(need, heap,
-	    MHD_RESPMEM_MUST_FREE);
+	resp =
+	    MHD_create_response_from_buffer(need, heap, MHD_RESPMEM_MUST_FREE);
 	if (resp == NULL)
 		free(heap); /* not taken over */
 	return resp;
@@ -91,7 +94,7 @@ response_from_reply(const struct reply *rep)
  */
 static enum MHD_Result
 send_reply(struct server *srv, struct MHD_Connection *conn, struct reply *rep,
-    int close_after)
+           int close_after)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
@@ -104,22 +107,23 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct reply *rep,
 		status = 500;
 		type = "application/problem+json";
 		resp = MHD_create_response_from_buffer(sizeof(fallback_500) - 1,
-		    (void *)(uintptr_t)fallback_500, MHD_RESPMEM_PERSISTENT);
+		                                       fallback_500,
+		                                       MHD_RESPMEM_PERSISTENT);
 		if (resp == NULL)
 			goto out;
 	}
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) !=
-		MHD_YES ||
+	        MHD_YES ||
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
-		"no-store") != MHD_YES)
+	                            "no-store") != MHD_YES)
 		goto out;
 	if (rep->allow[0] != '\0' &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) !=
-		MHD_YES)
+	        MHD_YES)
 		goto out;
 	if ((close_after || atomic_load(&srv->draining)) &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
-		"close") != MHD_YES)
+	                            "close") != MHD_YES)
 		goto out;
 	ret = MHD_queue_response(conn, status, resp);
 out:
@@ -130,8 +134,8 @@ out:
 }
 
 static enum MHD_Result
-send_error(struct server *srv, struct MHD_Connection *conn,
-    unsigned int status, int close_after, const char *detail)
+send_error(struct server *srv, struct MHD_Connection *conn, unsigned int status,
+           int close_after, const char *detail)
 {
 	struct reply rep = {0};
 
@@ -155,8 +159,8 @@ is_json_type(const char *ct)
 static int
 content_length(struct MHD_Connection *conn, uintmax_t *out)
 {
-	const char *s = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *s = MHD_lookup_connection_value(
+	    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	char *end;
 
 	if (s == NULL || *s < '0' || *s > '9')
@@ -172,7 +176,8 @@ has_body(struct MHD_Connection *conn)
 	uintmax_t len;
 
 	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-		MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+	                                MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
+	    NULL)
 		return 1;
 	return content_length(conn, &len) == 0 && len > 0;
 }
@@ -184,8 +189,8 @@ has_body(struct MHD_Connection *conn)
  * calls for.
  */
 static enum MHD_Result
-on_headers(struct server *srv, struct MHD_Connection *conn,
-    struct exchange *ex, const char *method, const char *url)
+on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
+           const char *method, const char *url)
 {
 	uintmax_t len;
 
@@ -193,9 +198,9 @@ on_headers(struct server *srv, struct MHD_Connection *conn,
 	if (content_length(conn, &len) == 0 && len > srv->max_body) {
 		ex->refuse = 413;
 	} else if (ex->match == ROUTE_FOUND &&
-	    (ex->route->flags & ROUTE_JSON_BODY) &&
-	    !is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-		MHD_HTTP_HEADER_CONTENT_TYPE))) {
+	           (ex->route->flags & ROUTE_JSON_BODY) &&
+	           !is_json_type(MHD_lookup_connection_value(
+	               conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
 		ex->refuse = 415;
 	} else if (ex->match != ROUTE_FOUND && has_body(conn)) {
 		struct request req = {.method = method, .path = url};
@@ -206,10 +211,10 @@ on_headers(struct server *srv, struct MHD_Connection *conn,
 	}
 	if (ex->refuse == 413)
 		return send_error(srv, conn, 413, 1,
-		    "the request body is larger than the limit");
+		                  "the request body is larger than the limit");
 	if (ex->refuse == 415)
 		return send_error(srv, conn, 415, 1,
-		    "the request body must be application/json");
+		                  "the request body must be application/json");
 	return MHD_YES;
 }
 
@@ -223,7 +228,7 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 		ex->body = NULL;
 		ex->len = ex->cap = 0;
 		return ex->received - srv->max_body > DISCARD_LIMIT ? MHD_NO
-								    : MHD_YES;
+		                                                    : MHD_YES;
 	}
 	if (ex->match != ROUTE_FOUND || !(ex->route->flags & ROUTE_JSON_BODY))
 		return MHD_YES; /* read and dropped */
@@ -249,30 +254,28 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 /* The request has arrived whole: run its handler and send the reply. */
 static enum MHD_Result
 on_complete_request(struct server *srv, struct MHD_Connection *conn,
-    struct exchange *ex, const char *method, const char *url)
+                    struct exchange *ex, const char *method, const char *url)
 {
-	struct request req = {.method = method,
-	    .path = url,
-	    .lookup = lookup_field,
-	    .ctx = conn};
+	struct request req = {
+	    .method = method, .path = url, .lookup = lookup_field, .ctx = conn};
 	struct reply rep = {0};
 	enum MHD_Result ret;
 	json_error_t jerr;
 
 	if (ex->received > srv->max_body)
 		return send_error(srv, conn, 413, 1,
-		    "the request body is larger than the limit");
+		                  "the request body is larger than the limit");
 	if (ex->match != ROUTE_FOUND) {
 		router_reply_unmatched(ex->match, &req, &rep);
 		return send_reply(srv, conn, &rep, 0);
 	}
 	if (ex->route->flags & ROUTE_JSON_BODY) {
 		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
-		    JSON_DECODE_ANY, &jerr);
+		                      JSON_DECODE_ANY, &jerr);
 		if (req.body == NULL) {
 			reply_error(&rep, 400,
-			    "invalid JSON at line %d, column %d: %s", jerr.line,
-			    jerr.column, jerr.text);
+			            "invalid JSON at line %d, column %d: %s",
+			            jerr.line, jerr.column, jerr.text);
 			return send_reply(srv, conn, &rep, 0);
 		}
 	}
@@ -284,8 +287,8 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
-    const char *method, const char *version, const char *upload_data,
-    size_t *upload_data_size, void **req_cls)
+           const char *method, const char *version, const char *upload_data,
+           size_t *upload_data_size, void **req_cls)
 {
 	struct server *srv = cls;
 	struct exchange *ex = *req_cls;
@@ -310,7 +313,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
-    enum MHD_RequestTerminationCode toe)
+             enum MHD_RequestTerminationCode toe)
 {
 	struct server *srv = cls;
 	struct exchange *ex = *req_cls;
@@ -340,7 +343,7 @@ server_start(const struct config *cfg)
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-	    MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	const union MHD_DaemonInfo *info;
 
 	srv = calloc(1, sizeof(*srv));
@@ -362,28 +365,28 @@ server_start(const struct config *cfg)
 		sin6->sin6_port = htons((uint16_t)cfg->port);
 		/* "::" serves IPv4 too; a specific address only itself. */
 		flags |= IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)
-		    ? MHD_USE_DUAL_STACK
-		    : MHD_USE_IPv6;
+		             ? MHD_USE_DUAL_STACK
+		             : MHD_USE_IPv6;
 	} else {
 		log_error("%s: bad bind address %s", __func__, cfg->bind);
 		goto fail;
 	}
 
-	srv->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL,
-	    on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-	    MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
+	srv->daemon = MHD_start_daemon(
+	    flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
 	if (srv->daemon == NULL) {
 		log_error("%s: cannot listen on %s port %u", __func__,
-		    cfg->bind, cfg->port);
+		          cfg->bind, cfg->port);
 		goto fail;
 	}
 	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	srv->port = info != NULL ? info->port : cfg->port;
 	log_info(sin->sin_family == AF_INET6 ? "listening on [%s]:%u"
-					     : "listening on %s:%u",
-	    cfg->bind, srv->port);
+	                                     : "listening on %s:%u",
+	         cfg->bind, srv->port);
 	return srv;
 fail:
 	free(srv);
@@ -405,6 +408,16 @@ server_quiesce(struct server *srv)
 		log_error("%s: cannot stop accepting connections", __func__);
 		return -1;
 	}
+	/*
+	 * The pool no longer polls the socket, but the kernel still completes
+	 * handshakes into its backlog, where clients would wait for nothing.
+	 * shutdown() takes it out of the listening state so they are refused
+	 * at once and retry elsewhere; the descriptor itself stays open until
+	 * the daemon is stopped, so no worker can ever see its number reused.
+	 */
+	if (shutdown(srv->quiesced_fd, SHUT_RDWR) != 0)
+		log_warn("%s: shutdown of the listening socket: %s", __func__,
+		         strerror(errno));
 	return 0;
 }
 
