@@ -90,21 +90,26 @@ test_reply(void)
 	is_str(reply_title(599), "Unknown", "unknown status title");
 }
 
-/* Runs config_parse on "microd" followed by args (NULL-terminated). */
+/*
+ * Runs config_parse on "microd" followed by args (NULL-terminated). The
+ * strings are copied into writable storage that outlives the call, as argv
+ * does in a real process: cfg points into it.
+ */
 static enum config_result
 parse_args(struct config *cfg, char *err, size_t len, const char *const *args)
 {
+	static char storage[16][64];
 	char *argv[16];
 	int argc = 0;
-	enum config_result res;
 
-	argv[argc++] = strdup("microd");
-	for (; *args != NULL && argc < 16; args++)
-		argv[argc++] = strdup(*args);
-	res = config_parse(cfg, argc, argv, err, len);
-	while (argc > 0)
-		free(argv[--argc]);
-	return res;
+	snprintf(storage[0], sizeof(storage[0]), "microd");
+	argv[argc] = storage[argc];
+	argc++;
+	for (; *args != NULL && argc < 16; args++, argc++) {
+		snprintf(storage[argc], sizeof(storage[argc]), "%s", *args);
+		argv[argc] = storage[argc];
+	}
+	return config_parse(cfg, argc, argv, err, len);
 }
 
 #define PARSE(cfg, ...)                                                        \
