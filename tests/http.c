@@ -495,6 +495,36 @@ test_env_port(void)
 	microd_cleanup(&m);
 }
 
+static void
+test_dual_stack(void)
+{
+	static const char *const args[] = {"--bind", "::", NULL};
+	struct microd m;
+	struct http_result r;
+	char v6[64];
+
+	if (access("/proc/net/if_inet6", R_OK) != 0) {
+		printf("ok %d # skip no IPv6 on this machine\n", ++check_count);
+		return;
+	}
+	if (microd_start(&m, args, NULL) != 0) {
+		ok(0, "microd --bind :: starts");
+		return;
+	}
+	ok(microd_wait_log(&m, "listening on [::]:", 100),
+	   "the log shows the IPv6 address in brackets");
+	r = http_get(m.base, "/health");
+	is(r.status, 200, "--bind :: answers on 127.0.0.1 (dual-stack)");
+	http_result_free(&r);
+	snprintf(v6, sizeof(v6), "http://[::1]:%u", m.port);
+	r = http_get(v6, "/health");
+	is(r.status, 200, "--bind :: answers on [::1]");
+	http_result_free(&r);
+	kill(m.pid, SIGTERM);
+	is(microd_wait_exit(&m, 10000), 0, "exits 0");
+	microd_cleanup(&m);
+}
+
 int
 main(void)
 {
@@ -522,6 +552,7 @@ main(void)
 	test_second_signal();
 	test_cli();
 	test_env_port();
+	test_dual_stack();
 	curl_global_cleanup();
 	return done_testing();
 }
