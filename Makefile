@@ -31,10 +31,10 @@ ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
-LIB_SRC  = src/config.c src/handlers.c src/log.c src/reply.c src/router.c \
-           src/server.c
+LIB_SRC  = src/config.c src/handlers.c src/log.c src/probe.c src/reply.c \
+           src/router.c src/server.c src/state.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http
+TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
@@ -115,7 +115,7 @@ $(BUILD)/tests/%.o: tests/%.c
 $(BUILD)/tests/unit: $(BUILD)/tests/unit.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/http: $(BUILD)/tests/http.o $(BUILD)/tests/harness.o
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
 
 # version.h changes only when the version or commit does.

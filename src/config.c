@@ -117,9 +117,8 @@ parse_log_level(struct config *cfg, const char *s)
 	return 0;
 }
 
-/* Seconds with up to three decimals, e.g. "10", "0.5", "2.25". */
-static int
-parse_millis(const char *s, unsigned int max_s, unsigned int *out)
+int
+config_parse_seconds(const char *s, unsigned int max_s, unsigned int *out)
 {
 	char whole[16];
 	const char *dot = strchr(s, '.');
@@ -153,7 +152,13 @@ parse_millis(const char *s, unsigned int max_s, unsigned int *out)
 static int
 parse_shutdown_timeout(struct config *cfg, const char *s)
 {
-	return parse_millis(s, 3600, &cfg->shutdown_timeout_ms);
+	return config_parse_seconds(s, 3600, &cfg->shutdown_timeout_ms);
+}
+
+static int
+parse_drain_delay(struct config *cfg, const char *s)
+{
+	return config_parse_seconds(s, 3600, &cfg->drain_delay_ms);
 }
 
 static const struct option options[] = {
@@ -177,6 +182,11 @@ static const struct option options[] = {
      "on SIGTERM/SIGINT, how long requests in flight may take to "
      "finish (default 10)",
      parse_shutdown_timeout},
+    {"drain-delay", "MICROD_DRAIN_DELAY", NULL, "SECONDS",
+     "seconds from 0 to 3600, e.g. 5 or 0.5",
+     "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
+     "on, so load balancers notice, before the drain starts (default 0)",
+     parse_drain_delay},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -192,6 +202,7 @@ set_defaults(struct config *cfg)
 	cfg->max_body = (size_t)1 << 20;
 	cfg->log_level = LOG_INFO;
 	cfg->shutdown_timeout_ms = 10000;
+	cfg->drain_delay_ms = 0;
 }
 
 static const struct option *
@@ -276,7 +287,9 @@ void
 config_usage(FILE *out)
 {
 	fputs("Usage: microd [OPTION]...\n"
-	      "A small JSON-over-HTTP service: GET /health, POST /echo.\n"
+	      "       microd probe [--url URL] [--timeout SECONDS]\n"
+	      "A small JSON-over-HTTP service: GET /health, GET /ready,\n"
+	      "POST /echo. 'microd probe --help' explains the probe.\n"
 	      "\n"
 	      "Each option can also be set through the environment variable\n"
 	      "shown; a flag wins over the environment, which wins over the\n"
@@ -294,8 +307,9 @@ config_usage(FILE *out)
 	fputs("  --help, -h\n      print this help and exit\n"
 	      "  --version\n      print the version and exit\n"
 	      "\n"
-	      "Signals: SIGTERM or SIGINT stops accepting connections, lets\n"
-	      "requests in flight finish (up to --shutdown-timeout), then\n"
+	      "Signals: SIGTERM or SIGINT turns /ready to 503, keeps serving\n"
+	      "for --drain-delay, then stops accepting connections, lets\n"
+	      "requests in flight finish (up to --shutdown-timeout), and\n"
 	      "exits 0; a second signal exits at once with status 1.\n"
 	      "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage.\n",
 	      out);

@@ -13,6 +13,7 @@ struct config {
 	size_t max_body;      /* bytes */
 	int log_level;        /* enum log_level */
 	unsigned int shutdown_timeout_ms;
+	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 };
 
 enum config_result { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
@@ -25,6 +26,12 @@ enum config_result { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
  */
 enum config_result config_parse(struct config *cfg, int argc, char **argv,
                                 char *err, size_t errlen);
+
+/*
+ * Seconds with up to three decimals ("10", "0.5", "2.25"), at most max_s, as
+ * milliseconds. 0 or -1.
+ */
+int config_parse_seconds(const char *s, unsigned int max_s, unsigned int *out);
 
 /* Writes the --help text, generated from the option table. */
 void config_usage(FILE *out);

@@ -6,6 +6,7 @@
 #include "request.h"
 
 handler_fn handle_health;
+handler_fn handle_ready;
 handler_fn handle_echo;
 
 #endif

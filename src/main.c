@@ -5,16 +5,26 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "log.h"
+#include "probe.h"
 #include "server.h"
+#include "state.h"
 #include "version.h"
 
 /* How often the drain looks at the in-flight count. */
 #define DRAIN_TICK_NS 5000000L
+
+/*
+ * With every request answered, idle keep-alive connections may still be open;
+ * their clients can send a request at any moment. The drain waits until they
+ * are closed, or until no request has been in flight for this long.
+ */
+#define DRAIN_QUIET_MS 250
 
 static long long
 now_ms(void)
@@ -32,29 +42,54 @@ signal_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
+/* Sleeps one tick; a further stop signal ends the process at once. */
+static void
+tick(const sigset_t *sigs)
+{
+	const struct timespec ts = {0, DRAIN_TICK_NS};
+	int sig = sigtimedwait(sigs, NULL, &ts);
+
+	if (sig > 0) {
+		log_warn("%s again: exiting at once", signal_name(sig));
+		_exit(1);
+	}
+}
+
+static int
+drained(const struct server *srv, long long *quiet_since)
+{
+	long long now = now_ms();
+
+	if (server_in_flight(srv) > 0) {
+		*quiet_since = now;
+		return 0;
+	}
+	return server_connections(srv) == 0 ||
+	       now - *quiet_since >= DRAIN_QUIET_MS;
+}
+
 /*
- * Waits until the requests in flight are done or the timeout passes. A
- * further signal ends the process at once, with status 1.
+ * ready -> draining: /ready answers 503, serving goes on for the delay.
+ * draining -> stopping: no new connections, Connection: close on every
+ * reply, until nothing is in flight or the timeout passes.
  */
 static void
-drain(struct server *srv, const sigset_t *sigs, unsigned int timeout_ms)
+shut_down(struct server *srv, const struct config *cfg, const sigset_t *sigs)
 {
-	const struct timespec tick = {0, DRAIN_TICK_NS};
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = now_ms() + cfg->drain_delay_ms;
+	long long quiet_since = now_ms();
 	unsigned int left;
-	int sig;
 
-	while ((left = server_in_flight(srv)) > 0 && now_ms() < deadline) {
-		sig = sigtimedwait(sigs, NULL, &tick);
-		if (sig > 0) {
-			log_warn("%s again: exiting at once", signal_name(sig));
-			_exit(1);
-		}
-		if (errno != EAGAIN && errno != EINTR) {
-			log_error("%s: sigtimedwait failed", __func__);
-			return;
-		}
-	}
+	state_set(STATE_DRAINING);
+	while (now_ms() < deadline)
+		tick(sigs);
+
+	server_quiesce(srv); /* on failure it logs; drain all the same */
+	state_set(STATE_STOPPING);
+	deadline = now_ms() + cfg->shutdown_timeout_ms;
+	while (!drained(srv, &quiet_since) && now_ms() < deadline)
+		tick(sigs);
+	left = server_in_flight(srv);
 	if (left > 0)
 		log_warn("shutdown timeout passed: cutting %u requests in "
 		         "flight",
@@ -71,6 +106,9 @@ main(int argc, char **argv)
 	sigset_t sigs;
 	char err[256];
 	int sig;
+
+	if (argc > 1 && strcmp(argv[1], "probe") == 0)
+		return probe_main(argc - 1, argv + 1);
 
 	switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
 	case CONFIG_HELP:
@@ -107,6 +145,8 @@ main(int argc, char **argv)
 	if (srv == NULL)
 		return 1;
 
+	state_set(STATE_READY);
+
 	do {
 		if (sigwait(&sigs, &sig) != 0) {
 			log_error("sigwait failed");
@@ -114,11 +154,11 @@ main(int argc, char **argv)
 		}
 	} while (sig != SIGTERM && sig != SIGINT);
 
-	log_info("%s: draining, at most %u ms", signal_name(sig),
-	         cfg.shutdown_timeout_ms);
-	server_quiesce(srv); /* on failure it logs; drain all the same */
-	drain(srv, &sigs, cfg.shutdown_timeout_ms);
+	log_info("%s: drain delay %u ms, then at most %u ms for requests in "
+	         "flight",
+	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
+	shut_down(srv, &cfg, &sigs);
 	server_stop(srv);
-	log_info("stopped");
+	state_set(STATE_STOPPED);
 	return 0;
 }

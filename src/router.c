@@ -10,6 +10,7 @@
 
 static const struct route routes[] = {
     {"GET", "/health", handle_health, 0},
+    {"GET", "/ready", handle_ready, 0},
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY},
 };
 

@@ -34,6 +34,7 @@ struct server {
 	unsigned int port;
 	/* Shared with the pool threads. */
 	atomic_uint in_flight;
+	atomic_uint connections;
 	atomic_bool draining;
 };
 
@@ -329,6 +330,20 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 }
 
 static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+              enum MHD_ConnectionNotificationCode code)
+{
+	struct server *srv = cls;
+
+	(void)conn;
+	(void)socket_ctx;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+		atomic_fetch_add(&srv->connections, 1);
+	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+		atomic_fetch_sub(&srv->connections, 1);
+}
+
+static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
@@ -354,6 +369,7 @@ server_start(const struct config *cfg)
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
 	atomic_init(&srv->in_flight, 0);
+	atomic_init(&srv->connections, 0);
 	atomic_init(&srv->draining, 0);
 
 	memset(&ss, 0, sizeof(ss));
@@ -376,7 +392,8 @@ server_start(const struct config *cfg)
 	    flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
 	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (srv->daemon == NULL) {
 		log_error("%s: cannot listen on %s port %u", __func__,
 		          cfg->bind, cfg->port);
@@ -425,6 +442,12 @@ unsigned int
 server_in_flight(const struct server *srv)
 {
 	return atomic_load(&srv->in_flight);
+}
+
+unsigned int
+server_connections(const struct server *srv)
+{
+	return atomic_load(&srv->connections);
 }
 
 void

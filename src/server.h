@@ -22,6 +22,9 @@ int server_quiesce(struct server *srv);
 /* Requests whose handling has begun and whose response is not yet sent. */
 unsigned int server_in_flight(const struct server *srv);
 
+/* Open client connections, idle keep-alives included. */
+unsigned int server_connections(const struct server *srv);
+
 /* Stops the pool (cutting whatever is still open) and frees srv. */
 void server_stop(struct server *srv);
 
