@@ -6,6 +6,8 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 BUILD   ?= build
 VERSION  = 0.1.0
+# The commit built: from git in a checkout, else set it (COMMIT=abc123).
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 PKGS     = libmicrohttpd jansson
 TEST_PKGS = libcurl
 RUN_ARGS ?= --port 8080
@@ -35,11 +37,12 @@ LIB_SRC  = src/config.c src/handlers.c src/log.c src/probe.c src/reply.c \
            src/router.c src/server.c src/state.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain
+SCRIPT_TESTS = tests/dist.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
 DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
-            clang-tidy cppcheck
+            clang-tidy cppcheck binutils python3 python3-yaml
 
 .PHONY: all run check test-progs deps deps-test lint fmt clean \
         install uninstall FORCE
@@ -56,11 +59,12 @@ check: deps-test
 	$(MAKE) --no-print-directory test-progs
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    SANITIZE=address,undefined test-progs
-	MICROD_BIN=$(BUILD)/microd prove -f --exec '' $(TESTS)
+	MICROD_BIN=$(BUILD)/microd prove -f --exec '' $(TESTS) $(SCRIPT_TESTS)
 	MICROD_BIN=$(BUILD)/sanitize/microd \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/sanitize/%)
+	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/sanitize/%) \
+	    $(SCRIPT_TESTS)
 
 test-progs: $(BUILD)/microd $(TESTS)
 
@@ -121,9 +125,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o
 # version.h changes only when the version or commit does.
 $(BUILD)/version.h: FORCE
 	@mkdir -p $(@D)
-	@commit=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
-	printf '#define MICROD_VERSION "%s"\n#define MICROD_COMMIT "%s"\n' \
-	    '$(VERSION)' "$$commit" > $@.tmp; \
+	@printf '#define MICROD_VERSION "%s"\n#define MICROD_COMMIT "%s"\n' \
+	    '$(VERSION)' '$(COMMIT)' > $@.tmp; \
 	cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 C_FILES = $(wildcard src/*.c src/*.h tests/*.c tests/*.h)

@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# dist.py -- the deployment files in dist/ against the binary they ship (TAP)
+#
+# No Docker engine runs here, so the image is checked as far as the machine
+# allows: dist/rootfs.sh (the Dockerfile's build step) lays out the image's
+# file system from the local build, and microd must start and answer its own
+# probe inside a chroot of exactly that tree. The Kubernetes manifest is
+# parsed, and its probe paths are asked of a real microd.
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+count = 0
+failed = 0
+
+
+def ok(cond, desc):
+    global count, failed
+    count += 1
+    if not cond:
+        failed += 1
+    print(("ok %d - %s" if cond else "not ok %d - %s") % (count, desc), flush=True)
+
+
+def skip(desc):
+    global count
+    count += 1
+    print("ok %d # skip %s" % (count, desc), flush=True)
+
+
+def start_microd(args, env, root=None):
+    """Starts microd (in a chroot when root is set); returns (proc, port, log)."""
+    log = tempfile.NamedTemporaryFile(prefix="microd-dist-", delete=False)
+    # In the image tree it runs as the Dockerfile's USER.
+    cmd = ([BIN] if root is None else [CHROOT, "--userspec=65532:65532", root, "/usr/bin/microd"]) + args
+    proc = subprocess.Popen(cmd, stderr=log, env=env)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(log.name) as f:
+            m = re.search(r"listening on \S+:(\d+)\n", f.read())
+        if m:
+            return proc, int(m.group(1)), log.name
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    return proc, None, log.name
+
+
+def stop_microd(proc, log):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        status = proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        status = None
+    os.unlink(log)
+    return status
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def ldd_libs(binary):
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    libs = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("/"):
+            libs.add(parts[2])
+        elif parts and parts[0].startswith("/"):
+            libs.add(parts[0])
+    return libs
+
+
+def test_image():
+    dockerfile = open(os.path.join(ROOT, "dist/Dockerfile")).read()
+    stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    ok(len(stages) >= 2 and stages[-1] == "scratch", "Dockerfile: multi-stage, final stage FROM scratch")
+    final = dockerfile[dockerfile.rindex("\nFROM "):]
+    ok(re.search(r"^COPY --from=build /rootfs/ /$", final, re.M) is not None,
+       "the final stage copies only the laid-out rootfs")
+    ok("dist/rootfs.sh build/microd /rootfs" in dockerfile, "the rootfs comes from dist/rootfs.sh")
+    user = re.search(r"^USER\s+(\d+)(?::(\d+))?$", final, re.M)
+    ok(user is not None and int(user.group(1)) != 0, "runs as a numeric non-root user")
+    ok(re.search(r"^EXPOSE 8080$", final, re.M) is not None, "EXPOSE 8080")
+    ok(re.search(r"^STOPSIGNAL SIGTERM$", final, re.M) is not None, "STOPSIGNAL SIGTERM")
+    ok(re.search(r'^\s*CMD \["microd", "probe"\]$', final, re.M) is not None,
+       'HEALTHCHECK CMD ["microd", "probe"]')
+
+    root = tempfile.mkdtemp(prefix="microd-rootfs-")
+    os.chmod(root, 0o755)  # an image's / is world-searchable
+    try:
+        subprocess.run(["sh", os.path.join(ROOT, "dist/rootfs.sh"), BIN, root], check=True)
+        libs = ldd_libs(BIN)
+        missing = [lib for lib in libs if not os.path.isfile(root + lib)]
+        ok(not missing, "every library ldd lists (%d) is in the image tree%s"
+           % (len(libs), "" if not missing else ": missing " + " ".join(missing)))
+        files = set()
+        for d, _, names in os.walk(root):
+            files.update(os.path.join(d, n)[len(root):] for n in names)
+        ok(files == libs | {"/usr/bin/microd"}, "and nothing else but /usr/bin/microd (%d files)" % len(files))
+        if os.geteuid() != 0 or "sanitize" in BIN:
+            skip("chroot needs root and an unsanitised build")
+            skip("chroot needs root and an unsanitised build")
+            skip("chroot needs root and an unsanitised build")
+            return
+        env = {"PATH": "/usr/bin", "MICROD_BIND": "127.0.0.1", "PORT": "0"}
+        proc, port, log = start_microd([], env, root=root)
+        ok(port is not None, "microd starts as uid 65532 inside a chroot of exactly that tree")
+        if port is None:
+            stop_microd(proc, log)
+            return
+        probe = subprocess.run([CHROOT, "--userspec=65532:65532", root, "/usr/bin/microd", "probe", "--port", str(port)],
+                               env=env, capture_output=True, text=True)
+        ok(probe.returncode == 0, "and its HEALTHCHECK command passes there: %s" % probe.stderr.strip())
+        ok(stop_microd(proc, log) == 0, "and it stops with status 0 on SIGTERM")
+    finally:
+        shutil.rmtree(root)
+
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_kubernetes():
+    docs = [d for d in yaml.safe_load_all(open(os.path.join(ROOT, "dist/kubernetes.yaml"))) if d]
+    kinds = {d["kind"]: d for d in docs}
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        ok(kind in kinds, "kubernetes.yaml has a %s" % kind)
+    dep = kinds["Deployment"]
+    ok(dep["spec"]["replicas"] >= 2, "2+ replicas")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = env_of(c)
+    port = int(env.get("MICROD_PORT") or env.get("PORT") or 8080)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    ok(ports.get("http") == port, "containerPort %s is the port microd listens on (%d)" % (ports.get("http"), port))
+
+    probes = {}
+    for name in ("startupProbe", "livenessProbe", "readinessProbe"):
+        p = c.get(name, {}).get("httpGet", {})
+        probes[name] = p.get("path")
+        ok(p.get("port") in ("http", port), "%s targets the http port" % name)
+    ok(probes == {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"},
+       "liveness and startup on /health, readiness on /ready")
+
+    delay = float(env.get("MICROD_DRAIN_DELAY", 0))
+    timeout = float(env.get("MICROD_SHUTDOWN_TIMEOUT", 10))
+    ok(pod["terminationGracePeriodSeconds"] > delay + timeout,
+       "terminationGracePeriodSeconds %s > drain delay %g + shutdown timeout %g"
+       % (pod["terminationGracePeriodSeconds"], delay, timeout))
+    psc, sc = pod.get("securityContext", {}), c.get("securityContext", {})
+    ok(psc.get("runAsNonRoot") and psc.get("runAsUser", 0) != 0 and sc.get("runAsNonRoot"), "runs as non-root")
+    ok(sc.get("readOnlyRootFilesystem") is True, "read-only root file system")
+    ok(sc.get("capabilities", {}).get("drop") == ["ALL"], "all capabilities dropped")
+    ok(sc.get("allowPrivilegeEscalation") is False, "no privilege escalation")
+    res = c.get("resources", {})
+    ok(all(k in res.get(w, {}) for w in ("requests", "limits") for k in ("cpu", "memory")),
+       "resource requests and limits for cpu and memory")
+    svc = kinds["Service"]["spec"]
+    ok(svc["ports"][0]["targetPort"] in ("http", port), "the Service targets the http port")
+    ok(kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"],
+       "the HPA scales the Deployment")
+
+    # The manifest's own settings, asked of a real microd (the port alone is
+    # left to the kernel: tests use no fixed ports).
+    run_env = dict(os.environ)
+    run_env.update({k: v for k, v in env.items() if v is not None})
+    proc, got, log = start_microd(["--bind", "127.0.0.1", "--port", "0"], run_env)
+    ok(got is not None, "microd starts with the manifest's environment")
+    if got is None:
+        stop_microd(proc, log)
+        return
+    for name, path in sorted(probes.items()):
+        ok(get(got, path) == 200, "%s path %s answers 200" % (name, path))
+    t0 = time.monotonic()
+    status = stop_microd(proc, log)
+    ok(status == 0 and time.monotonic() - t0 < pod["terminationGracePeriodSeconds"],
+       "a SIGTERM with the manifest's drain settings exits 0 within the grace period (%.1f s)"
+       % (time.monotonic() - t0))
+
+
+def main():
+    test_image()
+    test_kubernetes()
+    print("1..%d" % count)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
