@@ -33,8 +33,9 @@ ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
-LIB_SRC  = src/config.c src/handlers.c src/log.c src/probe.c src/reply.c \
-           src/router.c src/server.c src/state.c
+LIB_SRC  = src/config.c src/handlers.c src/log.c src/metrics.c src/probe.c \
+           src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
+           src/utf8.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain
 SCRIPT_TESTS = tests/dist.py
@@ -107,7 +108,8 @@ endef
 $(BUILD)/microd: $(BUILD)/obj/main.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/main.o: $(BUILD)/version.h
+$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/handlers.o: \
+    $(BUILD)/version.h
 $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<

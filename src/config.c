@@ -107,6 +107,37 @@ parse_max_body(struct config *cfg, const char *s)
 }
 
 static int
+parse_log_format(struct config *cfg, const char *s)
+{
+	int format = log_format_parse(s);
+
+	if (format < 0)
+		return -1;
+	cfg->log_format = format;
+	return 0;
+}
+
+static int
+parse_bool(const char *s, int *out)
+{
+	if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0 ||
+	    strcmp(s, "yes") == 0)
+		*out = 1;
+	else if (strcmp(s, "0") == 0 || strcmp(s, "false") == 0 ||
+	         strcmp(s, "no") == 0)
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+static int
+parse_log_probes(struct config *cfg, const char *s)
+{
+	return parse_bool(s, &cfg->log_probes);
+}
+
+static int
 parse_log_level(struct config *cfg, const char *s)
 {
 	int level = log_level_parse(s);
@@ -177,6 +208,15 @@ static const struct option options[] = {
     {"log-level", "MICROD_LOG_LEVEL", NULL, "LEVEL",
      "one of error, warn, info, debug",
      "error, warn, info or debug (default info)", parse_log_level},
+    {"log-format", "MICROD_LOG_FORMAT", NULL, "FORMAT", "json or text",
+     "json (one object per line) or text (logfmt); default json, or "
+     "text when stderr is a terminal",
+     parse_log_format},
+    {"log-probes", "MICROD_LOG_PROBES", NULL, NULL,
+     "true or false (also 1/0, yes/no)",
+     "access-log successful /health and /ready requests too (by default "
+     "only failed probes are logged)",
+     parse_log_probes},
     {"shutdown-timeout", "MICROD_SHUTDOWN_TIMEOUT", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 10 or 2.5",
      "on SIGTERM/SIGINT, how long requests in flight may take to "
@@ -201,6 +241,8 @@ set_defaults(struct config *cfg)
 	cfg->threads = cpus < 1 ? 1 : cpus > 256 ? 256 : (unsigned int)cpus;
 	cfg->max_body = (size_t)1 << 20;
 	cfg->log_level = LOG_INFO;
+	cfg->log_format = -1;
+	cfg->log_probes = 0;
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->drain_delay_ms = 0;
 }
@@ -270,6 +312,8 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		snprintf(flag, sizeof(flag), "--%s", opt->flag);
 		if (eq != NULL) {
 			value = eq + 1;
+		} else if (opt->metavar == NULL) {
+			value = "true"; /* a switch: present means on */
 		} else if (i + 1 < argc) {
 			value = argv[++i];
 		} else {
@@ -299,9 +343,10 @@ config_usage(FILE *out)
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct option *opt = &options[i];
 
-		fprintf(out, "  --%s %s\n      %s\n      env: %s%s%s\n",
-		        opt->flag, opt->metavar, opt->help, opt->env,
-		        opt->alt_env != NULL ? ", then " : "",
+		fprintf(out, "  --%s%s%s\n      %s\n      env: %s%s%s\n",
+		        opt->flag, opt->metavar != NULL ? " " : "",
+		        opt->metavar != NULL ? opt->metavar : "", opt->help,
+		        opt->env, opt->alt_env != NULL ? ", then " : "",
 		        opt->alt_env != NULL ? opt->alt_env : "");
 	}
 	fputs("  --help, -h\n      print this help and exit\n"

@@ -12,6 +12,8 @@ struct config {
 	unsigned int threads; /* libmicrohttpd pool size */
 	size_t max_body;      /* bytes */
 	int log_level;        /* enum log_level */
+	int log_format;       /* enum log_format, or -1: by stderr */
+	int log_probes;       /* access-log successful probes too */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 };

@@ -2,8 +2,11 @@
 /* handlers.c -- one function per endpoint: request in, status + JSON out */
 #include "handlers.h"
 
+#include "metrics.h"
 #include "reply.h"
+#include "server.h"
 #include "state.h"
+#include "version.h"
 
 void
 handle_health(const struct request *req, struct reply *rep)
@@ -22,6 +25,28 @@ handle_ready(const struct request *req, struct reply *rep)
 		reply_json(rep, 503, json_pack("{s:s}", "status", "starting"));
 	else
 		reply_json(rep, 503, json_pack("{s:s}", "status", "draining"));
+}
+
+void
+handle_version(const struct request *req, struct reply *rep)
+{
+	(void)req;
+	reply_json(rep, 200,
+	           json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", "microd",
+	                     "version", MICROD_VERSION, "commit", MICROD_COMMIT,
+	                     "libmicrohttpd", server_library_version(),
+	                     "jansson", jansson_version_str()));
+}
+
+void
+handle_metrics(const struct request *req, struct reply *rep)
+{
+	size_t len = 0;
+	char *text = metrics_render(&len);
+
+	(void)req;
+	reply_text(rep, 200, text, len,
+	           "text/plain; version=0.0.4; charset=utf-8");
 }
 
 void

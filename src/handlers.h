@@ -7,6 +7,8 @@
 
 handler_fn handle_health;
 handler_fn handle_ready;
+handler_fn handle_version;
+handler_fn handle_metrics;
 handler_fn handle_echo;
 
 #endif

@@ -6,9 +6,25 @@
 #include <stdarg.h>
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
+
+/* One request, as the access log writes it. Strings may be NULL. */
+struct access_entry {
+	const char *method, *path, *route, *remote, *request_id, *user_agent;
+	unsigned int status;
+	unsigned long long bytes;
+	double duration_ms;
+};
 
 /* Parses "error", "warn", "info" or "debug"; returns -1 for anything else. */
 int log_level_parse(const char *name);
+/* Parses "json" or "text"; -1 for anything else. */
+int log_format_parse(const char *name);
+/*
+ * Call once before threads start. Under journald, lines start with a <N>
+ * syslog priority and carry no timestamp of their own.
+ */
+void log_setup(enum log_level level, enum log_format format, int journald);
 void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 
@@ -17,6 +33,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+
+/* One line per request; every client string is escaped, one line always. */
+void log_access(const struct access_entry *e);
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

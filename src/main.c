@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "server.h"
 #include "state.h"
@@ -34,6 +36,21 @@ now_ms(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		return 0;
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* $JOURNAL_STREAM names stderr's device and inode when journald reads it. */
+static int
+stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) != 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
 }
 
 static const char *
@@ -115,7 +132,8 @@ main(int argc, char **argv)
 		config_usage(stdout);
 		return 0;
 	case CONFIG_VERSION:
-		printf("microd %s\n", MICROD_VERSION);
+		printf("microd %s (commit %s)\n", MICROD_VERSION,
+		       MICROD_COMMIT);
 		return 0;
 	case CONFIG_ERROR:
 		fprintf(stderr, "microd: %s\n", err);
@@ -123,7 +141,15 @@ main(int argc, char **argv)
 	case CONFIG_RUN:
 		break;
 	}
-	log_set_level(cfg.log_level);
+	log_setup(cfg.log_level,
+	          cfg.log_format >= 0     ? cfg.log_format
+	          : isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT
+	                                  : LOG_FORMAT_JSON,
+	          stderr_is_journal());
+	if (metrics_init() != 0) {
+		log_error("the route table outgrew the metrics table");
+		return 1;
+	}
 
 	/* Masked before the pool starts, so its threads inherit the mask and
 	 * only sigwait() below ever sees these. */

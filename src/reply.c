@@ -4,6 +4,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "utf8.h"
 
 static const struct {
 	unsigned int status;
@@ -46,6 +50,9 @@ reply_clear(struct reply *rep)
 	json_decref(rep->body);
 	rep->body = NULL;
 	rep->problem = 0;
+	free(rep->text);
+	rep->text = NULL;
+	rep->text_len = 0;
 }
 
 void
@@ -63,14 +70,31 @@ reply_json(struct reply *rep, unsigned int status, json_t *body)
 }
 
 void
+reply_text(struct reply *rep, unsigned int status, char *text, size_t len,
+           const char *type)
+{
+	reply_clear(rep);
+	if (text == NULL) {
+		reply_json(rep, 500, NULL);
+		return;
+	}
+	rep->status = status;
+	rep->text = text; /* the reply owns it now */
+	rep->text_len = len;
+	rep->text_type = type;
+}
+
+void
 reply_error(struct reply *rep, unsigned int status, const char *fmt, ...)
 {
-	char detail[512];
+	char raw[512], detail[768];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	/* Details quote client input (paths), which need not be UTF-8. */
+	utf8_sanitize(detail, sizeof(detail), raw);
 	reply_json(rep, status, problem_new(status, detail));
 	rep->problem = 1;
 }
@@ -78,6 +102,8 @@ reply_error(struct reply *rep, unsigned int status, const char *fmt, ...)
 const char *
 reply_content_type(const struct reply *rep)
 {
+	if (rep->text != NULL)
+		return rep->text_type;
 	return rep->problem ? "application/problem+json" : "application/json";
 }
 
@@ -86,6 +112,11 @@ reply_render(const struct reply *rep, char *buf, size_t cap)
 {
 	size_t n;
 
+	if (rep->text != NULL) {
+		if (rep->text_len <= cap)
+			memcpy(buf, rep->text, rep->text_len);
+		return rep->text_len;
+	}
 	if (rep->body == NULL)
 		return 0;
 	n = json_dumpb(rep->body, buf, cap, JSON_COMPACT | JSON_ENCODE_ANY);

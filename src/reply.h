@@ -18,6 +18,13 @@ void reply_json(struct reply *rep, unsigned int status, json_t *body);
 void reply_error(struct reply *rep, unsigned int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * Sets a non-JSON reply: the reply takes text (malloc'd) over. A NULL text
+ * turns it into a 500, as with reply_json.
+ */
+void reply_text(struct reply *rep, unsigned int status, char *text, size_t len,
+                const char *type);
+
 /* Releases the body; the reply can be filled again. */
 void reply_clear(struct reply *rep);
 

@@ -22,6 +22,10 @@ struct reply {
 	json_t *body;   /* owned by the reply */
 	int problem;    /* body is RFC 9457 problem details */
 	char allow[32]; /* Allow header for a 405, else empty */
+	/* A non-JSON body (the metrics text) instead of body; owned. */
+	char *text;
+	size_t text_len;
+	const char *text_type;
 };
 
 typedef void handler_fn(const struct request *, struct reply *);

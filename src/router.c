@@ -9,8 +9,10 @@
 #include "reply.h"
 
 static const struct route routes[] = {
-    {"GET", "/health", handle_health, 0},
-    {"GET", "/ready", handle_ready, 0},
+    {"GET", "/health", handle_health, ROUTE_PROBE},
+    {"GET", "/ready", handle_ready, ROUTE_PROBE},
+    {"GET", "/version", handle_version, 0},
+    {"GET", "/metrics", handle_metrics, 0},
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY},
 };
 
@@ -39,6 +41,24 @@ router_find(const char *method, const char *path, const struct route **out)
 		match = ROUTE_BAD_METHOD;
 	}
 	return match;
+}
+
+size_t
+router_count(void)
+{
+	return N_ROUTES;
+}
+
+const struct route *
+router_at(size_t i)
+{
+	return i < N_ROUTES ? &routes[i] : NULL;
+}
+
+size_t
+router_index(const struct route *rt)
+{
+	return (size_t)(rt - routes);
 }
 
 /* Appends ", name" (or just name, first) when it fits. */

@@ -3,10 +3,13 @@
 #ifndef MICROD_ROUTER_H
 #define MICROD_ROUTER_H
 
+#include <stddef.h>
+
 #include "request.h"
 
 enum route_flag {
 	ROUTE_JSON_BODY = 1, /* the body must be JSON; parsed into req->body */
+	ROUTE_PROBE = 2,     /* a health probe: not access-logged when fine */
 };
 
 struct route {
@@ -24,6 +27,12 @@ enum route_match { ROUTE_FOUND, ROUTE_NOT_FOUND, ROUTE_BAD_METHOD };
  */
 enum route_match router_find(const char *method, const char *path,
                              const struct route **out);
+
+/* The table's size, and its rows by position (for per-route metrics). */
+size_t router_count(void);
+const struct route *router_at(size_t i);
+/* The position of a row that router_find returned. */
+size_t router_index(const struct route *rt);
 
 /* Fills rep with the 404 or 405 (and its Allow header) for a failed match. */
 void router_reply_unmatched(enum route_match match, const struct request *req,

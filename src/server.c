@@ -12,10 +12,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "reply.h"
+#include "reqid.h"
 #include "router.h"
 
 /* Past max_body, this much more is read and dropped before a 413 at the end
@@ -32,9 +35,8 @@ struct server {
 	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
 	size_t max_body;
 	unsigned int port;
+	int log_probes;
 	/* Shared with the pool threads. */
-	atomic_uint in_flight;
-	atomic_uint connections;
 	atomic_bool draining;
 };
 
@@ -46,7 +48,22 @@ struct exchange {
 	size_t received;     /* body bytes seen so far */
 	char *body;          /* buffered body, for routes that take one */
 	size_t len, cap;
+	const char *method, *url; /* MHD's, valid until on_completed */
+	long long start_ns;
+	unsigned int status; /* sent; 0 while none is */
+	size_t bytes;        /* body bytes of the response */
+	char request_id[REQID_MAX + 1];
 };
+
+static long long
+now_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0;
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* Never written; non-const only because MHD's buffer argument is. */
 static char fallback_500[] =
@@ -63,7 +80,7 @@ lookup_field(void *ctx, enum request_field field, const char *name)
 }
 
 static struct MHD_Response *
-response_from_reply(const struct reply *rep)
+response_from_reply(const struct reply *rep, size_t *len)
 {
 	char stack[RENDER_STACK], *heap = NULL;
 	struct MHD_Response *resp;
@@ -72,6 +89,7 @@ response_from_reply(const struct reply *rep)
 	need = reply_render(rep, stack, sizeof(stack));
 	if (need == 0)
 		return NULL;
+	*len = need;
 	if (need <= sizeof(stack))
 		return MHD_create_response_from_buffer(need, stack,
 		                                       MHD_RESPMEM_MUST_COPY);
@@ -94,21 +112,25 @@ response_from_reply(const struct reply *rep)
  * close_after asks the client to go: the request was not read to its end.
  */
 static enum MHD_Result
-send_reply(struct server *srv, struct MHD_Connection *conn, struct reply *rep,
-           int close_after)
+send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
+           struct reply *rep, int close_after)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
 	unsigned int status = rep->status;
 	const char *type = reply_content_type(rep);
 
-	resp = response_from_reply(rep);
+	/* Every problem names its request, so a report can be traced. */
+	if (rep->problem && rep->body != NULL)
+		json_object_set_new(rep->body, "request_id",
+		                    json_string(ex->request_id));
+	resp = response_from_reply(rep, &ex->bytes);
 	if (resp == NULL) {
 		log_error("%s: cannot render a %u reply", __func__, status);
 		status = 500;
 		type = "application/problem+json";
-		resp = MHD_create_response_from_buffer(sizeof(fallback_500) - 1,
-		                                       fallback_500,
+		ex->bytes = sizeof(fallback_500) - 1;
+		resp = MHD_create_response_from_buffer(ex->bytes, fallback_500,
 		                                       MHD_RESPMEM_PERSISTENT);
 		if (resp == NULL)
 			goto out;
@@ -116,7 +138,9 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct reply *rep,
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) !=
 	        MHD_YES ||
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
-	                            "no-store") != MHD_YES)
+	                            "no-store") != MHD_YES ||
+	    MHD_add_response_header(resp, "X-Request-Id", ex->request_id) !=
+	        MHD_YES)
 		goto out;
 	if (rep->allow[0] != '\0' &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) !=
@@ -127,6 +151,8 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct reply *rep,
 	                            "close") != MHD_YES)
 		goto out;
 	ret = MHD_queue_response(conn, status, resp);
+	if (ret == MHD_YES)
+		ex->status = status;
 out:
 	if (resp != NULL)
 		MHD_destroy_response(resp); /* MHD keeps its own reference */
@@ -135,13 +161,13 @@ out:
 }
 
 static enum MHD_Result
-send_error(struct server *srv, struct MHD_Connection *conn, unsigned int status,
-           int close_after, const char *detail)
+send_error(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
+           unsigned int status, int close_after, const char *detail)
 {
 	struct reply rep = {0};
 
 	reply_error(&rep, status, "%s", detail);
-	return send_reply(srv, conn, &rep, close_after);
+	return send_reply(srv, conn, ex, &rep, close_after);
 }
 
 /* application/json, any case, optionally followed by parameters. */
@@ -208,13 +234,13 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		struct reply rep = {0};
 
 		router_reply_unmatched(ex->match, &req, &rep);
-		return send_reply(srv, conn, &rep, 1);
+		return send_reply(srv, conn, ex, &rep, 1);
 	}
 	if (ex->refuse == 413)
-		return send_error(srv, conn, 413, 1,
+		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
 	if (ex->refuse == 415)
-		return send_error(srv, conn, 415, 1,
+		return send_error(srv, conn, ex, 415, 1,
 		                  "the request body must be application/json");
 	return MHD_YES;
 }
@@ -264,11 +290,11 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	json_error_t jerr;
 
 	if (ex->received > srv->max_body)
-		return send_error(srv, conn, 413, 1,
+		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
 	if (ex->match != ROUTE_FOUND) {
 		router_reply_unmatched(ex->match, &req, &rep);
-		return send_reply(srv, conn, &rep, 0);
+		return send_reply(srv, conn, ex, &rep, 0);
 	}
 	if (ex->route->flags & ROUTE_JSON_BODY) {
 		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
@@ -277,13 +303,26 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 			reply_error(&rep, 400,
 			            "invalid JSON at line %d, column %d: %s",
 			            jerr.line, jerr.column, jerr.text);
-			return send_reply(srv, conn, &rep, 0);
+			return send_reply(srv, conn, ex, &rep, 0);
 		}
 	}
 	ex->route->handler(&req, &rep);
-	ret = send_reply(srv, conn, &rep, 0);
+	ret = send_reply(srv, conn, ex, &rep, 0);
 	json_decref(req.body);
 	return ret;
+}
+
+/* The client's X-Request-Id when it is a sane one, else a new one. */
+static void
+start_request_id(struct MHD_Connection *conn, struct exchange *ex)
+{
+	const char *id =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+
+	if (reqid_valid(id))
+		memcpy(ex->request_id, id, strlen(id) + 1);
+	else
+		reqid_new(ex->request_id);
 }
 
 static enum MHD_Result
@@ -301,7 +340,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		if (ex == NULL)
 			return MHD_NO;
 		*req_cls = ex; /* freed in on_completed */
-		atomic_fetch_add(&srv->in_flight, 1);
+		metrics_request_started();
+		ex->start_ns = now_ns();
+		ex->method = method;
+		ex->url = url;
+		start_request_id(conn, ex);
 		return on_headers(srv, conn, ex, method, url);
 	}
 	if (*upload_data_size > 0) {
@@ -312,35 +355,81 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	return on_complete_request(srv, conn, ex, method, url);
 }
 
+/* One access-log line; only built when the level lets it through. */
+static void
+log_request(struct MHD_Connection *conn, const struct exchange *ex,
+            long long took_ns)
+{
+	const union MHD_ConnectionInfo *ci;
+	struct access_entry e = {0};
+	char remote[INET6_ADDRSTRLEN + 8] = "";
+
+	if (!log_enabled(ex->status >= 500 ? LOG_WARN : LOG_INFO))
+		return;
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci != NULL && ci->client_addr != NULL) {
+		const struct sockaddr *sa = ci->client_addr;
+
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET,
+			          &((const struct sockaddr_in *)sa)->sin_addr,
+			          remote, sizeof(remote));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6,
+			          &((const struct sockaddr_in6 *)sa)->sin6_addr,
+			          remote, sizeof(remote));
+	}
+	e.method = ex->method;
+	e.path = ex->url;
+	e.route = ex->match == ROUTE_FOUND ? ex->route->path : "unmatched";
+	e.status = ex->status;
+	e.bytes = strcmp(ex->method, "HEAD") == 0 ? 0 : ex->bytes;
+	e.duration_ms = (double)took_ns / 1e6;
+	e.remote = remote;
+	e.request_id = ex->request_id;
+	e.user_agent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	                                           MHD_HTTP_HEADER_USER_AGENT);
+	log_access(&e);
+}
+
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
              enum MHD_RequestTerminationCode toe)
 {
 	struct server *srv = cls;
 	struct exchange *ex = *req_cls;
+	long long took;
 
-	(void)conn;
 	(void)toe;
 	if (ex == NULL)
 		return;
+	took = now_ns() - ex->start_ns;
+	if (ex->status != 0)
+		metrics_observe(ex->method,
+		                ex->match == ROUTE_FOUND
+		                    ? router_index(ex->route)
+		                    : METRICS_UNMATCHED,
+		                ex->status, took);
+	if (!(ex->match == ROUTE_FOUND && (ex->route->flags & ROUTE_PROBE) &&
+	      ex->status >= 200 && ex->status < 400 && !srv->log_probes))
+		log_request(conn, ex, took);
 	free(ex->body);
 	free(ex);
 	*req_cls = NULL;
-	atomic_fetch_sub(&srv->in_flight, 1);
+	metrics_request_finished();
 }
 
 static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
               enum MHD_ConnectionNotificationCode code)
 {
-	struct server *srv = cls;
-
+	(void)cls;
 	(void)conn;
 	(void)socket_ctx;
 	if (code == MHD_CONNECTION_NOTIFY_STARTED)
-		atomic_fetch_add(&srv->connections, 1);
+		metrics_connection_opened();
 	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
-		atomic_fetch_sub(&srv->connections, 1);
+		metrics_connection_closed();
 }
 
 static void
@@ -368,8 +457,7 @@ server_start(const struct config *cfg)
 	}
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
-	atomic_init(&srv->in_flight, 0);
-	atomic_init(&srv->connections, 0);
+	srv->log_probes = cfg->log_probes;
 	atomic_init(&srv->draining, 0);
 
 	memset(&ss, 0, sizeof(ss));
@@ -441,13 +529,21 @@ server_quiesce(struct server *srv)
 unsigned int
 server_in_flight(const struct server *srv)
 {
-	return atomic_load(&srv->in_flight);
+	(void)srv;
+	return metrics_in_flight();
 }
 
 unsigned int
 server_connections(const struct server *srv)
 {
-	return atomic_load(&srv->connections);
+	(void)srv;
+	return metrics_connections();
+}
+
+const char *
+server_library_version(void)
+{
+	return MHD_get_version();
 }
 
 void

@@ -25,6 +25,9 @@ unsigned int server_in_flight(const struct server *srv);
 /* Open client connections, idle keep-alives included. */
 unsigned int server_connections(const struct server *srv);
 
+/* libmicrohttpd's version, as the library loaded at run time reports it. */
+const char *server_library_version(void);
+
 /* Stops the pool (cutting whatever is still open) and frees srv. */
 void server_stop(struct server *srv);
 

@@ -99,6 +99,12 @@ read_file(const char *path)
 	return buf;
 }
 
+char *
+microd_log(const struct microd *m)
+{
+	return read_file(m->log_path);
+}
+
 int
 microd_wait_log(const struct microd *m, const char *needle, int timeout_ms)
 {

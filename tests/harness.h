@@ -27,6 +27,8 @@ int microd_start(struct microd *m, const char *const *args,
 int microd_wait_log(const struct microd *m, const char *needle, int timeout_ms);
 /* Waits up to timeout_ms for exit; returns the wait status or -1. */
 int microd_wait_exit(struct microd *m, int timeout_ms);
+/* The server's log so far (malloc'd), or NULL. */
+char *microd_log(const struct microd *m);
 /* SIGKILLs if still running, reaps, removes the log. */
 void microd_cleanup(struct microd *m);
 /* Resident set size in KiB, -1 on error. */

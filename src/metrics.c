@@ -1,0 +1,356 @@
+/* SPDX-License-Identifier: MIT */
+/* metrics.c -- request counters and histograms, Prometheus text output */
+#include "metrics.h"
+
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "router.h"
+#include "state.h"
+#include "version.h"
+
+static const char *const methods[] = {"GET",    "HEAD",  "POST",    "PUT",
+                                      "DELETE", "PATCH", "OPTIONS", "other"};
+#define N_METHODS (sizeof(methods) / sizeof(methods[0]))
+
+/* Every status microd answers with; anything else counts as "other". */
+static const unsigned int codes[] = {200, 400, 404, 405, 408, 411,
+                                     413, 415, 431, 500, 501, 503};
+#define N_CODES (sizeof(codes) / sizeof(codes[0]))
+
+/* Upper bounds in seconds, 100 µs to 10 s; +Inf is implied. */
+static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                1,      2.5,     5,      10};
+#define N_BOUNDS (sizeof(bounds) / sizeof(bounds[0]))
+
+/* One more row for requests no route matched. */
+#define N_ROUTE_ROWS (METRICS_MAX_ROUTES + 1)
+
+struct histogram {
+	atomic_ullong bucket[N_BOUNDS + 1]; /* per bucket, not cumulative */
+	atomic_ullong sum_ns;
+};
+
+/*
+ * Shared by every pool thread: only relaxed atomic adds on the request path,
+ * no lock. Bucket counts are stored per bucket and summed at scrape time, so
+ * a request costs one add per series it touches.
+ */
+static struct {
+	atomic_ullong requests[N_ROUTE_ROWS][N_METHODS][N_CODES + 1];
+	struct histogram duration[N_ROUTE_ROWS][N_METHODS];
+	atomic_uint connections;
+	atomic_uint in_flight;
+	double start_time; /* written once by metrics_init */
+} m;
+
+int
+metrics_init(void)
+{
+	struct timespec ts;
+
+	if (router_count() > METRICS_MAX_ROUTES)
+		return -1;
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+		return -1;
+	m.start_time = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return 0;
+}
+
+void
+metrics_connection_opened(void)
+{
+	atomic_fetch_add_explicit(&m.connections, 1, memory_order_relaxed);
+}
+
+void
+metrics_connection_closed(void)
+{
+	atomic_fetch_sub_explicit(&m.connections, 1, memory_order_relaxed);
+}
+
+void
+metrics_request_started(void)
+{
+	atomic_fetch_add_explicit(&m.in_flight, 1, memory_order_relaxed);
+}
+
+void
+metrics_request_finished(void)
+{
+	atomic_fetch_sub_explicit(&m.in_flight, 1, memory_order_relaxed);
+}
+
+unsigned int
+metrics_connections(void)
+{
+	return atomic_load(&m.connections);
+}
+
+unsigned int
+metrics_in_flight(void)
+{
+	return atomic_load(&m.in_flight);
+}
+
+static size_t
+method_index(const char *method)
+{
+	for (size_t i = 0; i < N_METHODS - 1; i++)
+		if (strcmp(methods[i], method) == 0)
+			return i;
+	return N_METHODS - 1;
+}
+
+static size_t
+code_index(unsigned int status)
+{
+	for (size_t i = 0; i < N_CODES; i++)
+		if (codes[i] == status)
+			return i;
+	return N_CODES;
+}
+
+static size_t
+route_row(size_t route)
+{
+	return route < METRICS_MAX_ROUTES ? route : METRICS_MAX_ROUTES;
+}
+
+void
+metrics_observe(const char *method, size_t route, unsigned int status,
+                long long duration_ns)
+{
+	size_t r = route_row(route), mi = method_index(method), b = 0;
+	struct histogram *h = &m.duration[r][mi];
+	double secs = (double)duration_ns / 1e9;
+
+	while (b < N_BOUNDS && secs > bounds[b])
+		b++;
+	atomic_fetch_add_explicit(&m.requests[r][mi][code_index(status)], 1,
+	                          memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(
+	    &h->sum_ns, (unsigned long long)(duration_ns > 0 ? duration_ns : 0),
+	    memory_order_relaxed);
+}
+
+/* Label values are ours (route patterns, versions) but escaped all the same. */
+static void
+put_label(FILE *f, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			fprintf(f, "\\%c", *v);
+		else if (*v == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*v, f);
+	}
+}
+
+static const char *
+route_name(size_t r)
+{
+	return r < router_count() ? router_at(r)->path : "unmatched";
+}
+
+static void
+render_requests(FILE *f)
+{
+	fputs("# HELP http_requests_total Requests answered, by method, route "
+	      "pattern and status code.\n"
+	      "# TYPE http_requests_total counter\n",
+	      f);
+	for (size_t r = 0; r < N_ROUTE_ROWS; r++)
+		for (size_t mi = 0; mi < N_METHODS; mi++)
+			for (size_t c = 0; c <= N_CODES; c++) {
+				unsigned long long n =
+				    atomic_load(&m.requests[r][mi][c]);
+
+				if (n == 0)
+					continue;
+				fprintf(
+				    f,
+				    "http_requests_total{method=\"%s\",route="
+				    "\"",
+				    methods[mi]);
+				put_label(f, route_name(r));
+				if (c < N_CODES)
+					fprintf(f, "\",code=\"%u\"} %llu\n",
+					        codes[c], n);
+				else
+					fprintf(f, "\",code=\"other\"} %llu\n",
+					        n);
+			}
+}
+
+static void
+render_durations(FILE *f)
+{
+	fputs("# HELP http_request_duration_seconds Time from the request's "
+	      "headers to its last response byte.\n"
+	      "# TYPE http_request_duration_seconds histogram\n",
+	      f);
+	for (size_t r = 0; r < N_ROUTE_ROWS; r++)
+		for (size_t mi = 0; mi < N_METHODS; mi++) {
+			struct histogram *h = &m.duration[r][mi];
+			unsigned long long cum = 0, b[N_BOUNDS + 1];
+
+			for (size_t i = 0; i <= N_BOUNDS; i++) {
+				b[i] = atomic_load(&h->bucket[i]);
+				cum += b[i];
+			}
+			if (cum == 0)
+				continue;
+			cum = 0;
+			for (size_t i = 0; i <= N_BOUNDS; i++) {
+				cum += b[i];
+				fprintf(f,
+				        "http_request_duration_seconds_bucket{"
+				        "method=\"%s\",route=\"",
+				        methods[mi]);
+				put_label(f, route_name(r));
+				if (i < N_BOUNDS)
+					fprintf(f, "\",le=\"%g\"} %llu\n",
+					        bounds[i], cum);
+				else
+					fprintf(f, "\",le=\"+Inf\"} %llu\n",
+					        cum);
+			}
+			fprintf(
+			    f,
+			    "http_request_duration_seconds_sum{method=\"%s\","
+			    "route=\"",
+			    methods[mi]);
+			put_label(f, route_name(r));
+			fprintf(f, "\"} %.9f\n",
+			        (double)atomic_load(&h->sum_ns) / 1e9);
+			fprintf(
+			    f,
+			    "http_request_duration_seconds_count{method=\"%s\","
+			    "route=\"",
+			    methods[mi]);
+			put_label(f, route_name(r));
+			fprintf(f, "\"} %llu\n", cum);
+		}
+}
+
+static int
+count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* less the one opendir holds */
+}
+
+static void
+render_process(FILE *f)
+{
+	struct rusage ru;
+	struct rlimit rl;
+	unsigned long long vm_pages = 0, rss_pages = 0;
+	long page = sysconf(_SC_PAGESIZE);
+	FILE *statm = fopen("/proc/self/statm", "r");
+	int fds = count_open_fds();
+
+	if (statm != NULL) {
+		if (fscanf(statm, "%llu %llu", &vm_pages, &rss_pages) != 2)
+			vm_pages = rss_pages = 0;
+		fclose(statm);
+	}
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		fprintf(
+		    f,
+		    "# HELP process_cpu_seconds_total Total user and system "
+		    "CPU time spent in seconds.\n"
+		    "# TYPE process_cpu_seconds_total counter\n"
+		    "process_cpu_seconds_total %.6f\n",
+		    (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+		        (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) /
+		            1e6);
+	fprintf(f,
+	        "# HELP process_resident_memory_bytes Resident memory size in "
+	        "bytes.\n"
+	        "# TYPE process_resident_memory_bytes gauge\n"
+	        "process_resident_memory_bytes %llu\n"
+	        "# HELP process_virtual_memory_bytes Virtual memory size in "
+	        "bytes.\n"
+	        "# TYPE process_virtual_memory_bytes gauge\n"
+	        "process_virtual_memory_bytes %llu\n",
+	        rss_pages * (unsigned long long)page,
+	        vm_pages * (unsigned long long)page);
+	if (fds >= 0)
+		fprintf(f,
+		        "# HELP process_open_fds Number of open file "
+		        "descriptors.\n"
+		        "# TYPE process_open_fds gauge\n"
+		        "process_open_fds %d\n",
+		        fds);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		fprintf(f,
+		        "# HELP process_max_fds Maximum number of open file "
+		        "descriptors.\n"
+		        "# TYPE process_max_fds gauge\n"
+		        "process_max_fds %llu\n",
+		        (unsigned long long)rl.rlim_cur);
+	fprintf(f,
+	        "# HELP process_start_time_seconds Start time of the process "
+	        "since unix epoch in seconds.\n"
+	        "# TYPE process_start_time_seconds gauge\n"
+	        "process_start_time_seconds %.3f\n",
+	        m.start_time);
+}
+
+char *
+metrics_render(size_t *len)
+{
+	char *text = NULL;
+	FILE *f = open_memstream(&text, len);
+
+	if (f == NULL)
+		return NULL;
+	render_requests(f);
+	render_durations(f);
+	fprintf(f,
+	        "# HELP http_requests_in_flight Requests being handled now.\n"
+	        "# TYPE http_requests_in_flight gauge\n"
+	        "http_requests_in_flight %u\n"
+	        "# HELP microd_connections Open client connections, idle "
+	        "keep-alives included.\n"
+	        "# TYPE microd_connections gauge\n"
+	        "microd_connections %u\n"
+	        "# HELP microd_ready 1 while /ready answers 200, else 0.\n"
+	        "# TYPE microd_ready gauge\n"
+	        "microd_ready %d\n"
+	        "# HELP microd_build_info The running build; always 1.\n"
+	        "# TYPE microd_build_info gauge\n"
+	        "microd_build_info{version=\"",
+	        metrics_in_flight(), metrics_connections(),
+	        state_get() == STATE_READY);
+	put_label(f, MICROD_VERSION);
+	fputs("\",commit=\"", f);
+	put_label(f, MICROD_COMMIT);
+	fputs("\"} 1\n", f);
+	render_process(f);
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* metrics.h -- request counters and histograms, Prometheus text output */
+#ifndef MICROD_METRICS_H
+#define MICROD_METRICS_H
+
+#include <stddef.h>
+
+/* Routes the counters can tell apart; the route table must not exceed it. */
+#define METRICS_MAX_ROUTES 30
+
+/* Stands for "no route matched" where a route index is asked for. */
+#define METRICS_UNMATCHED ((size_t)-1)
+
+/* Records the start time; call once before the pool starts. 0 or -1. */
+int metrics_init(void);
+
+/* Gauges, moved by the server as connections and requests come and go. */
+void metrics_connection_opened(void);
+void metrics_connection_closed(void);
+void metrics_request_started(void);
+void metrics_request_finished(void);
+unsigned int metrics_connections(void);
+unsigned int metrics_in_flight(void);
+
+/* Counts one answered request: route is router_index() or METRICS_UNMATCHED. */
+void metrics_observe(const char *method, size_t route, unsigned int status,
+                     long long duration_ns);
+
+/*
+ * The Prometheus text exposition (format 0.0.4) of everything above, the
+ * process collector and build info. Returns a malloc'd string, or NULL.
+ */
+char *metrics_render(size_t *len);
+
+#endif
