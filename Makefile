@@ -6,8 +6,8 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 BUILD   ?= build
 VERSION  = 0.1.0
-# The commit built: from git in a checkout, else set it (COMMIT=abc123).
-COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# The commit built: git describe in a checkout, else set it (COMMIT=abc123).
+COMMIT  ?= $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
 PKGS     = libmicrohttpd jansson
 TEST_PKGS = libcurl
 RUN_ARGS ?= --port 8080
@@ -37,13 +37,14 @@ LIB_SRC  = src/config.c src/handlers.c src/log.c src/metrics.c src/probe.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/utf8.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain
+TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
+           $(BUILD)/tests/observe
 SCRIPT_TESTS = tests/dist.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
 DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
-            clang-tidy cppcheck binutils python3 python3-yaml
+            clang-tidy cppcheck binutils python3 python3-yaml prometheus
 
 .PHONY: all run check test-progs deps deps-test lint fmt clean \
         install uninstall FORCE

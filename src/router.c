@@ -38,6 +38,8 @@ router_find(const char *method, const char *path, const struct route **out)
 			*out = &routes[i];
 			return ROUTE_FOUND;
 		}
+		if (match == ROUTE_NOT_FOUND)
+			*out = &routes[i];
 		match = ROUTE_BAD_METHOD;
 	}
 	return match;

@@ -23,7 +23,8 @@ enum route_match { ROUTE_FOUND, ROUTE_NOT_FOUND, ROUTE_BAD_METHOD };
 
 /*
  * Finds the route for method + path; HEAD is served by GET routes. *out is
- * set only for ROUTE_FOUND.
+ * set for ROUTE_FOUND and, for ROUTE_BAD_METHOD, to a row with that path (so
+ * metrics and logs can name the route pattern); never for ROUTE_NOT_FOUND.
  */
 enum route_match router_find(const char *method, const char *path,
                              const struct route **out);

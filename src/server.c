@@ -381,7 +381,7 @@ log_request(struct MHD_Connection *conn, const struct exchange *ex,
 	}
 	e.method = ex->method;
 	e.path = ex->url;
-	e.route = ex->match == ROUTE_FOUND ? ex->route->path : "unmatched";
+	e.route = ex->route != NULL ? ex->route->path : "unmatched";
 	e.status = ex->status;
 	e.bytes = strcmp(ex->method, "HEAD") == 0 ? 0 : ex->bytes;
 	e.duration_ms = (double)took_ns / 1e6;
@@ -406,12 +406,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	took = now_ns() - ex->start_ns;
 	if (ex->status != 0)
 		metrics_observe(ex->method,
-		                ex->match == ROUTE_FOUND
-		                    ? router_index(ex->route)
-		                    : METRICS_UNMATCHED,
+		                ex->route != NULL ? router_index(ex->route)
+		                                  : METRICS_UNMATCHED,
 		                ex->status, took);
-	if (!(ex->match == ROUTE_FOUND && (ex->route->flags & ROUTE_PROBE) &&
-	      ex->status >= 200 && ex->status < 400 && !srv->log_probes))
+	if (!(ex->match == ROUTE_FOUND && ex->route != NULL &&
+	      (ex->route->flags & ROUTE_PROBE) && ex->status >= 200 &&
+	      ex->status < 400 && !srv->log_probes))
 		log_request(conn, ex, took);
 	free(ex->body);
 	free(ex);

@@ -48,7 +48,7 @@ def start_microd(args, env, root=None):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with open(log.name) as f:
-            m = re.search(r"listening on \S+:(\d+)\n", f.read())
+            m = re.search(r"listening on \S*?:(\d+)\b", f.read())
         if m:
             return proc, int(m.group(1)), log.name
         if proc.poll() is not None:

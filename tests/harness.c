@@ -160,6 +160,7 @@ microd_start(struct microd *m, const char *const *args, const char *const *env)
 		}
 		pause_ms(5);
 	} while (now_ms() < deadline);
+	microd_cleanup(m); /* never leave a stray server behind */
 	return -1;
 }
 

@@ -25,14 +25,20 @@ test_router(void)
 	ok(rt != NULL && rt->handler == handle_health, "-> handle_health");
 	is(router_find("POST", "/echo", &rt), ROUTE_FOUND, "POST /echo");
 	ok((rt->flags & ROUTE_JSON_BODY) != 0, "/echo takes a JSON body");
+	rt = NULL;
 	is(router_find("HEAD", "/echo", &rt), ROUTE_BAD_METHOD,
 	   "HEAD /echo: no GET route to stand in");
+	ok(rt != NULL && strcmp(rt->path, "/echo") == 0,
+	   "a wrong method still names the path's route (for metrics)");
+	rt = NULL;
 	is(router_find("get", "/health", &rt), ROUTE_BAD_METHOD,
 	   "methods are case-sensitive");
 	is(router_find("GET", "/health/", &rt), ROUTE_NOT_FOUND,
 	   "a trailing slash is another path");
 	is(router_find("GET", "/HEALTH", &rt), ROUTE_NOT_FOUND,
 	   "paths are case-sensitive");
+	ok(rt != NULL && strcmp(rt->path, "/health") == 0,
+	   "ROUTE_NOT_FOUND leaves *out alone");
 	is(router_find("GET", "", &rt), ROUTE_NOT_FOUND, "empty path");
 
 	router_reply_unmatched(ROUTE_BAD_METHOD, &req, &rep);
