@@ -2,6 +2,10 @@
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+# systemd's own unit directory when pkg-config knows it, else under PREFIX.
+UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd \
+                   2>/dev/null),$(PREFIX)/lib/systemd/system)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 BUILD   ?= build
@@ -33,18 +37,20 @@ ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
-LIB_SRC  = src/config.c src/handlers.c src/log.c src/metrics.c src/probe.c \
+LIB_SRC  = src/activation.c src/config.c src/handlers.c src/log.c \
+           src/metrics.c src/notify.c src/probe.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/utf8.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe
-SCRIPT_TESTS = tests/dist.py
+SCRIPT_TESTS = tests/dist.py tests/systemd.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
 DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
-            clang-tidy cppcheck binutils python3 python3-yaml prometheus
+            clang-tidy cppcheck binutils python3 python3-yaml prometheus \
+            systemd man-db
 
 .PHONY: all run check test-progs deps deps-test lint fmt clean \
         install uninstall FORCE
@@ -144,12 +150,20 @@ lint: deps-test $(BUILD)/version.h
 	    --suppress=missingIncludeSystem src tests
 	clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(ALL_CFLAGS) -Isrc
 
+# The units' ExecStart= points at the installed binary.
 install: all
-	install -d $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(MANDIR)/man8
 	install -m 755 $(BUILD)/microd $(DESTDIR)$(BINDIR)/microd
+	sed 's|^ExecStart=/usr/local/bin/microd|ExecStart=$(BINDIR)/microd|' \
+	    dist/microd.service > $(DESTDIR)$(UNITDIR)/microd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/microd.service
+	install -m 644 dist/microd.socket $(DESTDIR)$(UNITDIR)/microd.socket
+	install -m 644 dist/microd.8 $(DESTDIR)$(MANDIR)/man8/microd.8
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/microd
+	rm -f $(DESTDIR)$(BINDIR)/microd $(DESTDIR)$(UNITDIR)/microd.service \
+	    $(DESTDIR)$(UNITDIR)/microd.socket $(DESTDIR)$(MANDIR)/man8/microd.8
 
 clean:
 	rm -rf $(BUILD)

@@ -357,6 +357,13 @@ config_usage(FILE *out)
 	      "for --drain-delay, then stops accepting connections, lets\n"
 	      "requests in flight finish (up to --shutdown-timeout), and\n"
 	      "exits 0; a second signal exits at once with status 1.\n"
-	      "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage.\n",
+	      "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage.\n"
+	      "\n"
+	      "Under systemd: NOTIFY_SOCKET gets READY=1, STOPPING=1 and\n"
+	      "EXTEND_TIMEOUT_USEC; with WATCHDOG_USEC, WATCHDOG=1 is sent\n"
+	      "every half interval while GET /health through the worker\n"
+	      "pool succeeds; LISTEN_FDS (socket activation) serves the\n"
+	      "passed socket named 'http' instead of --bind/--port. See\n"
+	      "microd(8).\n",
 	      out);
 }

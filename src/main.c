@@ -10,9 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "probe.h"
 #include "server.h"
 #include "state.h"
@@ -27,6 +29,25 @@
  * are closed, or until no request has been in flight for this long.
  */
 #define DRAIN_QUIET_MS 250
+
+/*
+ * While draining, the service manager's stop timeout is pushed out this far
+ * at a time (EXTEND_TIMEOUT_USEC), renewed every EXTEND_EVERY_MS: a drain that
+ * is still making progress is never killed for being slow; microd's own
+ * --shutdown-timeout bounds it.
+ */
+#define EXTEND_MS 5000
+#define EXTEND_EVERY_MS 1000
+
+/* What the main thread tells the service manager, and when. */
+struct supervisor {
+	struct notifier notifier;
+	struct server *srv;
+	long long ping_every_ms; /* 0: no watchdog */
+	long long next_ping_ms;
+	long long next_extend_ms;
+	int pool_ok; /* the last self-check passed (logs only changes) */
+};
 
 static long long
 now_ms(void)
@@ -59,9 +80,68 @@ signal_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
-/* Sleeps one tick; a further stop signal ends the process at once. */
+/*
+ * The watchdog: every half interval, a real GET /health through the worker
+ * pool; WATCHDOG=1 only when it succeeded, so a wedged pool stops the pings
+ * and the service manager restarts microd.
+ */
 static void
-tick(const sigset_t *sigs)
+watchdog(struct supervisor *sv)
+{
+	long long now = now_ms();
+	int ok;
+
+	if (sv->ping_every_ms == 0 || now < sv->next_ping_ms)
+		return;
+	sv->next_ping_ms = now + sv->ping_every_ms;
+	ok = server_self_check(sv->srv, (int)sv->ping_every_ms) == 0;
+	if (ok && notify_send(&sv->notifier, "WATCHDOG=1") != 0)
+		log_warn("watchdog: cannot notify the service manager");
+	if (ok != sv->pool_ok)
+		log_msg(ok ? LOG_INFO : LOG_ERROR,
+		        ok ? "watchdog: the worker pool answers again"
+		           : "watchdog: GET /health through the worker pool "
+		             "failed; not pinging the service manager");
+	sv->pool_ok = ok;
+}
+
+/* Waits for a signal up to the next watchdog ping, or forever. */
+static int
+wait_signal(struct supervisor *sv, const sigset_t *sigs)
+{
+	for (;;) {
+		struct timespec ts;
+		long long left;
+		int sig;
+
+		if (sv->ping_every_ms == 0) {
+			if (sigwait(sigs, &sig) == 0)
+				return sig;
+			log_error("sigwait failed");
+			return SIGTERM;
+		}
+		left = sv->next_ping_ms - now_ms();
+		if (left < 0)
+			left = 0;
+		ts.tv_sec = (time_t)(left / 1000);
+		ts.tv_nsec = (long)(left % 1000) * 1000000L;
+		sig = sigtimedwait(sigs, NULL, &ts);
+		if (sig > 0)
+			return sig;
+		if (errno != EAGAIN && errno != EINTR) {
+			log_error("sigtimedwait failed: %s", strerror(errno));
+			return SIGTERM;
+		}
+		watchdog(sv);
+	}
+}
+
+/*
+ * Sleeps one tick of the drain, keeping the watchdog and the stop timeout
+ * fed; a further stop signal ends the process at once.
+ */
+static void
+tick(struct supervisor *sv, const sigset_t *sigs)
 {
 	const struct timespec ts = {0, DRAIN_TICK_NS};
 	int sig = sigtimedwait(sigs, NULL, &ts);
@@ -69,6 +149,12 @@ tick(const sigset_t *sigs)
 	if (sig > 0) {
 		log_warn("%s again: exiting at once", signal_name(sig));
 		_exit(1);
+	}
+	watchdog(sv);
+	if (now_ms() >= sv->next_extend_ms) {
+		sv->next_extend_ms = now_ms() + EXTEND_EVERY_MS;
+		notify_send(&sv->notifier, "EXTEND_TIMEOUT_USEC=%lld",
+		            (long long)EXTEND_MS * 1000);
 	}
 }
 
@@ -91,21 +177,31 @@ drained(const struct server *srv, long long *quiet_since)
  * reply, until nothing is in flight or the timeout passes.
  */
 static void
-shut_down(struct server *srv, const struct config *cfg, const sigset_t *sigs)
+shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 {
+	struct server *srv = sv->srv;
 	long long deadline = now_ms() + cfg->drain_delay_ms;
 	long long quiet_since = now_ms();
 	unsigned int left;
 
 	state_set(STATE_DRAINING);
+	notify_send(&sv->notifier,
+	            "STOPPING=1\nSTATUS=draining: /ready answers 503 for "
+	            "%u ms, then at most %u ms for requests in flight\n"
+	            "EXTEND_TIMEOUT_USEC=%lld",
+	            cfg->drain_delay_ms, cfg->shutdown_timeout_ms,
+	            (long long)EXTEND_MS * 1000);
+	sv->next_extend_ms = now_ms() + EXTEND_EVERY_MS;
 	while (now_ms() < deadline)
-		tick(sigs);
+		tick(sv, sigs);
 
 	server_quiesce(srv); /* on failure it logs; drain all the same */
 	state_set(STATE_STOPPING);
+	notify_send(&sv->notifier, "STATUS=stopping: waiting for requests in "
+	                           "flight");
 	deadline = now_ms() + cfg->shutdown_timeout_ms;
 	while (!drained(srv, &quiet_since) && now_ms() < deadline)
-		tick(sigs);
+		tick(sv, sigs);
 	left = server_in_flight(srv);
 	if (left > 0)
 		log_warn("shutdown timeout passed: cutting %u requests in "
@@ -119,10 +215,10 @@ int
 main(int argc, char **argv)
 {
 	struct config cfg;
-	struct server *srv;
+	struct supervisor sv = {.pool_ok = 1};
 	sigset_t sigs;
 	char err[256];
-	int sig;
+	int sig, listen_fd;
 
 	if (argc > 1 && strcmp(argv[1], "probe") == 0)
 		return probe_main(argc - 1, argv + 1);
@@ -150,6 +246,19 @@ main(int argc, char **argv)
 		log_error("the route table outgrew the metrics table");
 		return 1;
 	}
+	listen_fd = activation_listen_fd(err, sizeof(err));
+	if (listen_fd == ACTIVATION_ERROR) {
+		log_error("socket activation: %s", err);
+		return 1;
+	}
+	if (notify_open(&sv.notifier, err, sizeof(err)) != 0) {
+		log_error("service manager: %s", err);
+		return 1;
+	}
+	/* Pings at half the interval, as sd_watchdog_enabled(3) advises. */
+	sv.ping_every_ms = sv.notifier.watchdog_usec / 2000;
+	if (sv.notifier.watchdog_usec > 0 && sv.ping_every_ms < 1)
+		sv.ping_every_ms = 1;
 
 	/* Masked before the pool starts, so its threads inherit the mask and
 	 * only sigwait() below ever sees these. */
@@ -167,24 +276,31 @@ main(int argc, char **argv)
 	         "timeout %u ms",
 	         MICROD_VERSION, cfg.threads, cfg.max_body,
 	         cfg.shutdown_timeout_ms);
-	srv = server_start(&cfg);
-	if (srv == NULL)
+	sv.srv = server_start(&cfg, listen_fd);
+	if (sv.srv == NULL) {
+		notify_close(&sv.notifier);
 		return 1;
+	}
 
+	/* MHD_start_daemon returned: the socket listens and the pool runs. */
 	state_set(STATE_READY);
+	notify_send(&sv.notifier, "READY=1\nSTATUS=serving on %s, %u threads",
+	            server_address(sv.srv), cfg.threads);
+	if (sv.ping_every_ms > 0)
+		log_info("watchdog: GET /health through the pool every %lld ms",
+		         sv.ping_every_ms);
+	sv.next_ping_ms = now_ms();
 
-	do {
-		if (sigwait(&sigs, &sig) != 0) {
-			log_error("sigwait failed");
-			sig = SIGTERM;
-		}
-	} while (sig != SIGTERM && sig != SIGINT);
+	do
+		sig = wait_signal(&sv, &sigs);
+	while (sig != SIGTERM && sig != SIGINT);
 
 	log_info("%s: drain delay %u ms, then at most %u ms for requests in "
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
-	shut_down(srv, &cfg, &sigs);
-	server_stop(srv);
+	shut_down(&sv, &cfg, &sigs);
+	server_stop(sv.srv);
 	state_set(STATE_STOPPED);
+	notify_close(&sv.notifier);
 	return 0;
 }

@@ -7,11 +7,14 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,8 +36,10 @@
 struct server {
 	struct MHD_Daemon *daemon;
 	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
+	int passed;             /* the listening socket came from systemd */
 	size_t max_body;
 	unsigned int port;
+	char address[128]; /* as logged: 0.0.0.0:8080, [::1]:80, unix:/run/x */
 	int log_probes;
 	/* Shared with the pool threads. */
 	atomic_bool draining;
@@ -378,6 +383,8 @@ log_request(struct MHD_Connection *conn, const struct exchange *ex,
 			inet_ntop(AF_INET6,
 			          &((const struct sockaddr_in6 *)sa)->sin6_addr,
 			          remote, sizeof(remote));
+		else if (sa->sa_family == AF_UNIX)
+			snprintf(remote, sizeof(remote), "unix");
 	}
 	e.method = ex->method;
 	e.path = ex->url;
@@ -432,20 +439,105 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		metrics_connection_closed();
 }
 
+/*
+ * libmicrohttpd's own messages, at warn. 0.9.75 cannot tell that a socket
+ * handed in with MHD_add_connection (the watchdog's socketpair) is not TCP: it
+ * tries TCP_NODELAY/TCP_CORK on it and reports their harmless failure on every
+ * such request. Those socket-tuning reports go to debug, the rest stay warn.
+ */
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	char msg[512];
+	int tuning;
+
 	(void)cls;
-	log_vmsg(LOG_WARN, fmt, ap);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+		return;
+	msg[strcspn(msg, "\n")] = '\0';
+	tuning = strncmp(msg, "Setting TCP_", 12) == 0 ||
+	         strncmp(msg, "Failed to push the data", 23) == 0;
+	log_msg(tuning ? LOG_DEBUG : LOG_WARN, "%s", msg);
+}
+
+/* srv->address and srv->port from the socket itself. */
+static void
+describe_socket(struct server *srv, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	memset(&ss, 0, sizeof(ss));
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+		snprintf(srv->address, sizeof(srv->address), "fd %d", fd);
+		return;
+	}
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		srv->port = ntohs(sin->sin_port);
+		snprintf(srv->address, sizeof(srv->address), "%s:%u", host,
+		         srv->port);
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 =
+		    (const struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		srv->port = ntohs(sin6->sin6_port);
+		snprintf(srv->address, sizeof(srv->address), "[%s]:%u", host,
+		         srv->port);
+	} else if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)&ss;
+		size_t n = len > offsetof(struct sockaddr_un, sun_path)
+		               ? len - offsetof(struct sockaddr_un, sun_path)
+		               : 0;
+
+		/* An abstract name starts with NUL; show it as '@'. */
+		if (n > 0 && sun->sun_path[0] == '\0')
+			snprintf(srv->address, sizeof(srv->address),
+			         "unix:@%.*s", (int)(n - 1), sun->sun_path + 1);
+		else
+			snprintf(srv->address, sizeof(srv->address),
+			         "unix:%.*s", (int)strnlen(sun->sun_path, n),
+			         sun->sun_path);
+	} else {
+		snprintf(srv->address, sizeof(srv->address), "fd %d", fd);
+	}
+}
+
+/* Fills ss from the configured address; adds the IPv6 flags it needs. */
+static int
+bind_address(const struct config *cfg, struct sockaddr_storage *ss,
+             unsigned int *flags)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, cfg->bind, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)cfg->port);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, cfg->bind, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)cfg->port);
+		/* "::" serves IPv4 too; a specific address only itself. */
+		*flags |= IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)
+		              ? MHD_USE_DUAL_STACK
+		              : MHD_USE_IPv6;
+		return 0;
+	}
+	return -1;
 }
 
 struct server *
-server_start(const struct config *cfg)
+server_start(const struct config *cfg, int listen_fd)
 {
 	struct server *srv;
 	struct sockaddr_storage ss;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	const union MHD_DaemonInfo *info;
@@ -458,44 +550,56 @@ server_start(const struct config *cfg)
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
 	srv->log_probes = cfg->log_probes;
+	srv->passed = listen_fd >= 0;
 	atomic_init(&srv->draining, 0);
 
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, cfg->bind, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)cfg->port);
-	} else if (inet_pton(AF_INET6, cfg->bind, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)cfg->port);
-		/* "::" serves IPv4 too; a specific address only itself. */
-		flags |= IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)
-		             ? MHD_USE_DUAL_STACK
-		             : MHD_USE_IPv6;
+	if (srv->passed) {
+		/* The socket's family decides; the bind address is unused. */
+		srv->daemon = MHD_start_daemon(
+		    flags, 0, NULL, NULL, on_request, srv,
+		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
+		    MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
+		    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+		    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+		    MHD_OPTION_END);
+	} else if (bind_address(cfg, &ss, &flags) == 0) {
+		srv->daemon = MHD_start_daemon(
+		    flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
+		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		    MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
+		    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+		    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+		    MHD_OPTION_END);
 	} else {
 		log_error("%s: bad bind address %s", __func__, cfg->bind);
 		goto fail;
 	}
-
-	srv->daemon = MHD_start_daemon(
-	    flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
-	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, cfg->threads,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (srv->daemon == NULL) {
-		log_error("%s: cannot listen on %s port %u", __func__,
-		          cfg->bind, cfg->port);
+		if (srv->passed)
+			log_error("%s: cannot serve the socket passed as "
+			          "descriptor %d",
+			          __func__, listen_fd);
+		else
+			log_error("%s: cannot listen on %s port %u", __func__,
+			          cfg->bind, cfg->port);
 		goto fail;
 	}
-	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	srv->port = info != NULL ? info->port : cfg->port;
-	log_info(sin->sin_family == AF_INET6 ? "listening on [%s]:%u"
-	                                     : "listening on %s:%u",
-	         cfg->bind, srv->port);
+	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+	describe_socket(srv, info != NULL ? (int)info->listen_fd : listen_fd);
+	log_info("listening on %s%s", srv->address,
+	         srv->passed ? " (socket passed by the service manager)" : "");
 	return srv;
 fail:
 	free(srv);
 	return NULL;
+}
+
+const char *
+server_address(const struct server *srv)
+{
+	return srv->address;
 }
 
 unsigned int
@@ -514,6 +618,13 @@ server_quiesce(struct server *srv)
 		return -1;
 	}
 	/*
+	 * A passed socket belongs to the service manager, which keeps it open
+	 * across a restart: connections arriving now queue in its backlog for
+	 * the next instance, so it must stay listening.
+	 */
+	if (srv->passed)
+		return 0;
+	/*
 	 * The pool no longer polls the socket, but the kernel still completes
 	 * handshakes into its backlog, where clients would wait for nothing.
 	 * shutdown() takes it out of the listening state so they are refused
@@ -524,6 +635,61 @@ server_quiesce(struct server *srv)
 		log_warn("%s: shutdown of the listening socket: %s", __func__,
 		         strerror(errno));
 	return 0;
+}
+
+/* Reads until the peer closes or the deadline; the bytes read, or -1. */
+static ssize_t
+read_reply(int fd, char *buf, size_t len, long long deadline_ms)
+{
+	size_t got = 0;
+
+	while (got < len - 1) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		long long left = deadline_ms - now_ns() / 1000000;
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -1;
+		n = read(fd, buf + got, len - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	return (ssize_t)got;
+}
+
+int
+server_self_check(struct server *srv, int timeout_ms)
+{
+	static const char req[] = "GET /health HTTP/1.1\r\n"
+	                          "Host: watchdog\r\n"
+	                          "User-Agent: microd-watchdog\r\n"
+	                          "Connection: close\r\n\r\n";
+	struct sockaddr_un peer = {.sun_family = AF_UNIX};
+	long long deadline = now_ns() / 1000000 + timeout_ms;
+	char buf[512];
+	int sv[2], rc = -1;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	/* MHD owns sv[0] from here on, and closes it even on failure. */
+	if (MHD_add_connection(srv->daemon, sv[0], (struct sockaddr *)&peer,
+	                       (socklen_t)sizeof(peer)) != MHD_YES)
+		goto out;
+	if (write(sv[1], req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1))
+		goto out;
+	if (read_reply(sv[1], buf, sizeof(buf), deadline) < 0)
+		goto out;
+	if (strncmp(buf, "HTTP/1.1 200 ", 13) == 0)
+		rc = 0;
+out:
+	close(sv[1]);
+	return rc;
 }
 
 unsigned int

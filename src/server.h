@@ -7,10 +7,24 @@
 
 struct server;
 
-/* Binds and starts the pool; logs the address and real port. NULL on error. */
-struct server *server_start(const struct config *cfg);
+/*
+ * Starts the pool on listen_fd when it is >= 0 (a listening socket passed by
+ * the service manager), else binds cfg's address and port. Logs the address
+ * and real port. NULL on error.
+ */
+struct server *server_start(const struct config *cfg, int listen_fd);
 
 unsigned int server_port(const struct server *srv);
+
+/* The address served, as logged: "0.0.0.0:8080", "[::1]:80", "unix:/x". */
+const char *server_address(const struct server *srv);
+
+/*
+ * Sends GET /health through the worker pool, over a socketpair handed to the
+ * daemon (no network needed), and waits up to timeout_ms for the answer.
+ * 0 when it was 200, else -1. For the watchdog: a wedged pool fails it.
+ */
+int server_self_check(struct server *srv, int timeout_ms);
 
 /*
  * Starts the drain: stops accepting new connections, and from now on every

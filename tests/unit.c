@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* unit.c -- the pure modules without sockets: router, config, reply */
+/*
+ * unit.c -- the pure modules without a server: router, config, reply, and the
+ * environment parsing of socket activation and sd_notify
+ */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "activation.h"
 #include "check.h"
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
+#include "notify.h"
 #include "reply.h"
 #include "router.h"
 
@@ -202,11 +209,84 @@ test_config(void)
 	is(PARSE(&cfg, "--version"), CONFIG_VERSION, "--version");
 }
 
+/* Only cases that return before any descriptor is touched. */
+static void
+test_activation(void)
+{
+	char err[256] = "", pid[32];
+
+	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_NONE,
+	   "activation: nothing passed");
+	setenv("LISTEN_PID", "1", 1);
+	setenv("LISTEN_FDS", "1", 1);
+	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_NONE,
+	   "LISTEN_PID of another process: ignored");
+	ok(getenv("LISTEN_PID") == NULL && getenv("LISTEN_FDS") == NULL,
+	   "and the variables are removed");
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "two", 1);
+	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_ERROR,
+	   "LISTEN_FDS=two is an error");
+	is_str(err, "LISTEN_FDS: invalid value 'two'", "naming the variable");
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "0", 1);
+	setenv("LISTEN_FDNAMES", "", 1);
+	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_NONE,
+	   "LISTEN_FDS=0: nothing passed");
+	ok(getenv("LISTEN_FDNAMES") == NULL, "LISTEN_FDNAMES removed too");
+}
+
+static void
+test_notify(void)
+{
+	struct notifier n;
+	char err[256] = "";
+
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	is(notify_open(&n, err, sizeof(err)), 0, "notify: no NOTIFY_SOCKET");
+	ok(n.fd < 0 && n.watchdog_usec == 0, "nothing to send to, no watchdog");
+	is(notify_send(&n, "READY=1"), 0, "sending is then a no-op");
+
+	setenv("NOTIFY_SOCKET", "@microd-unit", 1);
+	is(notify_open(&n, err, sizeof(err)), 0, "an abstract name");
+	ok(n.fd >= 0 && n.addr.sun_path[0] == '\0' &&
+	       strncmp(n.addr.sun_path + 1, "microd-unit", 11) == 0 &&
+	       n.addr_len == offsetof(struct sockaddr_un, sun_path) + 12,
+	   "leading NUL, no terminator counted");
+	notify_close(&n);
+	setenv("NOTIFY_SOCKET", "/run/x/notify", 1);
+	is(notify_open(&n, err, sizeof(err)), 0, "a path");
+	ok(n.addr_len == offsetof(struct sockaddr_un, sun_path) + 14,
+	   "its terminator counted");
+	notify_close(&n);
+	setenv("NOTIFY_SOCKET", "run/notify", 1);
+	is(notify_open(&n, err, sizeof(err)), -1, "a relative path is refused");
+	ok(strstr(err, "NOTIFY_SOCKET") != NULL, "naming the variable: %s",
+	   err);
+	unsetenv("NOTIFY_SOCKET");
+
+	setenv("WATCHDOG_USEC", "5000000", 1);
+	is(notify_open(&n, err, sizeof(err)), 0, "WATCHDOG_USEC alone");
+	ok(n.watchdog_usec == 5000000, "is ours");
+	setenv("WATCHDOG_PID", "1", 1);
+	is(notify_open(&n, err, sizeof(err)), 0, "WATCHDOG_PID of another");
+	ok(n.watchdog_usec == 0, "is not ours");
+	unsetenv("WATCHDOG_PID");
+	setenv("WATCHDOG_USEC", "soon", 1);
+	is(notify_open(&n, err, sizeof(err)), -1, "WATCHDOG_USEC=soon refused");
+	unsetenv("WATCHDOG_USEC");
+}
+
 int
 main(void)
 {
 	test_router();
 	test_reply();
 	test_config();
+	test_activation();
+	test_notify();
 	return done_testing();
 }

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/* activation.c -- pick the listening socket systemd passed, if any */
+#include "activation.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The name microd.socket gives its socket (FileDescriptorName=). */
+#define FD_NAME "http"
+#define MAX_FDS 64
+
+static int
+parse_count(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	if (s == NULL || *s == '\0')
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* The index of FD_NAME in the colon-separated names, or -1. */
+static long
+name_index(const char *names, long n)
+{
+	const char *p = names;
+
+	for (long i = 0; i < n && p != NULL; i++) {
+		const char *end = strchr(p, ':');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (len == strlen(FD_NAME) && strncmp(p, FD_NAME, len) == 0)
+			return i;
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return -1;
+}
+
+static int
+is_listening_stream(int fd)
+{
+	int type = 0, listening = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+	    type != SOCK_STREAM)
+		return 0;
+	len = sizeof(listening);
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) ==
+	           0 &&
+	       listening;
+}
+
+int
+activation_listen_fd(char *err, size_t errlen)
+{
+	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+	const char *names = getenv("LISTEN_FDNAMES");
+	long pid, n, pick = 0;
+	int fd = ACTIVATION_NONE;
+
+	if (pid_s == NULL || fds_s == NULL)
+		goto out;
+	if (parse_count(pid_s, 1, 0x7fffffffL, &pid) != 0 ||
+	    (pid_t)pid != getpid())
+		goto out; /* meant for another process */
+	if (parse_count(fds_s, 0, MAX_FDS, &n) != 0) {
+		snprintf(err, errlen, "LISTEN_FDS: invalid value '%s'", fds_s);
+		fd = ACTIVATION_ERROR;
+		goto out;
+	}
+	if (n == 0)
+		goto out;
+	if (names != NULL && *names != '\0') {
+		pick = name_index(names, n);
+		if (pick < 0) {
+			snprintf(err, errlen,
+			         "LISTEN_FDNAMES '%s' names no '" FD_NAME
+			         "' socket",
+			         names);
+			fd = ACTIVATION_ERROR;
+			goto close_rest;
+		}
+	}
+	fd = ACTIVATION_FD_START + (int)pick;
+	if (!is_listening_stream(fd)) {
+		snprintf(
+		    err, errlen,
+		    "passed descriptor %d is not a listening stream socket",
+		    fd);
+		fd = ACTIVATION_ERROR;
+	} else if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+		snprintf(err, errlen, "passed descriptor %d: %s", fd,
+		         strerror(errno));
+		fd = ACTIVATION_ERROR;
+	}
+close_rest:
+	for (long i = 0; i < n; i++)
+		if (ACTIVATION_FD_START + (int)i != fd)
+			close(ACTIVATION_FD_START + (int)i);
+out:
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return fd;
+}
