@@ -72,8 +72,10 @@ parse_threads(struct config *cfg, const char *s)
 	return 0;
 }
 
+/* A byte count with an optional k/m/g suffix (powers of 1024), in [min, max].
+ */
 static int
-parse_max_body(struct config *cfg, const char *s)
+parse_size(const char *s, uintmax_t min, uintmax_t max, uintmax_t *out)
 {
 	char digits[32];
 	size_t n = strlen(s), shift = 0;
@@ -100,9 +102,64 @@ parse_max_body(struct config *cfg, const char *s)
 	memcpy(digits, s, n + 1);
 	if (shift != 0)
 		digits[n - 1] = '\0';
-	if (parse_uint(digits, (uintmax_t)1 << 30 >> shift, &v) != 0 || v == 0)
+	if (parse_uint(digits, max >> shift, &v) != 0 || (v << shift) < min)
 		return -1;
-	cfg->max_body = (size_t)(v << shift);
+	*out = v << shift;
+	return 0;
+}
+
+static int
+parse_max_body(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_size(s, 1, (uintmax_t)1 << 30, &v) != 0)
+		return -1;
+	cfg->max_body = (size_t)v;
+	return 0;
+}
+
+static int
+parse_connection_memory(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_size(s, 2048, (uintmax_t)1 << 20, &v) != 0)
+		return -1;
+	cfg->connection_memory = (size_t)v;
+	return 0;
+}
+
+static int
+parse_connection_limit(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_uint(s, 1000000, &v) != 0 || v == 0)
+		return -1;
+	cfg->connection_limit = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_per_ip_limit(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_uint(s, 1000000, &v) != 0)
+		return -1;
+	cfg->per_ip_limit = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_idle_timeout(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_uint(s, 3600, &v) != 0 || v == 0)
+		return -1;
+	cfg->idle_timeout_s = (unsigned int)v;
 	return 0;
 }
 
@@ -205,6 +262,26 @@ static const struct option options[] = {
      "a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
      "largest request body accepted; larger gets 413 (default 1m)",
      parse_max_body},
+    {"connection-limit", "MICROD_CONNECTION_LIMIT", NULL, "N",
+     "an integer from 1 to 1000000",
+     "open connections at most, split evenly over the threads; more are "
+     "refused at accept (default 10000)",
+     parse_connection_limit},
+    {"per-ip-limit", "MICROD_PER_IP_LIMIT", NULL, "N",
+     "an integer from 0 to 1000000",
+     "open connections at most from one client address; 0 = no limit "
+     "(default 0: clients behind a proxy or node share one address)",
+     parse_per_ip_limit},
+    {"idle-timeout", "MICROD_IDLE_TIMEOUT", NULL, "SECONDS",
+     "whole seconds from 1 to 3600",
+     "a connection with nothing received for this long is closed "
+     "(default 15)",
+     parse_idle_timeout},
+    {"connection-memory", "MICROD_CONNECTION_MEMORY", NULL, "BYTES",
+     "a size from 2k to 1m",
+     "memory per connection; bounds the request line plus headers, "
+     "larger gets 431 (default 16k)",
+     parse_connection_memory},
     {"log-level", "MICROD_LOG_LEVEL", NULL, "LEVEL",
      "one of error, warn, info, debug",
      "error, warn, info or debug (default info)", parse_log_level},
@@ -240,6 +317,10 @@ set_defaults(struct config *cfg)
 	cfg->port = 8080;
 	cfg->threads = cpus < 1 ? 1 : cpus > 256 ? 256 : (unsigned int)cpus;
 	cfg->max_body = (size_t)1 << 20;
+	cfg->connection_limit = 10000;
+	cfg->per_ip_limit = 0;
+	cfg->idle_timeout_s = 15;
+	cfg->connection_memory = (size_t)16 << 10;
 	cfg->log_level = LOG_INFO;
 	cfg->log_format = -1;
 	cfg->log_probes = 0;

@@ -7,13 +7,17 @@
 #include <stdio.h>
 
 struct config {
-	const char *bind;     /* numeric IPv4 or IPv6 address */
-	unsigned int port;    /* 0 asks the kernel for a free port */
-	unsigned int threads; /* libmicrohttpd pool size */
-	size_t max_body;      /* bytes */
-	int log_level;        /* enum log_level */
-	int log_format;       /* enum log_format, or -1: by stderr */
-	int log_probes;       /* access-log successful probes too */
+	const char *bind;              /* numeric IPv4 or IPv6 address */
+	unsigned int port;             /* 0 asks the kernel for a free port */
+	unsigned int threads;          /* libmicrohttpd pool size */
+	size_t max_body;               /* bytes */
+	unsigned int connection_limit; /* open connections, all threads */
+	unsigned int per_ip_limit;     /* 0: none */
+	unsigned int idle_timeout_s;   /* close connections idle this long */
+	size_t connection_memory;      /* per-connection pool: bounds headers */
+	int log_level;                 /* enum log_level */
+	int log_format;                /* enum log_format, or -1: by stderr */
+	int log_probes;                /* access-log successful probes too */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 };

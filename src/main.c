@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,9 @@
  * --shutdown-timeout bounds it.
  */
 #define EXTEND_MS 5000
+
+/* Descriptors microd needs besides its connections. */
+#define FD_RESERVE 32
 #define EXTEND_EVERY_MS 1000
 
 /* What the main thread tells the service manager, and when. */
@@ -72,6 +76,33 @@ stderr_is_journal(void)
 		return 0;
 	return (unsigned long long)st.st_dev == dev &&
 	       (unsigned long long)st.st_ino == ino;
+}
+
+/*
+ * Every connection is a descriptor: lift the soft RLIMIT_NOFILE to the hard
+ * one (as Go's runtime does), and say so when the connection limit still
+ * cannot be reached.
+ */
+static void
+raise_fd_limit(unsigned int connections)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0 &&
+		    getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)connections + FD_RESERVE)
+		log_warn("the open-file limit (%llu) is below the connection "
+		         "limit %u plus %d: raise it (LimitNOFILE=, ulimit -n) "
+		         "or lower --connection-limit",
+		         (unsigned long long)rl.rlim_cur, connections,
+		         FD_RESERVE);
 }
 
 static const char *
@@ -276,6 +307,13 @@ main(int argc, char **argv)
 	         "timeout %u ms",
 	         MICROD_VERSION, cfg.threads, cfg.max_body,
 	         cfg.shutdown_timeout_ms);
+	log_info("limits: %u connections (%u per thread), %u per client "
+	         "address%s, idle timeout %u s, %zu bytes per connection "
+	         "(request line + headers)",
+	         cfg.connection_limit, cfg.connection_limit / cfg.threads,
+	         cfg.per_ip_limit, cfg.per_ip_limit == 0 ? " (none)" : "",
+	         cfg.idle_timeout_s, cfg.connection_memory);
+	raise_fd_limit(cfg.connection_limit);
 	sv.srv = server_start(&cfg, listen_fd);
 	if (sv.srv == NULL) {
 		notify_close(&sv.notifier);

@@ -167,6 +167,27 @@ test_config(void)
 	is(PARSE(&cfg, "--max-body", "k"), CONFIG_ERROR,
 	   "a bare suffix is refused");
 
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.connection_limit == 10000 && cfg.per_ip_limit == 0 &&
+	       cfg.idle_timeout_s == 15 && cfg.connection_memory == 16384,
+	   "limit defaults: 10000 connections, no per-ip, 15 s idle, 16k");
+	PARSE(&cfg, "--connection-memory", "8k");
+	is(cfg.connection_memory, 8192, "--connection-memory 8k");
+	is(PARSE(&cfg, "--connection-memory", "1k"), CONFIG_ERROR,
+	   "--connection-memory below 2k is refused");
+	is(PARSE(&cfg, "--connection-memory", "2m"), CONFIG_ERROR,
+	   "--connection-memory above 1m is refused");
+	is(PARSE(&cfg, "--connection-limit", "0"), CONFIG_ERROR,
+	   "--connection-limit 0 is refused");
+	PARSE(&cfg, "--per-ip-limit", "16");
+	is(cfg.per_ip_limit, 16, "--per-ip-limit 16");
+	is(PARSE(&cfg, "--idle-timeout", "0"), CONFIG_ERROR,
+	   "--idle-timeout 0 (never) is refused");
+	setenv("MICROD_IDLE_TIMEOUT", "30", 1);
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	is(cfg.idle_timeout_s, 30, "MICROD_IDLE_TIMEOUT is read");
+	unsetenv("MICROD_IDLE_TIMEOUT");
+
 	setenv("PORT", "9000", 1);
 	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
 	is(cfg.port, 9000, "PORT is read");
