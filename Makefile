@@ -53,7 +53,7 @@ DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
             systemd man-db
 
 .PHONY: all run check test-progs deps deps-test lint fmt clean \
-        install uninstall FORCE
+        install uninstall bench FORCE
 
 all: deps $(BUILD)/microd
 
@@ -61,7 +61,8 @@ run: all
 	exec $(BUILD)/microd $(RUN_ARGS)
 
 # Lint, then the whole suite twice: as built, then under ASan + UBSan with
-# leak detection.
+# leak detection; then the C suites and the hostile table under TSan (the
+# pool runs handlers concurrently).
 check: deps-test
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-progs
@@ -73,8 +74,24 @@ check: deps-test
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/sanitize/%) \
 	    $(SCRIPT_TESTS)
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan SANITIZE=thread \
+	    test-progs
+	MICROD_BIN=$(BUILD)/tsan/microd TSAN_OPTIONS=halt_on_error=1 \
+	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
+	    tests/hostile.py
 
 test-progs: $(BUILD)/microd $(TESTS)
+
+# microd against nginx-light in one run (see tests/bench.py); never part of
+# make check. A second microd without request metrics measures their cost.
+DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux
+bench: deps
+	@$(call ensure_pkgs,$(DEB_BENCH))
+	$(MAKE) --no-print-directory $(BUILD)/microd
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/bench/nometrics \
+	    CPPFLAGS="$(CPPFLAGS) -DMICROD_REQUEST_METRICS=0" \
+	    $(BUILD)/bench/nometrics/microd
+	python3 tests/bench.py
 
 # Installs missing Debian packages (as root, else through sudo); elsewhere
 # prints what to install.

@@ -18,25 +18,13 @@ import urllib.request
 
 import yaml
 
+from tap import done, ok, skip
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
-count = 0
-failed = 0
 
 
-def ok(cond, desc):
-    global count, failed
-    count += 1
-    if not cond:
-        failed += 1
-    print(("ok %d - %s" if cond else "not ok %d - %s") % (count, desc), flush=True)
-
-
-def skip(desc):
-    global count
-    count += 1
-    print("ok %d # skip %s" % (count, desc), flush=True)
 
 
 def start_microd(args, env, root=None):
@@ -199,8 +187,7 @@ def test_kubernetes():
 def main():
     test_image()
     test_kubernetes()
-    print("1..%d" % count)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

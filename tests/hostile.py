@@ -21,18 +21,10 @@ import subprocess
 import tempfile
 import time
 
+from tap import done, ok
+
 BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
-count = 0
-failed = 0
 
-
-def ok(cond, desc):
-    global count, failed
-    count += 1
-    if not cond:
-        failed += 1
-    print(("ok %d - %s" if cond else "not ok %d - %s") % (count, desc), flush=True)
-    return cond
 
 
 def exchange(port, data, timeout=5, chunks=None):
@@ -170,8 +162,7 @@ def main():
         time.sleep(0.01)
     if not ok(port is not None, "microd starts"):
         proc.kill()
-        print("1..%d" % count)
-        return 1
+        return done()
 
     for name, data, want, by in CASES:
         st, head, body, closed = exchange(port, data)
@@ -214,8 +205,7 @@ def main():
     text = open(log.name).read()
     ok("AddressSanitizer" not in text and "runtime error" not in text, "no sanitizer report in the log")
     os.unlink(log.name)
-    print("1..%d" % count)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

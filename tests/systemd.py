@@ -23,26 +23,12 @@ import threading
 import time
 import urllib.request
 
+from tap import done, ok, skip
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
-count = 0
-failed = 0
 
 
-def ok(cond, desc):
-    global count, failed
-    count += 1
-    if not cond:
-        failed += 1
-    print(("ok %d - %s" if cond else "not ok %d - %s") % (count, desc), flush=True)
-    return cond
-
-
-def skip(desc, n=1):
-    global count
-    for _ in range(n):
-        count += 1
-        print("ok %d # skip %s" % (count, desc), flush=True)
 
 
 class Notify:
@@ -488,8 +474,7 @@ def main():
     test_restart_under_load()
     test_units()
     test_journal()
-    print("1..%d" % count)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":
