@@ -44,7 +44,8 @@ LIB_SRC  = src/activation.c src/config.c src/handlers.c src/log.c \
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe
-SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py
+SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
+               tests/clients.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev

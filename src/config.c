@@ -164,6 +164,18 @@ parse_idle_timeout(struct config *cfg, const char *s)
 }
 
 static int
+parse_event_loop(struct config *cfg, const char *s)
+{
+	if (strcmp(s, "poll") == 0)
+		cfg->event_loop = EVENT_LOOP_POLL;
+	else if (strcmp(s, "epoll") == 0)
+		cfg->event_loop = EVENT_LOOP_EPOLL;
+	else
+		return -1;
+	return 0;
+}
+
+static int
 parse_log_format(struct config *cfg, const char *s)
 {
 	int format = log_format_parse(s);
@@ -262,6 +274,12 @@ static const struct option options[] = {
      "a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
      "largest request body accepted; larger gets 413 (default 1m)",
      parse_max_body},
+    {"event-loop", "MICROD_EVENT_LOOP", NULL, "LOOP", "poll or epoll",
+     "how each thread waits for its connections: poll (default) never "
+     "stalls but costs more per idle connection; epoll suits many idle "
+     "connections but stalls a thread that gets 128 or more requests at "
+     "once (a libmicrohttpd 0.9.75 bug, see the README)",
+     parse_event_loop},
     {"connection-limit", "MICROD_CONNECTION_LIMIT", NULL, "N",
      "an integer from 1 to 1000000",
      "open connections at most, split evenly over the threads; more are "
@@ -317,6 +335,7 @@ set_defaults(struct config *cfg)
 	cfg->port = 8080;
 	cfg->threads = cpus < 1 ? 1 : cpus > 256 ? 256 : (unsigned int)cpus;
 	cfg->max_body = (size_t)1 << 20;
+	cfg->event_loop = EVENT_LOOP_POLL;
 	cfg->connection_limit = 10000;
 	cfg->per_ip_limit = 0;
 	cfg->idle_timeout_s = 15;

@@ -6,11 +6,14 @@
 #include <stddef.h>
 #include <stdio.h>
 
+enum event_loop { EVENT_LOOP_POLL, EVENT_LOOP_EPOLL };
+
 struct config {
-	const char *bind;              /* numeric IPv4 or IPv6 address */
-	unsigned int port;             /* 0 asks the kernel for a free port */
-	unsigned int threads;          /* libmicrohttpd pool size */
-	size_t max_body;               /* bytes */
+	const char *bind;     /* numeric IPv4 or IPv6 address */
+	unsigned int port;    /* 0 asks the kernel for a free port */
+	unsigned int threads; /* libmicrohttpd pool size */
+	size_t max_body;      /* bytes */
+	enum event_loop event_loop;
 	unsigned int connection_limit; /* open connections, all threads */
 	unsigned int per_ip_limit;     /* 0: none */
 	unsigned int idle_timeout_s;   /* close connections idle this long */

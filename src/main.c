@@ -303,10 +303,11 @@ main(int argc, char **argv)
 	}
 	sigdelset(&sigs, SIGPIPE);
 
-	log_info("microd %s: %u threads, max body %zu bytes, shutdown "
+	log_info("microd %s: %u threads (%s), max body %zu bytes, shutdown "
 	         "timeout %u ms",
-	         MICROD_VERSION, cfg.threads, cfg.max_body,
-	         cfg.shutdown_timeout_ms);
+	         MICROD_VERSION, cfg.threads,
+	         cfg.event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
+	         cfg.max_body, cfg.shutdown_timeout_ms);
 	log_info("limits: %u connections (%u per thread), %u per client "
 	         "address%s, idle timeout %u s, %zu bytes per connection "
 	         "(request line + headers)",

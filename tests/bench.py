@@ -188,6 +188,9 @@ def main():
                                               "--log-level", "warn"]),
         "microd-nometrics": Server("microd-nometrics", lambda p: [NOMETRICS, "--bind", "127.0.0.1", "--port",
                                                                   str(p), "--threads", "1", "--log-level", "warn"]),
+        "microd-epoll": Server("microd-epoll", lambda p: [MICROD, "--bind", "127.0.0.1", "--port", str(p),
+                                                          "--threads", "1", "--log-level", "warn",
+                                                          "--event-loop", "epoll"]),
         "nginx": Server("nginx", lambda p: ["sh", "-c", "sed 's/@PORT@/%d/' %s > %s.run && exec nginx -e stderr -c %s.run"
                                             % (p, conf, conf, conf)]),
     }
@@ -206,6 +209,8 @@ def main():
             for label, c, extra in loads:
                 if name == "microd-nometrics" and label != "keep-alive c=64":
                     continue
+                if name == "microd-epoll" and label not in ("keep-alive c=64", "keep-alive c=256"):
+                    continue
                 r = wrk(srv.port, c, extra=extra)
                 add(name, label + " rps", r["rps"])
                 add(name, label + " p50", r["p50"])
@@ -220,7 +225,7 @@ def main():
             print("round %d: %s done" % (rnd + 1, name), file=sys.stderr, flush=True)
 
     # Start-up (median of 20) and memory per idle connection, once each.
-    for name in ("microd", "nginx"):
+    for name in ("microd", "microd-epoll", "nginx"):
         srv = servers[name]
         times = []
         for _ in range(20):
@@ -258,6 +263,8 @@ def main():
     rows.append(("RSS per idle keep-alive connection (%d open), KiB" % idle_n,
                  "%.1f" % m["per_conn"][0], "%.1f" % n["per_conn"][0],
                  "%.2f" % (m["per_conn"][0] / n["per_conn"][0]) if n["per_conn"][0] > 0 else "n/a"))
+    rows.append(("RSS per idle keep-alive connection with --event-loop epoll, KiB",
+                 "%.1f" % res["microd-epoll"]["per_conn"][0], "", ""))
     rows.append(("start-up, exec to first 200, ms (median of 20)", fmt_range(m["startup20"], "%.1f"),
                  fmt_range(n["startup20"], "%.1f"), ratio("startup20")))
     rows.append(("stripped binary, bytes", str(sizes["microd"]), str(sizes["nginx"]),
@@ -266,6 +273,10 @@ def main():
     rows.append(("keep-alive c=64 req/s without request metrics (microd only)", fmt_range(
         res["microd-nometrics"]["keep-alive c=64 rps"]), "", "with/without: %.3f"
         % (med(m["keep-alive c=64 rps"]) / metrics_cost)))
+    e = res["microd-epoll"]
+    for label in ("keep-alive c=64", "keep-alive c=256"):
+        rows.append(("%s req/s with --event-loop epoll (microd only)" % label, fmt_range(e[label + " rps"]), "",
+                     "epoll/poll: %.3f" % (med(e[label + " rps"]) / med(m[label + " rps"]))))
     errors = {k: v for name in res for k, v in res[name].items() if k.endswith("errors")}
 
     cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
