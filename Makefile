@@ -42,8 +42,9 @@ LIB_SRC  = src/activation.c src/config.c src/handlers.c src/log.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/utf8.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+FUZZ_TARGETS = http route config
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
-           $(BUILD)/tests/observe
+           $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/clients.py
 
@@ -54,7 +55,7 @@ DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
             systemd man-db
 
 .PHONY: all run check test-progs deps deps-test lint fmt clean \
-        install uninstall bench FORCE
+        install uninstall bench fuzz fuzz-progs FORCE
 
 all: deps $(BUILD)/microd
 
@@ -85,7 +86,7 @@ test-progs: $(BUILD)/microd $(TESTS)
 
 # microd against nginx-light in one run (see tests/bench.py); never part of
 # make check. A second microd without request metrics measures their cost.
-DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux
+DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux valgrind
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
 	$(MAKE) --no-print-directory $(BUILD)/microd
@@ -146,6 +147,38 @@ $(BUILD)/tests/%.o: tests/%.c
 $(BUILD)/tests/unit: $(BUILD)/tests/unit.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Fuzz targets: replayed over their corpus by driver.c in make check; run
+# under libFuzzer by make fuzz.
+$(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/fuzz-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/driver.o \
+    $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libfuzzer-%: $(BUILD)/tests/fuzz/%.o $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz-progs: $(FUZZ_TARGETS:%=$(BUILD)/libfuzzer-%)
+
+# make fuzz FUZZ_SECONDS=N: each target explores for N seconds with clang's
+# libFuzzer + ASan + UBSan, from tests/fuzz/corpus/NAME; what it finds goes to
+# build/fuzz/corpus/NAME (copy a crash's input into the repo corpus with its
+# fix).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(call ensure_pkgs,clang libclang-rt-14-dev)
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/fuzz CC=clang WERROR= \
+	    SANITIZE=address,undefined CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" \
+	    fuzz-progs
+	for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)/fuzz/corpus/$$t && \
+	    $(BUILD)/fuzz/libfuzzer-$$t -max_total_time=$(FUZZ_SECONDS) \
+	        -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/ \
+	        $(BUILD)/fuzz/corpus/$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
+
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/harness.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
 
@@ -156,7 +189,8 @@ $(BUILD)/version.h: FORCE
 	    '$(VERSION)' '$(COMMIT)' > $@.tmp; \
 	cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
-C_FILES = $(wildcard src/*.c src/*.h tests/*.c tests/*.h)
+C_FILES = $(wildcard src/*.c src/*.h tests/*.c tests/*.h tests/fuzz/*.c \
+          tests/fuzz/*.h)
 
 fmt:
 	clang-format -i $(C_FILES)
@@ -186,4 +220,4 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/tests/fuzz/*.d)

@@ -780,6 +780,54 @@ read_reply(int fd, char *buf, size_t len, long long deadline_ms)
 	return (ssize_t)got;
 }
 
+/* Writes all of buf before the deadline; 0 or -1. */
+static int
+write_all(int fd, const char *buf, size_t len, long long deadline_ms)
+{
+	while (len > 0) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		long long left = deadline_ms - now_ns() / 1000000;
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -1;
+		n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t
+server_exchange(struct server *srv, const void *req, size_t len, char *out,
+                size_t outlen, int timeout_ms)
+{
+	struct sockaddr_un peer = {.sun_family = AF_UNIX};
+	long long deadline = now_ns() / 1000000 + timeout_ms;
+	ssize_t got = -1;
+	int sv[2];
+
+	if (outlen == 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	/* MHD owns sv[0] from here on, and closes it even on failure. */
+	if (MHD_add_connection(srv->daemon, sv[0], (struct sockaddr *)&peer,
+	                       (socklen_t)sizeof(peer)) != MHD_YES)
+		goto out;
+	/* A refused request may be answered and closed before it is all
+	 * written: what was answered still counts. */
+	if (write_all(sv[1], req, len, deadline) == 0)
+		shutdown(sv[1], SHUT_WR);
+	got = read_reply(sv[1], out, outlen, deadline);
+out:
+	close(sv[1]);
+	return got;
+}
+
 int
 server_self_check(struct server *srv, int timeout_ms)
 {
@@ -787,26 +835,12 @@ server_self_check(struct server *srv, int timeout_ms)
 	                          "Host: watchdog\r\n"
 	                          "User-Agent: microd-watchdog\r\n"
 	                          "Connection: close\r\n\r\n";
-	struct sockaddr_un peer = {.sun_family = AF_UNIX};
-	long long deadline = now_ns() / 1000000 + timeout_ms;
 	char buf[512];
-	int sv[2], rc = -1;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+	if (server_exchange(srv, req, sizeof(req) - 1, buf, sizeof(buf),
+	                    timeout_ms) < 0)
 		return -1;
-	/* MHD owns sv[0] from here on, and closes it even on failure. */
-	if (MHD_add_connection(srv->daemon, sv[0], (struct sockaddr *)&peer,
-	                       (socklen_t)sizeof(peer)) != MHD_YES)
-		goto out;
-	if (write(sv[1], req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1))
-		goto out;
-	if (read_reply(sv[1], buf, sizeof(buf), deadline) < 0)
-		goto out;
-	if (strncmp(buf, "HTTP/1.1 200 ", 13) == 0)
-		rc = 0;
-out:
-	close(sv[1]);
-	return rc;
+	return strncmp(buf, "HTTP/1.1 200 ", 13) == 0 ? 0 : -1;
 }
 
 unsigned int

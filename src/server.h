@@ -3,6 +3,8 @@
 #ifndef MICROD_SERVER_H
 #define MICROD_SERVER_H
 
+#include <sys/types.h>
+
 #include "config.h"
 
 struct server;
@@ -20,9 +22,18 @@ unsigned int server_port(const struct server *srv);
 const char *server_address(const struct server *srv);
 
 /*
- * Sends GET /health through the worker pool, over a socketpair handed to the
- * daemon (no network needed), and waits up to timeout_ms for the answer.
- * 0 when it was 200, else -1. For the watchdog: a wedged pool fails it.
+ * Hands one end of a socketpair to the pool as an accepted connection (no
+ * network needed), writes req down the other end, half-closes it, and reads
+ * the answer until the pool closes the connection or timeout_ms passes.
+ * Returns the bytes read into out (NUL-terminated, cut at outlen - 1), or -1
+ * on a timeout or error. The HTTP fuzz target sends arbitrary bytes this way.
+ */
+ssize_t server_exchange(struct server *srv, const void *req, size_t len,
+                        char *out, size_t outlen, int timeout_ms);
+
+/*
+ * GET /health through the pool with server_exchange(): 0 when it answered
+ * 200 within timeout_ms, else -1. For the watchdog: a wedged pool fails it.
  */
 int server_self_check(struct server *srv, int timeout_ms);
 

@@ -126,6 +126,35 @@ def idle_rss_per_conn(server, n):
     return (after - before) / n
 
 
+def instructions_per_request(binary, n=2000):
+    """Instructions per GET /health under callgrind: repeatable whatever else
+    the machine does. Two runs, 200 and 200 + n requests, on one keep-alive
+    connection; the difference over n leaves start-up and shutdown out."""
+    def run(count):
+        out = os.path.join(OUT, "callgrind.out")
+        log = os.path.join(OUT, "callgrind.log")
+        with open(log, "w") as err:
+            proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, binary,
+                                     "--bind", "127.0.0.1", "--port", "0", "--threads", "1"], stderr=err)
+        port, deadline = None, time.monotonic() + 60
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"listening on \S*?:(\d+)\b", open(log).read())
+            port = int(m.group(1)) if m else None
+            time.sleep(0.05)
+        s = socket.create_connection(("127.0.0.1", port))
+        for _ in range(count):
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: b\r\n\r\n")
+            buf = b""
+            while not buf.endswith(b'{"status":"ok"}\n'):
+                buf += s.recv(4096)
+        s.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        return int(re.search(r"Collected : (\d+)", open(log).read()).group(1))
+
+    return (run(200 + n) - run(200)) / n
+
+
 def nginx_conf(port_placeholder="@PORT@"):
     d = os.path.join(OUT, "nginx")
     os.makedirs(os.path.join(d, "logs"), exist_ok=True)
@@ -273,6 +302,10 @@ def main():
     rows.append(("keep-alive c=64 req/s without request metrics (microd only)", fmt_range(
         res["microd-nometrics"]["keep-alive c=64 rps"]), "", "with/without: %.3f"
         % (med(m["keep-alive c=64 rps"]) / metrics_cost)))
+    if shutil.which("valgrind"):
+        with_m, without_m = instructions_per_request(MICROD), instructions_per_request(NOMETRICS)
+        rows.append(("instructions per GET /health (callgrind), with / without request metrics",
+                     "%.0f / %.0f" % (with_m, without_m), "", "with/without: %.4f" % (with_m / without_m)))
     e = res["microd-epoll"]
     for label in ("keep-alive c=64", "keep-alive c=256"):
         rows.append(("%s req/s with --event-loop epoll (microd only)" % label, fmt_range(e[label + " rps"]), "",
