@@ -46,16 +46,16 @@ FUZZ_TARGETS = http route config
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
-               tests/clients.py
+               tests/clients.py tests/binary.py tests/soak.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
 DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
-            systemd man-db
+            systemd man-db wrk valgrind
 
 .PHONY: all run check test-progs deps deps-test lint fmt clean \
-        install uninstall bench fuzz fuzz-progs FORCE
+        install uninstall bench fuzz fuzz-progs soak FORCE
 
 all: deps $(BUILD)/microd
 
@@ -161,6 +161,11 @@ $(BUILD)/libfuzzer-%: $(BUILD)/tests/fuzz/%.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 fuzz-progs: $(FUZZ_TARGETS:%=$(BUILD)/libfuzzer-%)
+
+# The long soak: about a million requests (make check runs 3 s of it).
+soak: $(BUILD)/microd
+	@$(call ensure_pkgs,wrk valgrind python3)
+	SOAK_SECONDS=20 MICROD_BIN=$(BUILD)/microd python3 tests/soak.py
 
 # make fuzz FUZZ_SECONDS=N: each target explores for N seconds with clang's
 # libFuzzer + ASan + UBSan, from tests/fuzz/corpus/NAME; what it finds goes to

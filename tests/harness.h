@@ -15,6 +15,8 @@ struct microd {
 };
 
 long long now_ms(void);
+/* A pause between polls of a condition that has its own deadline. */
+void pause_ms(int ms);
 
 /*
  * Starts $MICROD_BIN --bind 127.0.0.1 --port 0 plus args (NULL-terminated),
