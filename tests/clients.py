@@ -12,45 +12,26 @@
 # on a full batch, waits again with its blocking timeout before serving it).
 # That is why microd's default event loop is poll. Should the epoll case ever
 # pass, the library is fixed and the default can be reconsidered.
-import os
 import select
 import re
 import resource
-import signal
 import socket
 import statistics
-import subprocess
-import tempfile
 import time
 
+from server import BIN, start_microd, stop_microd
 from tap import done, ok
 
-BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
 SLOW = 500
 IDLE = 10000
 
 
 def start(args):
-    log = tempfile.NamedTemporaryFile(prefix="microd-clients-", delete=False)
-    proc = subprocess.Popen([BIN, "--bind", "127.0.0.1", "--port", "0"] + args, stderr=log)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        m = re.search(r"listening on \S*?:(\d+)\b", open(log.name).read())
-        if m:
-            return proc, int(m.group(1)), log.name
-        time.sleep(0.01)
-    return proc, None, log.name
+    return start_microd([BIN, "--bind", "127.0.0.1", "--port", "0"] + args)
 
 
 def stop(proc, log):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        status = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        status = None
-    os.unlink(log)
-    return status
+    return stop_microd(proc, log, timeout=20)
 
 
 def timed_health(port):

@@ -10,7 +10,6 @@
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,42 +17,19 @@ import urllib.request
 
 import yaml
 
+from server import BIN, start_microd, stop_microd
 from tap import done, ok, skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
 
 
 
-def start_microd(args, env, root=None):
-    """Starts microd (in a chroot when root is set); returns (proc, port, log)."""
-    log = tempfile.NamedTemporaryFile(prefix="microd-dist-", delete=False)
-    # In the image tree it runs as the Dockerfile's USER.
+def start_dist(args, env, root=None):
+    """microd (in a chroot when root is set, as the image's USER)."""
     cmd = ([BIN] if root is None else [CHROOT, "--userspec=65532:65532", root, "/usr/bin/microd"]) + args
-    proc = subprocess.Popen(cmd, stderr=log, env=env)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open(log.name) as f:
-            m = re.search(r"listening on \S*?:(\d+)\b", f.read())
-        if m:
-            return proc, int(m.group(1)), log.name
-        if proc.poll() is not None:
-            break
-        time.sleep(0.01)
-    return proc, None, log.name
-
-
-def stop_microd(proc, log):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        status = proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        status = None
-    os.unlink(log)
-    return status
+    return start_microd(cmd, env)
 
 
 def get(port, path):
@@ -109,7 +85,7 @@ def test_image():
             skip("chroot needs root and an unsanitised build")
             return
         env = {"PATH": "/usr/bin", "MICROD_BIND": "127.0.0.1", "PORT": "0"}
-        proc, port, log = start_microd([], env, root=root)
+        proc, port, log = start_dist([], env, root=root)
         ok(port is not None, "microd starts as uid 65532 inside a chroot of exactly that tree")
         if port is None:
             stop_microd(proc, log)
@@ -170,7 +146,7 @@ def test_kubernetes():
     # left to the kernel: tests use no fixed ports).
     run_env = dict(os.environ)
     run_env.update({k: v for k, v in env.items() if v is not None})
-    proc, got, log = start_microd(["--bind", "127.0.0.1", "--port", "0"], run_env)
+    proc, got, log = start_dist(["--bind", "127.0.0.1", "--port", "0"], run_env)
     ok(got is not None, "microd starts with the manifest's environment")
     if got is None:
         stop_microd(proc, log)

@@ -12,18 +12,14 @@
 # it with problem details (see framing_problem() in src/server.c). The
 # "by" column says which.
 import json
-import os
 import random
 import re
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 
+from server import BIN, start_microd, stop_microd
 from tap import done, ok
 
-BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
 
 
 
@@ -152,14 +148,8 @@ ACCEPTED = [
 
 
 def main():
-    log = tempfile.NamedTemporaryFile(prefix="microd-hostile-", delete=False)
-    proc = subprocess.Popen([BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "2", "--idle-timeout", "2"],
-                            stderr=log)
-    port, deadline = None, time.monotonic() + 10
-    while port is None and time.monotonic() < deadline and proc.poll() is None:
-        m = re.search(r"listening on \S*?:(\d+)\b", open(log.name).read())
-        port = int(m.group(1)) if m else None
-        time.sleep(0.01)
+    proc, port, log = start_microd([BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "2",
+                                    "--idle-timeout", "2"])
     if not ok(port is not None, "microd starts"):
         proc.kill()
         return done()
@@ -195,16 +185,11 @@ def main():
     ok(st == 200 and m and m.group(1) == "abc", "NUL in a header value: the value ends at the NUL (%s)"
        % (m.group(1) if m else None))
 
-    proc.send_signal(signal.SIGTERM)
-    try:
-        status = proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        status = None
+    with open(log) as f:
+        text = f.read()
+    status = stop_microd(proc, log)
     ok(status == 0, "microd stops cleanly after all of it (exit %s)" % status)
-    text = open(log.name).read()
     ok("AddressSanitizer" not in text and "runtime error" not in text, "no sanitizer report in the log")
-    os.unlink(log.name)
     return done()
 
 

@@ -15,11 +15,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
+from server import BIN, start_microd, stop_microd
 from tap import done, ok, skip
 
-BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
 SECONDS = int(os.environ.get("SOAK_SECONDS", "3"))
 SANITIZED = "/sanitize/" in BIN or "/tsan/" in BIN
 
@@ -48,15 +47,8 @@ end
 '''
 
 
-def start(cmd, log):
-    proc = subprocess.Popen(cmd + ["--bind", "127.0.0.1", "--port", "0", "--threads", "2"], stderr=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        m = re.search(r"listening on \S*?:(\d+)\b", open(log.name).read())
-        if m:
-            return proc, int(m.group(1))
-        time.sleep(0.02)
-    return proc, None
+def start(cmd):
+    return start_microd(cmd + ["--bind", "127.0.0.1", "--port", "0", "--threads", "2"], timeout=60)
 
 
 def load(port, script, seconds, conns=8):
@@ -82,8 +74,7 @@ def main():
     script = os.path.join(tmp, "soak.lua")
     open(script, "w").write(SCRIPT)
 
-    log = tempfile.NamedTemporaryFile(prefix="microd-soak-", delete=False)
-    proc, port = start([BIN], log)
+    proc, port, log = start([BIN])
     if not ok(port is not None, "microd starts"):
         proc.kill()
         return done()
@@ -99,20 +90,18 @@ def main():
     else:
         ok(after - before < 1024, "resident memory grew %d KiB over the soak (%d -> %d KiB; limit 1024)"
            % (after - before, before, after))
-    proc.send_signal(signal.SIGTERM)
-    ok(proc.wait(timeout=20) == 0, "and microd stops with status 0")
-    os.unlink(log.name)
+    ok(stop_microd(proc, log, timeout=20) == 0, "and microd stops with status 0")
 
     if SANITIZED or shutil.which("valgrind") is None:
         skip("memcheck needs the plain build and valgrind", 2)
     else:
-        log = tempfile.NamedTemporaryFile(prefix="microd-memcheck-", delete=False)
-        proc, port = start(["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
-                            "--error-exitcode=99", BIN], log)
+        proc, port, log = start(["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                                 "--error-exitcode=99", BIN])
         got, _ = load(port, script, 3, conns=4) if port else (0, None)
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=60)
-        text = open(log.name).read()
+        with open(log) as f:
+            text = f.read()
         summary = re.search(r"ERROR SUMMARY: (\d+) errors", text)
         lost = re.search(r"definitely lost: ([\d,]+) bytes", text)
         ok(status == 0 and summary is not None and summary.group(1) == "0",
@@ -120,7 +109,7 @@ def main():
                                                                       summary.group(1) if summary else "?"))
         ok(lost is None or lost.group(1) == "0", "memcheck: nothing definitely lost (%s bytes)"
            % (lost.group(1) if lost else "0"))
-        os.unlink(log.name)
+        os.unlink(log)
     shutil.rmtree(tmp)
     return done()
 
