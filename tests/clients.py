@@ -34,29 +34,11 @@ def stop(proc, log):
     return stop_microd(proc, log, timeout=20)
 
 
-def timed_health(port):
-    """(status ok, milliseconds) for GET /health on a new connection."""
-    t0 = time.monotonic()
+def get(port, path):
+    """GET path on a new connection; the whole answer, or None."""
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
-        s.close()
-        good = data.startswith(b"HTTP/1.1 200 ") and data.endswith(b'{"status":"ok"}\n')
-    except OSError:
-        good = False
-    return good, (time.monotonic() - t0) * 1000
-
-
-def gauge(port, name):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
         data = b""
         while True:
             b = s.recv(65536)
@@ -64,9 +46,22 @@ def gauge(port, name):
                 break
             data += b
         s.close()
+        return data
     except OSError:
         return None
-    m = re.search(r"^%s (\d+)" % name, data.decode(errors="replace"), re.M)
+
+
+def timed_health(port):
+    """(status ok, milliseconds) for GET /health on a new connection."""
+    t0 = time.monotonic()
+    data = get(port, "/health")
+    good = data is not None and data.startswith(b"HTTP/1.1 200 ") and data.endswith(b'{"status":"ok"}\n')
+    return good, (time.monotonic() - t0) * 1000
+
+
+def gauge(port, name):
+    data = get(port, "/metrics")
+    m = re.search(r"^%s (\d+)" % name, data.decode(errors="replace"), re.M) if data else None
     return int(m.group(1)) if m else None
 
 
