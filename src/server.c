@@ -640,7 +640,7 @@ server_start(const struct config *cfg, int listen_fd)
 	 * 128 at a time and, when a batch comes back full, waits again with
 	 * its blocking timeout before serving it, so a thread that gets 128
 	 * requests at once stalls until another event or a timeout
-	 * (tests/clients.py pins this).
+	 * (tests/clients.py shows it).
 	 */
 	unsigned int flags =
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |

@@ -7,11 +7,10 @@
 # 10,000 idle keep-alive connections: the server keeps answering, and
 # --idle-timeout reaps them.
 #
-# The burst also pins a libmicrohttpd 0.9.75 bug: in epoll mode a thread that
-# gets 128 or more requests at once stalls (it reads events 128 at a time and,
-# on a full batch, waits again with its blocking timeout before serving it).
-# That is why microd's default event loop is poll. Should the epoll case ever
-# pass, the library is fixed and the default can be reconsidered.
+# The burst is where libmicrohttpd 0.9.75's epoll mode stalls: a thread that
+# gets 128 or more requests at once reads events 128 at a time and, on a full
+# batch, waits again with its blocking timeout before serving it. That is why
+# microd's default event loop is poll; the epoll figure is printed beside it.
 import select
 import re
 import resource
@@ -95,12 +94,15 @@ def burst(args, n=256, rounds=5, limit=2.0):
 
 
 def test_burst():
-    got, ms = burst([])
-    ok(got == 256, "256 requests at once on one thread: all answered in every round (%d, slowest %.0f ms)"
+    got, ms = burst([], rounds=10)
+    ok(got == 256, "256 requests at once on one thread: all answered in each of 10 rounds (%d, slowest %.0f ms)"
        % (got, ms or -1))
-    got, ms = burst(["--event-loop", "epoll"], rounds=2)
-    ok(got < 256, "pinned: with --event-loop epoll, libmicrohttpd 0.9.75 stalls on the same burst "
-       "(%d of 256 answered within 2 s)" % got)
+    # Not asserted: whether epoll stalls depends on how many events are
+    # ready at the first epoll_wait, which the test cannot control. Reported
+    # so a run shows it when it happens.
+    got, ms = burst(["--event-loop", "epoll"], rounds=10)
+    print("# for comparison, --event-loop epoll: the fewest answered within 2 s in a round was %d of 256%s"
+          % (got, " (the libmicrohttpd 0.9.75 stall)" if got < 256 else ""), flush=True)
 
 
 def test_slowloris():
