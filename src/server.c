@@ -187,12 +187,10 @@ is_json_type(const char *ct)
 	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
-/* Content-Length as a number; -1 when absent or not a plain decimal. */
+/* A Content-Length value as a number; -1 when not a plain decimal. */
 static int
-content_length(struct MHD_Connection *conn, uintmax_t *out)
+parse_length(const char *s, uintmax_t *out)
 {
-	const char *s = MHD_lookup_connection_value(
-	    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	char *end;
 
 	if (s == NULL || *s < '0' || *s > '9')
@@ -202,19 +200,10 @@ content_length(struct MHD_Connection *conn, uintmax_t *out)
 	return errno == 0 && *end == '\0' ? 0 : -1;
 }
 
-static int
-has_body(struct MHD_Connection *conn)
-{
-	uintmax_t len;
-
-	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	                                MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
-	    NULL)
-		return 1;
-	return content_length(conn, &len) == 0 && len > 0;
-}
-
-/* What the header scan counts; see framing_problem(). */
+/*
+ * What one pass over the request headers finds: framing_problem() judges it,
+ * and on_headers() reads the body's length from it.
+ */
 struct header_scan {
 	unsigned int hosts, lengths, encodings;
 	const char *length; /* the first Content-Length */
@@ -251,36 +240,37 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
  * The message-framing rules of RFC 9112 that libmicrohttpd 0.9.75 leaves to
  * the application (it lets these through: tests/hostile.py pins each one).
  * Ambiguous framing is how requests are smuggled past a proxy, so each is
- * refused before any body is read, and the connection is closed. Returns the
- * status (400 or 501) with detail set, or 0.
+ * refused before any body is read, and the connection is closed. Fills *h from
+ * the headers; returns the status (400 or 501) with detail set, or 0.
  */
 static unsigned int
 framing_problem(struct MHD_Connection *conn, const char *version,
-                const char **detail)
+                struct header_scan *hs, const char **detail)
 {
-	struct header_scan h = {0};
+	const struct header_scan *h = hs;
 
+	memset(hs, 0, sizeof(*hs));
 	if (MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header,
-	                                &h) < 0)
+	                                hs) < 0)
 		return 0;
-	if (h.hosts > 1) {
+	if (h->hosts > 1) {
 		*detail = "more than one Host header";
 		return 400;
 	}
-	if (h.encodings > 0 && h.lengths > 0) {
+	if (h->encodings > 0 && h->lengths > 0) {
 		*detail = "both Content-Length and Transfer-Encoding";
 		return 400;
 	}
-	if (h.lengths_differ) {
+	if (h->lengths_differ) {
 		*detail = "Content-Length headers that differ";
 		return 400;
 	}
-	if (h.encodings > 0 && strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
+	if (h->encodings > 0 && strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
 		*detail = "Transfer-Encoding in an HTTP/1.0 request";
 		return 400;
 	}
-	if (h.encodings > 1 ||
-	    (h.encodings == 1 && strcasecmp(h.encoding, "chunked") != 0)) {
+	if (h->encodings > 1 ||
+	    (h->encodings == 1 && strcasecmp(h->encoding, "chunked") != 0)) {
 		*detail = "only the chunked transfer coding is supported";
 		return 501;
 	}
@@ -318,20 +308,22 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
            const char *method, const char *url, const char *version)
 {
 	const char *detail = NULL;
-	unsigned int bad = framing_problem(conn, version, &detail);
-	uintmax_t len;
+	struct header_scan h;
+	unsigned int bad = framing_problem(conn, version, &h, &detail);
+	uintmax_t len = 0;
+	int sized = parse_length(h.length, &len) == 0;
 
 	ex->match = router_find(method, url, &ex->route);
 	if (bad != 0)
 		return send_error(srv, conn, ex, bad, 1, detail);
-	if (content_length(conn, &len) == 0 && len > srv->max_body) {
+	if (sized && len > srv->max_body) {
 		ex->refuse = 413;
 	} else if (ex->match == ROUTE_FOUND &&
 	           (ex->route->flags & ROUTE_JSON_BODY) &&
 	           !is_json_type(MHD_lookup_connection_value(
 	               conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
 		ex->refuse = 415;
-	} else if (ex->match != ROUTE_FOUND && has_body(conn)) {
+	} else if (ex->match != ROUTE_FOUND && (h.encodings > 0 || len > 0)) {
 		struct request req = {.method = method, .path = url};
 		struct reply rep = {0};
 
