@@ -3,8 +3,9 @@
 # bench.py -- `make bench`: microd against nginx-light, measured in one run
 #
 # The server under test is pinned to CPU 0 with one worker, wrk to CPU 1.
-# microd, microd without request metrics, and nginx take turns (A B C A B C
-# ...) for ROUNDS rounds; each figure is the median with min-max. Every load
+# microd and nginx take turns (A B A B ...) for ROUNDS rounds; each figure is
+# the median with min-max. The cost of request metrics is measured apart, in
+# alternating pairs against a build without them. Every load
 # is bounded in time and targets 127.0.0.1 only. Writes build/bench/results.md
 # and build/bench/results.svg.
 import os
@@ -27,8 +28,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
 IDLE = int(os.environ.get("BENCH_IDLE", "5000"))
 TWO_CPUS = (os.cpu_count() or 1) >= 2
-SERVER_CPU = ["taskset", "-c", "0"] if TWO_CPUS else []
+SERVER_CPUS = {0} if TWO_CPUS else None
 LOAD_CPU = ["taskset", "-c", "1"] if TWO_CPUS else []
+PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
 
 
 def free_port():
@@ -53,17 +55,33 @@ def get_health(port, timeout=0.2):
         s.close()
 
 
+def spawn_pinned(cmd):
+    """Starts cmd on the server's CPU without a taskset exec in between (that
+    exec would count as start-up): the child inherits this process's affinity,
+    which is set for the spawn only; the prober then runs on the load CPU."""
+    if SERVER_CPUS is None:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, SERVER_CPUS)
+    try:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        os.sched_setaffinity(0, {1} if TWO_CPUS else mine)
+
+
 class Server:
-    def __init__(self, name, cmd, pid_of=None):
-        self.name, self.cmd, self.pid_of = name, cmd, pid_of
+    def __init__(self, name, cmd, prepare=None):
+        self.name, self.cmd, self.prepare = name, cmd, prepare
         self.proc = None
 
     def start(self):
-        """Starts it; returns seconds from exec to the first 200."""
+        """Starts it; returns seconds from exec to the first 200 (any config
+        file is written before the clock starts)."""
         self.port = free_port()
+        if self.prepare:
+            self.prepare(self.port)
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(SERVER_CPU + self.cmd(self.port),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = spawn_pinned(self.cmd(self.port))
         deadline = t0 + 10
         while time.monotonic() < deadline:
             if get_health(self.port):
@@ -205,6 +223,36 @@ def med(vals):
     return statistics.median(vals) if vals else None
 
 
+def paired(a, b, conns=64):
+    """Throughput of a over b, both running at once (the idle one sleeps in
+    poll), loaded in turn A B B A A B ... for PAIRS pairs of SECONDS each so
+    that drift on a shared machine hits both alike; returns the ratio of each
+    adjacent pair."""
+    a.start()
+    b.start()
+    ratios = []
+    try:
+        for i in range(PAIRS):
+            first, second = (a, b) if i % 2 == 0 else (b, a)
+            x = wrk(first.port, conns)["rps"]
+            y = wrk(second.port, conns)["rps"]
+            ratios.append(x / y if first is a else y / x)
+    finally:
+        a.stop()
+        b.stop()
+    return ratios
+
+
+def sweep(srv, threads, counts=(1, 16, 127, 128, 256, 512, 1000)):
+    """req/s at each connection count, one SECONDS load each: a collapse
+    (the epoll stall once 128 connections are busy) shows as a cliff."""
+    srv.start()
+    try:
+        return [(c, wrk(srv.port, c)["rps"]) for c in counts]
+    finally:
+        srv.stop()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -220,8 +268,9 @@ def main():
         "microd-epoll": Server("microd-epoll", lambda p: [MICROD, "--bind", "127.0.0.1", "--port", str(p),
                                                           "--threads", "1", "--log-level", "warn",
                                                           "--event-loop", "epoll"]),
-        "nginx": Server("nginx", lambda p: ["sh", "-c", "sed 's/@PORT@/%d/' %s > %s.run && exec nginx -e stderr -c %s.run"
-                                            % (p, conf, conf, conf)]),
+        "nginx": Server("nginx", lambda p: ["nginx", "-e", "stderr", "-c", conf + ".run"],
+                        prepare=lambda p: open(conf + ".run", "w").write(
+                            open(conf).read().replace("@PORT@", str(p)))),
     }
     loads = [("keep-alive c=1", 1, []), ("keep-alive c=64", 64, []), ("keep-alive c=256", 256, []),
              ("new connection per request c=64", 64, ["-H", "Connection: close"])]
@@ -232,12 +281,12 @@ def main():
 
     for rnd in range(ROUNDS):
         for name, srv in servers.items():
+            if name == "microd-nometrics":
+                continue
             add(name, "startup_ms", srv.start() * 1000)
             time.sleep(0.2)  # let start-up allocations settle before reading RSS
             add(name, "idle_rss", srv.rss_kib())
             for label, c, extra in loads:
-                if name == "microd-nometrics" and label != "keep-alive c=64":
-                    continue
                 if name == "microd-epoll" and label not in ("keep-alive c=64", "keep-alive c=256"):
                     continue
                 r = wrk(srv.port, c, extra=extra)
@@ -264,6 +313,17 @@ def main():
         srv.start()
         res[name]["per_conn"] = [idle_rss_per_conn(srv, idle_n)]
         srv.stop()
+
+    pair_ratios = paired(servers["microd"], servers["microd-nometrics"])
+    print("metrics pairs done", file=sys.stderr, flush=True)
+    sweeps = {}
+    for threads in (1, os.cpu_count() or 1):
+        for loop in ("poll", "epoll"):
+            srv = Server("microd", lambda p, t=threads, e=loop: [
+                MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", str(t), "--log-level", "warn",
+                "--event-loop", e])
+            sweeps[(threads, loop)] = sweep(srv, threads)
+    print("sweeps done", file=sys.stderr, flush=True)
 
     stripped = os.path.join(OUT, "microd.stripped")
     shutil.copy(MICROD, stripped)
@@ -298,10 +358,9 @@ def main():
                  fmt_range(n["startup20"], "%.1f"), ratio("startup20")))
     rows.append(("stripped binary, bytes", str(sizes["microd"]), str(sizes["nginx"]),
                  "%.2f" % (sizes["microd"] / sizes["nginx"])))
-    metrics_cost = med(res["microd-nometrics"]["keep-alive c=64 rps"])
-    rows.append(("keep-alive c=64 req/s without request metrics (microd only)", fmt_range(
-        res["microd-nometrics"]["keep-alive c=64 rps"]), "", "with/without: %.3f"
-        % (med(m["keep-alive c=64 rps"]) / metrics_cost)))
+    rows.append(("keep-alive c=64 req/s, request metrics on / compiled out, %d alternating pairs of %d s "
+                 "(microd only)" % (PAIRS, SECONDS), "", "",
+                 "with/without: %s" % fmt_range(pair_ratios, "%.3f")))
     if shutil.which("valgrind"):
         with_m, without_m = instructions_per_request(MICROD), instructions_per_request(NOMETRICS)
         rows.append(("instructions per GET /health (callgrind), with / without request metrics",
@@ -323,13 +382,23 @@ def main():
              % ("" if TWO_CPUS else " (only one CPU: not pinned)", ROUNDS, SECONDS), "",
              "| figure | microd | nginx | microd/nginx |", "|---|---|---|---|"]
     lines += ["| %s | %s | %s | %s |" % r for r in rows]
+    counts = [c for c, _ in next(iter(sweeps.values()))]
+    lines += ["", "microd req/s by keep-alive connection count (one %d s load each, server on CPU 0):" % SECONDS, "",
+              "| threads, event loop | " + " | ".join("c=%d" % c for c in counts) + " |",
+              "|---|" + "---|" * len(counts)]
+    for (threads, loop), row in sweeps.items():
+        lines.append("| %d, %s | %s |" % (threads, loop, " | ".join("%.0f" % r for _, r in row)))
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
                   " ".join(LOAD_CPU + ["wrk", "-t1", "-cN", "-d%ds" % SECONDS, "--latency",
                                        "http://127.0.0.1:PORT/health"]),
                   os.path.relpath(echo_lua, ROOT),
-                  " ".join(SERVER_CPU + ["build/microd", "--threads", "1"]), os.path.relpath(conf, ROOT)), ""]
+                  "build/microd --bind 127.0.0.1 --threads 1 --log-level warn" + (
+                      " on CPU 0 (affinity set by bench.py)" if TWO_CPUS else ""),
+                  os.path.relpath(conf, ROOT)), "",
+              "Start-up: the clock starts before the server's exec (nginx's config is written first) "
+              "and stops at the first `200` to `GET /health` on a new connection.", ""]
     text = "\n".join(lines)
     open(os.path.join(OUT, "results.md"), "w").write(text)
     print(text)
