@@ -90,15 +90,17 @@ class Server:
                 break
         raise RuntimeError("%s did not start" % self.name)
 
-    def rss_kib(self):
-        """Resident memory of the server's processes (nginx: master + worker)."""
+    def rss_kib(self, field="VmRSS"):
+        """Resident memory of the server's processes (nginx: master + worker);
+        field RssAnon counts only private anonymous memory, RssFile the
+        mapped files (program and shared libraries)."""
         pids = [self.proc.pid]
         children = "/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)
         if os.path.exists(children):
             pids += [int(p) for p in open(children).read().split()]
         total = 0
         for pid in pids:
-            m = re.search(r"VmRSS:\s+(\d+) kB", open("/proc/%d/status" % pid).read())
+            m = re.search(field + r":\s+(\d+) kB", open("/proc/%d/status" % pid).read())
             total += int(m.group(1)) if m else 0
         return total
 
@@ -142,6 +144,47 @@ def idle_rss_per_conn(server, n):
     for s in conns:
         s.close()
     return (after - before) / n
+
+
+BROWSER_HEADERS = (
+    "Host: api.example.com\r\nConnection: keep-alive\r\n"
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Safari/537.36\r\n"
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n"
+    "sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\nsec-ch-ua-mobile: ?0\r\n"
+    "sec-ch-ua-platform: \"Linux\"\r\nSec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\n"
+    "Sec-Fetch-Dest: document\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n"
+    "Accept-Language: en-US,en;q=0.9\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.2\r\n"
+    "X-Forwarded-Proto: https\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n")
+
+
+def largest_header_block(port):
+    """Bytes of the largest request head (a browser's headers behind a proxy
+    plus a Cookie grown until refused) that still gets a 200."""
+    def status(cookie):
+        head = "GET /health HTTP/1.1\r\n%sCookie: %s\r\n\r\n" % (BROWSER_HEADERS, "a" * cookie)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        reply = b""
+        try:
+            s.sendall(head.encode())
+            while b"\r\n" not in reply:
+                data = s.recv(4096)
+                if not data:
+                    break
+                reply += data
+        except OSError:
+            pass
+        finally:
+            s.close()
+        return reply[9:12] == b"200", len(head)
+
+    lo, hi = 0, 64 * 1024
+    if not status(lo)[0]:
+        return 0
+    while hi - lo > 8:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if status(mid)[0] else (lo, mid)
+    return status(lo)[1]
 
 
 def instructions_per_request(binary, n=2000):
@@ -286,6 +329,7 @@ def main():
             add(name, "startup_ms", srv.start() * 1000)
             time.sleep(0.2)  # let start-up allocations settle before reading RSS
             add(name, "idle_rss", srv.rss_kib())
+            add(name, "idle_anon", srv.rss_kib("RssAnon"))
             for label, c, extra in loads:
                 if name == "microd-epoll" and label not in ("keep-alive c=64", "keep-alive c=256"):
                     continue
@@ -313,6 +357,17 @@ def main():
         srv.start()
         res[name]["per_conn"] = [idle_rss_per_conn(srv, idle_n)]
         srv.stop()
+
+    # The per-connection memory pool against the largest request head it takes.
+    pools = []
+    for mem in ("4k", "6k", "8k", "16k"):
+        srv = Server("microd", lambda p, mm=mem: [MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", "1",
+                                                  "--log-level", "warn", "--connection-memory", mm])
+        srv.start()
+        head = largest_header_block(srv.port)
+        pools.append((mem, idle_rss_per_conn(srv, idle_n), head))
+        srv.stop()
+    print("pool sizes done", file=sys.stderr, flush=True)
 
     pair_ratios = paired(servers["microd"], servers["microd-nometrics"])
     print("metrics pairs done", file=sys.stderr, flush=True)
@@ -354,6 +409,8 @@ def main():
                  "%.2f" % (m["per_conn"][0] / n["per_conn"][0]) if n["per_conn"][0] > 0 else "n/a"))
     rows.append(("RSS per idle keep-alive connection with --event-loop epoll, KiB",
                  "%.1f" % res["microd-epoll"]["per_conn"][0], "", ""))
+    rows.append(("idle RSS after start, private anonymous only, KiB", fmt_range(m["idle_anon"]),
+                 fmt_range(n["idle_anon"]), ratio("idle_anon")))
     rows.append(("start-up, exec to first 200, ms (median of 20)", fmt_range(m["startup20"], "%.1f"),
                  fmt_range(n["startup20"], "%.1f"), ratio("startup20")))
     rows.append(("stripped binary, bytes", str(sizes["microd"]), str(sizes["nginx"]),
@@ -388,6 +445,12 @@ def main():
               "|---|" + "---|" * len(counts)]
     for (threads, loop), row in sweeps.items():
         lines.append("| %d, %s | %s |" % (threads, loop, " | ".join("%.0f" % r for _, r in row)))
+    lines += ["", "microd's `--connection-memory` (default 16k) against what it costs and what it admits "
+              "(%d idle keep-alive connections; request head = a browser's headers behind a proxy plus a "
+              "Cookie grown until refused):" % idle_n, "",
+              "| --connection-memory | RSS per idle connection, KiB | largest request head answered 200, bytes |",
+              "|---|---|---|"]
+    lines += ["| %s | %.1f | %d |" % p for p in pools]
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
