@@ -488,5 +488,24 @@ plot '%s' using 2:xtic(1) title 'microd', '' using 3 title 'nginx-light'
     return 0
 
 
+def ab_main(argv):
+    """python3 tests/bench.py ab CONNS CMD_A... -- CMD_B...: how a change pays,
+    as req/s of A over B in BENCH_PAIRS alternating pairs; PORT in a command
+    stands for the port. Both servers start pinned like the main run."""
+    conns, rest = int(argv[0]), argv[1:]
+    cut = rest.index("--")
+    a, b = rest[:cut], rest[cut + 1:]
+
+    def server(cmd):
+        return Server(cmd[0], lambda p: [arg.replace("PORT", str(p)) for arg in cmd])
+
+    ratios = paired(server(a), server(b), conns)
+    print("A/B req/s at c=%d, %d pairs of %d s: %s; median %.3f" % (
+        conns, PAIRS, SECONDS, " ".join("%.3f" % r for r in ratios), statistics.median(ratios)))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["ab"]:
+        raise SystemExit(ab_main(sys.argv[2:]))
     raise SystemExit(main())
