@@ -32,6 +32,14 @@
 #define DRAIN_QUIET_MS 250
 
 /*
+ * A connection accepted just before the drain stopped accepting has a client
+ * that is about to send its first request; closing it would fail a request
+ * that reached microd in time. The drain waits up to this long after it
+ * stops accepting for such connections to begin their request.
+ */
+#define DRAIN_FIRST_REQUEST_MS 1000
+
+/*
  * While draining, the service manager's stop timeout is pushed out this far
  * at a time (EXTEND_TIMEOUT_USEC), renewed every EXTEND_EVERY_MS: a drain that
  * is still making progress is never killed for being slow; microd's own
@@ -190,7 +198,8 @@ tick(struct supervisor *sv, const sigset_t *sigs)
 }
 
 static int
-drained(const struct server *srv, long long *quiet_since)
+drained(const struct server *srv, long long *quiet_since,
+        long long first_request_until)
 {
 	long long now = now_ms();
 
@@ -198,8 +207,11 @@ drained(const struct server *srv, long long *quiet_since)
 		*quiet_since = now;
 		return 0;
 	}
-	return server_connections(srv) == 0 ||
-	       now - *quiet_since >= DRAIN_QUIET_MS;
+	if (server_connections(srv) == 0)
+		return 1;
+	if (server_waiting(srv) > 0 && now < first_request_until)
+		return 0;
+	return now - *quiet_since >= DRAIN_QUIET_MS;
 }
 
 /*
@@ -212,7 +224,7 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 {
 	struct server *srv = sv->srv;
 	long long deadline = now_ms() + cfg->drain_delay_ms;
-	long long quiet_since = now_ms();
+	long long quiet_since = now_ms(), first_request_until;
 	unsigned int left;
 
 	state_set(STATE_DRAINING);
@@ -231,7 +243,9 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 	notify_send(&sv->notifier, "STATUS=stopping: waiting for requests in "
 	                           "flight");
 	deadline = now_ms() + cfg->shutdown_timeout_ms;
-	while (!drained(srv, &quiet_since) && now_ms() < deadline)
+	first_request_until = now_ms() + DRAIN_FIRST_REQUEST_MS;
+	while (!drained(srv, &quiet_since, first_request_until) &&
+	       now_ms() < deadline)
 		tick(sv, sigs);
 	left = server_in_flight(srv);
 	if (left > 0)

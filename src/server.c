@@ -43,6 +43,15 @@ struct server {
 	int log_probes;
 	/* Shared with the pool threads. */
 	atomic_bool draining;
+	atomic_uint waiting; /* connections that have not begun a request yet */
+};
+
+/*
+ * Per connection, from NOTIFY_STARTED to NOTIFY_CLOSED. Only the connection's
+ * own pool thread touches it.
+ */
+struct conn_state {
+	int began; /* a request has begun on it */
 };
 
 /* Per-request state: created on the first call, freed in on_completed. */
@@ -419,6 +428,20 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 		reqid_new(ex->request_id);
 }
 
+/* The connection's first request has begun: it no longer counts as waiting. */
+static void
+mark_began(struct server *srv, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn_state *cs = info != NULL ? info->socket_context : NULL;
+
+	if (cs != NULL && !cs->began) {
+		cs->began = 1;
+		atomic_fetch_sub(&srv->waiting, 1);
+	}
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
            const char *method, const char *version, const char *upload_data,
@@ -434,6 +457,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_NO;
 		*req_cls = ex; /* freed in on_completed */
 		metrics_request_started();
+		mark_began(srv, conn);
 		ex->start_ns = now_ns();
 		ex->method = method;
 		ex->url = origin_path(url);
@@ -519,13 +543,25 @@ static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
               enum MHD_ConnectionNotificationCode code)
 {
-	(void)cls;
+	struct server *srv = cls;
+	struct conn_state *cs;
+
 	(void)conn;
-	(void)socket_ctx;
-	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		metrics_connection_opened();
-	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+		/* Without it the connection just never counts as waiting. */
+		cs = calloc(1, sizeof(*cs));
+		if (cs != NULL)
+			atomic_fetch_add(&srv->waiting, 1);
+		*socket_ctx = cs; /* freed below, when the connection closes */
+	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
 		metrics_connection_closed();
+		cs = *socket_ctx;
+		if (cs != NULL && !cs->began)
+			atomic_fetch_sub(&srv->waiting, 1);
+		free(cs);
+		*socket_ctx = NULL;
+	}
 }
 
 /*
@@ -650,6 +686,7 @@ server_start(const struct config *cfg, int listen_fd)
 	srv->log_probes = cfg->log_probes;
 	srv->passed = listen_fd >= 0;
 	atomic_init(&srv->draining, 0);
+	atomic_init(&srv->waiting, 0);
 
 	/* Limits and strictness, shared by both ways of listening. */
 	struct MHD_OptionItem limits[] = {
@@ -847,6 +884,12 @@ server_connections(const struct server *srv)
 {
 	(void)srv;
 	return metrics_connections();
+}
+
+unsigned int
+server_waiting(const struct server *srv)
+{
+	return atomic_load(&srv->waiting);
 }
 
 const char *

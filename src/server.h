@@ -50,6 +50,12 @@ unsigned int server_in_flight(const struct server *srv);
 /* Open client connections, idle keep-alives included. */
 unsigned int server_connections(const struct server *srv);
 
+/*
+ * Open connections on which no request has begun yet: just accepted, their
+ * client about to send its first request (or sending it slowly).
+ */
+unsigned int server_waiting(const struct server *srv);
+
 /* libmicrohttpd's version, as the library loaded at run time reports it. */
 const char *server_library_version(void);
 

@@ -227,6 +227,64 @@ test_drain_under_load(void)
 	microd_cleanup(&m);
 }
 
+/*
+ * A client that connected before SIGTERM but sends its first request only
+ * after the drain has begun is still answered; one that never sends holds
+ * the drain for about a second, not the whole shutdown timeout.
+ */
+static void
+test_first_request_in_drain(void)
+{
+	static const char *const args[] = {"--shutdown-timeout", "8", NULL};
+	static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct microd m;
+	char buf[1024] = "";
+	long long t0, took;
+	int late, silent, accepted = 0, status;
+
+	if (microd_start(&m, args, NULL) != 0) {
+		ok(0, "microd starts for the first-request test");
+		return;
+	}
+	late = raw_connect(m.port);
+	silent = raw_connect(m.port);
+	/* The scrape's own connection is the third. */
+	t0 = now_ms() + 5000;
+	while (!accepted && now_ms() < t0) {
+		struct http_result r = http_get(m.base, "/metrics");
+
+		accepted = r.body != NULL &&
+		           strstr(r.body, "\nmicrod_connections 3\n") != NULL;
+		http_result_free(&r);
+		if (!accepted)
+			pause_ms(5);
+	}
+	ok(late >= 0 && silent >= 0 && accepted,
+	   "two silent connections are open before SIGTERM");
+	t0 = now_ms();
+	kill(m.pid, SIGTERM);
+	ok(microd_wait_log(&m, "draining -> stopping", 5000),
+	   "the drain reaches 'stopping'");
+	/* Past the 250 ms quiet period, which alone would end the drain. */
+	while (now_ms() - t0 < 500)
+		pause_ms(10);
+	raw_send(late, req, sizeof(req) - 1);
+	raw_recv(late, buf, sizeof(buf), 5000);
+	ok(strncmp(buf, "HTTP/1.1 200 ", 13) == 0 &&
+	       strstr(buf, "Connection: close\r\n") != NULL,
+	   "a first request sent 500 ms into the drain gets 200 and "
+	   "Connection: close");
+	status = microd_wait_exit(&m, 8000);
+	took = now_ms() - t0;
+	ok(status == 0 && took < 3000,
+	   "a connection that never sends holds the drain ~1 s, not the 8 s "
+	   "timeout (exit after %lld ms)",
+	   took);
+	close(late);
+	close(silent);
+	microd_cleanup(&m);
+}
+
 /* A peer that answers every connection with a fixed response, or never. */
 struct fake {
 	int fd;
@@ -372,6 +430,7 @@ main(void)
 	curl_global_init(CURL_GLOBAL_ALL);
 	test_readiness();
 	test_drain_under_load();
+	test_first_request_in_drain();
 	test_probe();
 	curl_global_cleanup();
 	return done_testing();
