@@ -30,7 +30,8 @@ IDLE = int(os.environ.get("BENCH_IDLE", "5000"))
 TWO_CPUS = (os.cpu_count() or 1) >= 2
 SERVER_CPUS = {0} if TWO_CPUS else None
 LOAD_CPU = ["taskset", "-c", "1"] if TWO_CPUS else []
-PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "24"))
+PAIR_SECONDS = int(os.environ.get("BENCH_PAIR_SECONDS", "2"))
 
 
 def free_port():
@@ -113,10 +114,11 @@ class Server:
             self.proc.wait()
 
 
-def wrk(port, conns, path="/health", extra=()):
-    cmd = LOAD_CPU + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % SECONDS, "--latency", "--timeout", "5s"] \
+def wrk(port, conns, path="/health", extra=(), seconds=None):
+    seconds = seconds or SECONDS
+    cmd = LOAD_CPU + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "5s"] \
         + list(extra) + ["http://127.0.0.1:%d%s" % (port, path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS + 30).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
 
@@ -271,7 +273,7 @@ def med(vals):
 
 def paired(a, b, conns=64):
     """Throughput of a over b, both running at once (the idle one sleeps in
-    poll), loaded in turn A B B A A B ... for PAIRS pairs of SECONDS each so
+    poll), loaded in turn A B B A A B ... for PAIRS pairs of PAIR_SECONDS each so
     that drift on a shared machine hits both alike; returns the ratio of each
     adjacent pair."""
     a.start()
@@ -280,8 +282,8 @@ def paired(a, b, conns=64):
     try:
         for i in range(PAIRS):
             first, second = (a, b) if i % 2 == 0 else (b, a)
-            x = wrk(first.port, conns)["rps"]
-            y = wrk(second.port, conns)["rps"]
+            x = wrk(first.port, conns, seconds=PAIR_SECONDS)["rps"]
+            y = wrk(second.port, conns, seconds=PAIR_SECONDS)["rps"]
             ratios.append(x / y if first is a else y / x)
     finally:
         a.stop()
@@ -427,7 +429,7 @@ def main():
     rows.append(("stripped binary, bytes", str(sizes["microd"]), str(sizes["nginx"]),
                  "%.2f" % (sizes["microd"] / sizes["nginx"])))
     rows.append(("keep-alive c=64 req/s, request metrics on / compiled out, %d alternating pairs of %d s "
-                 "(microd only)" % (PAIRS, SECONDS), "", "",
+                 "(microd only)" % (PAIRS, PAIR_SECONDS), "", "",
                  "with/without: %s" % fmt_range(pair_ratios, "%.3f")))
     if shutil.which("valgrind"):
         with_m, without_m = instructions_per_request(MICROD), instructions_per_request(NOMETRICS)
@@ -512,7 +514,7 @@ def ab_main(argv):
 
     ratios = paired(server(a), server(b), conns)
     print("A/B req/s at c=%d, %d pairs of %d s: %s; median %.3f" % (
-        conns, PAIRS, SECONDS, " ".join("%.3f" % r for r in ratios), statistics.median(ratios)))
+        conns, PAIRS, PAIR_SECONDS, " ".join("%.3f" % r for r in ratios), statistics.median(ratios)))
     return 0
 
 
