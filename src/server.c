@@ -47,8 +47,9 @@ struct server {
 };
 
 /*
- * Per connection, from NOTIFY_STARTED to NOTIFY_CLOSED. Only the connection's
- * own pool thread touches it.
+ * Per connection, from NOTIFY_STARTED to NOTIFY_CLOSED. Once libmicrohttpd
+ * has handed the connection to its pool thread (under the library's own
+ * lock), only that thread touches it.
  */
 struct conn_state {
 	int began; /* a request has begun on it */

@@ -86,20 +86,14 @@ def env_with(**kv):
 
 
 def http_get(port, path, timeout=5, host="127.0.0.1"):
+    return http_status_why(port, path, timeout, host)[0]
+
+
+def http_status_why(port, path, timeout=5, host="127.0.0.1"):
+    """(status or None, what went wrong) for one GET on a new connection."""
     url = "http://%s:%d%s" % ("[%s]" % host if ":" in host else host, port, path)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
-
-
-def http_status_why(port, path, timeout=5):
-    """(status or None, what went wrong) for one GET on a new connection."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
             return r.status, ""
     except urllib.error.HTTPError as e:
         return e.code, "HTTP error"
