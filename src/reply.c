@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "encode.h"
 #include "utf8.h"
 
 static const struct {
@@ -119,7 +120,7 @@ reply_render(const struct reply *rep, char *buf, size_t cap)
 	}
 	if (rep->body == NULL)
 		return 0;
-	n = json_dumpb(rep->body, buf, cap, JSON_COMPACT | JSON_ENCODE_ANY);
+	n = encode_json(rep->body, buf, cap);
 	if (n == 0)
 		return 0;
 	if (n < cap)

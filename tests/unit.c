@@ -3,6 +3,7 @@
  * unit.c -- the pure modules without a server: router, config, reply, and the
  * environment parsing of socket activation and sd_notify
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "activation.h"
 #include "check.h"
 #include "config.h"
+#include "encode.h"
 #include "handlers.h"
 #include "log.h"
 #include "notify.h"
@@ -301,11 +303,224 @@ test_notify(void)
 	unsetenv("WATCHDOG_USEC");
 }
 
+/* encode_json() against json_dumpb(): the same bytes, or both refuse. */
+static int
+same_as_jansson(json_t *v, const char *what)
+{
+	char ours[65536], theirs[65536];
+	size_t a = encode_json(v, ours, sizeof(ours));
+	size_t b = json_dumpb(v, theirs, sizeof(theirs),
+	                      JSON_COMPACT | JSON_ENCODE_ANY);
+
+	if (a == b &&
+	    (a == 0 || a > sizeof(ours) || memcmp(ours, theirs, a) == 0))
+		return 1;
+	diag("%s: ours %zu bytes, jansson's %zu: %.*s | %.*s", what, a, b,
+	     (int)(a < 200 ? a : 200), ours, (int)(b < 200 ? b : 200), theirs);
+	return 0;
+}
+
+static unsigned long long rng_state = 0x9e3779b97f4a7c15ULL;
+
+static unsigned long long
+rng(void)
+{
+	/* xorshift64*: a fixed seed, so a failure can be replayed. */
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 2685821657736338717ULL;
+}
+
+/* Random UTF-8 text: every ASCII byte, controls included, and multibyte. */
+static json_t *
+random_string(void)
+{
+	static const char *const wide[] = {"\xc3\xa9", "\xe2\x82\xac",
+	                                   "\xf0\x9f\x98\x80", "\xe2\x80\xa8",
+	                                   "\xef\xbf\xbf"};
+	char text[64];
+	size_t len = 0, want = rng() % 16;
+
+	while (len < want) {
+		if (rng() % 4 == 0) {
+			const char *w = wide[rng() % 5];
+
+			while (*w != '\0')
+				text[len++] = *w++;
+		} else {
+			text[len++] = (char)(rng() % 128);
+		}
+	}
+	return json_stringn(text, len);
+}
+
+static json_t *
+random_value(int depth)
+{
+	unsigned long long bits;
+	double d;
+	json_t *v;
+
+	switch (rng() % (depth < 5 ? 8 : 6)) {
+	case 0:
+		return json_integer((json_int_t)rng());
+	case 1:
+		do {
+			bits = rng();
+			memcpy(&d, &bits, sizeof(d));
+			v = json_real(d); /* NULL for NaN and infinities */
+		} while (v == NULL);
+		return v;
+	case 2:
+		return random_string();
+	case 3:
+		return json_true();
+	case 4:
+		return json_false();
+	case 5:
+		return json_null();
+	case 6:
+		v = json_array();
+		for (unsigned long long i = rng() % 5; i > 0; i--)
+			json_array_append_new(v, random_value(depth + 1));
+		return v;
+	default:
+		v = json_object();
+		for (unsigned long long i = rng() % 5; i > 0; i--) {
+			json_t *key = random_string();
+
+			json_object_setn_new(v, json_string_value(key),
+			                     json_string_length(key),
+			                     random_value(depth + 1));
+			json_decref(key);
+		}
+		return v;
+	}
+}
+
+static void
+test_encode(void)
+{
+	static const char *const texts[] = {
+	    "{}",
+	    "[]",
+	    "\"\"",
+	    "0",
+	    "-1",
+	    "true",
+	    "false",
+	    "null",
+	    "{\"status\":\"ok\"}",
+	    "[1,[2,[3,{}]],{\"a\":[]}]",
+	    "\"quote \\\" backslash \\\\ slash / tab \\t nl \\n\"",
+	    "\"\\u0000\\u001f\\u007f\\u00e9\\u2028\\ud83d\\ude00\"",
+	    "{\"b\":1,\"a\":2,\"k\\\"\\\\\\u00e9\":3}"};
+	static const double reals[] = {0.0,
+	                               -0.0,
+	                               1.0,
+	                               -2.5,
+	                               0.1,
+	                               1e300,
+	                               1e-5,
+	                               1e-300,
+	                               1e22,
+	                               1e21,
+	                               123456789.0,
+	                               5e-324,
+	                               1.7976931348623157e308,
+	                               2.2250738585072014e-308,
+	                               3.141592653589793,
+	                               100.0,
+	                               1e100};
+	static const json_int_t ints[] = {0,  1,   -1,        9,        10,
+	                                  99, 100, LLONG_MAX, LLONG_MIN};
+	char ascii[128], buf[8], full[64];
+	int mismatches = 0;
+	json_t *v, *a, *b;
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		v = json_loads(texts[i], JSON_DECODE_ANY | JSON_ALLOW_NUL,
+		               NULL);
+		ok(v != NULL && same_as_jansson(v, texts[i]),
+		   "encode_json writes %s as jansson does", texts[i]);
+		json_decref(v);
+	}
+	for (size_t i = 0; i < sizeof(ascii); i++)
+		ascii[i] = (char)i;
+	v = json_stringn(ascii, sizeof(ascii));
+	ok(same_as_jansson(v, "ASCII 0-127"),
+	   "every ASCII byte, NUL and controls included, escaped as jansson "
+	   "does");
+	json_decref(v);
+	for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++) {
+		v = json_real(reals[i]);
+		mismatches += !same_as_jansson(v, "a real");
+		json_decref(v);
+	}
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		v = json_integer(ints[i]);
+		mismatches += !same_as_jansson(v, "an integer");
+		json_decref(v);
+	}
+	is(mismatches, 0,
+	   "reals (signed zero, exponents, extremes) and integers (both ends "
+	   "of 64 bits) as jansson writes them");
+
+	mismatches = 0;
+	for (int i = 0; i < 3000; i++) {
+		v = random_value(0);
+		mismatches += !same_as_jansson(v, "a random value");
+		json_decref(v);
+	}
+	is(mismatches, 0, "3000 random values: the same bytes as json_dumpb");
+
+	v = json_pack("{s:s, s:[i,i]}", "status", "ok", "n", 1, 2);
+	n = encode_json(v, full, sizeof(full));
+	is(encode_json(v, buf, sizeof(buf)), n,
+	   "a buffer too small still gets the whole length back");
+	ok(memcmp(buf, full, sizeof(buf)) == 0,
+	   "and the text's beginning, no more than fits");
+	json_decref(v);
+
+	v = json_stringn_nocheck("\xff", 1);
+	is(encode_json(v, full, sizeof(full)), (size_t)0,
+	   "a string that is not UTF-8 is refused, as jansson refuses it");
+	json_decref(v);
+
+	a = json_array();
+	b = json_array();
+	json_array_append(b, a);
+	json_array_append(a, b);
+	is(encode_json(a, full, sizeof(full)), (size_t)0,
+	   "a reference loop is refused (by depth), as jansson refuses it");
+	json_array_clear(a);
+	json_decref(a);
+	json_decref(b);
+
+	v = json_array();
+	for (int i = 1; i < ENCODE_MAX_DEPTH; i++) {
+		json_t *outer = json_array();
+
+		json_array_append_new(outer, v);
+		v = outer;
+	}
+	n = encode_json(v, NULL, 0);
+	is(n, (size_t)(2 * ENCODE_MAX_DEPTH), "%d nested arrays are written",
+	   ENCODE_MAX_DEPTH);
+	a = json_array();
+	json_array_append_new(a, v);
+	is(encode_json(a, NULL, 0), (size_t)0, "one more level is refused");
+	json_decref(a);
+}
+
 int
 main(void)
 {
 	test_router();
 	test_reply();
+	test_encode();
 	test_config();
 	test_activation();
 	test_notify();

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+/* encode.h -- compact JSON text from a jansson value */
+#ifndef MICROD_ENCODE_H
+#define MICROD_ENCODE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* Deeper values are refused: a tree built per request is never this deep. */
+#define ENCODE_MAX_DEPTH 4096
+
+/*
+ * Writes v as json_dumpb(v, buf, cap, JSON_COMPACT | JSON_ENCODE_ANY) would,
+ * byte for byte, and returns the same: the length of the whole text, of
+ * which only the first cap bytes are written, or 0 when v cannot be written
+ * (a string that is not UTF-8, nesting beyond ENCODE_MAX_DEPTH). v is not
+ * changed; it is not const only because jansson's object iterators are not.
+ */
+size_t encode_json(json_t *v, char *buf, size_t cap);
+
+#endif
