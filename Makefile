@@ -48,7 +48,7 @@ LIB_SRC  = src/activation.c src/config.c src/encode.c src/handlers.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/utf8.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-FUZZ_TARGETS = http route config
+FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
