@@ -10,12 +10,12 @@
 /*
  * Why not json_dumpb(): before it writes an object or an array it prints the
  * container's address with snprintf() and adds it to a hashtable, to catch
- * reference loops. That is two allocations and a formatted print per
- * container, more than the writing itself: 142k of 158k instructions to
- * echo a 1 KiB body, 2.9k for {"status":"ok"}. Reply bodies are trees a
- * handler built for this request, so a depth bound is guard enough. The
- * text is json_dumpb()'s own; tests/unit.c compares the two on every kind
- * of value and on thousands of random trees.
+ * reference loops: two allocations and a formatted print per container,
+ * which cost more than the writing itself (callgrind: json_dumpb() ~142k
+ * instructions for the 1 KiB /echo reply, ~2.9k for {"status":"ok"}; this
+ * writer takes ~109k fewer and 0.55k). Reply bodies are trees a handler
+ * built for this request, so a depth bound is guard enough. The text is
+ * json_dumpb()'s own; tests/unit.c and the json fuzz target compare the two.
  */
 
 struct out {
