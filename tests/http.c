@@ -363,7 +363,9 @@ test_sigterm_in_flight(void)
 	fd = start_slow_echo(&m);
 	ok(fd >= 0, "a slow upload is in flight");
 	kill(m.pid, SIGTERM);
-	ok(microd_wait_log(&m, "draining", 5000), "SIGTERM starts the drain");
+	/* Logged once the pool has stopped accepting. */
+	ok(microd_wait_log(&m, "draining -> stopping", 5000),
+	   "SIGTERM starts the drain");
 	ok(raw_connect(m.port) < 0,
 	   "new connections are refused while draining");
 	is(microd_wait_exit(&m, 300), -1,

@@ -128,11 +128,13 @@ send_n(const struct microd *m, const char *method, const char *path,
 static void
 test_metrics(void)
 {
+	/* The delay keeps /metrics served while the drain has begun. */
+	static const char *const args[] = {"--drain-delay", "2", NULL};
 	struct microd m;
 	char *before, *after, out[4096];
 	int rc;
 
-	if (microd_start(&m, NULL, NULL) != 0) {
+	if (microd_start(&m, args, NULL) != 0) {
 		ok(0, "microd starts");
 		return;
 	}
@@ -223,11 +225,14 @@ test_metrics(void)
 		struct http_result r;
 		char *text;
 
-		kill(m.pid, SIGTERM); /* no delay: drains and stops */
+		kill(m.pid, SIGTERM);
+		ok(microd_wait_log(&m, "ready -> draining", 5000),
+		   "SIGTERM starts the drain");
 		r = http_get(m.base, "/metrics");
 		text = r.body;
-		ok(r.status != 200 || sample(text, "microd_ready") == 0,
-		   "microd_ready 0 once the drain starts (or gone)");
+		ok(r.status == 200 && sample(text, "microd_ready") == 0,
+		   "microd_ready 0 once the drain starts (still scraped during "
+		   "--drain-delay)");
 		http_result_free(&r);
 	}
 out:
