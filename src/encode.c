@@ -47,59 +47,31 @@ static int
 put_string(struct out *o, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	static const char plain[] = "\"\\\b\f\n\r\t", named[] = "\"\\bfnrt";
 	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, run = 0;
+	size_t i = 0, run = 0, len;
 
 	put_char(o, '"');
 	while (i < n) {
 		unsigned char c = p[i];
-		char esc[6] = {'\\', 0, '0', '0', 0, 0};
-		size_t esc_len = 2;
 
-		if (c >= 0x80) {
-			size_t len = utf8_seq_len(p + i, n - i);
-
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			/* A run of bytes written as they are; UTF-8 checked. */
+			len = c < 0x80 ? 1 : utf8_seq_len(p + i, n - i);
 			if (len == 0)
 				return -1;
 			i += len;
 			run += len;
 			continue;
 		}
-		if (c >= 0x20 && c != '"' && c != '\\') {
-			i++;
-			run++;
-			continue;
-		}
 		put(o, (const char *)p + i - run, run);
 		run = 0;
-		switch (c) {
-		case '"':
-		case '\\':
-			esc[1] = (char)c;
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		default:
-			esc[1] = 'u';
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 0xf];
-			esc_len = 6;
-			break;
-		}
-		put(o, esc, esc_len);
+		char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
+		const char *hit = c != '\0' ? strchr(plain, c) : NULL;
+
+		if (hit != NULL)
+			esc[1] = named[hit - plain];
+		put(o, esc, hit != NULL ? 2 : 6);
 		i++;
 	}
 	put(o, (const char *)p + i - run, run);
