@@ -13,14 +13,6 @@
 #define MAX_ARGS 32
 
 int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	return 0;
-}
-
-int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *copy = malloc(size + 1), *args[MAX_ARGS + 2], *names[MAX_ARGS];

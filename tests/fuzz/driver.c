@@ -60,7 +60,11 @@ main(int argc, char **argv)
 		printf("not ok 1 - cannot read the corpus %s\n1..1\n", dir);
 		return 1;
 	}
-	LLVMFuzzerInitialize(&argc, &argv);
+	if (LLVMFuzzerInitialize != NULL &&
+	    LLVMFuzzerInitialize(&argc, &argv) != 0) {
+		printf("not ok 1 - the target cannot set itself up\n1..1\n");
+		return 1;
+	}
 	for (int i = 0; i < n; i++) {
 		char path[4096];
 		unsigned char *data;

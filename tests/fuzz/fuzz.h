@@ -6,7 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
+/*
+ * Optional, as in libFuzzer: a target with nothing to set up leaves it out.
+ * Non-zero means the target cannot run.
+ */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #endif
