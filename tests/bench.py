@@ -56,6 +56,14 @@ def get_health(port, timeout=0.2):
         s.close()
 
 
+def microd_server(binary, *extra, threads=1):
+    """binary as every microd in the bench runs: loopback, the port it is
+    given, one worker unless told, only warnings logged, then extra."""
+    return Server(os.path.basename(binary), lambda p: [
+        binary, "--bind", "127.0.0.1", "--port", str(p), "--threads", str(threads), "--log-level", "warn"]
+        + list(extra))
+
+
 def spawn_pinned(cmd):
     """Starts cmd on the server's CPU without a taskset exec in between (that
     exec would count as start-up): the child inherits this process's affinity,
@@ -291,7 +299,7 @@ def paired(a, b, conns=64):
     return ratios
 
 
-def sweep(srv, threads, counts=(1, 16, 127, 128, 256, 512, 1000)):
+def sweep(srv, counts=(1, 16, 127, 128, 256, 512, 1000)):
     """req/s at each connection count, one SECONDS load each: a collapse
     (the epoll stall once 128 connections are busy) shows as a cliff."""
     srv.start()
@@ -309,13 +317,9 @@ def main():
     echo_lua, echo_len = echo_script()
     conf = nginx_conf()
     servers = {
-        "microd": Server("microd", lambda p: [MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", "1",
-                                              "--log-level", "warn"]),
-        "microd-nometrics": Server("microd-nometrics", lambda p: [NOMETRICS, "--bind", "127.0.0.1", "--port",
-                                                                  str(p), "--threads", "1", "--log-level", "warn"]),
-        "microd-epoll": Server("microd-epoll", lambda p: [MICROD, "--bind", "127.0.0.1", "--port", str(p),
-                                                          "--threads", "1", "--log-level", "warn",
-                                                          "--event-loop", "epoll"]),
+        "microd": microd_server(MICROD),
+        "microd-nometrics": microd_server(NOMETRICS),
+        "microd-epoll": microd_server(MICROD, "--event-loop", "epoll"),
         "nginx": Server("nginx", lambda p: ["nginx", "-e", "stderr", "-c", conf + ".run"],
                         prepare=lambda p: open(conf + ".run", "w").write(
                             open(conf).read().replace("@PORT@", str(p)))),
@@ -368,8 +372,7 @@ def main():
     # The per-connection memory pool against the largest request head it takes.
     pools = []
     for mem in ("4k", "6k", "8k", "16k"):
-        srv = Server("microd", lambda p, mm=mem: [MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", "1",
-                                                  "--log-level", "warn", "--connection-memory", mm])
+        srv = microd_server(MICROD, "--connection-memory", mem)
         srv.start()
         head = largest_header_block(srv.port)
         pools.append((mem, idle_rss_per_conn(srv, idle_n), head))
@@ -381,10 +384,7 @@ def main():
     sweeps = {}
     for threads in (1, os.cpu_count() or 1):
         for loop in ("poll", "epoll"):
-            srv = Server("microd", lambda p, t=threads, e=loop: [
-                MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", str(t), "--log-level", "warn",
-                "--event-loop", e])
-            sweeps[(threads, loop)] = sweep(srv, threads)
+            sweeps[(threads, loop)] = sweep(microd_server(MICROD, "--event-loop", loop, threads=threads))
     print("sweeps done", file=sys.stderr, flush=True)
 
     stripped = os.path.join(OUT, "microd.stripped")
