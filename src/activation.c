@@ -4,31 +4,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "number.h"
+
 /* The name microd.socket gives its socket (FileDescriptorName=). */
 #define FD_NAME "http"
 #define MAX_FDS 64
-
-static int
-parse_count(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	if (s == NULL || *s == '\0')
-		return -1;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
 
 /* The index of FD_NAME in the colon-separated names, or -1. */
 static long
@@ -67,19 +54,20 @@ activation_listen_fd(char *err, size_t errlen)
 {
 	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
 	const char *names = getenv("LISTEN_FDNAMES");
-	long pid, n, pick = 0;
+	uintmax_t pid, count;
+	long n, pick = 0;
 	int fd = ACTIVATION_NONE;
 
 	if (pid_s == NULL || fds_s == NULL)
 		goto out;
-	if (parse_count(pid_s, 1, 0x7fffffffL, &pid) != 0 ||
-	    (pid_t)pid != getpid())
+	if (number_parse(pid_s, INT32_MAX, &pid) != 0 || (pid_t)pid != getpid())
 		goto out; /* meant for another process */
-	if (parse_count(fds_s, 0, MAX_FDS, &n) != 0) {
+	if (number_parse(fds_s, MAX_FDS, &count) != 0) {
 		snprintf(err, errlen, "LISTEN_FDS: invalid value '%s'", fds_s);
 		fd = ACTIVATION_ERROR;
 		goto out;
 	}
+	n = (long)count;
 	if (n == 0)
 		goto out;
 	if (names != NULL && *names != '\0') {

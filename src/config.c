@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "number.h"
 
 typedef int parse_fn(struct config *, const char *);
 
@@ -22,22 +23,6 @@ struct option {
 	const char *help;
 	parse_fn *parse;
 };
-
-static int
-parse_uint(const char *s, uintmax_t max, uintmax_t *out)
-{
-	char *end;
-	uintmax_t v;
-
-	if (*s < '0' || *s > '9')
-		return -1; /* rejects "", "-1", " 1" and "+1" */
-	errno = 0;
-	v = strtoumax(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
 
 static int
 parse_bind(struct config *cfg, const char *s)
@@ -55,7 +40,7 @@ parse_port(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_uint(s, 65535, &v) != 0)
+	if (number_parse(s, 65535, &v) != 0)
 		return -1;
 	cfg->port = (unsigned int)v;
 	return 0;
@@ -66,7 +51,7 @@ parse_threads(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_uint(s, 256, &v) != 0 || v == 0)
+	if (number_parse(s, 256, &v) != 0 || v == 0)
 		return -1;
 	cfg->threads = (unsigned int)v;
 	return 0;
@@ -102,7 +87,7 @@ parse_size(const char *s, uintmax_t min, uintmax_t max, uintmax_t *out)
 	memcpy(digits, s, n + 1);
 	if (shift != 0)
 		digits[n - 1] = '\0';
-	if (parse_uint(digits, max >> shift, &v) != 0 || (v << shift) < min)
+	if (number_parse(digits, max >> shift, &v) != 0 || (v << shift) < min)
 		return -1;
 	*out = v << shift;
 	return 0;
@@ -135,7 +120,7 @@ parse_connection_limit(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_uint(s, 1000000, &v) != 0 || v == 0)
+	if (number_parse(s, 1000000, &v) != 0 || v == 0)
 		return -1;
 	cfg->connection_limit = (unsigned int)v;
 	return 0;
@@ -146,7 +131,7 @@ parse_per_ip_limit(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_uint(s, 1000000, &v) != 0)
+	if (number_parse(s, 1000000, &v) != 0)
 		return -1;
 	cfg->per_ip_limit = (unsigned int)v;
 	return 0;
@@ -157,7 +142,7 @@ parse_idle_timeout(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_uint(s, 3600, &v) != 0 || v == 0)
+	if (number_parse(s, 3600, &v) != 0 || v == 0)
 		return -1;
 	cfg->idle_timeout_s = (unsigned int)v;
 	return 0;
@@ -230,7 +215,7 @@ config_parse_seconds(const char *s, unsigned int max_s, unsigned int *out)
 		return -1;
 	memcpy(whole, s, n);
 	whole[n] = '\0';
-	if (parse_uint(whole, max_s, &secs) != 0)
+	if (number_parse(whole, max_s, &secs) != 0)
 		return -1;
 	if (dot != NULL) {
 		for (const char *p = dot + 1; *p != '\0'; p++, places++) {

@@ -15,34 +15,24 @@
 #include <string.h>
 #include <unistd.h>
 
-static int
-parse_ull(const char *s, unsigned long long *out)
-{
-	char *end;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno != 0 || *end != '\0' ? -1 : 0;
-}
+#include "number.h"
 
 /* $WATCHDOG_USEC, when $WATCHDOG_PID is unset or names us. */
 static int
 watchdog_from_env(long long *usec, char *err, size_t errlen)
 {
 	const char *us = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
-	unsigned long long v, p;
+	uintmax_t v, p;
 
 	*usec = 0;
 	if (us == NULL)
 		return 0;
-	if (parse_ull(us, &v) != 0 || v == 0 || v > 24ULL * 3600 * 1000000) {
+	if (number_parse(us, 24ULL * 3600 * 1000000, &v) != 0 || v == 0) {
 		snprintf(err, errlen, "WATCHDOG_USEC: invalid value '%s'", us);
 		return -1;
 	}
-	if (pid != NULL &&
-	    (parse_ull(pid, &p) != 0 || p != (unsigned long long)getpid()))
+	if (pid != NULL && (number_parse(pid, INTMAX_MAX, &p) != 0 ||
+	                    p != (uintmax_t)getpid()))
 		return 0; /* meant for another process */
 	*usec = (long long)v;
 	return 0;

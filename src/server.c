@@ -20,14 +20,22 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "policy.h"
 #include "reply.h"
 #include "reqid.h"
 #include "router.h"
 
-/* Past max_body, this much more is read and dropped before a 413 at the end
- * of a body of unknown length; beyond it the connection is closed unanswered,
- * so a client streaming without end cannot hold a worker. */
-#define DISCARD_LIMIT ((size_t)64 << 20)
+/*
+ * A chunked body that passes max_body cannot be answered until it ends:
+ * libmicrohttpd 0.9.75 queues a response only before the body or after all of
+ * it. Up to max_body more bytes (at least this many) are read and dropped in
+ * the hope that it ends, for a 413; past that the connection is closed, so a
+ * client streaming without end holds a worker for no longer than that.
+ */
+#define DISCARD_MIN ((size_t)64 << 10)
+
+/* Header fields checked from the stack; a request with more uses the heap. */
+#define FIELDS_STACK 32
 
 /* Replies up to this size are rendered on the stack, larger ones on the heap.
  */
@@ -55,19 +63,28 @@ struct conn_state {
 	int began; /* a request has begun on it */
 };
 
-/* Per-request state: created on the first call, freed in on_completed. */
+/*
+ * Per-request state: created when the request line has been read
+ * (on_target), freed in on_completed, which libmicrohttpd calls for every
+ * request on_target saw, also for those it refuses itself.
+ */
 struct exchange {
+	int began; /* on_request has seen it */
 	const struct route *route;
 	enum route_match match;
-	unsigned int refuse; /* status decided before the body: 413, 415 */
-	size_t received;     /* body bytes seen so far */
-	char *body;          /* buffered body, for routes that take one */
+	int chunked;     /* the body is chunked: it may carry trailers */
+	size_t received; /* body bytes seen so far */
+	char *body;      /* buffered body, for routes that take one */
 	size_t len, cap;
-	const char *method, *url; /* MHD's, valid until on_completed */
+	const char *method; /* MHD's, valid until on_completed */
+	char *path;         /* decoded from target; what routes see */
 	long long start_ns;
 	unsigned int status; /* sent; 0 while none is */
 	size_t bytes;        /* body bytes of the response */
 	char request_id[REQID_MAX + 1];
+	/* The raw target as sent, cut at its '?': what the log shows. Then
+	 * room for path. */
+	char target[];
 };
 
 static long long
@@ -197,114 +214,58 @@ is_json_type(const char *ct)
 	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
-/* A Content-Length value as a number; -1 when not a plain decimal. */
-static int
-parse_length(const char *s, uintmax_t *out)
-{
-	char *end;
-
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	*out = strtoumax(s, &end, 10);
-	return errno == 0 && *end == '\0' ? 0 : -1;
-}
-
-/*
- * What one pass over the request headers finds: framing_problem() judges it,
- * and on_headers() reads the body's length from it.
- */
-struct header_scan {
-	unsigned int hosts, lengths, encodings;
-	const char *length; /* the first Content-Length */
-	const char *encoding;
-	int lengths_differ;
+/* Collects a request's header or trailer fields for the policy. */
+struct field_list {
+	struct policy_field *fields;
+	size_t n, cap;
 };
 
 static enum MHD_Result
-scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
-            size_t key_size, const char *value, size_t value_size)
+add_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+          const char *value, size_t value_size)
 {
-	struct header_scan *h = cls;
+	struct field_list *l = cls;
 
 	(void)kind;
 	(void)key_size;
 	(void)value_size;
-	if (value == NULL)
-		value = "";
-	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
-		h->hosts++;
-	} else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-		if (h->lengths++ == 0)
-			h->length = value;
-		else if (strcmp(value, h->length) != 0)
-			h->lengths_differ = 1;
-	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-		h->encodings++;
-		h->encoding = value;
-	}
+	if (l->n == l->cap)
+		return MHD_NO; /* counted beforehand: cannot happen */
+	l->fields[l->n].name = key;
+	l->fields[l->n].value = value;
+	l->n++;
 	return MHD_YES;
 }
 
 /*
- * The message-framing rules of RFC 9112 that libmicrohttpd 0.9.75 leaves to
- * the application (it lets these through: tests/hostile.py pins each one).
- * Ambiguous framing is how requests are smuggled past a proxy, so each is
- * refused before any body is read, and the connection is closed. Fills *h from
- * the headers; returns the status (400 or 501) with detail set, or 0.
+ * The policy's verdict on the fields of one kind (headers or trailers).
+ * framing is filled for headers and NULL for trailers.
  */
-static unsigned int
-framing_problem(struct MHD_Connection *conn, const char *version,
-                struct header_scan *hs, const char **detail)
+static struct policy_verdict
+check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
+             const char *version, struct policy_framing *framing)
 {
-	const struct header_scan *h = hs;
+	struct policy_field stack[FIELDS_STACK];
+	struct field_list l = {stack, 0, FIELDS_STACK};
+	struct policy_verdict v = {500, "out of memory checking the headers"};
+	int n = MHD_get_connection_values_n(conn, kind, NULL, NULL);
 
-	memset(hs, 0, sizeof(*hs));
-	if (MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header,
-	                                hs) < 0)
-		return 0;
-	if (h->hosts > 1) {
-		*detail = "more than one Host header";
-		return 400;
+	if (n < 0)
+		return v;
+	if ((size_t)n > FIELDS_STACK) {
+		l.fields = calloc((size_t)n, sizeof(*l.fields));
+		if (l.fields == NULL)
+			return v;
+		l.cap = (size_t)n;
 	}
-	if (h->encodings > 0 && h->lengths > 0) {
-		*detail = "both Content-Length and Transfer-Encoding";
-		return 400;
-	}
-	if (h->lengths_differ) {
-		*detail = "Content-Length headers that differ";
-		return 400;
-	}
-	if (h->encodings > 0 && strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
-		*detail = "Transfer-Encoding in an HTTP/1.0 request";
-		return 400;
-	}
-	if (h->encodings > 1 ||
-	    (h->encodings == 1 && strcasecmp(h->encoding, "chunked") != 0)) {
-		*detail = "only the chunked transfer coding is supported";
-		return 501;
-	}
-	return 0;
-}
-
-/*
- * The path of an absolute-form target ("http://host/health" -> "/health"),
- * as RFC 9112 3.2.2 asks servers to accept; other targets are returned as
- * they are.
- */
-static const char *
-origin_path(const char *url)
-{
-	const char *p = NULL;
-
-	if (strncasecmp(url, "http://", 7) == 0)
-		p = url + 7;
-	else if (strncasecmp(url, "https://", 8) == 0)
-		p = url + 8;
-	if (p == NULL)
-		return url;
-	p = strchr(p, '/');
-	return p != NULL ? p : "/";
+	MHD_get_connection_values_n(conn, kind, add_field, &l);
+	if (framing != NULL)
+		v = policy_check_head(version, l.fields, l.n, framing);
+	else
+		v = policy_check_trailers(l.fields, l.n);
+	if (l.fields != stack)
+		free(l.fields);
+	return v;
 }
 
 /*
@@ -315,37 +276,36 @@ origin_path(const char *url)
  */
 static enum MHD_Result
 on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
-           const char *method, const char *url, const char *version)
+           const char *method, const char *version)
 {
-	const char *detail = NULL;
-	struct header_scan h;
-	unsigned int bad = framing_problem(conn, version, &h, &detail);
-	uintmax_t len = 0;
-	int sized = parse_length(h.length, &len) == 0;
+	struct policy_framing f;
+	struct policy_verdict v =
+	    check_fields(conn, MHD_HEADER_KIND, version, &f);
 
-	ex->match = router_find(method, url, &ex->route);
-	if (bad != 0)
-		return send_error(srv, conn, ex, bad, 1, detail);
-	if (sized && len > srv->max_body) {
-		ex->refuse = 413;
-	} else if (ex->match == ROUTE_FOUND &&
-	           (ex->route->flags & ROUTE_JSON_BODY) &&
-	           !is_json_type(MHD_lookup_connection_value(
-	               conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
-		ex->refuse = 415;
-	} else if (ex->match != ROUTE_FOUND && (h.encodings > 0 || len > 0)) {
-		struct request req = {.method = method, .path = url};
+	if (v.status != 0)
+		return send_error(srv, conn, ex, v.status, 1, v.detail);
+	/* Cut the raw target at its query only now: the policy read it all. */
+	v = policy_decode_target(ex->target, ex->path, strlen(ex->target) + 2);
+	ex->target[policy_target_path_end(ex->target) - ex->target] = '\0';
+	if (v.status != 0)
+		return send_error(srv, conn, ex, v.status, 1, v.detail);
+	ex->chunked = f.chunked;
+	ex->match = router_find(method, ex->path, &ex->route);
+	if (f.sized && f.length > srv->max_body)
+		return send_error(srv, conn, ex, 413, 1,
+		                  "the request body is larger than the limit");
+	if (ex->match == ROUTE_FOUND && (ex->route->flags & ROUTE_JSON_BODY) &&
+	    !is_json_type(MHD_lookup_connection_value(
+	        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
+		return send_error(srv, conn, ex, 415, 1,
+		                  "the request body must be application/json");
+	if (ex->match != ROUTE_FOUND && (f.chunked || f.length > 0)) {
+		struct request req = {.method = method, .path = ex->path};
 		struct reply rep = {0};
 
 		router_reply_unmatched(ex->match, &req, &rep);
 		return send_reply(srv, conn, ex, &rep, 1);
 	}
-	if (ex->refuse == 413)
-		return send_error(srv, conn, ex, 413, 1,
-		                  "the request body is larger than the limit");
-	if (ex->refuse == 415)
-		return send_error(srv, conn, ex, 415, 1,
-		                  "the request body must be application/json");
 	return MHD_YES;
 }
 
@@ -355,11 +315,18 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 {
 	ex->received += size;
 	if (ex->received > srv->max_body) {
+		size_t budget =
+		    srv->max_body > DISCARD_MIN ? srv->max_body : DISCARD_MIN;
+
 		free(ex->body); /* a 413 is coming: keep none of it */
 		ex->body = NULL;
 		ex->len = ex->cap = 0;
-		return ex->received - srv->max_body > DISCARD_LIMIT ? MHD_NO
-		                                                    : MHD_YES;
+		if (ex->received - srv->max_body <= budget)
+			return MHD_YES;
+		log_warn("%s: chunked body passed the limit by more than %zu "
+		         "bytes; closing the connection",
+		         __func__, budget);
+		return MHD_NO;
 	}
 	if (ex->match != ROUTE_FOUND || !(ex->route->flags & ROUTE_JSON_BODY))
 		return MHD_YES; /* read and dropped */
@@ -385,10 +352,12 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 /* The request has arrived whole: run its handler and send the reply. */
 static enum MHD_Result
 on_complete_request(struct server *srv, struct MHD_Connection *conn,
-                    struct exchange *ex, const char *method, const char *url)
+                    struct exchange *ex, const char *method)
 {
-	struct request req = {
-	    .method = method, .path = url, .lookup = lookup_field, .ctx = conn};
+	struct request req = {.method = method,
+	                      .path = ex->path,
+	                      .lookup = lookup_field,
+	                      .ctx = conn};
 	struct reply rep = {0};
 	enum MHD_Result ret;
 	json_error_t jerr;
@@ -396,6 +365,13 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	if (ex->received > srv->max_body)
 		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
+	if (ex->chunked) {
+		struct policy_verdict v =
+		    check_fields(conn, MHD_FOOTER_KIND, NULL, NULL);
+
+		if (v.status != 0)
+			return send_error(srv, conn, ex, v.status, 1, v.detail);
+	}
 	if (ex->match != ROUTE_FOUND) {
 		router_reply_unmatched(ex->match, &req, &rep);
 		return send_reply(srv, conn, ex, &rep, 0);
@@ -452,26 +428,47 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	struct exchange *ex = *req_cls;
 	enum MHD_Result ret;
 
-	if (ex == NULL) {
-		ex = calloc(1, sizeof(*ex));
-		if (ex == NULL)
-			return MHD_NO;
-		*req_cls = ex; /* freed in on_completed */
+	(void)url; /* decoded by the library: ex->path is decoded by microd */
+	if (ex == NULL)
+		return MHD_NO; /* on_target ran out of memory */
+	if (!ex->began) {
+		ex->began = 1;
 		metrics_request_started();
 		mark_began(srv, conn);
 		ex->start_ns = now_ns();
 		ex->method = method;
-		ex->url = origin_path(url);
 		start_request_id(conn, ex);
-		return on_headers(srv, conn, ex, method, ex->url, version);
+		return on_headers(srv, conn, ex, method, version);
 	}
 	if (*upload_data_size > 0) {
 		ret = on_body(srv, ex, upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return ret;
 	}
-	(void)url; /* ex->url: the origin-form path */
-	return on_complete_request(srv, conn, ex, method, ex->url);
+	return on_complete_request(srv, conn, ex, method);
+}
+
+/*
+ * The request line has been read: keep the target as the client sent it,
+ * before libmicrohttpd splits off the query and percent-decodes the path
+ * (0.9.75 turns "%00" into a NUL that ends the path). What this returns is
+ * the request's *req_cls from then on.
+ */
+static void *
+on_target(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	size_t n = uri != NULL ? strlen(uri) : 0;
+	struct exchange *ex;
+
+	(void)cls;
+	(void)conn;
+	ex = calloc(1, sizeof(*ex) + 2 * n + 3);
+	if (ex == NULL)
+		return NULL;
+	if (n > 0)
+		memcpy(ex->target, uri, n);
+	ex->path = ex->target + n + 1; /* strlen(target) + 2 bytes */
+	return ex;                     /* freed in on_completed */
 }
 
 /* One access-log line; only built when the level lets it through. */
@@ -501,7 +498,7 @@ log_request(struct MHD_Connection *conn, const struct exchange *ex,
 			snprintf(remote, sizeof(remote), "unix");
 	}
 	e.method = ex->method;
-	e.path = ex->url;
+	e.path = ex->target;
 	e.route = ex->route != NULL ? ex->route->path : "unmatched";
 	e.status = ex->status;
 	e.bytes = strcmp(ex->method, "HEAD") == 0 ? 0 : ex->bytes;
@@ -524,6 +521,11 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	(void)toe;
 	if (ex == NULL)
 		return;
+	if (!ex->began) { /* refused by libmicrohttpd before the handler */
+		free(ex);
+		*req_cls = NULL;
+		return;
+	}
 	took = now_ns() - ex->start_ns;
 	if (ex->status != 0)
 		metrics_observe(ex->method,
@@ -707,6 +709,7 @@ server_start(const struct config *cfg, int listen_fd)
 		srv->daemon = MHD_start_daemon(
 		    flags, 0, NULL, NULL, on_request, srv,
 		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+		    MHD_OPTION_URI_LOG_CALLBACK, on_target, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
 		    MHD_OPTION_ARRAY, limits, MHD_OPTION_NOTIFY_COMPLETED,
 		    on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
@@ -715,6 +718,7 @@ server_start(const struct config *cfg, int listen_fd)
 		srv->daemon = MHD_start_daemon(
 		    flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
 		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+		    MHD_OPTION_URI_LOG_CALLBACK, on_target, NULL,
 		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		    MHD_OPTION_ARRAY, limits, MHD_OPTION_NOTIFY_COMPLETED,
 		    on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * unit.c -- the pure modules without a server: router, config, reply, and the
- * environment parsing of socket activation and sd_notify
+ * unit.c -- the pure modules without a server: router, config, reply, the
+ * request policy, the number parser, and the environment parsing of socket
+ * activation and sd_notify
  */
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@
 #include "handlers.h"
 #include "log.h"
 #include "notify.h"
+#include "number.h"
+#include "policy.h"
 #include "reply.h"
 #include "router.h"
 
@@ -515,6 +518,254 @@ test_encode(void)
 	json_decref(a);
 }
 
+static const char BAD_NAME[] = "invalid header field name";
+static const char EXTENDS[] =
+    "header field name extends a framing header's name (obs-fold?)";
+
+/*
+ * One header field beside a correct Host, so each row is about its field
+ * alone. The bytes are what libmicrohttpd 0.9.75 stores as the name: it keeps
+ * whatever stands before the colon, and glues an obs-fold line onto it.
+ */
+static const struct name_case {
+	const char *name, *value;
+	unsigned int status; /* 0: accepted */
+	const char *detail;
+} name_cases[] = {
+    {"X-Kit", "v", 0, NULL},
+    {"!#$%&'*+-.^_`|~09azAZ", "v", 0, NULL},
+    {"X-Host", "v", 0, NULL},
+    {"Content-Type", "v", 0, NULL},
+    {"", "foo", 400, BAD_NAME},
+    {"Transfer-Encoding ", "chunked", 400, BAD_NAME},
+    {"Content-Length ", "2", 400, BAD_NAME},
+    {"Transfer-Encoding\t", "chunked", 400, BAD_NAME},
+    {"Transfer-Encoding\v", "chunked", 400, BAD_NAME},
+    {" X", "y", 400, BAD_NAME},
+    {"X Kit", "v", 400, BAD_NAME},
+    {"X(y)@{}", "foo", 400, BAD_NAME},
+    {"X\x01"
+     "A",
+     "b", 400, BAD_NAME},
+    {"X\x7f"
+     "A",
+     "b", 400, BAD_NAME},
+    {"X\xc3\xa9", "b", 400, BAD_NAME},
+    {"X\x80", "b", 400, BAD_NAME},
+    {"X(", "b", 400, BAD_NAME},
+    {"X)", "b", 400, BAD_NAME},
+    {"X<", "b", 400, BAD_NAME},
+    {"X>", "b", 400, BAD_NAME},
+    {"X@", "b", 400, BAD_NAME},
+    {"X,", "b", 400, BAD_NAME},
+    {"X;", "b", 400, BAD_NAME},
+    {"X\\", "b", 400, BAD_NAME},
+    {"X\"", "b", 400, BAD_NAME},
+    {"X/", "b", 400, BAD_NAME},
+    {"X[", "b", 400, BAD_NAME},
+    {"X]", "b", 400, BAD_NAME},
+    {"X?", "b", 400, BAD_NAME},
+    {"X=", "b", 400, BAD_NAME},
+    {"X{", "b", 400, BAD_NAME},
+    {"X}", "b", 400, BAD_NAME},
+    {"X:", "b", 400, BAD_NAME},
+    /* obs-fold: "Content-Length: 2" + " 0" arrives as this. */
+    {"Content-Length0", "2", 400, EXTENDS},
+    {"content-length0", "2", 400, EXTENDS},
+    {"Transfer-Encodingx", "chunked", 400, EXTENDS},
+    {"Hosty", "x", 400, EXTENDS},
+    /* The fold's line had a space in it: the name gets it. */
+    {"X-Ab c", "a", 400, BAD_NAME},
+    /* Framing rules keep their place. */
+    {"Host", "u", 400, "more than one Host header"},
+    {"Transfer-Encoding", "gzip", 501,
+     "only the chunked transfer coding is supported"},
+};
+
+static void
+test_policy_names(void)
+{
+	for (size_t i = 0; i < sizeof(name_cases) / sizeof(name_cases[0]);
+	     i++) {
+		const struct name_case *c = &name_cases[i];
+		struct policy_field f[] = {{"Host", "t"}, {c->name, c->value}};
+		struct policy_framing fr;
+		struct policy_verdict v =
+		    policy_check_head("HTTP/1.1", f, 2, &fr);
+		struct policy_verdict t = policy_check_trailers(f + 1, 1);
+		int ok_head =
+		    v.status == c->status &&
+		    (c->detail == NULL ? v.detail == NULL
+		                       : v.detail != NULL &&
+		                             strcmp(v.detail, c->detail) == 0);
+
+		ok(ok_head, "head field name '%s': %u %s", c->name, v.status,
+		   v.detail != NULL ? v.detail : "accepted");
+		/* Trailers share the name rules (framing names aside). */
+		if (c->detail == BAD_NAME || c->detail == EXTENDS)
+			ok(t.status == 400 && strcmp(t.detail, c->detail) == 0,
+			   "trailer name '%s': %u %s", c->name, t.status,
+			   t.detail != NULL ? t.detail : "accepted");
+	}
+}
+
+static void
+test_policy_framing(void)
+{
+	struct policy_framing fr;
+	struct policy_verdict v;
+	const struct policy_field cl[] = {{"Host", "t"},
+	                                  {"content-length", "42"}};
+	const struct policy_field te[] = {{"Host", "t"},
+	                                  {"Transfer-Encoding", "Chunked"}};
+	const struct policy_field both[] = {{"Host", "t"},
+	                                    {"Content-Length", "4"},
+	                                    {"Transfer-Encoding", "chunked"}};
+	const struct policy_field differ[] = {
+	    {"Host", "t"}, {"Content-Length", "2"}, {"Content-Length", "3"}};
+	const struct policy_field same[] = {
+	    {"Host", "t"}, {"Content-Length", "2"}, {"Content-Length", "2"}};
+	const struct policy_field bad_len[] = {{"Host", "t"},
+	                                       {"Content-Length", "+2"}};
+	const struct policy_field two_te[] = {{"Host", "t"},
+	                                      {"Transfer-Encoding", "chunked"},
+	                                      {"Transfer-Encoding", "chunked"}};
+	const struct policy_field no_value[] = {{"Host", NULL}};
+
+	v = policy_check_head("HTTP/1.1", cl, 2, &fr);
+	ok(v.status == 0 && fr.sized && fr.length == 42 && !fr.chunked,
+	   "Content-Length 42 (any case): sized, 42");
+	v = policy_check_head("HTTP/1.1", te, 2, &fr);
+	ok(v.status == 0 && fr.chunked && !fr.sized, "Chunked: chunked");
+	v = policy_check_head("HTTP/1.0", te, 2, &fr);
+	ok(v.status == 400 &&
+	       strcmp(v.detail, "Transfer-Encoding in an HTTP/1.0 request") ==
+	           0,
+	   "Transfer-Encoding on HTTP/1.0: %s", v.detail);
+	v = policy_check_head("HTTP/1.1", both, 3, &fr);
+	ok(v.status == 400 &&
+	       strcmp(v.detail, "both Content-Length and Transfer-Encoding") ==
+	           0,
+	   "Content-Length + Transfer-Encoding: %s", v.detail);
+	v = policy_check_head("HTTP/1.1", differ, 3, &fr);
+	ok(v.status == 400 &&
+	       strcmp(v.detail, "Content-Length headers that differ") == 0,
+	   "differing Content-Lengths: %s", v.detail);
+	v = policy_check_head("HTTP/1.1", same, 3, &fr);
+	ok(v.status == 0 && fr.length == 2, "equal Content-Lengths: accepted");
+	v = policy_check_head("HTTP/1.1", bad_len, 2, &fr);
+	ok(v.status == 400 && strcmp(v.detail, "invalid Content-Length") == 0,
+	   "Content-Length +2: %s", v.detail);
+	v = policy_check_head("HTTP/1.1", two_te, 3, &fr);
+	is(v.status, 501, "two Transfer-Encodings: 501");
+	v = policy_check_head("HTTP/1.1", no_value, 1, &fr);
+	ok(v.status == 0 && !fr.sized && !fr.chunked,
+	   "a field with no value is taken as empty");
+	v = policy_check_head("HTTP/1.1", NULL, 0, &fr);
+	is(v.status, 0, "no fields at all: the library's Host rule decides");
+}
+
+static void
+test_policy_trailers(void)
+{
+	const struct policy_field good[] = {{"X-Checksum", "abc"}};
+	const char *const framing[] = {"Content-Length", "transfer-encoding",
+	                               "HOST"};
+	struct policy_verdict v = policy_check_trailers(good, 1);
+
+	is(v.status, 0, "a trailer with a token name: accepted");
+	for (size_t i = 0; i < 3; i++) {
+		struct policy_field f = {framing[i], "5"};
+
+		v = policy_check_trailers(&f, 1);
+		ok(v.status == 400 &&
+		       strcmp(v.detail,
+		              "a framing header in the trailer section") == 0,
+		   "%s as a trailer: refused", framing[i]);
+	}
+}
+
+static const struct target_case {
+	const char *target;
+	const char *path; /* decoded, when accepted */
+	const char *detail;
+} target_cases[] = {
+    {"/health", "/health", NULL},
+    {"/health?x=1&y=%41", "/health", NULL},
+    {"/%68ealth", "/health", NULL},
+    {"/a%2Fb", "/a/b", NULL},
+    {"/a%20b%e2%82%ac", "/a b\xe2\x82\xac", NULL},
+    {"http://t/health", "/health", NULL},
+    {"HTTPS://t:8443/health?q", "/health", NULL},
+    {"http://t", "/", NULL},
+    {"http://t?x=1", "/", NULL},
+    {"*", "*", NULL},
+    {"t:443", "t:443", NULL},
+    {"", "", NULL},
+    {"/x?a=%0A", "/x", NULL}, /* a decoded newline in a query value */
+    {"/metrics%00.css", NULL, "a control byte in the request path"},
+    {"/health%00/../admin", NULL, "a control byte in the request path"},
+    {"/a%0a", NULL, "a control byte in the request path"},
+    {"/a%0D", NULL, "a control byte in the request path"},
+    {"/a%1f", NULL, "a control byte in the request path"},
+    {"/a%7F", NULL, "a control byte in the request path"},
+    {"/a\x01", NULL, "a control byte in the request path"},
+    {"/a\t", NULL, "a control byte in the request path"},
+    {"http://t/a%00", NULL, "a control byte in the request path"},
+    {"/a%", NULL, "malformed percent-encoding in the request target"},
+    {"/a%4", NULL, "malformed percent-encoding in the request target"},
+    {"/a%zz", NULL, "malformed percent-encoding in the request target"},
+    {"/a%g0", NULL, "malformed percent-encoding in the request target"},
+    {"/x?a=%00", NULL, "a control byte or %00 in the query string"},
+    {"/x?a=\x7f", NULL, "a control byte or %00 in the query string"},
+};
+
+static void
+test_policy_target(void)
+{
+	for (size_t i = 0; i < sizeof(target_cases) / sizeof(target_cases[0]);
+	     i++) {
+		const struct target_case *c = &target_cases[i];
+		char path[64];
+		struct policy_verdict v =
+		    policy_decode_target(c->target, path, sizeof(path));
+
+		if (c->detail == NULL)
+			ok(v.status == 0 && strcmp(path, c->path) == 0,
+			   "target '%s' -> '%s'", c->target,
+			   v.status == 0 ? path : v.detail);
+		else
+			ok(v.status == 400 && strcmp(v.detail, c->detail) == 0,
+			   "target '%s' -> 400 %s", c->target,
+			   v.detail != NULL ? v.detail : "(accepted)");
+	}
+	ok(strcmp(policy_target_path_end("/a?b?c"), "?b?c") == 0 &&
+	       *policy_target_path_end("/a") == '\0',
+	   "the path ends at the first '?' or at the end");
+}
+
+static void
+test_number(void)
+{
+	uintmax_t v = 7;
+
+	ok(number_parse("0", 10, &v) == 0 && v == 0, "0");
+	ok(number_parse("10", 10, &v) == 0 && v == 10, "10 with max 10");
+	ok(number_parse("11", 10, &v) != 0 && v == 10, "11 over max 10");
+	ok(number_parse("18446744073709551615", UINTMAX_MAX, &v) == 0 &&
+	       v == UINTMAX_MAX,
+	   "2^64-1");
+	ok(number_parse("18446744073709551616", UINTMAX_MAX, &v) != 0,
+	   "2^64 overflows");
+	ok(number_parse("", 10, &v) != 0 && number_parse(NULL, 10, &v) != 0,
+	   "empty and NULL");
+	ok(number_parse("+1", 10, &v) != 0 && number_parse("-1", 10, &v) != 0 &&
+	       number_parse(" 1", 10, &v) != 0 &&
+	       number_parse("1 ", 10, &v) != 0 &&
+	       number_parse("0x1", 10, &v) != 0,
+	   "sign, space, trailing junk and hex are refused");
+}
+
 int
 main(void)
 {
@@ -524,5 +775,10 @@ main(void)
 	test_config();
 	test_activation();
 	test_notify();
+	test_number();
+	test_policy_names();
+	test_policy_framing();
+	test_policy_trailers();
+	test_policy_target();
 	return done_testing();
 }

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * policy.c -- what a request may be: the RFC 9110/9112 rules that
+ * libmicrohttpd 0.9.75 leaves to the application, as pure functions
+ *
+ * Why each rule exists (all reproduced against 0.9.75 under
+ * MHD_OPTION_STRICT_FOR_CLIENT=1; tests/hostile.py pins them on the wire):
+ * - The library keeps a header name as it arrives up to the colon, spaces,
+ *   control bytes and all, so "Transfer-Encoding : chunked" is not a
+ *   Transfer-Encoding header to it, and a body framed by a Content-Length
+ *   beside it carries a second, smuggled request. Every name must be a token.
+ * - obs-fold (a line starting with SP or HTAB) is glued onto the previous
+ *   field's *name*, without the whitespace: "Content-Length: 2" + " 0" becomes
+ *   a field named "Content-Length0" whose value is "2", and the request has
+ *   no length. A name that starts with a framing header's name and goes on is
+ *   refused; a folded field of any other name is renamed unseen.
+ * - The target reaches the application percent-decoded, so "%00" ends the
+ *   path early ("/metrics%00.css" becomes "/metrics"). microd decodes the raw
+ *   target itself and refuses control bytes.
+ */
+#include "policy.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include "number.h"
+
+static const struct policy_verdict accept = {0, NULL};
+
+static struct policy_verdict
+refuse(unsigned int status, const char *detail)
+{
+	struct policy_verdict v = {status, detail};
+
+	return v;
+}
+
+/* RFC 9110 5.6.2: tchar = "!#$%&'*+-.^_`|~", DIGIT, ALPHA. */
+static int
+is_tchar(unsigned char c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return 1;
+	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int
+is_token(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!is_tchar((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* The fields whose meaning frames or routes the message. */
+static const char *const framing_names[] = {"Content-Length",
+                                            "Transfer-Encoding", "Host"};
+
+#define N_FRAMING (sizeof(framing_names) / sizeof(framing_names[0]))
+
+/* Which framing field name is exactly name (its index), or -1. */
+static int
+framing_index(const char *name)
+{
+	for (size_t i = 0; i < N_FRAMING; i++)
+		if (strcasecmp(name, framing_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A name that starts with a framing field's name and goes on. */
+static int
+extends_framing_name(const char *name)
+{
+	for (size_t i = 0; i < N_FRAMING; i++) {
+		size_t n = strlen(framing_names[i]);
+
+		if (strncasecmp(name, framing_names[i], n) == 0 &&
+		    name[n] != '\0')
+			return 1;
+	}
+	return 0;
+}
+
+/* The checks every field name gets, in a head or a trailer section. */
+static struct policy_verdict
+check_name(const char *name)
+{
+	if (!is_token(name))
+		return refuse(400, "invalid header field name");
+	if (extends_framing_name(name))
+		return refuse(400, "header field name extends a framing "
+		                   "header's name (obs-fold?)");
+	return accept;
+}
+
+struct policy_verdict
+policy_check_head(const char *version, const struct policy_field *fields,
+                  size_t n, struct policy_framing *framing)
+{
+	unsigned int hosts = 0, lengths = 0, encodings = 0;
+	const char *length = NULL, *encoding = NULL;
+	int lengths_differ = 0;
+
+	memset(framing, 0, sizeof(*framing));
+	for (size_t i = 0; i < n; i++) {
+		const char *value = fields[i].value ? fields[i].value : "";
+		struct policy_verdict v = check_name(fields[i].name);
+
+		if (v.status != 0)
+			return v;
+		switch (framing_index(fields[i].name)) {
+		case 0:
+			if (lengths++ == 0)
+				length = value;
+			else if (strcmp(value, length) != 0)
+				lengths_differ = 1;
+			break;
+		case 1:
+			encodings++;
+			encoding = value;
+			break;
+		case 2:
+			hosts++;
+			break;
+		default:
+			break;
+		}
+	}
+	if (hosts > 1)
+		return refuse(400, "more than one Host header");
+	if (encodings > 0 && lengths > 0)
+		return refuse(400, "both Content-Length and Transfer-Encoding");
+	if (lengths_differ)
+		return refuse(400, "Content-Length headers that differ");
+	if (encodings > 0 && strcmp(version, "HTTP/1.0") == 0)
+		return refuse(400, "Transfer-Encoding in an HTTP/1.0 request");
+	if (encodings > 1 ||
+	    (encodings == 1 && strcasecmp(encoding, "chunked") != 0))
+		return refuse(501, "only the chunked transfer coding is "
+		                   "supported");
+	if (lengths > 0) {
+		if (number_parse(length, UINTMAX_MAX, &framing->length) != 0)
+			return refuse(400, "invalid Content-Length");
+		framing->sized = 1;
+	}
+	framing->chunked = encodings == 1;
+	return accept;
+}
+
+struct policy_verdict
+policy_check_trailers(const struct policy_field *fields, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct policy_verdict v = check_name(fields[i].name);
+
+		if (v.status != 0)
+			return v;
+		/* RFC 9110 6.5.1: never used for framing or routing. */
+		if (framing_index(fields[i].name) >= 0)
+			return refuse(400, "a framing header in the trailer "
+			                   "section");
+	}
+	return accept;
+}
+
+static int
+hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int
+is_control(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+const char *
+policy_target_path_end(const char *target)
+{
+	return target + strcspn(target, "?");
+}
+
+/* Where the path of an absolute-form target starts ("http://h/x" -> "/x"). */
+static const char *
+path_start(const char *target)
+{
+	const char *p = NULL;
+
+	if (strncasecmp(target, "http://", 7) == 0)
+		p = target + 7;
+	else if (strncasecmp(target, "https://", 8) == 0)
+		p = target + 8;
+	if (p == NULL)
+		return target;
+	return p + strcspn(p, "/?");
+}
+
+struct policy_verdict
+policy_decode_target(const char *target, char *path, size_t len)
+{
+	const char *end = policy_target_path_end(target);
+	const char *p = path_start(target);
+	size_t out = 0;
+
+	if (len < 2)
+		return refuse(500, "no room to decode the request target");
+	if (*p != '/' && p != target)
+		path[out++] = '/'; /* "http://host" and "http://host?x" */
+	for (; p < end; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '%') {
+			int hi = hex_value((unsigned char)p[1]), lo;
+
+			lo = hi < 0 ? -1 : hex_value((unsigned char)p[2]);
+			if (lo < 0)
+				return refuse(400, "malformed percent-encoding "
+				                   "in the request target");
+			c = (unsigned char)(hi << 4 | lo);
+			p += 2;
+		}
+		if (is_control(c))
+			return refuse(400, "a control byte in the request "
+			                   "path");
+		if (out + 1 >= len)
+			return refuse(500, "no room to decode the request "
+			                   "target");
+		path[out++] = (char)c;
+	}
+	path[out] = '\0';
+	for (p = end; *p != '\0'; p++) {
+		if (is_control((unsigned char)*p) ||
+		    (p[0] == '%' && p[1] == '0' && p[2] == '0'))
+			return refuse(400, "a control byte or %00 in the "
+			                   "query string");
+	}
+	return accept;
+}

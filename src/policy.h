@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * policy.h -- what a request may be: the rules over its head, target and
+ * trailers that libmicrohttpd 0.9.75 leaves to the application; no
+ * libmicrohttpd
+ */
+#ifndef MICROD_POLICY_H
+#define MICROD_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One header or trailer field as the library stored it. */
+struct policy_field {
+	const char *name, *value; /* value may be NULL: taken as "" */
+};
+
+/*
+ * status 0 accepts; anything else refuses the request with that status and
+ * detail (a static string naming the rule), and the connection is closed:
+ * after a refused head nothing that follows can be trusted to be a request.
+ */
+struct policy_verdict {
+	unsigned int status;
+	const char *detail;
+};
+
+/* What an accepted head says about the body. */
+struct policy_framing {
+	int chunked;      /* Transfer-Encoding: chunked */
+	int sized;        /* a Content-Length was given */
+	uintmax_t length; /* its value, when sized */
+};
+
+/*
+ * The header fields of a request with this version ("HTTP/1.0" or
+ * "HTTP/1.1"): every name a token, no framing header that is ambiguous,
+ * duplicated or extended. Fills *framing when accepted.
+ */
+struct policy_verdict policy_check_head(const char *version,
+                                        const struct policy_field *fields,
+                                        size_t n,
+                                        struct policy_framing *framing);
+
+/* The trailer fields of a chunked body. */
+struct policy_verdict policy_check_trailers(const struct policy_field *fields,
+                                            size_t n);
+
+/*
+ * The raw request target as the client sent it. Writes its path,
+ * percent-decoded, into path (room for strlen(target) + 2 bytes is always
+ * enough); an absolute-form target ("http://host/x?y") gives its path. Refuses
+ * bad percent-encoding, a control byte in the path, raw or decoded, and a raw
+ * control byte or a %00 in the query.
+ */
+struct policy_verdict policy_decode_target(const char *target, char *path,
+                                           size_t len);
+
+/* The end of the path in a raw target: its '?' or its NUL. */
+const char *policy_target_path_end(const char *target);
+
+#endif
