@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -174,11 +175,11 @@ parse_log_format(struct config *cfg, const char *s)
 static int
 parse_bool(const char *s, int *out)
 {
-	if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0 ||
-	    strcmp(s, "yes") == 0)
+	if (strcmp(s, "1") == 0 || strcasecmp(s, "true") == 0 ||
+	    strcasecmp(s, "yes") == 0)
 		*out = 1;
-	else if (strcmp(s, "0") == 0 || strcmp(s, "false") == 0 ||
-	         strcmp(s, "no") == 0)
+	else if (strcmp(s, "0") == 0 || strcasecmp(s, "false") == 0 ||
+	         strcasecmp(s, "no") == 0)
 		*out = 0;
 	else
 		return -1;
@@ -293,7 +294,7 @@ static const struct option options[] = {
      "text when stderr is a terminal",
      parse_log_format},
     {"log-probes", "MICROD_LOG_PROBES", NULL, NULL,
-     "true or false (also 1/0, yes/no)",
+     "true or false (also 1/0, yes/no; any case)",
      "access-log successful /health and /ready requests too (by default "
      "only failed probes are logged)",
      parse_log_probes},
@@ -398,7 +399,14 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		if (eq != NULL) {
 			value = eq + 1;
 		} else if (opt->metavar == NULL) {
-			value = "true"; /* a switch: present means on */
+			int unused;
+
+			/* A switch: present means on, unless a boolean
+			 * follows ("--log-probes false"). */
+			value = "true";
+			if (i + 1 < argc &&
+			    parse_bool(argv[i + 1], &unused) == 0)
+				value = argv[++i];
 		} else if (i + 1 < argc) {
 			value = argv[++i];
 		} else {

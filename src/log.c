@@ -95,7 +95,8 @@ puts_(struct line *l, const char *s)
 }
 
 /*
- * A JSON string body: quotes, backslashes and control characters escaped,
+ * A JSON string body: quotes, backslashes and control characters (C0, DEL
+ * and C1) escaped,
  * invalid UTF-8 replaced by U+FFFD, so any client string yields valid JSON
  * on one line. Also the quoted-value form of logfmt.
  */
@@ -113,7 +114,7 @@ put_escaped(struct line *l, const char *str)
 		size_t run = 0, k;
 		char esc[8];
 
-		while (i + run < n && s[i + run] >= 0x20 && s[i + run] < 0x80 &&
+		while (i + run < n && s[i + run] >= 0x20 && s[i + run] < 0x7f &&
 		       s[i + run] != '"' && s[i + run] != '\\')
 			run++;
 		put(l, (const char *)s + i, run);
@@ -129,6 +130,13 @@ put_escaped(struct line *l, const char *str)
 			snprintf(esc, sizeof(esc), "\\u%04x", s[i]);
 			put(l, esc, 6);
 			i++;
+		} else if (s[i] == 0xc2 && i + 1 < n && s[i + 1] >= 0x80 &&
+		           s[i + 1] <= 0x9f) {
+			/* C1 controls (U+0080-U+009F): some terminals act on
+			 * U+009B (CSI), so they are escaped like C0. */
+			snprintf(esc, sizeof(esc), "\\u%04x", s[i + 1]);
+			put(l, esc, 6);
+			i += 2;
 		} else if ((k = utf8_seq_len(s + i, n - i)) > 0) {
 			put(l, (const char *)s + i, k);
 			i += k;

@@ -224,7 +224,7 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 {
 	struct server *srv = sv->srv;
 	long long deadline = now_ms() + cfg->drain_delay_ms;
-	long long quiet_since = now_ms(), first_request_until;
+	long long quiet_since, first_request_until;
 	unsigned int left;
 
 	state_set(STATE_DRAINING);
@@ -239,6 +239,9 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		tick(sv, sigs);
 
 	server_quiesce(srv); /* on failure it logs; drain all the same */
+	/* The quiet period counts from here: idle keep-alive clients get all
+	 * of it, however long the delay was. */
+	quiet_since = now_ms();
 	state_set(STATE_STOPPING);
 	notify_send(&sv->notifier, "STATUS=stopping: waiting for requests in "
 	                           "flight");
@@ -254,6 +257,29 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		         left);
 	else
 		log_info("drained: no request in flight");
+}
+
+/* The limits as libmicrohttpd applies them: each worker's real share. */
+static void
+log_limits(const struct config *cfg)
+{
+	unsigned int share = cfg->connection_limit / cfg->threads;
+	unsigned int extra = cfg->connection_limit % cfg->threads;
+	char shares[96];
+
+	if (extra == 0)
+		snprintf(shares, sizeof(shares), "%u per thread", share);
+	else
+		snprintf(shares, sizeof(shares),
+		         "%u per thread for %u of the threads, %u for the "
+		         "other %u",
+		         share + 1, extra, share, cfg->threads - extra);
+	log_info("limits: %u connections (%s), %u per client address%s, idle "
+	         "timeout %u s, %zu bytes per connection (request line + "
+	         "headers)",
+	         cfg->connection_limit, shares, cfg->per_ip_limit,
+	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
+	         cfg->connection_memory);
 }
 
 int
@@ -317,17 +343,25 @@ main(int argc, char **argv)
 	}
 	sigdelset(&sigs, SIGPIPE);
 
+	/*
+	 * libmicrohttpd splits the connection limit over the pool by integer
+	 * division: a worker whose share is 0 still takes a connection off the
+	 * listening socket, and closes it at once.
+	 */
+	if (cfg.threads > cfg.connection_limit) {
+		log_warn("--threads %u is more than --connection-limit %u: "
+		         "each worker needs a share of at least one "
+		         "connection; running %u threads",
+		         cfg.threads, cfg.connection_limit,
+		         cfg.connection_limit);
+		cfg.threads = cfg.connection_limit;
+	}
 	log_info("microd %s: %u threads (%s), max body %zu bytes, shutdown "
 	         "timeout %u ms",
 	         MICROD_VERSION, cfg.threads,
 	         cfg.event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
 	         cfg.max_body, cfg.shutdown_timeout_ms);
-	log_info("limits: %u connections (%u per thread), %u per client "
-	         "address%s, idle timeout %u s, %zu bytes per connection "
-	         "(request line + headers)",
-	         cfg.connection_limit, cfg.connection_limit / cfg.threads,
-	         cfg.per_ip_limit, cfg.per_ip_limit == 0 ? " (none)" : "",
-	         cfg.idle_timeout_s, cfg.connection_memory);
+	log_limits(&cfg);
 	raise_fd_limit(cfg.connection_limit);
 	sv.srv = server_start(&cfg, listen_fd);
 	if (sv.srv == NULL) {

@@ -285,6 +285,49 @@ test_first_request_in_drain(void)
 	microd_cleanup(&m);
 }
 
+/*
+ * An idle keep-alive connection gets the whole quiet period after the pool
+ * stops accepting, also after a drain delay: a request its client sends then
+ * is still answered.
+ */
+static void
+test_drain_grace(void)
+{
+	static const char *const args[] = {"--drain-delay", "1", NULL};
+	static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct microd m;
+	char buf[1024] = "";
+	long long t0;
+	int fd, status;
+
+	if (microd_start(&m, args, NULL) != 0) {
+		ok(0, "microd --drain-delay 1 starts");
+		return;
+	}
+	fd = raw_connect(m.port);
+	raw_send(fd, req, sizeof(req) - 1);
+	ok(raw_recv_until(fd, buf, sizeof(buf), "{\"status\":\"ok\"}", 5000),
+	   "a keep-alive connection is served, then idle");
+	kill(m.pid, SIGTERM);
+	ok(microd_wait_log(&m, "draining -> stopping", 5000),
+	   "after the 1 s delay the drain reaches 'stopping'");
+	t0 = now_ms();
+	while (now_ms() - t0 < 100)
+		pause_ms(10);
+	buf[0] = '\0';
+	raw_send(fd, req, sizeof(req) - 1);
+	raw_recv(fd, buf, sizeof(buf), 5000);
+	ok(strncmp(buf, "HTTP/1.1 200 ", 13) == 0 &&
+	       strstr(buf, "Connection: close\r\n") != NULL,
+	   "a request on the idle connection 100 ms into 'stopping' gets 200 "
+	   "and Connection: close (the 250 ms quiet period counts from the "
+	   "stop of accepting, not from SIGTERM)");
+	status = microd_wait_exit(&m, 8000);
+	is(status, 0, "and microd exits 0");
+	close(fd);
+	microd_cleanup(&m);
+}
+
 /* A peer that answers every connection with a fixed response, or never. */
 struct fake {
 	int fd;
@@ -431,6 +474,7 @@ main(void)
 	test_readiness();
 	test_drain_under_load();
 	test_first_request_in_drain();
+	test_drain_grace();
 	test_probe();
 	curl_global_cleanup();
 	return done_testing();

@@ -276,7 +276,8 @@ test_access_log(void)
 	static const char *const args[] = {"--log-format", "json", NULL};
 	static const char hostile[] =
 	    "GET /in\"ject\\ed\xff%0D{\"x\":1} HTTP/1.1\r\nHost: x\r\n"
-	    "User-Agent: bad\"agent\\ \xff\xfe \x01 end\r\n"
+	    "User-Agent: bad\"agent\\ \xff\xfe \x01 \x7f \xc2\x9b \xc2\xa0 "
+	    "end\r\n"
 	    "X-Request-Id: hostile-1\r\nConnection: close\r\n\r\n";
 	static const char *const fields[] = {
 	    "ts",          "level",  "msg",        "method",
@@ -284,7 +285,7 @@ test_access_log(void)
 	    "duration_ms", "remote", "request_id", "user_agent"};
 	struct microd m;
 	json_t *j;
-	char buf[4096];
+	char buf[4096], *log, *line;
 	int fd, n, all = 1;
 
 	if (microd_start(&m, args, NULL) != 0) {
@@ -339,6 +340,14 @@ test_access_log(void)
 	       strstr(json_string_value(json_object_get(j, "user_agent")),
 	              "bad\"agent\\") != NULL,
 	   "the User-Agent keeps its quote and backslash, escaped");
+	log = microd_log(&m);
+	line = log != NULL ? strstr(log, "hostile-1") : NULL;
+	ok(line != NULL &&
+	       strstr(log, "\\u0001 \\u007f \\u009b \xc2\xa0 end") &&
+	       strchr(log, 0x7f) == NULL && strstr(log, "\xc2\x9b") == NULL,
+	   "DEL and C1 controls (U+009B, CSI) are escaped like C0, U+00A0 "
+	   "is kept");
+	free(log);
 	json_decref(j);
 	kill(m.pid, SIGTERM);
 	microd_wait_exit(&m, 10000);
@@ -549,12 +558,53 @@ test_version(void)
 	microd_cleanup(&m);
 }
 
+/* The start-up lines say what each worker really gets. */
+static void
+test_limits_log(void)
+{
+	static const char *const uneven[] = {"--threads", "3",
+	                                     "--connection-limit", "10", NULL};
+	static const char *const clamped[] = {"--threads", "16",
+	                                      "--connection-limit", "4", NULL};
+	struct microd m;
+
+	if (microd_start(&m, uneven, NULL) == 0) {
+		ok(microd_wait_log(&m,
+		                   "limits: 10 connections (4 per thread for 1 "
+		                   "of the threads, 3 for the other 2)",
+		                   2000),
+		   "10 connections over 3 threads: the real shares are logged");
+		kill(m.pid, SIGTERM);
+		microd_wait_exit(&m, 10000);
+		microd_cleanup(&m);
+	} else {
+		ok(0, "microd --threads 3 --connection-limit 10 starts");
+	}
+	if (microd_start(&m, clamped, NULL) == 0) {
+		ok(microd_wait_log(
+		       &m,
+		       "--threads 16 is more than --connection-limit "
+		       "4: each worker needs a share of at least one "
+		       "connection; running 4 threads",
+		       2000) &&
+		       microd_wait_log(&m, ": 4 threads (", 2000) &&
+		       microd_wait_log(&m, "(1 per thread)", 2000),
+		   "16 threads with a limit of 4: warned, and 4 threads run");
+		kill(m.pid, SIGTERM);
+		microd_wait_exit(&m, 10000);
+		microd_cleanup(&m);
+	} else {
+		ok(0, "microd --threads 16 --connection-limit 4 starts");
+	}
+}
+
 int
 main(void)
 {
 	curl_global_init(CURL_GLOBAL_ALL);
 	test_metrics();
 	test_access_log();
+	test_limits_log();
 	test_text_log();
 	test_request_ids();
 	test_probe_logging();

@@ -228,6 +228,24 @@ test_config(void)
 	   "over an hour");
 	is(PARSE(&cfg, "--shutdown-timeout", "1."), CONFIG_ERROR,
 	   "a dot without decimals");
+	PARSE(&cfg, "--log-probes");
+	is(cfg.log_probes, 1, "--log-probes alone is on");
+	is(PARSE(&cfg, "--log-probes", "false"), CONFIG_RUN,
+	   "--log-probes false (a separate value) is accepted");
+	is(cfg.log_probes, 0, "and turns it off");
+	PARSE(&cfg, "--log-probes", "TRUE");
+	is(cfg.log_probes, 1, "--log-probes TRUE: any case");
+	PARSE(&cfg, "--log-probes=No");
+	is(cfg.log_probes, 0, "--log-probes=No");
+	is(PARSE(&cfg, "--log-probes", "--port", "1"), CONFIG_RUN,
+	   "a switch followed by another flag");
+	ok(cfg.log_probes == 1 && cfg.port == 1, "leaves that flag alone");
+	is(PARSE(&cfg, "--log-probes", "maybe"), CONFIG_ERROR,
+	   "a switch followed by a non-boolean: a stray argument");
+	setenv("MICROD_LOG_PROBES", "Yes", 1);
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	is(cfg.log_probes, 1, "MICROD_LOG_PROBES=Yes: any case");
+	unsetenv("MICROD_LOG_PROBES");
 	is(PARSE(&cfg, "--porty", "1"), CONFIG_ERROR,
 	   "a flag that only starts like one");
 	is(PARSE(&cfg, "extra"), CONFIG_ERROR, "a stray argument");
