@@ -60,7 +60,7 @@ FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
-               tests/clients.py tests/binary.py tests/soak.py
+               tests/stress.py tests/clients.py tests/binary.py tests/soak.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
@@ -84,8 +84,10 @@ check: deps-test
 	$(MAKE) --no-print-directory test-progs
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    SANITIZE=address,undefined test-progs
-	MICROD_BIN=$(BUILD)/microd prove -f --exec '' $(TESTS) $(SCRIPT_TESTS)
+	MICROD_BIN=$(BUILD)/microd MICROD_HOOKS_BIN=$(BUILD)/hooks/microd \
+	    prove -f --exec '' $(TESTS) $(SCRIPT_TESTS)
 	MICROD_BIN=$(BUILD)/sanitize/microd \
+	    MICROD_HOOKS_BIN=$(BUILD)/sanitize/hooks/microd \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/sanitize/%) \
@@ -93,10 +95,13 @@ check: deps-test
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan SANITIZE=thread \
 	    test-progs
 	MICROD_BIN=$(BUILD)/tsan/microd TSAN_OPTIONS=halt_on_error=1 \
+	    MICROD_HOOKS_BIN=$(BUILD)/tsan/hooks/microd \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
-	    tests/hostile.py
+	    tests/hostile.py tests/stress.py
 
 test-progs: $(BUILD)/microd $(TESTS)
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/hooks \
+	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
 
 # microd against nginx-light in one run (see tests/bench.py); never part of
 # make check. A second microd without request metrics measures their cost.

@@ -2,7 +2,10 @@
 /* handlers.c -- one function per endpoint: request in, status + JSON out */
 #include "handlers.h"
 
+#include <time.h>
+
 #include "metrics.h"
+#include "number.h"
 #include "reply.h"
 #include "server.h"
 #include "state.h"
@@ -54,3 +57,27 @@ handle_echo(const struct request *req, struct reply *rep)
 {
 	reply_json(rep, 200, json_incref(req->body));
 }
+
+#if MICROD_TEST_HOOKS
+/*
+ * Test builds only (make builds build/hooks/microd for the suite): blocks the
+ * worker thread that runs it for ?ms= milliseconds (at most 30 s), the
+ * honest way to wedge one worker of the pool.
+ */
+void
+handle_test_block(const struct request *req, struct reply *rep)
+{
+	uintmax_t ms = 0;
+	struct timespec ts;
+
+	if (number_parse(request_query(req, "ms"), 30000, &ms) != 0) {
+		reply_error(rep, 400, "ms must be 0 to 30000");
+		return;
+	}
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) != 0)
+		;
+	reply_json(rep, 200, json_pack("{s:I}", "blocked_ms", (json_int_t)ms));
+}
+#endif

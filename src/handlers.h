@@ -10,5 +10,8 @@ handler_fn handle_ready;
 handler_fn handle_version;
 handler_fn handle_metrics;
 handler_fn handle_echo;
+#if MICROD_TEST_HOOKS
+handler_fn handle_test_block;
+#endif
 
 #endif

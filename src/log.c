@@ -1,19 +1,63 @@
 /* SPDX-License-Identifier: MIT */
-/* log.c -- log lines (JSON or logfmt) to stderr, one write() per line */
+/*
+ * log.c -- log lines (JSON or logfmt) to stderr through a bounded buffer
+ *
+ * A thread that logs formats its line and copies it into a ring buffer; one
+ * writer thread drains the ring to stderr. No request thread ever waits on
+ * stderr: when its reader stalls (a slow log shipper, journald under
+ * pressure) and the ring is full, lines are dropped and counted, and once the
+ * log flows again one line says how many. Before log_start() and after
+ * log_stop() lines are written directly, as at start-up and exit nothing else
+ * is running.
+ */
 #include "log.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "utf8.h"
 
-/* A line longer than this is cut (and says so); each value is capped too. */
-#define LINE_MAX_BYTES 8192
-#define VALUE_MAX_BYTES 2048
+/*
+ * A line longer than PIPE_BUF is cut (and says so), so each line stays one
+ * atomic write to a pipe; each value is capped too.
+ */
+#define LINE_MAX_BYTES PIPE_BUF
+#define VALUE_MAX_BYTES 1024
+
+/*
+ * The ring: 256 KiB, about 1,000 access-log lines. Access-log lines may fill
+ * only RING_ACCESS_BYTES of it, so a flood of requests cannot crowd out the
+ * state changes, warnings and errors that explain the flood.
+ */
+#define RING_BYTES ((size_t)256 << 10)
+#define RING_ACCESS_BYTES (RING_BYTES - ((size_t)64 << 10))
+
+/* What the writer takes from the ring for one write(). */
+#define WRITE_CHUNK ((size_t)64 << 10)
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t wake;    /* the writer: lines are waiting, or stop */
+	pthread_cond_t drained; /* log_stop(): the ring is empty */
+	char *buf;              /* RING_BYTES, NULL while not started */
+	size_t head, used;      /* next byte to write out; bytes held */
+	unsigned long long unreported; /* dropped since the last report */
+	int stop, writing;
+	pthread_t thread;
+} ring = {.mu = PTHREAD_MUTEX_INITIALIZER,
+          .wake = PTHREAD_COND_INITIALIZER,
+          .drained = PTHREAD_COND_INITIALIZER};
+
+/* Shared: every line dropped since start, for /metrics. */
+static atomic_ullong dropped_total;
 
 /* Shared: set once at start-up, read by every pool thread. */
 static _Atomic int log_threshold = LOG_INFO;
@@ -183,14 +227,17 @@ field_str(struct line *l, const char *key, const char *value)
 		value = "";
 	quote = atomic_load(&log_format) == LOG_FORMAT_JSON || !is_bare(value);
 	put_key(l, key, quote);
+	if (l->full)
+		return; /* nothing more goes in; in_str stays as it was */
 	if (!quote) {
 		puts_(l, value);
 		return;
 	}
-	l->in_str = !l->full;
+	l->in_str = 1; /* the key opened a string */
 	put_escaped(l, value);
 	puts_(l, "\"");
-	l->in_str = l->in_str && l->full;
+	if (!l->full)
+		l->in_str = 0;
 }
 
 static void __attribute__((format(printf, 3, 4)))
@@ -270,9 +317,175 @@ finish(struct line *l)
 	n = strlen(tail);
 	memcpy(l->buf + l->len, tail, n);
 	l->len += n;
-	/* One write per line, so lines from pool threads never interleave. */
-	if (write(STDERR_FILENO, l->buf, l->len) < 0)
-		return; /* nowhere left to report it */
+}
+
+/* Writes all of buf to stderr, through short writes and EINTR; 0 or -1. */
+static int
+write_all(const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1; /* nowhere left to report it */
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Hands a finished line to the writer, or drops and counts it when the ring
+ * has no room: never waits on stderr. access marks an access-log line, which
+ * may not use the ring's reserve.
+ */
+static void
+emit(const struct line *l, int access)
+{
+	size_t room = access ? RING_ACCESS_BYTES : RING_BYTES;
+
+	pthread_mutex_lock(&ring.mu);
+	if (ring.buf == NULL) { /* before log_start, after log_stop */
+		pthread_mutex_unlock(&ring.mu);
+		write_all(l->buf, l->len);
+		return;
+	}
+	if (ring.used + l->len > room) {
+		ring.unreported++;
+		pthread_mutex_unlock(&ring.mu);
+		atomic_fetch_add(&dropped_total, 1);
+		return;
+	}
+	for (size_t done = 0; done < l->len;) {
+		size_t at = (ring.head + ring.used) % RING_BYTES;
+		size_t n = RING_BYTES - at;
+
+		if (n > l->len - done)
+			n = l->len - done;
+		memcpy(ring.buf + at, l->buf + done, n);
+		ring.used += n;
+		done += n;
+	}
+	pthread_cond_signal(&ring.wake);
+	pthread_mutex_unlock(&ring.mu);
+}
+
+static void format_msg(struct line *l, enum log_level level, const char *fmt,
+                       ...) __attribute__((format(printf, 3, 4)));
+
+/* The writer thread: drains the ring to stderr, reports what was dropped. */
+static void *
+writer(void *arg)
+{
+	char *chunk = arg; /* WRITE_CHUNK bytes, the thread's own */
+	struct line report;
+
+	pthread_mutex_lock(&ring.mu);
+	for (;;) {
+		unsigned long long lost;
+		size_t n;
+
+		while (ring.used == 0 && ring.unreported == 0 && !ring.stop)
+			pthread_cond_wait(&ring.wake, &ring.mu);
+		if (ring.used == 0 && ring.unreported == 0)
+			break; /* stop, and nothing left */
+		n = ring.used < WRITE_CHUNK ? ring.used : WRITE_CHUNK;
+		if (n > RING_BYTES - ring.head)
+			n = RING_BYTES - ring.head;
+		memcpy(chunk, ring.buf + ring.head, n);
+		ring.head = (ring.head + n) % RING_BYTES;
+		ring.used -= n;
+		/* Once the ring is empty, the log flows again: say what it
+		 * lost meanwhile. */
+		lost = ring.used == 0 ? ring.unreported : 0;
+		ring.unreported -= lost;
+		ring.writing = 1;
+		pthread_mutex_unlock(&ring.mu);
+		write_all(chunk, n);
+		if (lost > 0) {
+			format_msg(&report, LOG_WARN,
+			           "log: %llu lines dropped while stderr was "
+			           "not read",
+			           lost);
+			write_all(report.buf, report.len);
+		}
+		pthread_mutex_lock(&ring.mu);
+		ring.writing = 0;
+		if (ring.used == 0)
+			pthread_cond_broadcast(&ring.drained);
+	}
+	pthread_mutex_unlock(&ring.mu);
+	free(chunk);
+	return NULL;
+}
+
+int
+log_start(void)
+{
+	char *buf = malloc(RING_BYTES), *chunk = malloc(WRITE_CHUNK);
+	int err;
+
+	if (buf == NULL || chunk == NULL)
+		goto fail;
+	pthread_mutex_lock(&ring.mu);
+	ring.buf = buf;
+	ring.head = ring.used = 0;
+	ring.stop = 0;
+	pthread_mutex_unlock(&ring.mu);
+	err = pthread_create(&ring.thread, NULL, writer, chunk);
+	if (err == 0)
+		return 0; /* chunk is the writer's now */
+	pthread_mutex_lock(&ring.mu);
+	ring.buf = NULL;
+	pthread_mutex_unlock(&ring.mu);
+fail:
+	free(buf);
+	free(chunk);
+	return -1;
+}
+
+int
+log_stop(int timeout_ms)
+{
+	struct timespec until;
+	int flushed, err = 0;
+	char *buf;
+
+	pthread_mutex_lock(&ring.mu);
+	if (ring.buf == NULL) {
+		pthread_mutex_unlock(&ring.mu);
+		return 0;
+	}
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	ring.stop = 1;
+	pthread_cond_signal(&ring.wake);
+	while ((ring.used > 0 || ring.writing) && err != ETIMEDOUT)
+		err = pthread_cond_timedwait(&ring.drained, &ring.mu, &until);
+	flushed = ring.used == 0 && !ring.writing;
+	pthread_mutex_unlock(&ring.mu);
+	if (!flushed)
+		return -1; /* the writer is stuck in write(); exit leaves it */
+	pthread_join(ring.thread, NULL);
+	pthread_mutex_lock(&ring.mu);
+	buf = ring.buf;
+	ring.buf = NULL;
+	pthread_mutex_unlock(&ring.mu);
+	free(buf);
+	return 0;
+}
+
+unsigned long long
+log_dropped(void)
+{
+	return atomic_load(&dropped_total);
 }
 
 void
@@ -285,23 +498,40 @@ log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+static void
+vformat_msg(struct line *l, enum log_level level, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+
+	if (n < 0)
+		msg[0] = '\0';
+	while (n > 0 && (size_t)n < sizeof(msg) && msg[n - 1] == '\n')
+		msg[--n] = '\0'; /* libmicrohttpd's messages bring their own */
+	begin(l, level);
+	field_str(l, "msg", msg);
+	finish(l);
+}
+
+static void
+format_msg(struct line *l, enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vformat_msg(l, level, fmt, ap);
+	va_end(ap);
+}
+
 void
 log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
 	struct line l;
-	char msg[1024];
-	int n;
 
 	if (!log_enabled(level))
 		return;
-	n = vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (n < 0)
-		return;
-	while (n > 0 && (size_t)n < sizeof(msg) && msg[n - 1] == '\n')
-		msg[--n] = '\0'; /* libmicrohttpd's messages bring their own */
-	begin(&l, level);
-	field_str(&l, "msg", msg);
-	finish(&l);
+	vformat_msg(&l, level, fmt, ap);
+	emit(&l, 0);
 }
 
 void
@@ -324,4 +554,5 @@ log_access(const struct access_entry *e)
 	field_str(&l, "request_id", e->request_id);
 	field_str(&l, "user_agent", e->user_agent);
 	finish(&l);
+	emit(&l, 1);
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* log.h -- leveled log lines to stderr */
+/* log.h -- leveled log lines to stderr, never blocking the caller */
 #ifndef MICROD_LOG_H
 #define MICROD_LOG_H
 
@@ -26,6 +26,16 @@ int log_format_parse(const char *name);
  */
 void log_setup(enum log_level level, enum log_format format, int journald);
 void log_set_level(enum log_level level);
+/*
+ * From log_start() on, lines go through a bounded buffer to a writer thread,
+ * so no caller waits on stderr; lines that find it full are dropped and
+ * counted. log_stop() flushes what is buffered, waiting at most timeout_ms:
+ * 0, or -1 when stderr did not take it all in time. Both: main thread only.
+ */
+int log_start(void);
+int log_stop(int timeout_ms);
+/* Lines dropped because stderr was not read fast enough, since start. */
+unsigned long long log_dropped(void);
 int log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...)

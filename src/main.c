@@ -47,6 +47,10 @@
  */
 #define EXTEND_MS 5000
 
+/* How long the last lines may take to reach stderr before an exit. */
+#define LOG_FLUSH_MS 2000
+#define LOG_LAST_WORDS_MS 100
+
 /* Descriptors microd needs besides its connections. */
 #define FD_RESERVE 32
 #define EXTEND_EVERY_MS 1000
@@ -186,7 +190,9 @@ tick(struct supervisor *sv, const sigset_t *sigs)
 	int sig = sigtimedwait(sigs, NULL, &ts);
 
 	if (sig > 0) {
+		/* Acted on first; the line gets a moment, never more. */
 		log_warn("%s again: exiting at once", signal_name(sig));
+		log_stop(LOG_LAST_WORDS_MS);
 		_exit(1);
 	}
 	watchdog(sv);
@@ -342,6 +348,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 	sigdelset(&sigs, SIGPIPE);
+	/* After the mask, so the writer thread inherits it. */
+	if (log_start() != 0) {
+		log_error("cannot start the log writer");
+		return 1;
+	}
 
 	/*
 	 * libmicrohttpd splits the connection limit over the pool by integer
@@ -366,6 +377,7 @@ main(int argc, char **argv)
 	sv.srv = server_start(&cfg, listen_fd);
 	if (sv.srv == NULL) {
 		notify_close(&sv.notifier);
+		log_stop(LOG_FLUSH_MS);
 		return 1;
 	}
 
@@ -389,5 +401,6 @@ main(int argc, char **argv)
 	server_stop(sv.srv);
 	state_set(STATE_STOPPED);
 	notify_close(&sv.notifier);
+	log_stop(LOG_FLUSH_MS);
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "router.h"
 #include "state.h"
 #include "version.h"
@@ -349,11 +350,15 @@ metrics_render(size_t *len)
 	        "# HELP microd_ready 1 while /ready answers 200, else 0.\n"
 	        "# TYPE microd_ready gauge\n"
 	        "microd_ready %d\n"
+	        "# HELP microd_log_lines_dropped_total Log lines dropped "
+	        "because stderr was not read fast enough.\n"
+	        "# TYPE microd_log_lines_dropped_total counter\n"
+	        "microd_log_lines_dropped_total %llu\n"
 	        "# HELP microd_build_info The running build; always 1.\n"
 	        "# TYPE microd_build_info gauge\n"
 	        "microd_build_info{version=\"",
 	        metrics_in_flight(), metrics_connections(),
-	        state_get() == STATE_READY);
+	        state_get() == STATE_READY, log_dropped());
 	put_label(f, MICROD_VERSION);
 	fputs("\",commit=\"", f);
 	put_label(f, MICROD_COMMIT);

@@ -14,6 +14,9 @@ static const struct route routes[] = {
     {"GET", "/version", handle_version, 0},
     {"GET", "/metrics", handle_metrics, 0},
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY},
+#if MICROD_TEST_HOOKS
+    {"GET", "/test/block", handle_test_block, 0},
+#endif
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))

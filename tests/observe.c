@@ -207,6 +207,8 @@ test_metrics(void)
 	   "in flight: the scrape itself");
 	ok(sample(after, "microd_connections") >= 1, "open connections >= 1");
 	is(sample(after, "microd_ready"), 1, "microd_ready 1");
+	is(sample(after, "microd_log_lines_dropped_total"), 0,
+	   "microd_log_lines_dropped_total 0 while stderr is read");
 	ok(sample(after, "process_resident_memory_bytes") > 100000,
 	   "process_resident_memory_bytes");
 	ok(sample(after, "process_virtual_memory_bytes") >

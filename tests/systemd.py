@@ -7,11 +7,10 @@
 # go through systemd-analyze verify and security; make install runs into a
 # staging directory.
 #
-# The watchdog test wedges the worker pool the way production does: stderr
-# is a pipe nobody reads (a stalled log collector), so with --log-probes the
-# first worker to log blocks in write() and every request through the pool,
-# the watchdog's own GET /health included, stops being answered.
-import fcntl
+# The watchdog test wedges the worker pool as a stuck handler would: the test
+# build's GET /test/block holds a worker thread for a given time, and every
+# request through that worker, the watchdog's own GET /health included,
+# stops being answered.
 import os
 import re
 import shutil
@@ -27,6 +26,8 @@ from tap import done, ok, skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
+# The same build with test hooks (GET /test/block), made by make test-progs.
+HOOKS_BIN = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", os.path.join(os.path.dirname(BIN), "hooks/microd")))
 
 
 
@@ -215,39 +216,23 @@ def test_watchdog():
        "no pings when WATCHDOG_PID names another process")
     stop(proc)
 
-    # Wedge the pool: stderr is a 4 KiB pipe that is not read.
-    r, w = os.pipe()
-    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ
-    proc = subprocess.Popen([BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "1", "--log-probes"],
-                            env=env_with(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="400000"), stderr=w)
-    os.close(w)
+    # Wedge the pool: the test build's GET /test/block holds its worker (the
+    # only one) for 3 s, as a handler stuck in a blocking call would.
+    proc = subprocess.Popen([HOOKS_BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "1"],
+                            env=env_with(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="400000"), stderr=subprocess.DEVNULL)
     ready = n.wait_for("READY", 10)
     port = port_of(ready.get("STATUS") if ready else None)
     ok(port is not None and pings(n.collect(0.5)), "pings flow while the pool answers")
-    # Every answered request now writes an access-log line into the pipe;
-    # the watchdog's own requests fill it within a few seconds.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and http_get(port, "/health", timeout=0.5) == 200:
-        pass
-    wedged = time.monotonic() < deadline
-    ok(wedged, "the pool wedges once the log pipe is full")
+    blocked = {}
+    th = threading.Thread(target=lambda: blocked.setdefault("st", http_get(port, "/test/block?ms=3000", 10)))
+    th.start()
     n.collect(0.5)  # pings already on their way
     silent = pings(n.collect(1.6))
-    ok(wedged and not silent, "no WATCHDOG=1 for 1.6 s (4 intervals) while wedged (%d seen)" % len(silent))
-    # Unwedge: read the pipe from now on.
-    drained = threading.Event()
-
-    def drain():
-        while os.read(r, 65536):
-            pass
-        drained.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    ok(not silent, "no WATCHDOG=1 for 1.6 s (4 intervals) while the only worker is blocked (%d seen)" % len(silent))
     again = n.wait_for("WATCHDOG", 5)
-    ok(again is not None, "pings resume once the pool answers again")
+    th.join(10)
+    ok(again is not None and blocked.get("st") == 200, "pings resume once the worker answers again")
     ok(stop(proc) == 0, "and it still stops cleanly")
-    drained.wait(5)
-    os.close(r)
     n.close()
 
 

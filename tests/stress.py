@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# stress.py -- microd keeps answering and keeps its log valid when stderr is
+# not read (TAP)
+#
+# stderr is a real pipe (shrunk to 4 KiB, as a stalled log shipper or
+# journald under pressure leaves it) that the test reads, or does not, on
+# purpose. Every load here is bounded in time and count and targets only
+# 127.0.0.1.
+import fcntl
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from server import BIN
+from tap import done, ok
+
+F_SETPIPE_SZ = 1031
+
+
+def start(args):
+    """microd with stderr on a 4 KiB pipe. Returns (proc, port, read end,
+    the bytes read while waiting for the port)."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen([BIN, "--bind", "127.0.0.1", "--port", "0", "--log-format", "json"] + args,
+                            stderr=w)
+    os.close(w)
+    got, port = b"", None
+    deadline = time.monotonic() + 10
+    while port is None and time.monotonic() < deadline:
+        if select.select([r], [], [], 0.1)[0]:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            got += b
+            m = re.search(rb"listening on 127\.0\.0\.1:(\d+)", got)
+            port = int(m.group(1)) if m else None
+    return proc, port, r, got
+
+
+def get(port, path, timeout=2.0, extra=b""):
+    """One request on a new connection: (status or None, body, seconds)."""
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.settimeout(timeout)
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n" + extra + b"Connection: close\r\n\r\n")
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        s.close()
+    except OSError:
+        return None, b"", time.monotonic() - t0
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", got)
+    return (int(m.group(1)) if m else None), got.partition(b"\r\n\r\n")[2], time.monotonic() - t0
+
+
+def load(port, seconds, extra=b"", clients=4):
+    """clients threads sending GET /version on keep-alive connections for
+    seconds; returns the thread list and a stop event."""
+    stop = threading.Event()
+    req = b"GET /version HTTP/1.1\r\nHost: t\r\n" + extra + b"\r\n"
+
+    def run():
+        deadline = time.monotonic() + seconds
+        s = None
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                if s is None:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(req)
+                got = b""
+                while b"\r\n\r\n" not in got or not got.endswith(b"}\n"):
+                    b = s.recv(65536)
+                    if not b:
+                        raise OSError("closed")
+                    got += b
+            except OSError:
+                if s is not None:
+                    s.close()
+                s = None
+        if s is not None:
+            s.close()
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    return threads, stop
+
+
+def dropped(port):
+    st, body, _ = get(port, "/metrics")
+    m = re.search(rb"\nmicrod_log_lines_dropped_total (\d+)\n", body)
+    return int(m.group(1)) if st == 200 and m else None
+
+
+def read_all(r, chunk=65536, pause=0.0):
+    """Reads the pipe to its end (microd has exited), pausing between reads."""
+    got = b""
+    while True:
+        b = os.read(r, chunk)
+        if not b:
+            return got
+        got += b
+        if pause:
+            time.sleep(pause)  # a slow reader is the condition under test
+
+
+def lines_of(data):
+    bad, parsed = [], []
+    for line in data.split(b"\n")[:-1]:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            bad.append(line)
+    return parsed, bad
+
+
+def test_blocked_stderr():
+    proc, port, r, head = start([])
+    if not ok(port is not None, "microd starts with stderr on a 4 KiB pipe"):
+        proc.kill()
+        return
+    threads, stop = load(port, 5)
+    # Nobody reads stderr for these 5 s while the load runs.
+    worst, answered, n = 0.0, 0, 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        st, body, took = get(port, "/health")
+        n += 1
+        answered += st == 200 and body == b'{"status":"ok"}\n'
+        worst = max(worst, took)
+        time.sleep(0.05)  # paces the probes; not a synchronisation
+    for t in threads:
+        t.join()
+    ok(answered == n and worst < 0.1,
+       "stderr unread for 5 s under load: %d of %d probes on new connections answered, slowest %.1f ms (< 100)"
+       % (answered, n, n and worst * 1000))
+    lost = dropped(port)
+    ok(lost is not None and lost > 0, "microd_log_lines_dropped_total rose: %s" % lost)
+    # Now the reader drains; microd is stopped and the pipe read to its end.
+    reader = {}
+    th = threading.Thread(target=lambda: reader.setdefault("data", read_all(r)), daemon=True)
+    th.start()
+    st, _, _ = get(port, "/version")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        status = proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        status = None
+    th.join(10)
+    os.close(r)
+    parsed, bad = lines_of(head + reader.get("data", b""))
+    ok(status == 0, "then it stops cleanly (exit %s)" % status)
+    ok(parsed and not bad, "every one of the %d lines read is valid JSON (%d invalid%s)"
+       % (len(parsed) + len(bad), len(bad), ": %r" % bad[0][:200] if bad else ""))
+    report = [p for p in parsed if "lines dropped while stderr was not read" in p.get("msg", "")]
+    counted = sum(int(re.match(r"log: (\d+)", p["msg"]).group(1)) for p in report)
+    ok(report and report[0].get("level") == "warn" and counted >= lost,
+       "once the log flows again it says how many lines were dropped (%d, counter %s)" % (counted, lost))
+    states = [p["msg"] for p in parsed if p.get("msg", "").startswith("state: ")]
+    ok(states[-3:] == ["state: ready -> draining", "state: draining -> stopping", "state: stopping -> stopped"],
+       "the drain's state lines all reach stderr: %s" % states[-3:])
+
+
+def test_long_lines():
+    # Each User-Agent escapes to 6 bytes a byte: every access-log line is cut
+    # at the 4096-byte line limit (PIPE_BUF), inside a string.
+    proc, port, r, head = start([])
+    if not ok(port is not None, "microd starts for the long-line test"):
+        proc.kill()
+        return
+    reader = {}
+    th = threading.Thread(target=lambda: reader.setdefault("data", read_all(r, 512, 0.001)), daemon=True)
+    th.start()
+    threads, stop = load(port, 2, extra=b"User-Agent: " + b"\x01" * 1500 + b"\r\n")
+    for t in threads:
+        t.join()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    th.join(20)
+    os.close(r)
+    data = head + reader.get("data", b"")
+    parsed, bad = lines_of(data)
+    cut = [p for p in parsed if p.get("truncated") is True and p.get("msg") == "request"]
+    longest = max(len(l) + 1 for l in data.split(b"\n"))
+    ok(cut and not bad and longest <= 4096,
+       "4 clients, 12 KiB lines, a slow reader: %d lines, %d cut and marked, %d invalid, longest %d bytes (<= 4096)"
+       % (len(parsed) + len(bad), len(cut), len(bad), longest))
+    ok(cut and all(p.get("method") == "GET" and p.get("status") == 200 for p in cut[:50]),
+       "a cut line keeps the fields before the cut")
+
+
+def test_second_signal():
+    proc, port, r, _ = start(["--drain-delay", "5"])
+    if not ok(port is not None, "microd starts for the two-signal test"):
+        proc.kill()
+        return
+    threads, stop = load(port, 10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (dropped(port) or 0) > 0:
+        pass
+    stop.set()
+    for t in threads:
+        t.join()
+    ok((dropped(port) or 0) > 0, "stderr is full and unread (lines are being dropped)")
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and get(port, "/ready")[0] != 503:
+        pass
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        status = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        status = None
+    took = time.monotonic() - t0
+    os.close(r)
+    ok(status == 1 and took < 1.0, "a second SIGTERM during the drain, stderr blocked: exit %s after %.0f ms (< 1 s)"
+       % (status, took * 1000))
+
+
+def main():
+    test_blocked_stderr()
+    test_long_lines()
+    test_second_signal()
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
