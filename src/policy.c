@@ -11,9 +11,10 @@
  *   beside it carries a second, smuggled request. Every name must be a token.
  * - obs-fold (a line starting with SP or HTAB) is glued onto the previous
  *   field's *name*, without the whitespace: "Content-Length: 2" + " 0" becomes
- *   a field named "Content-Length0" whose value is "2", and the request has
- *   no length. A name that starts with a framing header's name and goes on is
- *   refused; a folded field of any other name is renamed unseen.
+ *   a field named "Content-Length0" whose value is "2", and "Content-: 35" +
+ *   " Length" a Content-Length nobody sent. server.c tells a folded field by
+ *   where the library put it and marks it; every fold is refused. A name that
+ *   starts with a framing header's name and goes on is refused as well.
  * - The target reaches the application percent-decoded, so "%00" ends the
  *   path early ("/metrics%00.css" becomes "/metrics"). microd decodes the raw
  *   target itself and refuses control bytes.
@@ -26,6 +27,9 @@
 #include "number.h"
 
 static const struct policy_verdict accept = {0, NULL};
+
+static const char folded_detail[] =
+    "obs-fold: a header field continued on the next line";
 
 static struct policy_verdict
 refuse(unsigned int status, const char *detail)
@@ -52,6 +56,60 @@ is_token(const char *s)
 		return 0;
 	for (; *s != '\0'; s++)
 		if (!is_tchar((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* RFC 3986: unreserved and sub-delims, what a reg-name may hold. */
+static int
+is_host_char(unsigned char c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return 1;
+	return c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+static int hex_value(unsigned char c);
+
+/*
+ * RFC 9110 7.2 and RFC 3986 3.2.2: uri-host [":" port], where uri-host is a
+ * reg-name (percent-encoding allowed), an IPv4 address or an IP literal in
+ * brackets. Empty is valid (a target without an authority). No userinfo.
+ */
+static int
+is_authority(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (n > 0 && s[0] == '[') {
+		for (i = 1; i < n && s[i] != ']'; i++)
+			if (!is_host_char((unsigned char)s[i]) && s[i] != ':')
+				return 0;
+		if (i == n)
+			return 0;
+		i++;
+	} else {
+		while (i < n && s[i] != ':') {
+			if (s[i] == '%') {
+				if (i + 2 >= n ||
+				    hex_value((unsigned char)s[i + 1]) < 0 ||
+				    hex_value((unsigned char)s[i + 2]) < 0)
+					return 0;
+				i += 3;
+				continue;
+			}
+			if (!is_host_char((unsigned char)s[i]))
+				return 0;
+			i++;
+		}
+	}
+	if (i == n)
+		return 1;
+	if (s[i++] != ':')
+		return 0;
+	for (; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
 			return 0;
 	return 1;
 }
@@ -86,10 +144,17 @@ extends_framing_name(const char *name)
 	return 0;
 }
 
-/* The checks every field name gets, in a head or a trailer section. */
+/* The checks every field gets, in a head or a trailer section. */
 static struct policy_verdict
-check_name(const char *name)
+check_field(const struct policy_field *f)
 {
+	const char *name = f->name;
+
+	if (f->folded)
+		return refuse(400, folded_detail);
+	/* RFC 9112 2.2: a bare CR must be refused or replaced. */
+	if (f->value != NULL && strchr(f->value, '\r') != NULL)
+		return refuse(400, "a CR in a header field value");
 	if (!is_token(name))
 		return refuse(400, "invalid header field name");
 	if (extends_framing_name(name))
@@ -109,7 +174,7 @@ policy_check_head(const char *version, const struct policy_field *fields,
 	memset(framing, 0, sizeof(*framing));
 	for (size_t i = 0; i < n; i++) {
 		const char *value = fields[i].value ? fields[i].value : "";
-		struct policy_verdict v = check_name(fields[i].name);
+		struct policy_verdict v = check_field(&fields[i]);
 
 		if (v.status != 0)
 			return v;
@@ -126,6 +191,8 @@ policy_check_head(const char *version, const struct policy_field *fields,
 			break;
 		case 2:
 			hosts++;
+			if (!is_authority(value, strlen(value)))
+				return refuse(400, "invalid Host header");
 			break;
 		default:
 			break;
@@ -133,6 +200,8 @@ policy_check_head(const char *version, const struct policy_field *fields,
 	}
 	if (hosts > 1)
 		return refuse(400, "more than one Host header");
+	if (hosts == 0 && strcmp(version, "HTTP/1.0") != 0)
+		return refuse(400, "an HTTP/1.1 request without Host");
 	if (encodings > 0 && lengths > 0)
 		return refuse(400, "both Content-Length and Transfer-Encoding");
 	if (lengths_differ)
@@ -156,7 +225,7 @@ struct policy_verdict
 policy_check_trailers(const struct policy_field *fields, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct policy_verdict v = check_name(fields[i].name);
+		struct policy_verdict v = check_field(&fields[i]);
 
 		if (v.status != 0)
 			return v;
@@ -192,30 +261,43 @@ policy_target_path_end(const char *target)
 	return target + strcspn(target, "?");
 }
 
-/* Where the path of an absolute-form target starts ("http://h/x" -> "/x"). */
+/*
+ * Where the path of an absolute-form target starts ("http://h/x" -> "/x");
+ * *authority and *len are set to its authority ("h"), else to "" and 0.
+ */
 static const char *
-path_start(const char *target)
+path_start(const char *target, const char **authority, size_t *len)
 {
 	const char *p = NULL;
 
+	*authority = "";
+	*len = 0;
 	if (strncasecmp(target, "http://", 7) == 0)
 		p = target + 7;
 	else if (strncasecmp(target, "https://", 8) == 0)
 		p = target + 8;
 	if (p == NULL)
 		return target;
-	return p + strcspn(p, "/?");
+	*authority = p;
+	*len = strcspn(p, "/?");
+	return p + *len;
 }
 
 struct policy_verdict
 policy_decode_target(const char *target, char *path, size_t len)
 {
-	const char *end = policy_target_path_end(target);
-	const char *p = path_start(target);
-	size_t out = 0;
+	const char *end = policy_target_path_end(target), *authority;
+	size_t out = 0, alen;
+	const char *p = path_start(target, &authority, &alen);
 
 	if (len < 2)
 		return refuse(500, "no room to decode the request target");
+	/* libmicrohttpd finds the version from the end of the line, so a
+	 * space may be left inside the target. */
+	if (strchr(target, ' ') != NULL)
+		return refuse(400, "a space in the request target");
+	if (!is_authority(authority, alen) || (p != target && alen == 0))
+		return refuse(400, "invalid authority in the request target");
 	if (*p != '/' && p != target)
 		path[out++] = '/'; /* "http://host" and "http://host?x" */
 	for (; p < end; p++) {

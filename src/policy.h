@@ -13,6 +13,7 @@
 /* One header or trailer field as the library stored it. */
 struct policy_field {
 	const char *name, *value; /* value may be NULL: taken as "" */
+	int folded; /* the library glued an obs-fold line onto it */
 };
 
 /*
@@ -34,7 +35,8 @@ struct policy_framing {
 
 /*
  * The header fields of a request with this version ("HTTP/1.0" or
- * "HTTP/1.1"): every name a token, no framing header that is ambiguous,
+ * "HTTP/1.1"): no obs-fold, every name a token, no bare CR in a value, one
+ * valid Host (required in HTTP/1.1), no framing header that is ambiguous,
  * duplicated or extended. Fills *framing when accepted.
  */
 struct policy_verdict policy_check_head(const char *version,
@@ -50,8 +52,9 @@ struct policy_verdict policy_check_trailers(const struct policy_field *fields,
  * The raw request target as the client sent it. Writes its path,
  * percent-decoded, into path (room for strlen(target) + 2 bytes is always
  * enough); an absolute-form target ("http://host/x?y") gives its path. Refuses
- * bad percent-encoding, a control byte in the path, raw or decoded, and a raw
- * control byte or a %00 in the query.
+ * a space anywhere, an invalid authority, bad percent-encoding, a control
+ * byte in the path, raw or decoded, and a raw control byte or a %00 in the
+ * query.
  */
 struct policy_verdict policy_decode_target(const char *target, char *path,
                                            size_t len);

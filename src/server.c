@@ -37,6 +37,12 @@
 /* Header fields checked from the stack; a request with more uses the heap. */
 #define FIELDS_STACK 32
 
+/*
+ * How far apart two fields' lines may be in libmicrohttpd's buffer and still
+ * be looked at byte by byte: the connection pool bounds a head anyway.
+ */
+#define VALUE_HIDE_MAX ((size_t)1 << 20)
+
 /* Replies up to this size are rendered on the stack, larger ones on the heap.
  */
 #define RENDER_STACK 2048
@@ -218,7 +224,32 @@ is_json_type(const char *ct)
 struct field_list {
 	struct policy_field *fields;
 	size_t n, cap;
+	const char *last; /* where the last field's value ends */
+	int nul_in_value; /* bytes hide behind a NUL before the last field */
 };
+
+/*
+ * libmicrohttpd 0.9.75 parses a field in place: "Name: value" becomes
+ * "Name\0 value", the value a few bytes after the name. An obs-fold line is
+ * glued onto the *name*, which the library then copies to a new block of the
+ * connection's pool, away from its value (src/microhttpd/connection.c,
+ * process_broken_line). So a field whose value does not follow its name
+ * across a NUL and blanks was folded.
+ */
+static int
+is_folded(const char *key, size_t key_size, const char *value)
+{
+	uintptr_t k = (uintptr_t)key, v = (uintptr_t)value;
+
+	if (value == NULL)
+		return 0;
+	if (v <= k + key_size || key[key_size] != '\0')
+		return 1;
+	for (const char *p = key + key_size + 1; p < value; p++)
+		if (*p != ' ' && *p != '\t')
+			return 1;
+	return 0;
+}
 
 static enum MHD_Result
 add_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
@@ -227,14 +258,61 @@ add_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
 	struct field_list *l = cls;
 
 	(void)kind;
-	(void)key_size;
-	(void)value_size;
 	if (l->n == l->cap)
 		return MHD_NO; /* counted beforehand: cannot happen */
 	l->fields[l->n].name = key;
 	l->fields[l->n].value = value;
+	l->fields[l->n].folded = is_folded(key, key_size, value);
+	/*
+	 * In place, a field's line ends one or two NULs (LF, CRLF) before
+	 * the next name; a NUL the client sent inside a value ends the value
+	 * early, and the rest of that line hides in between.
+	 */
+	if (l->n > 0 && !l->fields[l->n].folded &&
+	    (uintptr_t)key > (uintptr_t)l->last &&
+	    (uintptr_t)key - (uintptr_t)l->last <= 2 + VALUE_HIDE_MAX) {
+		size_t gap = (uintptr_t)key - (uintptr_t)l->last;
+
+		for (size_t i = 0; i < gap; i++)
+			l->nul_in_value |= l->last[i] != '\0';
+		l->nul_in_value |= gap > 2;
+	}
+	l->last = value != NULL ? value + value_size : key + key_size;
 	l->n++;
 	return MHD_YES;
+}
+
+/*
+ * A line that starts with a colon, after another field, ends the header
+ * section in libmicrohttpd 0.9.75: process_header_line() cuts the line at its
+ * colon and the parser takes the empty rest for the blank line, so the
+ * fields after it are read as the next request. The head lies in one buffer
+ * from the method on, header_size bytes long, each CR and LF turned into a
+ * NUL: after the end of the last field there may be nothing but the NULs of
+ * its line end and of the blank line (2 to 4 bytes). end is where the last
+ * field's value (or, with no fields, the version) ends.
+ */
+static const char *
+head_cut_short(struct MHD_Connection *conn, const char *method, const char *end)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+	    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	uintptr_t start = (uintptr_t)method, p = (uintptr_t)end, stop;
+	int clean = 1;
+
+	if (ci == NULL)
+		return NULL;
+	stop = start + ci->header_size;
+	if (p < start || p > stop)
+		return NULL; /* not in one buffer: cannot tell */
+	for (uintptr_t q = p; q < stop; q++)
+		clean &= *(const char *)q == '\0';
+	if (clean && stop - p <= 4)
+		return NULL;
+	/* One NUL, then more of the line: the value had a NUL in it. */
+	if (stop - p >= 2 && *(const char *)(p + 1) != '\0')
+		return "a NUL byte in a header field value";
+	return "a header line that starts with a colon";
 }
 
 /*
@@ -243,10 +321,11 @@ add_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
  */
 static struct policy_verdict
 check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
-             const char *version, struct policy_framing *framing)
+             const char *method, const char *version,
+             struct policy_framing *framing, size_t *count)
 {
 	struct policy_field stack[FIELDS_STACK];
-	struct field_list l = {stack, 0, FIELDS_STACK};
+	struct field_list l = {stack, 0, FIELDS_STACK, NULL, 0};
 	struct policy_verdict v = {500, "out of memory checking the headers"};
 	int n = MHD_get_connection_values_n(conn, kind, NULL, NULL);
 
@@ -259,10 +338,24 @@ check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
 		l.cap = (size_t)n;
 	}
 	MHD_get_connection_values_n(conn, kind, add_field, &l);
+	*count = l.n;
 	if (framing != NULL)
 		v = policy_check_head(version, l.fields, l.n, framing);
 	else
 		v = policy_check_trailers(l.fields, l.n);
+	if (v.status == 0 && l.nul_in_value) {
+		v.status = 400;
+		v.detail = "a NUL byte in a header field value";
+	}
+	if (v.status == 0 && framing != NULL) {
+		const char *cut = head_cut_short(
+		    conn, method, l.n > 0 ? l.last : version + strlen(version));
+
+		if (cut != NULL) {
+			v.status = 400;
+			v.detail = cut;
+		}
+	}
 	if (l.fields != stack)
 		free(l.fields);
 	return v;
@@ -274,16 +367,34 @@ check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
  * skips the body and closes the connection, which is what a refused body
  * calls for.
  */
+/*
+ * libmicrohttpd 0.9.75 ends the target string at a raw NUL. In place, the
+ * target runs from url to the space before version; when the string is
+ * shorter than that, the client sent a NUL in it.
+ */
+static int
+nul_in_target(const char *url, const char *version, const char *target)
+{
+	uintptr_t u = (uintptr_t)url, v = (uintptr_t)version;
+
+	return v > u && v - u - 1 > strlen(target) &&
+	       v - u - 1 <= strlen(target) + VALUE_HIDE_MAX;
+}
+
 static enum MHD_Result
 on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
-           const char *method, const char *version)
+           const char *method, const char *url, const char *version)
 {
 	struct policy_framing f;
+	size_t fields;
 	struct policy_verdict v =
-	    check_fields(conn, MHD_HEADER_KIND, version, &f);
+	    check_fields(conn, MHD_HEADER_KIND, method, version, &f, &fields);
 
 	if (v.status != 0)
 		return send_error(srv, conn, ex, v.status, 1, v.detail);
+	if (nul_in_target(url, version, ex->target))
+		return send_error(srv, conn, ex, 400, 1,
+		                  "a NUL byte in the request target");
 	/* Cut the raw target at its query only now: the policy read it all. */
 	v = policy_decode_target(ex->target, ex->path, strlen(ex->target) + 2);
 	ex->target[policy_target_path_end(ex->target) - ex->target] = '\0';
@@ -361,20 +472,27 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	struct reply rep = {0};
 	enum MHD_Result ret;
 	json_error_t jerr;
+	/*
+	 * A trailer section can end early as a head can (a line that starts
+	 * with a colon, see head_cut_short) and nothing tells where: after a
+	 * request with trailers the connection is closed, so whatever follows
+	 * them is never read as a request.
+	 */
+	size_t trailers = 0;
 
 	if (ex->received > srv->max_body)
 		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
 	if (ex->chunked) {
-		struct policy_verdict v =
-		    check_fields(conn, MHD_FOOTER_KIND, NULL, NULL);
+		struct policy_verdict v = check_fields(
+		    conn, MHD_FOOTER_KIND, method, NULL, NULL, &trailers);
 
 		if (v.status != 0)
 			return send_error(srv, conn, ex, v.status, 1, v.detail);
 	}
 	if (ex->match != ROUTE_FOUND) {
 		router_reply_unmatched(ex->match, &req, &rep);
-		return send_reply(srv, conn, ex, &rep, 0);
+		return send_reply(srv, conn, ex, &rep, trailers > 0);
 	}
 	if (ex->route->flags & ROUTE_JSON_BODY) {
 		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
@@ -383,11 +501,11 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 			reply_error(&rep, 400,
 			            "invalid JSON at line %d, column %d: %s",
 			            jerr.line, jerr.column, jerr.text);
-			return send_reply(srv, conn, ex, &rep, 0);
+			return send_reply(srv, conn, ex, &rep, trailers > 0);
 		}
 	}
 	ex->route->handler(&req, &rep);
-	ret = send_reply(srv, conn, ex, &rep, 0);
+	ret = send_reply(srv, conn, ex, &rep, trailers > 0);
 	json_decref(req.body);
 	return ret;
 }
@@ -428,7 +546,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	struct exchange *ex = *req_cls;
 	enum MHD_Result ret;
 
-	(void)url; /* decoded by the library: ex->path is decoded by microd */
 	if (ex == NULL)
 		return MHD_NO; /* on_target ran out of memory */
 	if (!ex->began) {
@@ -438,7 +555,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ex->start_ns = now_ns();
 		ex->method = method;
 		start_request_id(conn, ex);
-		return on_headers(srv, conn, ex, method, version);
+		/* url: the library's decoding, only looked at for where it
+		 * lies; ex->path is decoded by microd. */
+		return on_headers(srv, conn, ex, method, url, version);
 	}
 	if (*upload_data_size > 0) {
 		ret = on_body(srv, ex, upload_data, *upload_data_size);
@@ -699,8 +818,13 @@ server_start(const struct config *cfg, int listen_fd)
 	    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s, NULL},
 	    {MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	     (intptr_t)cfg->connection_memory, NULL},
-	    /* Refuse what RFC 9112 forbids instead of guessing. */
-	    {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
+	    /*
+	     * The default strictness: level 1 adds only the Host rule (whose
+	     * refusal 0.9.75 sends with its status head twice) and the refusal
+	     * of a space in the target, and src/policy.c applies both itself,
+	     * with problem details; the rules level -1 would add are there too.
+	     */
+	    {MHD_OPTION_STRICT_FOR_CLIENT, 0, NULL},
 	    {MHD_OPTION_END, 0, NULL},
 	};
 

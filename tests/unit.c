@@ -606,7 +606,8 @@ test_policy_names(void)
 	for (size_t i = 0; i < sizeof(name_cases) / sizeof(name_cases[0]);
 	     i++) {
 		const struct name_case *c = &name_cases[i];
-		struct policy_field f[] = {{"Host", "t"}, {c->name, c->value}};
+		struct policy_field f[] = {{"Host", "t", 0},
+		                           {c->name, c->value, 0}};
 		struct policy_framing fr;
 		struct policy_verdict v =
 		    policy_check_head("HTTP/1.1", f, 2, &fr);
@@ -632,23 +633,27 @@ test_policy_framing(void)
 {
 	struct policy_framing fr;
 	struct policy_verdict v;
-	const struct policy_field cl[] = {{"Host", "t"},
-	                                  {"content-length", "42"}};
-	const struct policy_field te[] = {{"Host", "t"},
-	                                  {"Transfer-Encoding", "Chunked"}};
-	const struct policy_field both[] = {{"Host", "t"},
-	                                    {"Content-Length", "4"},
-	                                    {"Transfer-Encoding", "chunked"}};
-	const struct policy_field differ[] = {
-	    {"Host", "t"}, {"Content-Length", "2"}, {"Content-Length", "3"}};
-	const struct policy_field same[] = {
-	    {"Host", "t"}, {"Content-Length", "2"}, {"Content-Length", "2"}};
-	const struct policy_field bad_len[] = {{"Host", "t"},
-	                                       {"Content-Length", "+2"}};
-	const struct policy_field two_te[] = {{"Host", "t"},
-	                                      {"Transfer-Encoding", "chunked"},
-	                                      {"Transfer-Encoding", "chunked"}};
-	const struct policy_field no_value[] = {{"Host", NULL}};
+	const struct policy_field cl[] = {{"Host", "t", 0},
+	                                  {"content-length", "42", 0}};
+	const struct policy_field te[] = {{"Host", "t", 0},
+	                                  {"Transfer-Encoding", "Chunked", 0}};
+	const struct policy_field both[] = {
+	    {"Host", "t", 0},
+	    {"Content-Length", "4", 0},
+	    {"Transfer-Encoding", "chunked", 0}};
+	const struct policy_field differ[] = {{"Host", "t", 0},
+	                                      {"Content-Length", "2", 0},
+	                                      {"Content-Length", "3", 0}};
+	const struct policy_field same[] = {{"Host", "t", 0},
+	                                    {"Content-Length", "2", 0},
+	                                    {"Content-Length", "2", 0}};
+	const struct policy_field bad_len[] = {{"Host", "t", 0},
+	                                       {"Content-Length", "+2", 0}};
+	const struct policy_field two_te[] = {
+	    {"Host", "t", 0},
+	    {"Transfer-Encoding", "chunked", 0},
+	    {"Transfer-Encoding", "chunked", 0}};
+	const struct policy_field no_value[] = {{"Host", NULL, 0}};
 
 	v = policy_check_head("HTTP/1.1", cl, 2, &fr);
 	ok(v.status == 0 && fr.sized && fr.length == 42 && !fr.chunked,
@@ -680,20 +685,92 @@ test_policy_framing(void)
 	ok(v.status == 0 && !fr.sized && !fr.chunked,
 	   "a field with no value is taken as empty");
 	v = policy_check_head("HTTP/1.1", NULL, 0, &fr);
-	is(v.status, 0, "no fields at all: the library's Host rule decides");
+	ok(v.status == 400 &&
+	       strcmp(v.detail, "an HTTP/1.1 request without Host") == 0,
+	   "HTTP/1.1 without Host: %s", v.detail);
+	v = policy_check_head("HTTP/1.0", NULL, 0, &fr);
+	is(v.status, 0, "HTTP/1.0 without Host: accepted");
+}
+
+static const struct host_case {
+	const char *value;
+	int valid;
+} host_cases[] = {
+    {"t", 1},
+    {"", 1},
+    {"example.com:8080", 1},
+    {"127.0.0.1", 1},
+    {"[::1]", 1},
+    {"[::1]:80", 1},
+    {"a%41b", 1},
+    {"x_y~z!$&'()*+,;=", 1},
+    {"a b/c", 0},
+    {"u@t", 0},
+    {"t:8x", 0},
+    {"t:80:80", 0},
+    {"[::1", 0},
+    {"[::1]x", 0},
+    {"a%4", 0},
+    {"a%zz", 0},
+    {"t/x", 0},
+    {"t\x01", 0},
+    {"t\x80", 0},
+    {"t?", 0},
+};
+
+static void
+test_policy_fields(void)
+{
+	struct policy_framing fr;
+	struct policy_verdict v;
+	struct policy_field folded[] = {{"Host", "t", 0},
+	                                {"Content-Length", "35", 1}};
+	struct policy_field cr[] = {{"Host", "t", 0},
+	                            {"X-A", "a\rContent-Length: 5", 0}};
+	struct policy_field ctl[] = {{"Host", "t", 0}, {"X-A", "a\x01\tb", 0}};
+
+	v = policy_check_head("HTTP/1.1", folded, 2, &fr);
+	ok(v.status == 400 &&
+	       strcmp(v.detail,
+	              "obs-fold: a header field continued on the next line") ==
+	           0,
+	   "a field marked folded, even with a good name: %s", v.detail);
+	v = policy_check_trailers(folded + 1, 1);
+	ok(v.status == 400 && strncmp(v.detail, "obs-fold", 8) == 0,
+	   "a folded trailer: %s", v.detail);
+	v = policy_check_head("HTTP/1.1", cr, 2, &fr);
+	ok(v.status == 400 &&
+	       strcmp(v.detail, "a CR in a header field value") == 0,
+	   "a bare CR in a value: %s", v.detail);
+	v = policy_check_head("HTTP/1.1", ctl, 2, &fr);
+	is(v.status, 0,
+	   "other control bytes in a value are kept (escaped "
+	   "when logged)");
+	for (size_t i = 0; i < sizeof(host_cases) / sizeof(host_cases[0]);
+	     i++) {
+		struct policy_field f = {"Host", host_cases[i].value, 0};
+
+		v = policy_check_head("HTTP/1.1", &f, 1, &fr);
+		ok(host_cases[i].valid
+		       ? v.status == 0
+		       : v.status == 400 &&
+		             strcmp(v.detail, "invalid Host header") == 0,
+		   "Host '%s': %s", host_cases[i].value,
+		   v.status == 0 ? "accepted" : v.detail);
+	}
 }
 
 static void
 test_policy_trailers(void)
 {
-	const struct policy_field good[] = {{"X-Checksum", "abc"}};
+	const struct policy_field good[] = {{"X-Checksum", "abc", 0}};
 	const char *const framing[] = {"Content-Length", "transfer-encoding",
 	                               "HOST"};
 	struct policy_verdict v = policy_check_trailers(good, 1);
 
 	is(v.status, 0, "a trailer with a token name: accepted");
 	for (size_t i = 0; i < 3; i++) {
-		struct policy_field f = {framing[i], "5"};
+		struct policy_field f = {framing[i], "5", 0};
 
 		v = policy_check_trailers(&f, 1);
 		ok(v.status == 400 &&
@@ -736,6 +813,12 @@ static const struct target_case {
     {"/a%g0", NULL, "malformed percent-encoding in the request target"},
     {"/x?a=%00", NULL, "a control byte or %00 in the query string"},
     {"/x?a=\x7f", NULL, "a control byte or %00 in the query string"},
+    {"/a b", NULL, "a space in the request target"},
+    {"/a?b c", NULL, "a space in the request target"},
+    {"http://t\x01x/health", NULL, "invalid authority in the request target"},
+    {"http://u@t/health", NULL, "invalid authority in the request target"},
+    {"http:///health", NULL, "invalid authority in the request target"},
+    {"http://[::1]:8080/x", "/x", NULL},
 };
 
 static void
@@ -797,6 +880,7 @@ main(void)
 	test_policy_names();
 	test_policy_framing();
 	test_policy_trailers();
+	test_policy_fields();
 	test_policy_target();
 	return done_testing();
 }
