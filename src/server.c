@@ -297,20 +297,22 @@ head_cut_short(struct MHD_Connection *conn, const char *method, const char *end)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
 	    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	uintptr_t start = (uintptr_t)method, p = (uintptr_t)end, stop;
+	uintptr_t start = (uintptr_t)method, p = (uintptr_t)end;
+	size_t left;
 	int clean = 1;
 
 	if (ci == NULL)
 		return NULL;
-	stop = start + ci->header_size;
-	if (p < start || p > stop)
+	if (p < start || p > start + ci->header_size)
 		return NULL; /* not in one buffer: cannot tell */
-	for (uintptr_t q = p; q < stop; q++)
-		clean &= *(const char *)q == '\0';
-	if (clean && stop - p <= 4)
+	/* In the head's buffer: end[0 .. left) is the rest of the head. */
+	left = start + ci->header_size - p;
+	for (size_t i = 0; i < left; i++)
+		clean &= end[i] == '\0';
+	if (clean && left <= 4)
 		return NULL;
 	/* One NUL, then more of the line: the value had a NUL in it. */
-	if (stop - p >= 2 && *(const char *)(p + 1) != '\0')
+	if (left >= 2 && end[1] != '\0')
 		return "a NUL byte in a header field value";
 	return "a header line that starts with a colon";
 }
