@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -20,6 +21,7 @@
 #include "server.h"
 #include "state.h"
 #include "version.h"
+#include "watchdog.h"
 
 /* How often the drain looks at the in-flight count. */
 #define DRAIN_TICK_NS 5000000L
@@ -60,20 +62,9 @@ struct supervisor {
 	struct notifier notifier;
 	struct server *srv;
 	long long ping_every_ms; /* 0: no watchdog */
-	long long next_ping_ms;
+	struct watchdog *watchdog;
 	long long next_extend_ms;
-	int pool_ok; /* the last self-check passed (logs only changes) */
 };
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* $JOURNAL_STREAM names stderr's device and inode when journald reads it. */
 static int
@@ -123,65 +114,21 @@ signal_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
-/*
- * The watchdog: every half interval, a real GET /health through the worker
- * pool; WATCHDOG=1 only when it succeeded, so a wedged pool stops the pings
- * and the service manager restarts microd.
- */
-static void
-watchdog(struct supervisor *sv)
-{
-	long long now = now_ms();
-	int ok;
-
-	if (sv->ping_every_ms == 0 || now < sv->next_ping_ms)
-		return;
-	sv->next_ping_ms = now + sv->ping_every_ms;
-	ok = server_self_check(sv->srv, (int)sv->ping_every_ms) == 0;
-	if (ok && notify_send(&sv->notifier, "WATCHDOG=1") != 0)
-		log_warn("watchdog: cannot notify the service manager");
-	if (ok != sv->pool_ok)
-		log_msg(ok ? LOG_INFO : LOG_ERROR,
-		        ok ? "watchdog: the worker pool answers again"
-		           : "watchdog: GET /health through the worker pool "
-		             "failed; not pinging the service manager");
-	sv->pool_ok = ok;
-}
-
-/* Waits for a signal up to the next watchdog ping, or forever. */
+/* Waits for a stop signal. */
 static int
-wait_signal(struct supervisor *sv, const sigset_t *sigs)
+wait_signal(const sigset_t *sigs)
 {
-	for (;;) {
-		struct timespec ts;
-		long long left;
-		int sig;
+	int sig;
 
-		if (sv->ping_every_ms == 0) {
-			if (sigwait(sigs, &sig) == 0)
-				return sig;
-			log_error("sigwait failed");
-			return SIGTERM;
-		}
-		left = sv->next_ping_ms - now_ms();
-		if (left < 0)
-			left = 0;
-		ts.tv_sec = (time_t)(left / 1000);
-		ts.tv_nsec = (long)(left % 1000) * 1000000L;
-		sig = sigtimedwait(sigs, NULL, &ts);
-		if (sig > 0)
-			return sig;
-		if (errno != EAGAIN && errno != EINTR) {
-			log_error("sigtimedwait failed: %s", strerror(errno));
-			return SIGTERM;
-		}
-		watchdog(sv);
-	}
+	if (sigwait(sigs, &sig) == 0)
+		return sig;
+	log_error("sigwait failed");
+	return SIGTERM;
 }
 
 /*
- * Sleeps one tick of the drain, keeping the watchdog and the stop timeout
- * fed; a further stop signal ends the process at once.
+ * Sleeps one tick of the drain, keeping the stop timeout fed (the watchdog
+ * feeds itself); a further stop signal ends the process at once.
  */
 static void
 tick(struct supervisor *sv, const sigset_t *sigs)
@@ -195,7 +142,6 @@ tick(struct supervisor *sv, const sigset_t *sigs)
 		log_stop(LOG_LAST_WORDS_MS);
 		_exit(1);
 	}
-	watchdog(sv);
 	if (now_ms() >= sv->next_extend_ms) {
 		sv->next_extend_ms = now_ms() + EXTEND_EVERY_MS;
 		notify_send(&sv->notifier, "EXTEND_TIMEOUT_USEC=%lld",
@@ -292,7 +238,7 @@ int
 main(int argc, char **argv)
 {
 	struct config cfg;
-	struct supervisor sv = {.pool_ok = 1};
+	struct supervisor sv = {.watchdog = NULL};
 	sigset_t sigs;
 	char err[256];
 	int sig, listen_fd;
@@ -385,19 +331,23 @@ main(int argc, char **argv)
 	state_set(STATE_READY);
 	notify_send(&sv.notifier, "READY=1\nSTATUS=serving on %s, %u threads",
 	            server_address(sv.srv), cfg.threads);
-	if (sv.ping_every_ms > 0)
-		log_info("watchdog: GET /health through the pool every %lld ms",
+	if (sv.ping_every_ms > 0) {
+		log_info("watchdog: GET /health through each worker thread "
+		         "every %lld ms",
 		         sv.ping_every_ms);
-	sv.next_ping_ms = now_ms();
+		sv.watchdog =
+		    watchdog_start(sv.srv, &sv.notifier, sv.ping_every_ms);
+	}
 
 	do
-		sig = wait_signal(&sv, &sigs);
+		sig = wait_signal(&sigs);
 	while (sig != SIGTERM && sig != SIGINT);
 
 	log_info("%s: drain delay %u ms, then at most %u ms for requests in "
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
+	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
 	server_stop(sv.srv);
 	state_set(STATE_STOPPED);
 	notify_close(&sv.notifier);

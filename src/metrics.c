@@ -329,6 +329,15 @@ render_process(FILE *f)
 	        m.start_time);
 }
 
+/* Shared: the watchdog thread counts, scrapes read. */
+static atomic_ullong watchdog_checks[3];
+
+void
+metrics_watchdog_check(enum metrics_check result)
+{
+	atomic_fetch_add(&watchdog_checks[result], 1);
+}
+
 char *
 metrics_render(size_t *len)
 {
@@ -354,11 +363,21 @@ metrics_render(size_t *len)
 	        "because stderr was not read fast enough.\n"
 	        "# TYPE microd_log_lines_dropped_total counter\n"
 	        "microd_log_lines_dropped_total %llu\n"
+	        "# HELP microd_watchdog_checks_total Checks of every worker "
+	        "thread by the watchdog, by result: ok, full (refused at the "
+	        "connection limit, counted as alive), failed.\n"
+	        "# TYPE microd_watchdog_checks_total counter\n"
+	        "microd_watchdog_checks_total{result=\"ok\"} %llu\n"
+	        "microd_watchdog_checks_total{result=\"full\"} %llu\n"
+	        "microd_watchdog_checks_total{result=\"failed\"} %llu\n"
 	        "# HELP microd_build_info The running build; always 1.\n"
 	        "# TYPE microd_build_info gauge\n"
 	        "microd_build_info{version=\"",
 	        metrics_in_flight(), metrics_connections(),
-	        state_get() == STATE_READY, log_dropped());
+	        state_get() == STATE_READY, log_dropped(),
+	        atomic_load(&watchdog_checks[METRICS_CHECK_OK]),
+	        atomic_load(&watchdog_checks[METRICS_CHECK_FULL]),
+	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]));
 	put_label(f, MICROD_VERSION);
 	fputs("\",commit=\"", f);
 	put_label(f, MICROD_COMMIT);

@@ -22,6 +22,14 @@ void metrics_request_finished(void);
 unsigned int metrics_connections(void);
 unsigned int metrics_in_flight(void);
 
+/* Counts one check of the pool by the watchdog, by its result. */
+enum metrics_check {
+	METRICS_CHECK_OK,
+	METRICS_CHECK_FULL,
+	METRICS_CHECK_FAILED
+};
+void metrics_watchdog_check(enum metrics_check result);
+
 /* Counts one answered request: route is router_index() or METRICS_UNMATCHED. */
 void metrics_observe(const char *method, size_t route, unsigned int status,
                      long long duration_ns);

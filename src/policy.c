@@ -39,14 +39,21 @@ refuse(unsigned int status, const char *detail)
 	return v;
 }
 
-/* RFC 9110 5.6.2: tchar = "!#$%&'*+-.^_`|~", DIGIT, ALPHA. */
+/* An ASCII letter or digit, or one of extra. */
 static int
-is_tchar(unsigned char c)
+is_alnum_or(unsigned char c, const char *extra)
 {
 	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 	    (c >= '0' && c <= '9'))
 		return 1;
-	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+	return c != '\0' && strchr(extra, c) != NULL;
+}
+
+/* RFC 9110 5.6.2: tchar = "!#$%&'*+-.^_`|~", DIGIT, ALPHA. */
+static int
+is_tchar(unsigned char c)
+{
+	return is_alnum_or(c, "!#$%&'*+-.^_`|~");
 }
 
 static int
@@ -64,10 +71,7 @@ is_token(const char *s)
 static int
 is_host_char(unsigned char c)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9'))
-		return 1;
-	return c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL;
+	return is_alnum_or(c, "-._~!$&'()*+,;=");
 }
 
 static int hex_value(unsigned char c);

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
@@ -53,6 +55,7 @@ struct server {
 	int passed;             /* the listening socket came from systemd */
 	size_t max_body;
 	unsigned int port;
+	unsigned int workers; /* threads libmicrohttpd runs: 1 means no pool */
 	char address[128]; /* as logged: 0.0.0.0:8080, [::1]:80, unix:/run/x */
 	int log_probes;
 	/* Shared with the pool threads. */
@@ -92,16 +95,6 @@ struct exchange {
 	 * room for path. */
 	char target[];
 };
-
-static long long
-now_ns(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* Never written; non-const only because MHD's buffer argument is. */
 static char fallback_500[] =
@@ -807,6 +800,7 @@ server_start(const struct config *cfg, int listen_fd)
 	}
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
+	srv->workers = cfg->threads > 1 ? cfg->threads : 1;
 	srv->log_probes = cfg->log_probes;
 	srv->passed = listen_fd >= 0;
 	atomic_init(&srv->draining, 0);
@@ -991,16 +985,128 @@ out:
 int
 server_self_check(struct server *srv, int timeout_ms)
 {
+	struct pool_check c;
+
+	return server_check_pool(srv, timeout_ms, -1, &c) == 0 &&
+	               c.answered + c.full == c.workers
+	           ? 0
+	           : -1;
+}
+
+/* Most workers the watchdog checks one by one; past that, a sample. */
+#define CHECK_MAX 256
+
+/*
+ * A descriptor for the socket fd whose number is congruent to want modulo
+ * n, so that MHD_add_connection, which starts looking for a worker with room
+ * at fd % n, gives it to worker want. fd itself is closed. -1 on failure.
+ */
+static int
+fd_for_worker(int fd, unsigned int want, unsigned int n)
+{
+	int spare[CHECK_MAX + 1], used = 0, got = fd;
+
+	while (n > 1 && (unsigned int)got % n != want && used <= CHECK_MAX) {
+		int base = got + (int)((want + n - (unsigned int)got % n) % n);
+
+		spare[used++] = got; /* holds its number while we look on */
+		got = fcntl(fd, F_DUPFD_CLOEXEC, base);
+		if (got < 0)
+			break;
+	}
+	for (int i = 0; i < used; i++)
+		if (spare[i] != fd)
+			close(spare[i]);
+	if (got != fd)
+		close(fd);
+	return got >= 0 && (n <= 1 || (unsigned int)got % n == want) ? got : -1;
+}
+
+int
+server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
+                  struct pool_check *out)
+{
 	static const char req[] = "GET /health HTTP/1.1\r\n"
 	                          "Host: watchdog\r\n"
 	                          "User-Agent: microd-watchdog\r\n"
 	                          "Connection: close\r\n\r\n";
-	char buf[512];
+	struct pollfd p[CHECK_MAX + 1];
+	char got[CHECK_MAX][16];
+	size_t have[CHECK_MAX];
+	unsigned int n = srv->workers < CHECK_MAX ? srv->workers : CHECK_MAX;
+	long long deadline = now_ns() / 1000000 + timeout_ms;
+	int waiting = 0, cancelled = 0;
 
-	if (server_exchange(srv, req, sizeof(req) - 1, buf, sizeof(buf),
-	                    timeout_ms) < 0)
-		return -1;
-	return strncmp(buf, "HTTP/1.1 200 ", 13) == 0 ? 0 : -1;
+	memset(out, 0, sizeof(*out));
+	out->workers = n;
+	for (unsigned int i = 0; i < n; i++) {
+		struct sockaddr_un peer = {.sun_family = AF_UNIX};
+		int sv[2];
+
+		p[i].fd = -1;
+		p[i].events = POLLIN;
+		have[i] = 0;
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+			continue; /* counts as not answered */
+		sv[0] = fd_for_worker(sv[0], i, n);
+		if (sv[0] < 0) {
+			close(sv[1]);
+			continue;
+		}
+		/* MHD owns sv[0] from here on, and closes it even on failure.
+		 */
+		errno = 0;
+		if (MHD_add_connection(srv->daemon, sv[0],
+		                       (struct sockaddr *)&peer,
+		                       (socklen_t)sizeof(peer)) != MHD_YES) {
+			/* Every worker at its limit: busy, not wedged. */
+			if (errno == ENFILE)
+				out->full++;
+			close(sv[1]);
+			continue;
+		}
+		if (write_all(sv[1], req, sizeof(req) - 1, deadline) != 0) {
+			close(sv[1]);
+			continue;
+		}
+		shutdown(sv[1], SHUT_WR);
+		p[i].fd = sv[1];
+		waiting++;
+	}
+	p[n].fd = cancel_fd;
+	p[n].events = POLLIN;
+	while (waiting > 0 && !cancelled) {
+		long long left = deadline - now_ns() / 1000000;
+
+		if (left <= 0 || poll(p, n + 1, (int)left) < 0)
+			break;
+		cancelled = p[n].revents != 0;
+		for (unsigned int i = 0; i < n; i++) {
+			ssize_t r;
+
+			if (p[i].fd < 0 || p[i].revents == 0)
+				continue;
+			r = read(p[i].fd, got[i] + have[i],
+			         sizeof(got[i]) - have[i]);
+			if (r > 0)
+				have[i] += (size_t)r;
+			if (r > 0 && have[i] < sizeof(got[i]))
+				continue;
+			if (r < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			/* The head's first bytes, the end, or an error. */
+			if (have[i] >= 13 &&
+			    memcmp(got[i], "HTTP/1.1 200 ", 13) == 0)
+				out->answered++;
+			close(p[i].fd);
+			p[i].fd = -1;
+			waiting--;
+		}
+	}
+	for (unsigned int i = 0; i < n; i++)
+		if (p[i].fd >= 0)
+			close(p[i].fd);
+	return cancelled ? -1 : 0;
 }
 
 unsigned int

@@ -31,10 +31,27 @@ const char *server_address(const struct server *srv);
 ssize_t server_exchange(struct server *srv, const void *req, size_t len,
                         char *out, size_t outlen, int timeout_ms);
 
+/* What one check of the pool found. */
+struct pool_check {
+	unsigned int workers;  /* the worker threads asked */
+	unsigned int answered; /* those that answered 200 in time */
+	unsigned int full;     /* refused: every worker at its limit */
+};
+
 /*
- * GET /health through the pool with server_exchange(): 0 when it answered
- * 200 within timeout_ms, else -1. For the watchdog: a wedged pool fails it.
+ * For the watchdog: a GET /health through each worker thread of the pool at
+ * once (libmicrohttpd hands a socket added with MHD_add_connection to the
+ * worker its number picks, so each gets a socketpair numbered for it). A
+ * connection refused because every worker is at its connection limit counts
+ * in full: the pool is busy, not wedged. Waits up to timeout_ms, or until
+ * cancel_fd (-1: none) is readable. Returns 0 with *out filled, or -1 when
+ * cancelled.
  */
+int server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
+                      struct pool_check *out);
+
+/* server_check_pool() without cancelling: 0 when every worker answered (or
+ * the pool was full), else -1. */
 int server_self_check(struct server *srv, int timeout_ms);
 
 /*

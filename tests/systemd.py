@@ -233,6 +233,47 @@ def test_watchdog():
     th.join(10)
     ok(again is not None and blocked.get("st") == 200, "pings resume once the worker answers again")
     ok(stop(proc) == 0, "and it still stops cleanly")
+
+    # Four workers, one of them blocked: every worker is checked, so the
+    # pings stop within one interval whichever worker the block landed on.
+    proc = subprocess.Popen([HOOKS_BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "4"],
+                            env=env_with(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="400000"), stderr=subprocess.DEVNULL)
+    ready = n.wait_for("READY", 10)
+    port = port_of(ready.get("STATUS") if ready else None)
+    ok(port is not None and pings(n.collect(0.5)), "4 threads: pings flow while every worker answers")
+    th = threading.Thread(target=lambda: blocked.setdefault("st4", http_get(port, "/test/block?ms=3000", 10)))
+    th.start()
+    n.collect(0.4)  # one interval: a ping may be on its way
+    silent = pings(n.collect(1.6))
+    ok(not silent, "one of 4 workers blocked: no WATCHDOG=1 for 1.6 s after one interval (%d seen)" % len(silent))
+    th.join(10)
+    ok(n.wait_for("WATCHDOG", 5) is not None and blocked.get("st4") == 200, "pings resume once it answers")
+    ok(stop(proc) == 0, "and it stops cleanly")
+
+    # A full pool is busy, not wedged: with the connection limit taken by
+    # idle clients the self-check is refused, and the pings go on.
+    log = tempfile.NamedTemporaryFile(prefix="microd-wd-", delete=False)
+    proc = subprocess.Popen([BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "2", "--connection-limit", "2"],
+                            env=env_with(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="400000"), stderr=log)
+    ready = n.wait_for("READY", 10)
+    port = port_of(ready.get("STATUS") if ready else None)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)] if port else []
+    deadline = time.monotonic() + 5
+    full = False
+    while time.monotonic() < deadline and not full:
+        with open(log.name) as f:
+            full = "the pool is at its connection limit" in f.read()
+        time.sleep(0.02)
+    ok(full, "connection limit 2 held by 2 idle clients: the watchdog says the pool is full")
+    got = pings(n.collect(2.0))
+    ok(len(got) >= 7, "and WATCHDOG=1 goes on: %d pings in 2 s at a 400 ms interval" % len(got))
+    for c in idle:
+        c.close()
+    ok(stop(proc) == 0, "and it stops cleanly")
+    with open(log.name) as f:
+        text = f.read()
+    os.unlink(log.name)
+    ok("did not answer" not in text, "no check counted as failed while the pool was full")
     n.close()
 
 
