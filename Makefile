@@ -78,8 +78,9 @@ run: all
 	exec $(BUILD)/microd $(RUN_ARGS)
 
 # Lint, then the whole suite twice: as built, then under ASan + UBSan with
-# leak detection; then the C suites and the hostile table under TSan (the
-# pool runs handlers concurrently).
+# leak detection; then the C suites, the hostile table and the stress tests
+# under TSan (the pool runs handlers concurrently). TSan's own 1 s sleep at
+# exit (atexit_sleep_ms) is turned off: the stress tests time exits.
 check: deps-test
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-progs
@@ -95,7 +96,8 @@ check: deps-test
 	    $(SCRIPT_TESTS)
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan SANITIZE=thread \
 	    test-progs
-	MICROD_BIN=$(BUILD)/tsan/microd TSAN_OPTIONS=halt_on_error=1 \
+	MICROD_BIN=$(BUILD)/tsan/microd \
+	    TSAN_OPTIONS=halt_on_error=1:atexit_sleep_ms=0 \
 	    MICROD_HOOKS_BIN=$(BUILD)/tsan/hooks/microd \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
 	    tests/hostile.py tests/stress.py
