@@ -211,21 +211,22 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		log_info("drained: no request in flight");
 }
 
-/* The limits as libmicrohttpd applies them: each worker's real share. */
+/*
+ * The limits as they apply: each worker thread takes at most its equal share
+ * of the connection limit (server.c caps clients per worker, so the
+ * watchdog always finds room), so a remainder goes unused.
+ */
 static void
 log_limits(const struct config *cfg)
 {
 	unsigned int share = cfg->connection_limit / cfg->threads;
-	unsigned int extra = cfg->connection_limit % cfg->threads;
 	char shares[96];
 
-	if (extra == 0)
+	if (cfg->connection_limit % cfg->threads == 0)
 		snprintf(shares, sizeof(shares), "%u per thread", share);
 	else
-		snprintf(shares, sizeof(shares),
-		         "%u per thread for %u of the threads, %u for the "
-		         "other %u",
-		         share + 1, extra, share, cfg->threads - extra);
+		snprintf(shares, sizeof(shares), "%u per thread, so %u usable",
+		         share, share * cfg->threads);
 	log_info("limits: %u connections (%s), %u per client address%s, idle "
 	         "timeout %u s, %zu bytes per connection (request line + "
 	         "headers)",

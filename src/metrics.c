@@ -331,6 +331,14 @@ render_process(FILE *f)
 
 /* Shared: the watchdog thread counts, scrapes read. */
 static atomic_ullong watchdog_checks[3];
+/* Shared: pool threads count, scrapes read. */
+static atomic_ullong connections_refused;
+
+void
+metrics_connection_refused(void)
+{
+	atomic_fetch_add(&connections_refused, 1);
+}
 
 void
 metrics_watchdog_check(enum metrics_check result)
@@ -363,6 +371,10 @@ metrics_render(size_t *len)
 	        "because stderr was not read fast enough.\n"
 	        "# TYPE microd_log_lines_dropped_total counter\n"
 	        "microd_log_lines_dropped_total %llu\n"
+	        "# HELP microd_connections_refused_total Client connections "
+	        "refused at the connection limit.\n"
+	        "# TYPE microd_connections_refused_total counter\n"
+	        "microd_connections_refused_total %llu\n"
 	        "# HELP microd_watchdog_checks_total Checks of every worker "
 	        "thread by the watchdog, by result: ok, full (refused at the "
 	        "connection limit, counted as alive), failed.\n"
@@ -375,6 +387,7 @@ metrics_render(size_t *len)
 	        "microd_build_info{version=\"",
 	        metrics_in_flight(), metrics_connections(),
 	        state_get() == STATE_READY, log_dropped(),
+	        atomic_load(&connections_refused),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_OK]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FULL]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]));

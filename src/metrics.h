@@ -20,6 +20,8 @@ void metrics_connection_closed(void);
 void metrics_request_started(void);
 void metrics_request_finished(void);
 unsigned int metrics_connections(void);
+/* A client refused at the connection limit. */
+void metrics_connection_refused(void);
 unsigned int metrics_in_flight(void);
 
 /* Counts one check of the pool by the watchdog, by its result. */

@@ -89,7 +89,9 @@ notify_send(const struct notifier *n, const char *fmt, ...)
 	va_end(ap);
 	if (len < 0 || (size_t)len >= sizeof(msg))
 		return -1;
-	if (sendto(n->fd, msg, (size_t)len, MSG_NOSIGNAL,
+	/* Never blocks: a service manager that does not read its socket must
+	 * not stall the watchdog thread or a stop. */
+	if (sendto(n->fd, msg, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT,
 	           (const struct sockaddr *)&n->addr, n->addr_len) != len)
 		return -1;
 	return 0;

@@ -118,6 +118,20 @@ is_authority(const char *s, size_t n)
 	return 1;
 }
 
+/*
+ * The length of a value without its trailing blanks: RFC 9110 5.5 leaves
+ * whitespace around a value out of it, and 0.9.75 strips only the leading.
+ */
+static size_t
+value_len(const char *v)
+{
+	size_t n = strlen(v);
+
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return n;
+}
+
 /* The fields whose meaning frames or routes the message. */
 static const char *const framing_names[] = {"Content-Length",
                                             "Transfer-Encoding", "Host"};
@@ -195,7 +209,7 @@ policy_check_head(const char *version, const struct policy_field *fields,
 			break;
 		case 2:
 			hosts++;
-			if (!is_authority(value, strlen(value)))
+			if (!is_authority(value, value_len(value)))
 				return refuse(400, "invalid Host header");
 			break;
 		default:
@@ -212,6 +226,8 @@ policy_check_head(const char *version, const struct policy_field *fields,
 		return refuse(400, "Content-Length headers that differ");
 	if (encodings > 0 && strcmp(version, "HTTP/1.0") == 0)
 		return refuse(400, "Transfer-Encoding in an HTTP/1.0 request");
+	/* Exactly as libmicrohttpd reads it: "chunked " is not chunked to
+	 * it, so it must not be to the policy either. */
 	if (encodings > 1 ||
 	    (encodings == 1 && strcasecmp(encoding, "chunked") != 0))
 		return refuse(501, "only the chunked transfer coding is "

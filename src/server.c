@@ -58,7 +58,9 @@ struct server {
 	unsigned int workers; /* threads libmicrohttpd runs: 1 means no pool */
 	char address[128]; /* as logged: 0.0.0.0:8080, [::1]:80, unix:/run/x */
 	int log_probes;
+	unsigned int clients_per_worker; /* microd's cap; see INTERNAL_SLOTS */
 	/* Shared with the pool threads. */
+	atomic_ullong refused; /* clients refused at the cap */
 	atomic_bool draining;
 	atomic_uint waiting; /* connections that have not begun a request yet */
 };
@@ -69,8 +71,37 @@ struct server {
  * lock), only that thread touches it.
  */
 struct conn_state {
-	int began; /* a request has begun on it */
+	int began;  /* a request has begun on it */
+	int client; /* counted in client_count: not one of microd's own */
 };
+
+/*
+ * The peer address microd gives the connections it adds itself (the
+ * watchdog's and the fuzz target's socketpairs): an abstract unix name no
+ * real client has, so on_accept and on_connection can tell them apart.
+ */
+static const struct sockaddr_un internal_peer = {
+    .sun_family = AF_UNIX, .sun_path = "\0microd-internal"};
+#define INTERNAL_PEER_LEN                                                      \
+	((socklen_t)(offsetof(struct sockaddr_un, sun_path) + 16))
+
+/*
+ * Connection slots libmicrohttpd keeps per worker beyond microd's own
+ * limit, for the watchdog's checks. 0.9.75 deadlocks a worker that gets a
+ * connection from MHD_add_connection while it is at its limit (in
+ * new_connection_process_ the limit branch never unlocks
+ * cleanup_connection_mutex), and its check of room in MHD_add_connection
+ * races with the worker's own accepts. So microd caps clients itself, below
+ * the library's limit, and the watchdog always finds room.
+ */
+#define INTERNAL_SLOTS 2
+
+/*
+ * Client connections on this worker thread. Only the worker thread that
+ * owns them touches it (on_accept runs in the thread that accepts, and
+ * on_connection in the thread that serves), so it needs no atomics.
+ */
+static _Thread_local unsigned int client_count;
 
 /*
  * Per-request state: created when the request line has been read
@@ -219,6 +250,7 @@ struct field_list {
 	size_t n, cap;
 	const char *last; /* where the last field's value ends */
 	int nul_in_value; /* bytes hide behind a NUL before the last field */
+	uintptr_t head_lo, head_hi; /* for trailers: where the head lies */
 };
 
 /*
@@ -250,7 +282,14 @@ add_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
 {
 	struct field_list *l = cls;
 
-	(void)kind;
+	/*
+	 * A trailer line that arrives in pieces makes 0.9.75 file the head's
+	 * last field again, as a trailer (connection.c, FOOTER_PART_RECEIVED
+	 * with a stale 'last'): a trailer that lies in the head is that.
+	 */
+	if (kind == MHD_FOOTER_KIND && (uintptr_t)key >= l->head_lo &&
+	    (uintptr_t)key < l->head_hi)
+		return MHD_YES;
 	if (l->n == l->cap)
 		return MHD_NO; /* counted beforehand: cannot happen */
 	l->fields[l->n].name = key;
@@ -304,10 +343,10 @@ head_cut_short(struct MHD_Connection *conn, const char *method, const char *end)
 		clean &= end[i] == '\0';
 	if (clean && left <= 4)
 		return NULL;
-	/* One NUL, then more of the line: the value had a NUL in it. */
-	if (left >= 2 && end[1] != '\0')
-		return "a NUL byte in a header field value";
-	return "a header line that starts with a colon";
+	/* A NUL in the last value and a line the library took for the end
+	 * of the head look alike from here. */
+	return "a NUL byte, or a line that starts with a colon, at the end of "
+	       "the header section";
 }
 
 /*
@@ -320,10 +359,16 @@ check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
              struct policy_framing *framing, size_t *count)
 {
 	struct policy_field stack[FIELDS_STACK];
-	struct field_list l = {stack, 0, FIELDS_STACK, NULL, 0};
+	struct field_list l = {stack, 0, FIELDS_STACK, NULL, 0, 0, 0};
 	struct policy_verdict v = {500, "out of memory checking the headers"};
 	int n = MHD_get_connection_values_n(conn, kind, NULL, NULL);
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+	    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 
+	if (kind == MHD_FOOTER_KIND && ci != NULL) {
+		l.head_lo = (uintptr_t)method;
+		l.head_hi = l.head_lo + ci->header_size;
+	}
 	if (n < 0)
 		return v;
 	if ((size_t)n > FIELDS_STACK) {
@@ -468,11 +513,12 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	enum MHD_Result ret;
 	json_error_t jerr;
 	/*
-	 * A trailer section can end early as a head can (a line that starts
-	 * with a colon, see head_cut_short) and nothing tells where: after a
-	 * request with trailers the connection is closed, so whatever follows
-	 * them is never read as a request.
+	 * 0.9.75 ends a trailer section at any line whose first byte becomes
+	 * a NUL (a colon, a NUL), as it ends a head, and nothing tells microd
+	 * where the body really ended: after a chunked request the connection
+	 * is closed, so whatever follows it is never read as a request.
 	 */
+	int close_after = ex->chunked;
 	size_t trailers = 0;
 
 	if (ex->received > srv->max_body)
@@ -487,7 +533,7 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	}
 	if (ex->match != ROUTE_FOUND) {
 		router_reply_unmatched(ex->match, &req, &rep);
-		return send_reply(srv, conn, ex, &rep, trailers > 0);
+		return send_reply(srv, conn, ex, &rep, close_after);
 	}
 	if (ex->route->flags & ROUTE_JSON_BODY) {
 		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
@@ -496,11 +542,11 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 			reply_error(&rep, 400,
 			            "invalid JSON at line %d, column %d: %s",
 			            jerr.line, jerr.column, jerr.text);
-			return send_reply(srv, conn, ex, &rep, trailers > 0);
+			return send_reply(srv, conn, ex, &rep, close_after);
 		}
 	}
 	ex->route->handler(&req, &rep);
-	ret = send_reply(srv, conn, ex, &rep, trailers > 0);
+	ret = send_reply(srv, conn, ex, &rep, close_after);
 	json_decref(req.body);
 	return ret;
 }
@@ -656,6 +702,52 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	metrics_request_finished();
 }
 
+static int
+is_internal(const struct sockaddr *addr, socklen_t len)
+{
+	return addr != NULL && len == INTERNAL_PEER_LEN &&
+	       memcmp(addr, &internal_peer, INTERNAL_PEER_LEN) == 0;
+}
+
+/*
+ * One of microd's own socketpairs. libmicrohttpd keeps a client address of
+ * the length it was given, so only its family is read; a socketpair end has
+ * no name of its own, while a client accepted on a unix listener has the
+ * listener's.
+ */
+static int
+is_own_connection(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ca =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const union MHD_ConnectionInfo *fd =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (ca == NULL || ca->client_addr == NULL ||
+	    ca->client_addr->sa_family != AF_UNIX || fd == NULL)
+		return 0;
+	return getsockname(fd->connect_fd, (struct sockaddr *)&ss, &len) == 0 &&
+	       len <= offsetof(struct sockaddr_un, sun_path);
+}
+
+/*
+ * libmicrohttpd's accept policy, run in the worker thread that accepted:
+ * microd's own connection cap per worker (see INTERNAL_SLOTS).
+ */
+static enum MHD_Result
+on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+	struct server *srv = cls;
+
+	if (is_internal(addr, len) || client_count < srv->clients_per_worker)
+		return MHD_YES;
+	atomic_fetch_add(&srv->refused, 1);
+	metrics_connection_refused();
+	return MHD_NO;
+}
+
 static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
               enum MHD_ConnectionNotificationCode code)
@@ -663,22 +755,34 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 	struct server *srv = cls;
 	struct conn_state *cs;
 
-	(void)conn;
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		int client = !is_own_connection(conn);
+
 		metrics_connection_opened();
 		/* Without it the connection just never counts as waiting. */
 		cs = calloc(1, sizeof(*cs));
-		if (cs != NULL)
+		if (cs != NULL) {
 			atomic_fetch_add(&srv->waiting, 1);
+			cs->client = client;
+			client_count += (unsigned int)client;
+		}
 		*socket_ctx = cs; /* freed below, when the connection closes */
 	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
 		metrics_connection_closed();
 		cs = *socket_ctx;
 		if (cs != NULL && !cs->began)
 			atomic_fetch_sub(&srv->waiting, 1);
+		if (cs != NULL)
+			client_count -= (unsigned int)cs->client;
 		free(cs);
 		*socket_ctx = NULL;
 	}
+}
+
+unsigned long long
+server_refused(const struct server *srv)
+{
+	return atomic_load(&srv->refused);
 }
 
 /*
@@ -691,7 +795,7 @@ static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
-	int tuning;
+	int tuning, saved = errno; /* MHD sets errno, then logs */
 
 	(void)cls;
 	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
@@ -700,6 +804,7 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	tuning = strncmp(msg, "Setting TCP_", 12) == 0 ||
 	         strncmp(msg, "Failed to push the data", 23) == 0;
 	log_msg(tuning ? LOG_DEBUG : LOG_WARN, "%s", msg);
+	errno = saved;
 }
 
 /* srv->address and srv->port from the socket itself. */
@@ -801,15 +906,18 @@ server_start(const struct config *cfg, int listen_fd)
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
 	srv->workers = cfg->threads > 1 ? cfg->threads : 1;
+	srv->clients_per_worker = cfg->connection_limit / srv->workers;
 	srv->log_probes = cfg->log_probes;
 	srv->passed = listen_fd >= 0;
 	atomic_init(&srv->draining, 0);
 	atomic_init(&srv->waiting, 0);
+	atomic_init(&srv->refused, 0);
 
 	/* Limits and strictness, shared by both ways of listening. */
 	struct MHD_OptionItem limits[] = {
 	    {MHD_OPTION_THREAD_POOL_SIZE, cfg->threads, NULL},
-	    {MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL},
+	    {MHD_OPTION_CONNECTION_LIMIT,
+	     cfg->connection_limit + INTERNAL_SLOTS * srv->workers, NULL},
 	    {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit, NULL},
 	    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s, NULL},
 	    {MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -827,7 +935,7 @@ server_start(const struct config *cfg, int listen_fd)
 	if (srv->passed) {
 		/* The socket's family decides; the bind address is unused. */
 		srv->daemon = MHD_start_daemon(
-		    flags, 0, NULL, NULL, on_request, srv,
+		    flags, 0, on_accept, srv, on_request, srv,
 		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 		    MHD_OPTION_URI_LOG_CALLBACK, on_target, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
@@ -836,7 +944,7 @@ server_start(const struct config *cfg, int listen_fd)
 		    on_connection, srv, MHD_OPTION_END);
 	} else if (bind_address(cfg, &ss, &flags) == 0) {
 		srv->daemon = MHD_start_daemon(
-		    flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv,
+		    flags, (uint16_t)cfg->port, on_accept, srv, on_request, srv,
 		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 		    MHD_OPTION_URI_LOG_CALLBACK, on_target, NULL,
 		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -960,7 +1068,6 @@ ssize_t
 server_exchange(struct server *srv, const void *req, size_t len, char *out,
                 size_t outlen, int timeout_ms)
 {
-	struct sockaddr_un peer = {.sun_family = AF_UNIX};
 	long long deadline = now_ns() / 1000000 + timeout_ms;
 	ssize_t got = -1;
 	int sv[2];
@@ -969,8 +1076,9 @@ server_exchange(struct server *srv, const void *req, size_t len, char *out,
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 		return -1;
 	/* MHD owns sv[0] from here on, and closes it even on failure. */
-	if (MHD_add_connection(srv->daemon, sv[0], (struct sockaddr *)&peer,
-	                       (socklen_t)sizeof(peer)) != MHD_YES)
+	if (MHD_add_connection(srv->daemon, sv[0],
+	                       (const struct sockaddr *)&internal_peer,
+	                       INTERNAL_PEER_LEN) != MHD_YES)
 		goto out;
 	/* A refused request may be answered and closed before it is all
 	 * written: what was answered still counts. */
@@ -1040,7 +1148,6 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 	memset(out, 0, sizeof(*out));
 	out->workers = n;
 	for (unsigned int i = 0; i < n; i++) {
-		struct sockaddr_un peer = {.sun_family = AF_UNIX};
 		int sv[2];
 
 		p[i].fd = -1;
@@ -1057,8 +1164,8 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 		 */
 		errno = 0;
 		if (MHD_add_connection(srv->daemon, sv[0],
-		                       (struct sockaddr *)&peer,
-		                       (socklen_t)sizeof(peer)) != MHD_YES) {
+		                       (const struct sockaddr *)&internal_peer,
+		                       INTERNAL_PEER_LEN) != MHD_YES) {
 			/* Every worker at its limit: busy, not wedged. */
 			if (errno == ENFILE)
 				out->full++;

@@ -73,6 +73,10 @@ unsigned int server_connections(const struct server *srv);
  */
 unsigned int server_waiting(const struct server *srv);
 
+/* Client connections refused because their worker was at its share of the
+ * connection limit, since start. */
+unsigned long long server_refused(const struct server *srv);
+
 /* libmicrohttpd's version, as the library loaded at run time reports it. */
 const char *server_library_version(void);
 

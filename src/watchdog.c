@@ -48,6 +48,7 @@ run(void *arg)
 {
 	struct watchdog *wd = arg;
 	int was_ok = 1, was_full = 0;
+	unsigned long long refused = server_refused(wd->srv);
 
 	for (;;) {
 		long long start = now_ms();
@@ -58,7 +59,10 @@ run(void *arg)
 		                      &c) != 0)
 			break;
 		ok = c.answered + c.full == c.workers;
-		full = c.full > 0;
+		/* Clients refused at the connection limit since the last
+		 * round: busy, which is not wedged. */
+		full = c.full > 0 || server_refused(wd->srv) != refused;
+		refused = server_refused(wd->srv);
 		metrics_watchdog_check(!ok    ? METRICS_CHECK_FAILED
 		                       : full ? METRICS_CHECK_FULL
 		                              : METRICS_CHECK_OK);
@@ -74,13 +78,13 @@ run(void *arg)
 			         "service manager",
 			    c.workers - c.answered - c.full, c.workers);
 		if (full != was_full)
-			log_msg(
-			    full ? LOG_WARN : LOG_INFO,
-			    full ? "watchdog: the pool is at its connection "
-			           "limit; counted as alive, new connections "
-			           "are refused"
-			         : "watchdog: the pool has room for "
-			           "connections again");
+			log_msg(full ? LOG_WARN : LOG_INFO,
+			        full
+			            ? "watchdog: the pool is at its connection "
+			              "limit and refuses new connections; it "
+			              "still answers, so it counts as alive"
+			            : "watchdog: the pool has room for "
+			              "connections again");
 		was_ok = ok;
 		was_full = full;
 		if (stopped_before(wd, start + wd->every_ms))

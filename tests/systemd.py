@@ -258,13 +258,21 @@ def test_watchdog():
     ready = n.wait_for("READY", 10)
     port = port_of(ready.get("STATUS") if ready else None)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)] if port else []
+    # A third client is refused: closed at once, with nothing sent.
     deadline = time.monotonic() + 5
-    full = False
+    refused = full = False
     while time.monotonic() < deadline and not full:
+        try:
+            extra = socket.create_connection(("127.0.0.1", port), timeout=2)
+            extra.settimeout(2)
+            refused = extra.recv(1) == b""
+            extra.close()
+        except OSError:
+            refused = True
         with open(log.name) as f:
             full = "the pool is at its connection limit" in f.read()
-        time.sleep(0.02)
-    ok(full, "connection limit 2 held by 2 idle clients: the watchdog says the pool is full")
+        time.sleep(0.05)  # paces the attempts; not a synchronisation
+    ok(refused and full, "connection limit 2 held by 2 idle clients: a third is refused, and the watchdog says so")
     got = pings(n.collect(2.0))
     ok(len(got) >= 7, "and WATCHDOG=1 goes on: %d pings in 2 s at a 400 ms interval" % len(got))
     for c in idle:
