@@ -95,6 +95,17 @@ parse_size(const char *s, uintmax_t min, uintmax_t max, uintmax_t *out)
 }
 
 static int
+parse_body_budget(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (parse_size(s, (uintmax_t)64 << 10, (uintmax_t)4 << 30, &v) != 0)
+		return -1;
+	cfg->body_budget = (size_t)v;
+	return 0;
+}
+
+static int
 parse_max_body(struct config *cfg, const char *s)
 {
 	uintmax_t v;
@@ -260,6 +271,12 @@ static const struct option options[] = {
      "a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
      "largest request body accepted; larger gets 413 (default 1m)",
      parse_max_body},
+    {"body-budget", "MICROD_BODY_BUDGET", NULL, "BYTES",
+     "a size from 64k to 4g, at least --max-body",
+     "request-body bytes buffered at once over all connections; a body "
+     "that would pass it gets 503 with Retry-After before it is read "
+     "(default 8m, or twice --max-body if that is more)",
+     parse_body_budget},
     {"event-loop", "MICROD_EVENT_LOOP", NULL, "LOOP", "poll or epoll",
      "how each thread waits for its connections: poll (default) never "
      "stalls but costs more per idle connection; epoll suits many idle "
@@ -321,6 +338,7 @@ set_defaults(struct config *cfg)
 	cfg->port = 8080;
 	cfg->threads = cpus < 1 ? 1 : cpus > 256 ? 256 : (unsigned int)cpus;
 	cfg->max_body = (size_t)1 << 20;
+	cfg->body_budget = 0; /* decided once --max-body is known */
 	cfg->event_loop = EVENT_LOOP_POLL;
 	cfg->connection_limit = 10000;
 	cfg->per_ip_limit = 0;
@@ -416,6 +434,17 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		}
 		if (opt->parse(cfg, value) != 0)
 			return bad_value(err, errlen, flag, value, opt);
+	}
+	if (cfg->body_budget == 0) {
+		cfg->body_budget = (size_t)8 << 20;
+		if (cfg->body_budget < 2 * cfg->max_body)
+			cfg->body_budget = 2 * cfg->max_body;
+	} else if (cfg->body_budget < cfg->max_body) {
+		snprintf(err, errlen,
+		         "--body-budget (%zu bytes) is below --max-body (%zu "
+		         "bytes): no body of the largest size could be read",
+		         cfg->body_budget, cfg->max_body);
+		return CONFIG_ERROR;
 	}
 	return CONFIG_RUN;
 }

@@ -13,6 +13,7 @@ struct config {
 	unsigned int port;    /* 0 asks the kernel for a free port */
 	unsigned int threads; /* libmicrohttpd pool size */
 	size_t max_body;      /* bytes */
+	size_t body_budget;   /* body bytes buffered at once, all connections */
 	enum event_loop event_loop;
 	unsigned int connection_limit; /* open connections, all threads */
 	unsigned int per_ip_limit;     /* 0: none */

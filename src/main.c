@@ -114,16 +114,26 @@ signal_name(int sig)
 	return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "signal";
 }
 
-/* Waits for a stop signal. */
-static int
-wait_signal(const sigset_t *sigs)
-{
-	int sig;
+/* How often the main thread looks whether memory can go back (server_trim). */
+#define TRIM_EVERY_S 1
 
-	if (sigwait(sigs, &sig) == 0)
-		return sig;
-	log_error("sigwait failed");
-	return SIGTERM;
+/* Waits for a stop signal, trimming memory now and then. */
+static int
+wait_signal(struct server *srv, const sigset_t *sigs)
+{
+	const struct timespec ts = {TRIM_EVERY_S, 0};
+
+	for (;;) {
+		int sig = sigtimedwait(sigs, NULL, &ts);
+
+		if (sig > 0)
+			return sig;
+		if (errno != EAGAIN && errno != EINTR) {
+			log_error("sigtimedwait failed: %s", strerror(errno));
+			return SIGTERM;
+		}
+		server_trim(srv);
+	}
 }
 
 /*
@@ -314,11 +324,11 @@ main(int argc, char **argv)
 		         cfg.connection_limit);
 		cfg.threads = cfg.connection_limit;
 	}
-	log_info("microd %s: %u threads (%s), max body %zu bytes, shutdown "
-	         "timeout %u ms",
+	log_info("microd %s: %u threads (%s), max body %zu bytes, body "
+	         "budget %zu bytes, shutdown timeout %u ms",
 	         MICROD_VERSION, cfg.threads,
 	         cfg.event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
-	         cfg.max_body, cfg.shutdown_timeout_ms);
+	         cfg.max_body, cfg.body_budget, cfg.shutdown_timeout_ms);
 	log_limits(&cfg);
 	raise_fd_limit(cfg.connection_limit);
 	sv.srv = server_start(&cfg, listen_fd);
@@ -341,7 +351,7 @@ main(int argc, char **argv)
 	}
 
 	do
-		sig = wait_signal(&sigs);
+		sig = wait_signal(sv.srv, &sigs);
 	while (sig != SIGTERM && sig != SIGINT);
 
 	log_info("%s: drain delay %u ms, then at most %u ms for requests in "

@@ -74,10 +74,12 @@ metrics_init(void)
 	return 0;
 }
 
-void
+unsigned int
 metrics_connection_opened(void)
 {
-	atomic_fetch_add_explicit(&m.connections, 1, memory_order_relaxed);
+	return atomic_fetch_add_explicit(&m.connections, 1,
+	                                 memory_order_relaxed) +
+	       1;
 }
 
 void

@@ -15,7 +15,8 @@
 int metrics_init(void);
 
 /* Gauges, moved by the server as connections and requests come and go. */
-void metrics_connection_opened(void);
+/* Returns the count with this one. */
+unsigned int metrics_connection_opened(void);
 void metrics_connection_closed(void);
 void metrics_request_started(void);
 void metrics_request_finished(void);

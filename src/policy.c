@@ -350,3 +350,31 @@ policy_decode_target(const char *target, char *path, size_t len)
 	}
 	return accept;
 }
+
+struct policy_verdict
+policy_json_cost(const char *body, size_t len)
+{
+	size_t values = 0, allowed = 64 + len / POLICY_JSON_BYTES_PER_VALUE;
+	int in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = body[i];
+
+		if (in_str) {
+			if (ch == '\\')
+				i++; /* the escaped byte cannot end the string
+				      */
+			else if (ch == '"')
+				in_str = 0;
+			continue;
+		}
+		if (ch == '"')
+			in_str = 1;
+		else if (ch == ',' || ch == ':' || ch == '[' || ch == '{')
+			values++;
+	}
+	if (values > allowed)
+		return refuse(413, "the JSON body holds more values than its "
+		                   "size allows (one per 8 bytes, plus 64)");
+	return accept;
+}

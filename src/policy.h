@@ -59,6 +59,16 @@ struct policy_verdict policy_check_trailers(const struct policy_field *fields,
 struct policy_verdict policy_decode_target(const char *target, char *path,
                                            size_t len);
 
+/*
+ * What parsing a JSON body of len bytes may cost: at most 64 values plus one
+ * per POLICY_JSON_BYTES_PER_VALUE bytes. jansson keeps about 48 bytes per
+ * value, so a body of "[0,0,0,...]" (a value every 2 bytes) would cost 24
+ * times its size. Counts values without parsing (commas, colons and
+ * openings outside strings); 0 within the bound, else 413 with a detail.
+ */
+#define POLICY_JSON_BYTES_PER_VALUE 8
+struct policy_verdict policy_json_cost(const char *body, size_t len);
+
 /* The end of the path in a raw target: its '?' or its NUL. */
 const char *policy_target_path_end(const char *target);
 

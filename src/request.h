@@ -19,9 +19,10 @@ struct request {
 
 struct reply {
 	unsigned int status;
-	json_t *body;   /* owned by the reply */
-	int problem;    /* body is RFC 9457 problem details */
-	char allow[32]; /* Allow header for a 405, else empty */
+	json_t *body;             /* owned by the reply */
+	int problem;              /* body is RFC 9457 problem details */
+	char allow[32];           /* Allow header for a 405, else empty */
+	unsigned int retry_after; /* seconds for Retry-After; 0: none */
 	/* A non-JSON body (the metrics text) instead of body; owned. */
 	char *text;
 	size_t text_len;

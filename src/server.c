@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -36,6 +39,12 @@
  */
 #define DISCARD_MIN ((size_t)64 << 10)
 
+/* A body this large, once freed, asks for malloc_trim. */
+#define TRIM_AFTER ((size_t)64 << 10)
+
+/* A fall of this many connections from their peak asks for it too. */
+#define TRIM_CONNECTIONS 256
+
 /* Header fields checked from the stack; a request with more uses the heap. */
 #define FIELDS_STACK 32
 
@@ -61,6 +70,10 @@ struct server {
 	unsigned int clients_per_worker; /* microd's cap; see INTERNAL_SLOTS */
 	/* Shared with the pool threads. */
 	atomic_ullong refused; /* clients refused at the cap */
+	size_t body_budget;
+	atomic_size_t body_bytes; /* reserved by buffered bodies */
+	atomic_bool trim_wanted;  /* a large body was freed */
+	atomic_uint peak_conns;   /* most connections since the last trim */
 	atomic_bool draining;
 	atomic_uint waiting; /* connections that have not begun a request yet */
 };
@@ -113,6 +126,8 @@ struct exchange {
 	const struct route *route;
 	enum route_match match;
 	int chunked;     /* the body is chunked: it may carry trailers */
+	size_t reserved; /* of the body budget, released in on_completed */
+	int over_budget; /* the budget ran out while a chunked body came */
 	size_t received; /* body bytes seen so far */
 	char *body;      /* buffered body, for routes that take one */
 	size_t len, cap;
@@ -204,6 +219,14 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	    MHD_add_response_header(resp, "X-Request-Id", ex->request_id) !=
 	        MHD_YES)
 		goto out;
+	if (rep->retry_after > 0) {
+		char secs[16];
+
+		snprintf(secs, sizeof(secs), "%u", rep->retry_after);
+		if (MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
+		                            secs) != MHD_YES)
+			goto out;
+	}
 	if (rep->allow[0] != '\0' &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) !=
 	        MHD_YES)
@@ -408,6 +431,35 @@ check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
  * calls for.
  */
 /*
+ * Takes n more bytes of the process-wide body budget for ex; 0, or -1 when
+ * they would pass it (nothing is taken then).
+ */
+static int
+reserve_body(struct server *srv, struct exchange *ex, size_t n)
+{
+	size_t cur = atomic_load(&srv->body_bytes);
+
+	do {
+		if (n > srv->body_budget || cur > srv->body_budget - n)
+			return -1;
+	} while (
+	    !atomic_compare_exchange_weak(&srv->body_bytes, &cur, cur + n));
+	ex->reserved += n;
+	return 0;
+}
+
+static enum MHD_Result
+send_busy(struct server *srv, struct MHD_Connection *conn, struct exchange *ex)
+{
+	struct reply rep = {0};
+
+	reply_error(&rep, 503,
+	            "too many request bodies are being read at once; retry");
+	rep.retry_after = 1;
+	return send_reply(srv, conn, ex, &rep, 1);
+}
+
+/*
  * libmicrohttpd 0.9.75 ends the target string at a raw NUL. In place, the
  * target runs from url to the space before version; when the string is
  * shorter than that, the client sent a NUL in it.
@@ -450,6 +502,11 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return send_error(srv, conn, ex, 415, 1,
 		                  "the request body must be application/json");
+	/* A body that will be buffered takes its share of the budget now,
+	 * before any of it is read; a chunked one as it grows. */
+	if (ex->match == ROUTE_FOUND && (ex->route->flags & ROUTE_JSON_BODY) &&
+	    f.sized && f.length > 0 && reserve_body(srv, ex, f.length) != 0)
+		return send_busy(srv, conn, ex);
 	if (ex->match != ROUTE_FOUND && (f.chunked || f.length > 0)) {
 		struct request req = {.method = method, .path = ex->path};
 		struct reply rep = {0};
@@ -479,7 +536,8 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 		         __func__, budget);
 		return MHD_NO;
 	}
-	if (ex->match != ROUTE_FOUND || !(ex->route->flags & ROUTE_JSON_BODY))
+	if (ex->match != ROUTE_FOUND || !(ex->route->flags & ROUTE_JSON_BODY) ||
+	    ex->over_budget)
 		return MHD_YES; /* read and dropped */
 	if (ex->len + size > ex->cap) {
 		size_t cap = ex->cap == 0 ? 4096 : ex->cap;
@@ -489,6 +547,15 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 			cap *= 2;
 		if (cap > srv->max_body)
 			cap = srv->max_body;
+		/* A sized body reserved all of it up front. */
+		if (cap > ex->reserved &&
+		    reserve_body(srv, ex, cap - ex->reserved) != 0) {
+			free(ex->body); /* a 503 comes at the end */
+			ex->body = NULL;
+			ex->len = ex->cap = 0;
+			ex->over_budget = 1;
+			return MHD_YES;
+		}
 		p = realloc(ex->body, cap);
 		if (p == NULL)
 			return MHD_NO;
@@ -535,7 +602,14 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 		router_reply_unmatched(ex->match, &req, &rep);
 		return send_reply(srv, conn, ex, &rep, close_after);
 	}
+	if (ex->over_budget)
+		return send_busy(srv, conn, ex);
 	if (ex->route->flags & ROUTE_JSON_BODY) {
+		struct policy_verdict v = policy_json_cost(ex->body, ex->len);
+
+		if (v.status != 0)
+			return send_error(srv, conn, ex, v.status, close_after,
+			                  v.detail);
 		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
 		                      JSON_DECODE_ANY, &jerr);
 		if (req.body == NULL) {
@@ -697,6 +771,13 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	      ex->status < 400 && !srv->log_probes))
 		log_request(conn, ex, took);
 	free(ex->body);
+	if (ex->reserved > 0) {
+		atomic_fetch_sub(&srv->body_bytes, ex->reserved);
+		/* glibc keeps what a large body freed: let the main thread
+		 * hand it back (server_trim). */
+		if (ex->reserved >= TRIM_AFTER)
+			atomic_store(&srv->trim_wanted, 1);
+	}
 	free(ex);
 	*req_cls = NULL;
 	metrics_request_finished();
@@ -758,7 +839,12 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		int client = !is_own_connection(conn);
 
-		metrics_connection_opened();
+		unsigned int now = metrics_connection_opened();
+		unsigned int peak = atomic_load(&srv->peak_conns);
+
+		while (now > peak && !atomic_compare_exchange_weak(
+		                         &srv->peak_conns, &peak, now))
+			;
 		/* Without it the connection just never counts as waiting. */
 		cs = calloc(1, sizeof(*cs));
 		if (cs != NULL) {
@@ -777,6 +863,20 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		free(cs);
 		*socket_ctx = NULL;
 	}
+}
+
+void
+server_trim(struct server *srv)
+{
+	unsigned int now = metrics_connections();
+	int burst = atomic_load(&srv->peak_conns) >= now + TRIM_CONNECTIONS;
+
+	if (!atomic_exchange(&srv->trim_wanted, 0) && !burst)
+		return;
+	atomic_store(&srv->peak_conns, now);
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
 }
 
 unsigned long long
@@ -905,6 +1005,10 @@ server_start(const struct config *cfg, int listen_fd)
 	}
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
+	srv->body_budget = cfg->body_budget;
+	atomic_init(&srv->body_bytes, 0);
+	atomic_init(&srv->trim_wanted, 0);
+	atomic_init(&srv->peak_conns, 0);
 	srv->workers = cfg->threads > 1 ? cfg->threads : 1;
 	srv->clients_per_worker = cfg->connection_limit / srv->workers;
 	srv->log_probes = cfg->log_probes;

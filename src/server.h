@@ -73,6 +73,13 @@ unsigned int server_connections(const struct server *srv);
  */
 unsigned int server_waiting(const struct server *srv);
 
+/*
+ * Hands memory glibc keeps after large bodies or a burst of connections back
+ * to the system (malloc_trim), when there was such; cheap otherwise. For the
+ * main thread, about once a second.
+ */
+void server_trim(struct server *srv);
+
 /* Client connections refused because their worker was at its share of the
  * connection limit, since start. */
 unsigned long long server_refused(const struct server *srv);

@@ -245,11 +245,17 @@ CASES = [
      "closed", "mhd", None),
     ("4 KiB of random bytes", bytes(rng.randrange(256) for _ in range(4096)), "closed", "mhd", None),
     ("truncated JSON", echo(b'{"a":[1,2'), 400, "microd", "invalid JSON at line 1"),
-    ("100,000-deep nesting", echo(b"[" * 100000 + b"]" * 100000), 400, "microd", "maximum parsing depth reached"),
+    ("100,000-deep nesting", echo(b"[" * 100000 + b"]" * 100000), 413, "microd",
+     "the JSON body holds more values than its size allows (one per 8 bytes, plus 64)"),
+    # Deeper than jansson's 2048 levels, padded to pass the value bound.
+    ("2,100-deep nesting", echo(b"[" * 2100 + b" " * 20000 + b"]" * 2100), 400, "microd",
+     "maximum parsing depth reached"),
     ("an integer beyond 64 bits", echo(b"[123456789012345678901234567890]"), 400, "microd", "too big integer"),
     ("a real beyond double", echo(b"[1e999]"), 400, "microd", "real number overflow"),
     ("invalid UTF-8 in a string", echo(b'["\xff\xfe"]'), 400, "microd", "unable to decode byte"),
     ("a UTF-8 byte-order mark", echo(b'\xef\xbb\xbf{"a":1}'), 400, "microd", "invalid token"),
+    ("a JSON body denser than one value per 8 bytes", echo(b"[" + b"0," * 1000 + b"0]"), 413, "microd",
+     "the JSON body holds more values than its size allows (one per 8 bytes, plus 64)"),
     ("wrong Content-Type", echo(b'{"a":1}', b"text/plain"), 415, "microd",
      "the request body must be application/json"),
 ]
@@ -260,7 +266,7 @@ MHD_HEAD_TWICE = {"non-numeric Content-Length", "negative Content-Length", "Cont
 
 # The JSON errors are about a body that was read whole: the connection
 # stays open after them (415 is refused before the body, and closes).
-JSON_ERRORS = {"truncated JSON", "100,000-deep nesting", "an integer beyond 64 bits", "a real beyond double",
+JSON_ERRORS = {"a JSON body denser than one value per 8 bytes", "2,100-deep nesting", "truncated JSON", "100,000-deep nesting", "an integer beyond 64 bits", "a real beyond double",
                "invalid UTF-8 in a string", "a UTF-8 byte-order mark"}
 
 # Every refusal of a head is followed by a closed connection: what follows a

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -19,7 +20,7 @@ import threading
 import time
 
 from server import BIN
-from tap import done, ok
+from tap import done, ok, skip
 
 F_SETPIPE_SZ = 1031
 
@@ -235,7 +236,145 @@ def test_second_signal():
        % (status, took * 1000))
 
 
+def rss(proc, key="VmRSS"):
+    with open("/proc/%d/status" % proc.pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def sanitized():
+    with open(BIN, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data
+
+
+def settle(proc, bound_kib, seconds=5):
+    """Polls RSS until it is at most bound_kib or seconds pass; the last."""
+    deadline = time.monotonic() + seconds
+    now = rss(proc)
+    while now is not None and now > bound_kib and time.monotonic() < deadline:
+        time.sleep(0.05)  # polls a value that has no event; bounded by the deadline
+        now = rss(proc)
+    return now
+
+
+def test_memory_budget():
+    # Defaults: --max-body 1m, --body-budget 8m. 16 bodies of 1 MiB at once
+    # against 2 threads: 8 fit in the budget, 8 get 503 before their body.
+    proc, port, r, _ = start(["--threads", "2"])
+    if not ok(port is not None, "microd starts for the memory test"):
+        proc.kill()
+        return
+    reader = threading.Thread(target=read_all, args=(r,), daemon=True)
+    reader.start()
+    idle = rss(proc)
+    body = b"[" + b"1234567," * (131072 - 2) + b"1234567]"
+    head = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body))
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
+    for s in socks:
+        s.sendall(head + body[:1000])
+    answered = {}
+    deadline = time.monotonic() + 10
+    while len(answered) < 8 and time.monotonic() < deadline:
+        ready = select.select([s for s in socks if s not in answered], [], [], 0.5)[0]
+        for s in ready:
+            got = b""
+            while not got.endswith(b"}\n"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+            answered[s] = got
+    busy = [g for g in answered.values() if g.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in g
+            and b'"detail":"too many request bodies are being read at once; retry"' in g]
+    ok(len(answered) == 8 and len(busy) == 8,
+       "16 bodies of 1 MiB at once, 8 MiB budget: 8 get 503 + Retry-After before their body (%d of %d)"
+       % (len(busy), len(answered)))
+    served = 0
+    for s in socks:
+        if s in answered:
+            s.close()
+            continue
+        s.sendall(body[1000:])
+        got = b""
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            got += b
+        s.close()
+        served += got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"1234567]\n")
+    ok(served == 8, "the 8 within the budget are echoed whole (%d)" % served)
+    # 16 bodies of 1 MiB at once that would cost jansson 24 times their size
+    # ("[0,0,...]": 55 MB of RSS for 8 of them on 2 threads before the
+    # parse-cost bound): each is refused, none parsed.
+    dense = b"[" + b"0," * (512 * 1024 - 2) + b"0]"
+    results = []
+
+    def send_dense():
+        try:
+            results.append(post(port, dense)[0])
+        except OSError:
+            results.append(None)
+
+    threads = [threading.Thread(target=send_dense) for _ in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    ok(len(results) == 16 and all(st in (413, 503) for st in results),
+       "16 dense 1 MiB bodies at once: each refused, 413 or 503 (%s)" % sorted(map(str, results)))
+    peak = rss(proc, "VmHWM")
+    if sanitized():
+        skip("RSS bounds: a sanitizer build's RSS is the sanitizer's", 3)
+    else:
+        ok(peak < 32 << 10, "peak RSS %d KiB (idle %d KiB) < 32 MiB" % (peak, idle))
+        after = settle(proc, idle + (4 << 10))
+        ok(after <= idle + (4 << 10), "RSS after the burst falls back to %d KiB (<= idle + 4 MiB)" % after)
+        # A burst of 2,000 keep-alive connections, each served once.
+        conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(2000)]
+        for c in conns:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        for c in conns:
+            c.recv(4096)
+        during = rss(proc)
+        for c in conns:
+            c.close()
+        after = settle(proc, idle + (4 << 10))
+        ok(after <= idle + (4 << 10), "2,000 connections (%d KiB) closed: RSS falls back to %d KiB (<= idle + 4 MiB)"
+           % (during, after))
+    # Parse cost: a value every 2 bytes is refused before jansson sees it.
+    dense = b"[" + b"0," * 5000 + b"0]"
+    st, body_got, _ = post(port, dense)
+    ok(st == 413 and b"more values than its size allows" in body_got, "a body of a value every 2 bytes: 413 (%s)" % st)
+    ok(proc.poll() is None, "no crash")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    os.close(r)
+
+
+def post(port, body):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+              b"Connection: close\r\n\r\n" % len(body) + body)
+    got = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    s.close()
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", got)
+    return (int(m.group(1)) if m else None), got.partition(b"\r\n\r\n")[2], got
+
+
 def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    test_memory_budget()
     test_blocked_stderr()
     test_long_lines()
     test_second_signal()

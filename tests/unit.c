@@ -246,6 +246,18 @@ test_config(void)
 	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
 	is(cfg.log_probes, 1, "MICROD_LOG_PROBES=Yes: any case");
 	unsetenv("MICROD_LOG_PROBES");
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	is(cfg.body_budget, 8 << 20, "default body budget 8 MiB");
+	PARSE(&cfg, "--max-body", "16m");
+	is(cfg.body_budget, 32 << 20, "or twice a larger --max-body");
+	PARSE(&cfg, "--body-budget", "64k", "--max-body", "64k");
+	is(cfg.body_budget, 64 << 10, "--body-budget 64k");
+	is(PARSE(&cfg, "--body-budget", "1m", "--max-body", "2m"), CONFIG_ERROR,
+	   "a budget below --max-body is refused");
+	ok(strstr(err, "--body-budget") != NULL && strstr(err, "--max-body"),
+	   "naming both: %s", err);
+	is(PARSE(&cfg, "--body-budget", "32k"), CONFIG_ERROR,
+	   "a budget below 64k is refused");
 	is(PARSE(&cfg, "--porty", "1"), CONFIG_ERROR,
 	   "a flag that only starts like one");
 	is(PARSE(&cfg, "extra"), CONFIG_ERROR, "a stray argument");
@@ -846,6 +858,40 @@ test_policy_target(void)
 }
 
 static void
+test_policy_json_cost(void)
+{
+	static const char ok_body[] = "{\"name\":\"microd\",\"tags\":[1,2]}";
+	char dense[4096], strings[4096];
+	struct policy_verdict v;
+
+	v = policy_json_cost(ok_body, strlen(ok_body));
+	is(v.status, 0, "a small object: accepted (64 values free)");
+	memset(dense, 0, sizeof(dense));
+	dense[0] = '[';
+	for (size_t i = 1; i + 2 < sizeof(dense); i += 2) {
+		dense[i] = '0';
+		dense[i + 1] = ',';
+	}
+	v = policy_json_cost(dense, sizeof(dense) - 2);
+	ok(v.status == 413 &&
+	       strstr(v.detail, "more values than its size allows") != NULL,
+	   "a value every 2 bytes over 4 KiB: 413 %s", v.detail);
+	v = policy_json_cost(dense, 128);
+	is(v.status, 0, "the same density within the 64 free values");
+	/* Commas inside strings are no values; an escaped quote does not
+	 * end the string. */
+	memset(strings, ',', sizeof(strings));
+	strings[0] = '[';
+	strings[1] = '"';
+	strings[2] = '\\';
+	strings[3] = '"';
+	strings[sizeof(strings) - 2] = '"';
+	strings[sizeof(strings) - 1] = ']';
+	v = policy_json_cost(strings, sizeof(strings));
+	is(v.status, 0, "4 KiB of commas inside one string: accepted");
+}
+
+static void
 test_number(void)
 {
 	uintmax_t v = 7;
@@ -881,6 +927,7 @@ main(void)
 	test_policy_framing();
 	test_policy_trailers();
 	test_policy_fields();
+	test_policy_json_cost();
 	test_policy_target();
 	return done_testing();
 }
