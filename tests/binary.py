@@ -18,7 +18,25 @@ def readelf(*args):
                           check=True).stdout
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def documented():
+    """Every flag and variable --help names is in README.md and microd.8."""
+    helptext = subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
+    flags = sorted(set(re.findall(r"^  (--[a-z-]+)", helptext, re.M)))
+    names = sorted(set(re.findall(r"env: (MICROD_[A-Z_]+)", helptext)))
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, "dist/microd.8")) as f:
+        man = f.read().replace("\\-", "-")
+    missing = [x for x in flags + names if x not in readme or x not in man]
+    ok(len(flags) >= 15 and not missing, "all %d flags and %d variables of --help are in README.md and microd.8%s"
+       % (len(flags), len(names), " (missing: %s)" % ", ".join(missing) if missing else ""))
+
+
 def main():
+    documented()
     if "/sanitize/" in BIN or "/tsan/" in BIN:
         skip("a sanitizer build is not hardened the same way", CHECKS)
         return done()
