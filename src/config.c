@@ -285,7 +285,7 @@ static const struct option options[] = {
      parse_event_loop},
     {"connection-limit", "MICROD_CONNECTION_LIMIT", NULL, "N",
      "an integer from 1 to 1000000",
-     "open connections at most, split evenly over the threads; more are "
+     "client connections open at most, over all threads; more are "
      "refused at accept (default 10000)",
      parse_connection_limit},
     {"per-ip-limit", "MICROD_PER_IP_LIMIT", NULL, "N",

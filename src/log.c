@@ -40,8 +40,9 @@
 #define RING_BYTES ((size_t)256 << 10)
 #define RING_ACCESS_BYTES (RING_BYTES - ((size_t)64 << 10))
 
-/* What the writer takes from the ring for one write(). */
-#define WRITE_CHUNK ((size_t)64 << 10)
+/* What the writer takes from the ring for one write(): a pipe's atomic
+ * write. */
+#define WRITE_CHUNK ((size_t)LINE_MAX_BYTES)
 
 static struct {
 	pthread_mutex_t mu;
@@ -391,10 +392,19 @@ writer(void *arg)
 			pthread_cond_wait(&ring.wake, &ring.mu);
 		if (ring.used == 0 && ring.unreported == 0)
 			break; /* stop, and nothing left */
-		n = ring.used < WRITE_CHUNK ? ring.used : WRITE_CHUNK;
-		if (n > RING_BYTES - ring.head)
-			n = RING_BYTES - ring.head;
-		memcpy(chunk, ring.buf + ring.head, n);
+		/*
+		 * At most PIPE_BUF bytes, ending at a line end: each write()
+		 * is then atomic on a pipe, and no line is ever split between
+		 * two, whoever else writes to it. Every line fits.
+		 */
+		n = ring.used < LINE_MAX_BYTES ? ring.used : LINE_MAX_BYTES;
+		for (size_t i = 0; i < n; i++)
+			chunk[i] = ring.buf[(ring.head + i) % RING_BYTES];
+		while (n > 0 && chunk[n - 1] != '\n')
+			n--;
+		if (n == 0) /* no line end: cannot be, but never stall */
+			n = ring.used < LINE_MAX_BYTES ? ring.used
+			                               : LINE_MAX_BYTES;
 		ring.head = (ring.head + n) % RING_BYTES;
 		ring.used -= n;
 		/* Once the ring is empty, the log flows again: say what it
@@ -532,6 +542,20 @@ log_vmsg(enum log_level level, const char *fmt, va_list ap)
 		return;
 	vformat_msg(&l, level, fmt, ap);
 	emit(&l, 0);
+}
+
+void
+log_peer(enum log_level level, const char *fmt, ...)
+{
+	struct line l;
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vformat_msg(&l, level, fmt, ap);
+	va_end(ap);
+	emit(&l, 1);
 }
 
 void

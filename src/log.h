@@ -44,6 +44,14 @@ void log_msg(enum log_level level, const char *fmt, ...)
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
+/*
+ * A line any client can cause (libmicrohttpd's messages): like log_msg, but
+ * like the access log it may not use the ring's reserve, so a flood of them
+ * cannot crowd out the lines that explain it.
+ */
+void log_peer(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* One line per request; every client string is escaped, one line always. */
 void log_access(const struct access_entry *e);
 

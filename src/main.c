@@ -117,6 +117,14 @@ signal_name(int sig)
 /* How often the main thread looks whether memory can go back (server_trim). */
 #define TRIM_EVERY_S 1
 
+/* A stop signal after the drain: exit at once (async-signal-safe). */
+static void
+exit_now(int sig)
+{
+	(void)sig;
+	_exit(1);
+}
+
 /* Waits for a stop signal, trimming memory now and then. */
 static int
 wait_signal(struct server *srv, const sigset_t *sigs)
@@ -221,26 +229,14 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		log_info("drained: no request in flight");
 }
 
-/*
- * The limits as they apply: each worker thread takes at most its equal share
- * of the connection limit (server.c caps clients per worker, so the
- * watchdog always finds room), so a remainder goes unused.
- */
+/* The limits as they apply. */
 static void
 log_limits(const struct config *cfg)
 {
-	unsigned int share = cfg->connection_limit / cfg->threads;
-	char shares[96];
-
-	if (cfg->connection_limit % cfg->threads == 0)
-		snprintf(shares, sizeof(shares), "%u per thread", share);
-	else
-		snprintf(shares, sizeof(shares), "%u per thread, so %u usable",
-		         share, share * cfg->threads);
-	log_info("limits: %u connections (%s), %u per client address%s, idle "
-	         "timeout %u s, %zu bytes per connection (request line + "
-	         "headers)",
-	         cfg->connection_limit, shares, cfg->per_ip_limit,
+	log_info("limits: %u connections over all threads, %u per client "
+	         "address%s, idle timeout %u s, %zu bytes per connection "
+	         "(request line + headers)",
+	         cfg->connection_limit, cfg->per_ip_limit,
 	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
 	         cfg->connection_memory);
 }
@@ -311,15 +307,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	/*
-	 * libmicrohttpd splits the connection limit over the pool by integer
-	 * division: a worker whose share is 0 still takes a connection off the
-	 * listening socket, and closes it at once.
-	 */
+	/* More threads than connections can never all be busy. */
 	if (cfg.threads > cfg.connection_limit) {
 		log_warn("--threads %u is more than --connection-limit %u: "
-		         "each worker needs a share of at least one "
-		         "connection; running %u threads",
+		         "more threads than connections cannot all be busy; "
+		         "running %u threads",
 		         cfg.threads, cfg.connection_limit,
 		         cfg.connection_limit);
 		cfg.threads = cfg.connection_limit;
@@ -358,6 +350,11 @@ main(int argc, char **argv)
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
+	/* From here on nothing waits for a signal: a further one ends the
+	 * process at once, as during the drain. */
+	signal(SIGTERM, exit_now);
+	signal(SIGINT, exit_now);
+	pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
 	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
 	server_stop(sv.srv);
 	state_set(STATE_STOPPED);

@@ -39,6 +39,9 @@
  */
 #define DISCARD_MIN ((size_t)64 << 10)
 
+/* Most workers the watchdog checks one by one; past that, a sample. */
+#define CHECK_MAX 256
+
 /* A body this large, once freed, asks for malloc_trim. */
 #define TRIM_AFTER ((size_t)64 << 10)
 
@@ -67,9 +70,17 @@ struct server {
 	unsigned int workers; /* threads libmicrohttpd runs: 1 means no pool */
 	char address[128]; /* as logged: 0.0.0.0:8080, [::1]:80, unix:/run/x */
 	int log_probes;
-	unsigned int clients_per_worker; /* microd's cap; see INTERNAL_SLOTS */
+	unsigned int connection_limit; /* clients, over all workers */
 	/* Shared with the pool threads. */
-	atomic_ullong refused; /* clients refused at the cap */
+	atomic_ullong refused; /* clients refused at the limit */
+	atomic_uint clients;   /* open client connections (not microd's own) */
+	/* The watchdog's checks, one at most per worker at a time: only the
+	 * thread that calls server_check_pool touches them. */
+	struct probe {
+		int fd; /* -1: none outstanding */
+		size_t have;
+		char got[16];
+	} probes[CHECK_MAX];
 	size_t body_budget;
 	atomic_size_t body_bytes; /* reserved by buffered bodies */
 	atomic_bool trim_wanted;  /* a large body was freed */
@@ -85,36 +96,25 @@ struct server {
  */
 struct conn_state {
 	int began;  /* a request has begun on it */
-	int client; /* counted in client_count: not one of microd's own */
+	int client; /* counted in srv->clients: not one of microd's own */
 };
 
-/*
- * The peer address microd gives the connections it adds itself (the
- * watchdog's and the fuzz target's socketpairs): an abstract unix name no
- * real client has, so on_accept and on_connection can tell them apart.
- */
-static const struct sockaddr_un internal_peer = {
-    .sun_family = AF_UNIX, .sun_path = "\0microd-internal"};
-#define INTERNAL_PEER_LEN                                                      \
-	((socklen_t)(offsetof(struct sockaddr_un, sun_path) + 16))
+/* The peer address microd gives the connections it adds itself. */
+static const struct sockaddr_un internal_peer = {.sun_family = AF_UNIX};
+#define INTERNAL_PEER_LEN ((socklen_t)offsetof(struct sockaddr_un, sun_path))
 
 /*
- * Connection slots libmicrohttpd keeps per worker beyond microd's own
- * limit, for the watchdog's checks. 0.9.75 deadlocks a worker that gets a
- * connection from MHD_add_connection while it is at its limit (in
- * new_connection_process_ the limit branch never unlocks
- * cleanup_connection_mutex), and its check of room in MHD_add_connection
- * races with the worker's own accepts. So microd caps clients itself, below
- * the library's limit, and the watchdog always finds room.
+ * 0.9.75 deadlocks a worker that gets a connection from MHD_add_connection
+ * while it is at its connection limit (in new_connection_process_ the limit
+ * branch never unlocks cleanup_connection_mutex), and MHD_add_connection's
+ * check for room races with the worker's own accepts. So microd enforces
+ * --connection-limit itself, over all workers (on_accept), and gives the
+ * library a limit no worker can reach: every client on one worker, plus one
+ * client per other worker accepted in the same instant, plus the watchdog's
+ * one check per worker, plus a spare.
  */
-#define INTERNAL_SLOTS 2
-
-/*
- * Client connections on this worker thread. Only the worker thread that
- * owns them touches it (on_accept runs in the thread that accepts, and
- * on_connection in the thread that serves), so it needs no atomics.
- */
-static _Thread_local unsigned int client_count;
+#define LIBRARY_LIMIT(limit, workers)                                          \
+	((intptr_t)(workers) * ((intptr_t)(limit) + (intptr_t)(workers) + 2))
 
 /*
  * Per-request state: created when the request line has been read
@@ -783,13 +783,6 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	metrics_request_finished();
 }
 
-static int
-is_internal(const struct sockaddr *addr, socklen_t len)
-{
-	return addr != NULL && len == INTERNAL_PEER_LEN &&
-	       memcmp(addr, &internal_peer, INTERNAL_PEER_LEN) == 0;
-}
-
 /*
  * One of microd's own socketpairs. libmicrohttpd keeps a client address of
  * the length it was given, so only its family is read; a socketpair end has
@@ -814,15 +807,20 @@ is_own_connection(struct MHD_Connection *conn)
 }
 
 /*
- * libmicrohttpd's accept policy, run in the worker thread that accepted:
- * microd's own connection cap per worker (see INTERNAL_SLOTS).
+ * libmicrohttpd's accept policy: --connection-limit over all workers (see
+ * LIBRARY_LIMIT). Clients are counted once on_connection sees them, so
+ * workers accepting in the same instant may pass the limit by one each,
+ * for that instant. The watchdog's checks count against it too: at the
+ * limit they are refused, which the watchdog takes for busy, not wedged.
  */
 static enum MHD_Result
 on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
 {
 	struct server *srv = cls;
 
-	if (is_internal(addr, len) || client_count < srv->clients_per_worker)
+	(void)addr;
+	(void)len;
+	if (atomic_load(&srv->clients) < srv->connection_limit)
 		return MHD_YES;
 	atomic_fetch_add(&srv->refused, 1);
 	metrics_connection_refused();
@@ -850,7 +848,8 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		if (cs != NULL) {
 			atomic_fetch_add(&srv->waiting, 1);
 			cs->client = client;
-			client_count += (unsigned int)client;
+			if (client)
+				atomic_fetch_add(&srv->clients, 1);
 		}
 		*socket_ctx = cs; /* freed below, when the connection closes */
 	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
@@ -858,8 +857,8 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		cs = *socket_ctx;
 		if (cs != NULL && !cs->began)
 			atomic_fetch_sub(&srv->waiting, 1);
-		if (cs != NULL)
-			client_count -= (unsigned int)cs->client;
+		if (cs != NULL && cs->client)
+			atomic_fetch_sub(&srv->clients, 1);
 		free(cs);
 		*socket_ctx = NULL;
 	}
@@ -903,7 +902,7 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	msg[strcspn(msg, "\n")] = '\0';
 	tuning = strncmp(msg, "Setting TCP_", 12) == 0 ||
 	         strncmp(msg, "Failed to push the data", 23) == 0;
-	log_msg(tuning ? LOG_DEBUG : LOG_WARN, "%s", msg);
+	log_peer(tuning ? LOG_DEBUG : LOG_WARN, "%s", msg);
 	errno = saved;
 }
 
@@ -1010,7 +1009,10 @@ server_start(const struct config *cfg, int listen_fd)
 	atomic_init(&srv->trim_wanted, 0);
 	atomic_init(&srv->peak_conns, 0);
 	srv->workers = cfg->threads > 1 ? cfg->threads : 1;
-	srv->clients_per_worker = cfg->connection_limit / srv->workers;
+	srv->connection_limit = cfg->connection_limit;
+	for (size_t i = 0; i < CHECK_MAX; i++)
+		srv->probes[i].fd = -1;
+	atomic_init(&srv->clients, 0);
 	srv->log_probes = cfg->log_probes;
 	srv->passed = listen_fd >= 0;
 	atomic_init(&srv->draining, 0);
@@ -1021,7 +1023,7 @@ server_start(const struct config *cfg, int listen_fd)
 	struct MHD_OptionItem limits[] = {
 	    {MHD_OPTION_THREAD_POOL_SIZE, cfg->threads, NULL},
 	    {MHD_OPTION_CONNECTION_LIMIT,
-	     cfg->connection_limit + INTERNAL_SLOTS * srv->workers, NULL},
+	     LIBRARY_LIMIT(cfg->connection_limit, srv->workers), NULL},
 	    {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit, NULL},
 	    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s, NULL},
 	    {MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -1205,9 +1207,6 @@ server_self_check(struct server *srv, int timeout_ms)
 	           : -1;
 }
 
-/* Most workers the watchdog checks one by one; past that, a sample. */
-#define CHECK_MAX 256
-
 /*
  * A descriptor for the socket fd whose number is congruent to want modulo
  * n, so that MHD_add_connection, which starts looking for a worker with room
@@ -1243,8 +1242,6 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 	                          "User-Agent: microd-watchdog\r\n"
 	                          "Connection: close\r\n\r\n";
 	struct pollfd p[CHECK_MAX + 1];
-	char got[CHECK_MAX][16];
-	size_t have[CHECK_MAX];
 	unsigned int n = srv->workers < CHECK_MAX ? srv->workers : CHECK_MAX;
 	long long deadline = now_ns() / 1000000 + timeout_ms;
 	int waiting = 0, cancelled = 0;
@@ -1252,11 +1249,20 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 	memset(out, 0, sizeof(*out));
 	out->workers = n;
 	for (unsigned int i = 0; i < n; i++) {
+		struct probe *pr = &srv->probes[i];
 		int sv[2];
 
-		p[i].fd = -1;
 		p[i].events = POLLIN;
-		have[i] = 0;
+		p[i].fd = pr->fd;
+		/*
+		 * A check a worker has not answered yet stays its only one:
+		 * a stalled worker must not find a pile of them when it wakes.
+		 */
+		if (pr->fd >= 0) {
+			waiting++;
+			continue;
+		}
+		pr->have = 0;
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 			continue; /* counts as not answered */
 		sv[0] = fd_for_worker(sv[0], i, n);
@@ -1266,13 +1272,10 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 		}
 		/* MHD owns sv[0] from here on, and closes it even on failure.
 		 */
-		errno = 0;
 		if (MHD_add_connection(srv->daemon, sv[0],
 		                       (const struct sockaddr *)&internal_peer,
 		                       INTERNAL_PEER_LEN) != MHD_YES) {
-			/* Every worker at its limit: busy, not wedged. */
-			if (errno == ENFILE)
-				out->full++;
+			out->full++; /* refused at the connection limit */
 			close(sv[1]);
 			continue;
 		}
@@ -1281,7 +1284,7 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 			continue;
 		}
 		shutdown(sv[1], SHUT_WR);
-		p[i].fd = sv[1];
+		pr->fd = p[i].fd = sv[1];
 		waiting++;
 	}
 	p[n].fd = cancel_fd;
@@ -1293,30 +1296,30 @@ server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
 			break;
 		cancelled = p[n].revents != 0;
 		for (unsigned int i = 0; i < n; i++) {
+			struct probe *pr = &srv->probes[i];
 			ssize_t r;
 
 			if (p[i].fd < 0 || p[i].revents == 0)
 				continue;
-			r = read(p[i].fd, got[i] + have[i],
-			         sizeof(got[i]) - have[i]);
+			r = read(p[i].fd, pr->got + pr->have,
+			         sizeof(pr->got) - pr->have);
 			if (r > 0)
-				have[i] += (size_t)r;
-			if (r > 0 && have[i] < sizeof(got[i]))
+				pr->have += (size_t)r;
+			if (r > 0 && pr->have < sizeof(pr->got))
 				continue;
 			if (r < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
 			/* The head's first bytes, the end, or an error. */
-			if (have[i] >= 13 &&
-			    memcmp(got[i], "HTTP/1.1 200 ", 13) == 0)
+			if (pr->have >= 13 &&
+			    memcmp(pr->got, "HTTP/1.1 200 ", 13) == 0)
 				out->answered++;
-			close(p[i].fd);
-			p[i].fd = -1;
+			else if (pr->have == 0 && r == 0)
+				out->full++; /* closed unanswered: refused */
+			close(pr->fd);
+			pr->fd = p[i].fd = -1;
 			waiting--;
 		}
 	}
-	for (unsigned int i = 0; i < n; i++)
-		if (p[i].fd >= 0)
-			close(p[i].fd);
 	return cancelled ? -1 : 0;
 }
 
@@ -1349,6 +1352,9 @@ server_library_version(void)
 void
 server_stop(struct server *srv)
 {
+	for (size_t i = 0; i < CHECK_MAX; i++)
+		if (srv->probes[i].fd >= 0)
+			close(srv->probes[i].fd);
 	MHD_stop_daemon(srv->daemon);
 	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
 		close(srv->quiesced_fd);

@@ -571,11 +571,10 @@ test_limits_log(void)
 	struct microd m;
 
 	if (microd_start(&m, uneven, NULL) == 0) {
-		ok(microd_wait_log(&m,
-		                   "limits: 10 connections (3 per thread, so 9 "
-		                   "usable)",
-		                   2000),
-		   "10 connections over 3 threads: the real shares are logged");
+		ok(microd_wait_log(
+		       &m, "limits: 10 connections over all threads", 2000),
+		   "10 connections over 3 threads: the limit is over all of "
+		   "them");
 		kill(m.pid, SIGTERM);
 		microd_wait_exit(&m, 10000);
 		microd_cleanup(&m);
@@ -586,11 +585,11 @@ test_limits_log(void)
 		ok(microd_wait_log(
 		       &m,
 		       "--threads 16 is more than --connection-limit "
-		       "4: each worker needs a share of at least one "
-		       "connection; running 4 threads",
+		       "4: more threads than connections cannot all be "
+		       "busy; running 4 threads",
 		       2000) &&
 		       microd_wait_log(&m, ": 4 threads (", 2000) &&
-		       microd_wait_log(&m, "(1 per thread)", 2000),
+		       microd_wait_log(&m, "limits: 4 connections", 2000),
 		   "16 threads with a limit of 4: warned, and 4 threads run");
 		kill(m.pid, SIGTERM);
 		microd_wait_exit(&m, 10000);

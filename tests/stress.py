@@ -371,10 +371,104 @@ def post(port, body):
     return (int(m.group(1)) if m else None), got.partition(b"\r\n\r\n")[2], got
 
 
+def test_limit_over_threads():
+    # --connection-limit holds over all threads: 20 clients on 2 threads all
+    # get in, whichever thread wins each accept; the 21st is refused.
+    proc, port, r, _ = start(["--threads", "2", "--connection-limit", "20"])
+    if not ok(port is not None, "microd starts for the limit test"):
+        proc.kill()
+        return
+    reader = threading.Thread(target=read_all, args=(r,), daemon=True)
+    reader.start()
+    held, served = [], 0
+    for _ in range(20):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = c.recv(4096)
+        served += got.startswith(b"HTTP/1.1 200 ")
+        held.append(c)
+    extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        extra.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        refused = extra.recv(4096) == b""
+    except OSError:
+        refused = True
+    extra.close()
+    ok(served == 20 and refused, "limit 20 on 2 threads: 20 clients served (%d), the 21st refused (%s)"
+       % (served, refused))
+    for c in held:
+        c.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    os.close(r)
+
+
+def test_signal_while_flushing():
+    # The drain is over and microd waits for stderr to take its last lines:
+    # a second SIGTERM still ends it at once.
+    proc, port, r, _ = start([])
+    if not ok(port is not None, "microd starts for the flush test"):
+        proc.kill()
+        return
+    threads, stop = load(port, 10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (dropped(port) or 0) > 0:
+        pass
+    stop.set()
+    for t in threads:
+        t.join()
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and get(port, "/health", timeout=0.5)[0] is not None:
+        pass  # until the pool no longer answers: the drain is over
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        status = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        status = None
+    took = time.monotonic() - t0
+    os.close(r)
+    ok(status == 1 and took < 1.0, "a second SIGTERM after the drain, stderr blocked: exit %s after %.0f ms"
+       % (status, took * 1000))
+
+
+def test_peer_flood():
+    # Connections that send half a request and go make libmicrohttpd log a
+    # warning each; with stderr unread they must not push out the drain's
+    # state lines.
+    proc, port, r, head = start([])
+    if not ok(port is not None, "microd starts for the warning-flood test"):
+        proc.kill()
+        return
+    for _ in range(3000):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"GET /health HTTP/1.1\r\n")
+        c.close()
+    proc.send_signal(signal.SIGTERM)
+    data = {}
+    th = threading.Thread(target=lambda: data.setdefault("d", read_all(r)), daemon=True)
+    th.start()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    th.join(10)
+    os.close(r)
+    parsed, bad = lines_of(head + data.get("d", b""))
+    states = [p["msg"] for p in parsed if p.get("msg", "").startswith("state: ")]
+    ok(states[-3:] == ["state: ready -> draining", "state: draining -> stopping", "state: stopping -> stopped"]
+       and not bad, "3,000 half requests with stderr unread: the drain's state lines all arrive (%s)" % states[-3:])
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
     test_memory_budget()
+    test_limit_over_threads()
+    test_signal_while_flushing()
+    test_peer_flood()
     test_blocked_stderr()
     test_long_lines()
     test_second_signal()

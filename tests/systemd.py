@@ -250,6 +250,24 @@ def test_watchdog():
     ok(n.wait_for("WATCHDOG", 5) is not None and blocked.get("st4") == 200, "pings resume once it answers")
     ok(stop(proc) == 0, "and it stops cleanly")
 
+    # A worker that stalls for several intervals while the pool is at its
+    # limit: each check stays the only one outstanding on it, so when it
+    # wakes it is not handed a pile of them (0.9.75 deadlocks a worker
+    # handed a connection at its limit), and it still stops cleanly.
+    proc = subprocess.Popen([HOOKS_BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "2",
+                             "--connection-limit", "2"],
+                            env=env_with(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="200000"), stderr=subprocess.DEVNULL)
+    ready = n.wait_for("READY", 10)
+    port = port_of(ready.get("STATUS") if ready else None)
+    th = threading.Thread(target=lambda: blocked.setdefault("st2", http_get(port, "/test/block?ms=1500", 10)))
+    th.start()
+    n.collect(0.2)
+    silent = pings(n.collect(1.0))
+    th.join(10)
+    ok(not silent and n.wait_for("WATCHDOG", 5) is not None and blocked.get("st2") == 200,
+       "a worker blocked for 7 intervals at the connection limit: no pings (%d), then they resume" % len(silent))
+    ok(stop(proc) == 0, "and it stops cleanly (no worker deadlocked by piled-up checks)")
+
     # A full pool is busy, not wedged: with the connection limit taken by
     # idle clients the self-check is refused, and the pings go on.
     log = tempfile.NamedTemporaryFile(prefix="microd-wd-", delete=False)
