@@ -52,6 +52,7 @@
 /* How long the last lines may take to reach stderr before an exit. */
 #define LOG_FLUSH_MS 2000
 #define LOG_LAST_WORDS_MS 100
+#define FLUSH_SLICE_MS 20
 
 /* Descriptors microd needs besides its connections. */
 #define FD_RESERVE 32
@@ -117,12 +118,19 @@ signal_name(int sig)
 /* How often the main thread looks whether memory can go back (server_trim). */
 #define TRIM_EVERY_S 1
 
-/* A stop signal after the drain: exit at once (async-signal-safe). */
+/*
+ * The last lines go out while a further stop signal still ends the process
+ * at once: the flush waits in slices and looks for a signal between them.
+ */
 static void
-exit_now(int sig)
+flush_log(const sigset_t *sigs)
 {
-	(void)sig;
-	_exit(1);
+	const struct timespec none = {0, 0};
+	long long until = now_ms() + LOG_FLUSH_MS;
+
+	while (log_stop(FLUSH_SLICE_MS) != 0 && now_ms() < until)
+		if (sigtimedwait(sigs, NULL, &none) > 0)
+			_exit(1);
 }
 
 /* Waits for a stop signal, trimming memory now and then. */
@@ -350,15 +358,10 @@ main(int argc, char **argv)
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
-	/* From here on nothing waits for a signal: a further one ends the
-	 * process at once, as during the drain. */
-	signal(SIGTERM, exit_now);
-	signal(SIGINT, exit_now);
-	pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
 	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
 	server_stop(sv.srv);
 	state_set(STATE_STOPPED);
 	notify_close(&sv.notifier);
-	log_stop(LOG_FLUSH_MS);
+	flush_log(&sigs);
 	return 0;
 }
