@@ -379,18 +379,21 @@ head_cut_short(struct MHD_Connection *conn, const char *method, const char *end)
 static struct policy_verdict
 check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
              const char *method, const char *version,
-             struct policy_framing *framing, size_t *count)
+             struct policy_framing *framing)
 {
 	struct policy_field stack[FIELDS_STACK];
 	struct field_list l = {stack, 0, FIELDS_STACK, NULL, 0, 0, 0};
 	struct policy_verdict v = {500, "out of memory checking the headers"};
 	int n = MHD_get_connection_values_n(conn, kind, NULL, NULL);
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
-	    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 
-	if (kind == MHD_FOOTER_KIND && ci != NULL) {
-		l.head_lo = (uintptr_t)method;
-		l.head_hi = l.head_lo + ci->header_size;
+	if (kind == MHD_FOOTER_KIND) { /* where the head lies: see add_field */
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+
+		if (ci != NULL) {
+			l.head_lo = (uintptr_t)method;
+			l.head_hi = l.head_lo + ci->header_size;
+		}
 	}
 	if (n < 0)
 		return v;
@@ -401,7 +404,6 @@ check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
 		l.cap = (size_t)n;
 	}
 	MHD_get_connection_values_n(conn, kind, add_field, &l);
-	*count = l.n;
 	if (framing != NULL)
 		v = policy_check_head(version, l.fields, l.n, framing);
 	else
@@ -478,9 +480,8 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
            const char *method, const char *url, const char *version)
 {
 	struct policy_framing f;
-	size_t fields;
 	struct policy_verdict v =
-	    check_fields(conn, MHD_HEADER_KIND, method, version, &f, &fields);
+	    check_fields(conn, MHD_HEADER_KIND, method, version, &f);
 
 	if (v.status != 0)
 		return send_error(srv, conn, ex, v.status, 1, v.detail);
@@ -586,14 +587,13 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	 * is closed, so whatever follows it is never read as a request.
 	 */
 	int close_after = ex->chunked;
-	size_t trailers = 0;
 
 	if (ex->received > srv->max_body)
 		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
 	if (ex->chunked) {
-		struct policy_verdict v = check_fields(
-		    conn, MHD_FOOTER_KIND, method, NULL, NULL, &trailers);
+		struct policy_verdict v =
+		    check_fields(conn, MHD_FOOTER_KIND, method, NULL, NULL);
 
 		if (v.status != 0)
 			return send_error(srv, conn, ex, v.status, 1, v.detail);

@@ -27,16 +27,35 @@ def start_microd(cmd, env=None, timeout=10):
     return proc, None, log.name
 
 
+def wait_exit(proc, timeout):
+    """The exit status within timeout seconds, else None after a SIGKILL."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+def recv_all(sock, size=65536):
+    """Reads until the peer closes; what arrived before a reset counts."""
+    got = b""
+    try:
+        while True:
+            b = sock.recv(size)
+            if not b:
+                break
+            got += b
+    except OSError:
+        pass
+    return got
+
+
 def stop_microd(proc, log, timeout=15):
     """SIGTERM, then the exit status (None when it had to be killed); the
     log is removed."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    try:
-        status = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        status = None
+    status = wait_exit(proc, timeout)
     os.unlink(log)
     return status

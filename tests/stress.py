@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 
-from server import BIN
+from server import BIN, recv_all, wait_exit
 from tap import done, ok, skip
 
 F_SETPIPE_SZ = 1031
@@ -53,12 +53,7 @@ def get(port, path, timeout=2.0, extra=b""):
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         s.settimeout(timeout)
         s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n" + extra + b"Connection: close\r\n\r\n")
-        got = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
+        got = recv_all(s)
         s.close()
     except OSError:
         return None, b"", time.monotonic() - t0
@@ -155,11 +150,7 @@ def test_blocked_stderr():
     th.start()
     st, _, _ = get(port, "/version")
     proc.send_signal(signal.SIGTERM)
-    try:
-        status = proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        status = None
+    status = wait_exit(proc, 15)
     th.join(10)
     os.close(r)
     parsed, bad = lines_of(head + reader.get("data", b""))
@@ -189,10 +180,7 @@ def test_long_lines():
     for t in threads:
         t.join()
     proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    wait_exit(proc, 15)
     th.join(20)
     os.close(r)
     data = head + reader.get("data", b"")
@@ -227,11 +215,7 @@ def two_signals(args, second_when, what):
         pass
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
-        status = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        status = None
+    status = wait_exit(proc, 5)
     took = time.monotonic() - t0
     os.close(r)
     ok(status == 1 and took < 1.0, "a second SIGTERM %s, stderr blocked: exit %s after %.0f ms (< 1 s)"
@@ -310,12 +294,7 @@ def test_memory_budget():
             s.close()
             continue
         s.sendall(body[1000:])
-        got = b""
-        while True:
-            b = s.recv(1 << 20)
-            if not b:
-                break
-            got += b
+        got = recv_all(s, 1 << 20)
         s.close()
         served += got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"1234567]\n")
     ok(served == 8, "the 8 within the budget are echoed whole (%d)" % served)
@@ -365,7 +344,7 @@ def test_memory_budget():
     ok(st == 413 and b"more values than its size allows" in body_got, "a body of a value every 2 bytes: 413 (%s)" % st)
     ok(proc.poll() is None, "no crash")
     proc.send_signal(signal.SIGTERM)
-    proc.wait(15)
+    wait_exit(proc, 15)
     os.close(r)
 
 
@@ -376,19 +355,14 @@ def post(port, body):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
               b"Connection: close\r\n\r\n" % len(body))
-    got = b""
     try:
         for i in range(0, len(body), 65536):
             if select.select([s], [], [], 0)[0]:
                 break
             s.sendall(body[i:i + 65536])
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
     except OSError:
-        pass
+        pass  # refused mid-send: what was answered still counts
+    got = recv_all(s)
     s.close()
     m = re.match(rb"HTTP/1\.1 (\d{3}) ", got)
     return (int(m.group(1)) if m else None), got.partition(b"\r\n\r\n")[2], got
@@ -422,7 +396,7 @@ def test_limit_over_threads():
     for c in held:
         c.close()
     proc.send_signal(signal.SIGTERM)
-    proc.wait(15)
+    wait_exit(proc, 15)
     os.close(r)
 
 
@@ -442,10 +416,7 @@ def test_peer_flood():
     data = {}
     th = threading.Thread(target=lambda: data.setdefault("d", read_all(r)), daemon=True)
     th.start()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    wait_exit(proc, 15)
     th.join(10)
     os.close(r)
     parsed, bad = lines_of(head + data.get("d", b""))
