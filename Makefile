@@ -53,7 +53,7 @@ TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
            src/handlers.c \
            src/log.c src/metrics.c src/notify.c src/number.c src/policy.c \
-           src/probe.c \
+           src/probe.c src/resources.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/utf8.c src/watchdog.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "number.h"
+#include "resources.h"
 
 typedef int parse_fn(struct config *, const char *);
 
@@ -263,10 +264,13 @@ static const struct option options[] = {
      "address to listen on; '::' for IPv6 dual-stack (default 0.0.0.0)",
      parse_bind},
     {"port", "MICROD_PORT", "PORT", "N", "an integer from 0 to 65535",
-     "TCP port; 0 picks a free one, logged at start (default 8080)",
+     "TCP port; 0 picks a free one, logged at start (default 8080). A "
+     "Kubernetes service link (MICROD_PORT=tcp://...) is ignored",
      parse_port},
     {"threads", "MICROD_THREADS", NULL, "N", "an integer from 1 to 256",
-     "worker threads in the pool (default: online CPUs)", parse_threads},
+     "worker threads in the pool (default: the CPUs microd may use: "
+     "the affinity mask and the cgroup CPU quota, rounded up)",
+     parse_threads},
     {"max-body", "MICROD_MAX_BODY", NULL, "BYTES",
      "a size from 1 byte to 1g, e.g. 4096, 64k, 1m",
      "largest request body accepted; larger gets 413 (default 1m)",
@@ -275,7 +279,8 @@ static const struct option options[] = {
      "a size from 64k to 4g, at least --max-body",
      "request-body bytes buffered at once over all connections; a body "
      "that would pass it gets 503 with Retry-After before it is read "
-     "(default 8m, or twice --max-body if that is more)",
+     "(default 8m, or twice --max-body if that is more; under a cgroup "
+     "memory limit at most a quarter of what it leaves)",
      parse_body_budget},
     {"event-loop", "MICROD_EVENT_LOOP", NULL, "LOOP", "poll or epoll",
      "how each thread waits for its connections: poll (default) never "
@@ -286,7 +291,8 @@ static const struct option options[] = {
     {"connection-limit", "MICROD_CONNECTION_LIMIT", NULL, "N",
      "an integer from 1 to 1000000",
      "client connections open at most, over all threads; more are "
-     "refused at accept (default 10000)",
+     "refused at accept (default 10000, or what fits in the cgroup "
+     "memory limit: see the README)",
      parse_connection_limit},
     {"per-ip-limit", "MICROD_PER_IP_LIMIT", NULL, "N",
      "an integer from 0 to 1000000",
@@ -329,18 +335,29 @@ static const struct option options[] = {
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
+/*
+ * What the memory-derived defaults assume: microd's own memory besides its
+ * connections and bodies (binary, libraries, thread stacks, the log ring),
+ * and what one connection costs beyond --connection-memory (the kernel's
+ * socket and microd's bookkeeping). Measured: an idle connection adds 7 KiB
+ * to the cgroup's usage, one that filled 14 KiB of headers 19 KiB (README,
+ * "Defaults inside a container").
+ */
+#define BASE_MEMORY ((unsigned long long)8 << 20)
+#define CONNECTION_OVERHEAD ((unsigned long long)8 << 10)
+#define DEFAULT_CONNECTIONS 10000U
+#define MIN_CONNECTIONS 16U
+
 static void
 set_defaults(struct config *cfg)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-
 	cfg->bind = "0.0.0.0";
 	cfg->port = 8080;
-	cfg->threads = cpus < 1 ? 1 : cpus > 256 ? 256 : (unsigned int)cpus;
+	cfg->threads = 1;
 	cfg->max_body = (size_t)1 << 20;
 	cfg->body_budget = 0; /* decided once --max-body is known */
 	cfg->event_loop = EVENT_LOOP_POLL;
-	cfg->connection_limit = 10000;
+	cfg->connection_limit = DEFAULT_CONNECTIONS;
 	cfg->per_ip_limit = 0;
 	cfg->idle_timeout_s = 15;
 	cfg->connection_memory = (size_t)16 << 10;
@@ -349,6 +366,11 @@ set_defaults(struct config *cfg)
 	cfg->log_probes = 0;
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->drain_delay_ms = 0;
+	cfg->check_only = 0;
+	cfg->ignored_env = NULL;
+	cfg->ignored_value = NULL;
+	snprintf(cfg->threads_from, sizeof(cfg->threads_from), "default");
+	snprintf(cfg->limits_from, sizeof(cfg->limits_from), "default");
 }
 
 static const struct option *
@@ -361,6 +383,12 @@ option_find(const char *name, size_t len)
 	return NULL;
 }
 
+static size_t
+index_of(const char *flag)
+{
+	return (size_t)(option_find(flag, strlen(flag)) - options);
+}
+
 static enum config_result
 bad_value(char *err, size_t errlen, const char *what, const char *value,
           const struct option *opt)
@@ -370,35 +398,120 @@ bad_value(char *err, size_t errlen, const char *what, const char *value,
 	return CONFIG_ERROR;
 }
 
-enum config_result
-config_parse(struct config *cfg, int argc, char **argv, char *err,
-             size_t errlen)
+/*
+ * Kubernetes gives every pod started after a Service NAME the variable
+ * NAME_PORT=tcp://ADDR:PORT (a docker link): a Service named microd sets
+ * MICROD_PORT. Such a value is never a port.
+ */
+static int
+is_service_link(const char *v)
 {
+	size_t n = strspn(v, "abcdefghijklmnopqrstuvwxyz");
+
+	return n > 0 && strncmp(v + n, "://", 3) == 0;
+}
+
+/*
+ * The environment's value for an option that no flag set: its variable,
+ * else its alternative; a service link counts as unset. *name is the
+ * variable read.
+ */
+static const char *
+env_value(struct config *cfg, const struct option *opt, const char **name)
+{
+	const char *v = getenv(opt->env);
+
+	*name = opt->env;
+	if (v != NULL && opt->alt_env != NULL && is_service_link(v)) {
+		cfg->ignored_env = opt->env;
+		cfg->ignored_value = v;
+		v = NULL;
+	}
+	if (v == NULL && opt->alt_env != NULL) {
+		*name = opt->alt_env;
+		v = getenv(opt->alt_env);
+	}
+	return v;
+}
+
+/*
+ * The defaults that follow from the CPUs and memory microd may use, for the
+ * options no flag or variable set.
+ */
+static void
+fit_resources(struct config *cfg, const struct resources *res,
+              const unsigned char *set)
+{
+	unsigned long long usable = 0, per_conn, conns, budget;
+	int fit = res->memory > 0;
+
+	if (!set[index_of("threads")]) {
+		cfg->threads = res->cpus < 1     ? 1
+		               : res->cpus > 256 ? 256
+		                                 : res->cpus;
+		snprintf(cfg->threads_from, sizeof(cfg->threads_from), "%s",
+		         res->cpus_from);
+	}
+	if (!set[index_of("body-budget")]) {
+		cfg->body_budget = (size_t)8 << 20;
+		if (cfg->body_budget < 2 * cfg->max_body)
+			cfg->body_budget = 2 * cfg->max_body;
+	}
+	if (!fit ||
+	    (set[index_of("body-budget")] && set[index_of("connection-limit")]))
+		return;
+	/* A quarter of the limit stays free: page cache, fragmentation. */
+	if (res->memory - res->memory / 4 > BASE_MEMORY)
+		usable = res->memory - res->memory / 4 - BASE_MEMORY;
+	if (!set[index_of("body-budget")]) {
+		budget = usable / 4;
+		if (budget < cfg->max_body)
+			budget = cfg->max_body;
+		if (budget < cfg->body_budget)
+			cfg->body_budget = (size_t)budget;
+	}
+	if (!set[index_of("connection-limit")]) {
+		per_conn = cfg->connection_memory + CONNECTION_OVERHEAD;
+		conns = usable > cfg->body_budget
+		            ? (usable - cfg->body_budget) / per_conn
+		            : 0;
+		if (conns < MIN_CONNECTIONS)
+			conns = MIN_CONNECTIONS;
+		if (conns < cfg->connection_limit)
+			cfg->connection_limit = (unsigned int)conns;
+	}
+	snprintf(cfg->limits_from, sizeof(cfg->limits_from), "%llu MiB %s",
+	         res->memory >> 20, res->memory_from);
+}
+
+/*
+ * argv first: a flag sets its option, and the environment is read only for
+ * the options no flag set. With address_only, only --bind and --port are
+ * read (the probe); the other flags are passed over.
+ */
+static enum config_result
+parse(struct config *cfg, int argc, char **argv, const struct resources *res,
+      int address_only, char *err, size_t errlen)
+{
+	const char *given[N_OPTIONS] = {NULL};
+	unsigned char set[N_OPTIONS] = {0};
+
 	set_defaults(cfg);
 	err[0] = '\0';
-
-	for (size_t i = 0; i < N_OPTIONS; i++) {
-		const struct option *opt = &options[i];
-		const char *name = opt->env, *v = getenv(opt->env);
-
-		if (v == NULL && opt->alt_env != NULL) {
-			name = opt->alt_env;
-			v = getenv(opt->alt_env);
-		}
-		if (v != NULL && opt->parse(cfg, v) != 0)
-			return bad_value(err, errlen, name, v, opt);
-	}
 
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i], *value, *eq;
 		const struct option *opt;
-		char flag[64];
 		size_t len;
 
 		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
 			return CONFIG_HELP;
 		if (strcmp(arg, "--version") == 0)
 			return CONFIG_VERSION;
+		if (strcmp(arg, "--check-config") == 0) {
+			cfg->check_only = 1;
+			continue;
+		}
 		if (strncmp(arg, "--", 2) != 0) {
 			snprintf(err, errlen,
 			         "unexpected argument '%s' (see --help)", arg);
@@ -413,7 +526,6 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			         (int)(len + 2), arg);
 			return CONFIG_ERROR;
 		}
-		snprintf(flag, sizeof(flag), "--%s", opt->flag);
 		if (eq != NULL) {
 			value = eq + 1;
 		} else if (opt->metavar == NULL) {
@@ -428,18 +540,41 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		} else if (i + 1 < argc) {
 			value = argv[++i];
 		} else {
-			snprintf(err, errlen, "%s: missing value (expected %s)",
-			         flag, opt->accepts);
+			snprintf(err, errlen,
+			         "--%s: missing value (expected %s)", opt->flag,
+			         opt->accepts);
 			return CONFIG_ERROR;
 		}
-		if (opt->parse(cfg, value) != 0)
-			return bad_value(err, errlen, flag, value, opt);
+		given[opt - options] = value; /* the last one wins */
 	}
-	if (cfg->body_budget == 0) {
-		cfg->body_budget = (size_t)8 << 20;
-		if (cfg->body_budget < 2 * cfg->max_body)
-			cfg->body_budget = 2 * cfg->max_body;
-	} else if (cfg->body_budget < cfg->max_body) {
+
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option *opt = &options[i];
+		const char *name = NULL, *v = given[i];
+		char flag[64];
+
+		if (address_only && i != index_of("bind") &&
+		    i != index_of("port"))
+			continue;
+		if (v != NULL) {
+			snprintf(flag, sizeof(flag), "--%s", opt->flag);
+			name = flag;
+		} else {
+			v = env_value(cfg, opt, &name);
+		}
+		if (v == NULL)
+			continue;
+		if (opt->parse(cfg, v) != 0)
+			return bad_value(err, errlen, name, v, opt);
+		set[i] = 1;
+		if (i == index_of("threads"))
+			snprintf(cfg->threads_from, sizeof(cfg->threads_from),
+			         "%s", name);
+	}
+	if (address_only)
+		return CONFIG_RUN;
+	fit_resources(cfg, res, set);
+	if (cfg->body_budget < cfg->max_body) {
 		snprintf(err, errlen,
 		         "--body-budget (%zu bytes) is below --max-body (%zu "
 		         "bytes): no body of the largest size could be read",
@@ -447,6 +582,32 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		return CONFIG_ERROR;
 	}
 	return CONFIG_RUN;
+}
+
+enum config_result
+config_parse_with(struct config *cfg, int argc, char **argv,
+                  const struct resources *res, char *err, size_t errlen)
+{
+	return parse(cfg, argc, argv, res, 0, err, errlen);
+}
+
+enum config_result
+config_parse(struct config *cfg, int argc, char **argv, char *err,
+             size_t errlen)
+{
+	struct resources res;
+
+	resources_read(&res);
+	return parse(cfg, argc, argv, &res, 0, err, errlen);
+}
+
+enum config_result
+config_parse_address(struct config *cfg, int argc, char **argv, char *err,
+                     size_t errlen)
+{
+	const struct resources unread = {.cpus = 1, .memory = 0};
+
+	return parse(cfg, argc, argv, &unread, 1, err, errlen);
 }
 
 void
@@ -459,7 +620,8 @@ config_usage(FILE *out)
 	      "'microd probe --help' explains the probe.\n"
 	      "\n"
 	      "Each option can also be set through the environment variable\n"
-	      "shown; a flag wins over the environment, which wins over the\n"
+	      "shown; a flag wins over the environment (a variable is read\n"
+	      "only for an option no flag sets), which wins over the\n"
 	      "default. --flag VALUE and --flag=VALUE both work.\n"
 	      "\n",
 	      out);
@@ -472,7 +634,10 @@ config_usage(FILE *out)
 		        opt->env, opt->alt_env != NULL ? ", then " : "",
 		        opt->alt_env != NULL ? opt->alt_env : "");
 	}
-	fputs("  --help, -h\n      print this help and exit\n"
+	fputs("  --check-config\n      check the flags and environment, print "
+	      "the settings they\n      give, exit 0 if they are valid, 2 if "
+	      "not; serve nothing\n"
+	      "  --help, -h\n      print this help and exit\n"
 	      "  --version\n      print the version and exit\n"
 	      "\n"
 	      "Signals: SIGTERM or SIGINT turns /ready to 503, keeps serving\n"

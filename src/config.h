@@ -24,18 +24,41 @@ struct config {
 	int log_probes;                /* access-log successful probes too */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
+	int check_only; /* --check-config: validate, serve nothing */
+	/* A variable set to something that is not for microd (a Kubernetes
+	 * service link), and so ignored: for one warning. NULL: none. */
+	const char *ignored_env, *ignored_value;
+	char threads_from[160]; /* where --threads came from, for the log */
+	char limits_from[160];  /* what the connection and body limits fit */
 };
+
+struct resources;
 
 enum config_result { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
 
 /*
- * Fills cfg from defaults, then the environment, then argv (each later source
- * wins). On CONFIG_ERROR, err holds one line naming the flag or variable, the
- * value and what is accepted. String fields point into argv or the
- * environment, which outlive the program's use of them.
+ * Fills cfg from argv, then, for each option no flag set, the environment,
+ * then the defaults, some of which follow from the CPUs and memory the
+ * process may use (resources_read). A variable is never read for an option
+ * a flag sets, so it cannot fail the start. On CONFIG_ERROR, err holds one
+ * line naming the flag or variable, the value and what is accepted. String
+ * fields point into argv or the environment, which outlive the program's
+ * use of them.
  */
 enum config_result config_parse(struct config *cfg, int argc, char **argv,
                                 char *err, size_t errlen);
+
+/* The same, with the resources given (tests). */
+enum config_result config_parse_with(struct config *cfg, int argc, char **argv,
+                                     const struct resources *res, char *err,
+                                     size_t errlen);
+
+/*
+ * Only --bind and --port (flag, else variable), for `microd probe`: every
+ * other flag is passed over unread and no other variable is looked at.
+ */
+enum config_result config_parse_address(struct config *cfg, int argc,
+                                        char **argv, char *err, size_t errlen);
 
 /*
  * Seconds with up to three decimals ("10", "0.5", "2.25"), at most max_s, as

@@ -576,7 +576,8 @@ log_access(const struct access_entry *e)
 	field_num(&l, "duration_ms", "%.3f", e->duration_ms);
 	field_str(&l, "remote", e->remote);
 	field_str(&l, "request_id", e->request_id);
-	field_str(&l, "user_agent", e->user_agent);
+	if (e->user_agent != NULL) /* "when sent" */
+		field_str(&l, "user_agent", e->user_agent);
 	finish(&l);
 	emit(&l, 1);
 }

@@ -243,10 +243,26 @@ log_limits(const struct config *cfg)
 {
 	log_info("limits: %u connections over all threads, %u per client "
 	         "address%s, idle timeout %u s, %zu bytes per connection "
-	         "(request line + headers)",
+	         "(request line + headers); connection limit and body budget "
+	         "from %s",
 	         cfg->connection_limit, cfg->per_ip_limit,
 	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
-	         cfg->connection_memory);
+	         cfg->connection_memory, cfg->limits_from);
+}
+
+/* --check-config: what a start with these settings would use. */
+static void
+print_settings(const struct config *cfg)
+{
+	printf("microd: the configuration is valid\n"
+	       "threads %u (from %s)\n"
+	       "connection limit %u, body budget %zu bytes (from %s)\n"
+	       "listen %s port %u (unless a socket is passed)\n",
+	       cfg->threads, cfg->threads_from, cfg->connection_limit,
+	       cfg->body_budget, cfg->limits_from, cfg->bind, cfg->port);
+	if (cfg->ignored_env != NULL)
+		printf("ignored %s=%s (a Kubernetes service link)\n",
+		       cfg->ignored_env, cfg->ignored_value);
 }
 
 int
@@ -270,10 +286,17 @@ main(int argc, char **argv)
 		       MICROD_COMMIT);
 		return 0;
 	case CONFIG_ERROR:
-		fprintf(stderr, "microd: %s\n", err);
+		/* Before the logger: journald reads the priority from the
+		 * prefix (3, err), so journalctl -p err shows why. */
+		fprintf(stderr, "%smicrod: %s\n",
+		        stderr_is_journal() ? "<3>" : "", err);
 		return 2;
 	case CONFIG_RUN:
 		break;
+	}
+	if (cfg.check_only) {
+		print_settings(&cfg);
+		return 0;
 	}
 	log_setup(cfg.log_level,
 	          cfg.log_format >= 0     ? cfg.log_format
@@ -324,11 +347,17 @@ main(int argc, char **argv)
 		         cfg.connection_limit);
 		cfg.threads = cfg.connection_limit;
 	}
-	log_info("microd %s: %u threads (%s), max body %zu bytes, body "
-	         "budget %zu bytes, shutdown timeout %u ms",
+	if (cfg.ignored_env != NULL)
+		log_warn("%s=%s is a Kubernetes service link (a Service named "
+		         "after microd), not a port: ignored; set "
+		         "enableServiceLinks: false in the pod spec",
+		         cfg.ignored_env, cfg.ignored_value);
+	log_info("microd %s: %u threads (%s; from %s), max body %zu bytes, "
+	         "body budget %zu bytes, shutdown timeout %u ms",
 	         MICROD_VERSION, cfg.threads,
 	         cfg.event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
-	         cfg.max_body, cfg.body_budget, cfg.shutdown_timeout_ms);
+	         cfg.threads_from, cfg.max_body, cfg.body_budget,
+	         cfg.shutdown_timeout_ms);
 	log_limits(&cfg);
 	raise_fd_limit(cfg.connection_limit);
 	sv.srv = server_start(&cfg, listen_fd);

@@ -281,13 +281,14 @@ render_process(FILE *f)
 	unsigned long long vm_pages = 0, rss_pages = 0;
 	long page = sysconf(_SC_PAGESIZE);
 	FILE *statm = fopen("/proc/self/statm", "r");
-	int fds = count_open_fds();
+	int fds;
 
 	if (statm != NULL) {
 		if (fscanf(statm, "%llu %llu", &vm_pages, &rss_pages) != 2)
 			vm_pages = rss_pages = 0;
 		fclose(statm);
 	}
+	fds = count_open_fds(); /* with statm closed: only opendir's own */
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
 		fprintf(
 		    f,

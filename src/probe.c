@@ -30,26 +30,34 @@ struct target {
 static void
 usage(FILE *out)
 {
-	fputs("Usage: microd probe [--url URL] [--timeout SECONDS] "
-	      "[server options]\n"
-	      "Sends one GET and exits 0 for a 2xx or 3xx answer, 1 for "
-	      "anything\n"
-	      "else (another status, a refused connection, a timeout), with "
-	      "one\n"
-	      "line on stderr saying why. For Docker HEALTHCHECK and "
-	      "Kubernetes\n"
-	      "exec probes in images without curl.\n"
-	      "\n"
-	      "  --url URL          http://HOST[:PORT]/PATH (default: the "
-	      "server's\n"
-	      "                     own --bind/--port and environment, with "
-	      "0.0.0.0\n"
-	      "                     and :: mapped to loopback, and /health)\n"
-	      "  --timeout SECONDS  for the whole exchange (default 1)\n"
-	      "  --port, --bind     as for the server; other server options "
-	      "are\n"
-	      "                     accepted and ignored\n",
-	      out);
+	fputs(
+	    "Usage: microd probe [--url URL] [--timeout SECONDS] "
+	    "[server options]\n"
+	    "Sends one GET and exits 0 for a 2xx or 3xx answer, 1 for "
+	    "anything\n"
+	    "else (another status, a refused connection, a timeout), with "
+	    "one\n"
+	    "line on stderr saying why. For Docker HEALTHCHECK and "
+	    "Kubernetes\n"
+	    "exec probes in images without curl.\n"
+	    "\n"
+	    "  --url URL          http://HOST[:PORT]/PATH (default: the "
+	    "server's\n"
+	    "                     own --bind/--port and environment, with "
+	    "0.0.0.0\n"
+	    "                     and :: mapped to loopback, and /health)\n"
+	    "  --timeout SECONDS  for the whole exchange (default 1)\n"
+	    "  --port, --bind     as for the server (flag, else MICROD_PORT,\n"
+	    "                     PORT, MICROD_BIND); other server options "
+	    "are\n"
+	    "                     accepted and not read\n"
+	    "\n"
+	    "With no --url and no server options, when process 1 is the "
+	    "microd\n"
+	    "server (as in its container), its own --port and --bind are "
+	    "used.\n"
+	    "With --url nothing of the server's configuration is read.\n",
+	    out);
 }
 
 /* http://host[:port]/path, host may be [v6]. 0 or -1. */
@@ -111,6 +119,33 @@ default_target(const struct config *cfg, struct target *t)
 	snprintf(t->host, sizeof(t->host), "%s", host);
 	snprintf(t->port, sizeof(t->port), "%u", cfg->port);
 	snprintf(t->path, sizeof(t->path), "/health");
+}
+
+/*
+ * The server's argv when process 1 is the microd server (a container's
+ * entrypoint), else 0. buf holds the strings.
+ */
+static int
+server_argv(char *buf, size_t len, char **argv, int max)
+{
+	int fd = open("/proc/1/cmdline", O_RDONLY | O_CLOEXEC), argc = 0;
+	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
+	const char *base;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	for (char *p = buf; p < buf + n && argc < max - 1; p += strlen(p) + 1)
+		argv[argc++] = p;
+	argv[argc] = NULL;
+	base = strrchr(argv[0], '/');
+	base = base != NULL ? base + 1 : argv[0];
+	if (strcmp(base, "microd") != 0 ||
+	    (argc > 1 && strcmp(argv[1], "probe") == 0))
+		return 0;
+	return argc;
 }
 
 /* Waits for events on fd until the deadline. 1 ready, 0 timed out. */
@@ -276,11 +311,6 @@ probe_main(int argc, char **argv)
 		}
 	}
 	rest[n] = NULL;
-	if (config_parse(&cfg, n, rest, err, sizeof(err)) != CONFIG_RUN) {
-		fprintf(stderr, "microd probe: %s\n",
-		        err[0] != '\0' ? err : "see microd probe --help");
-		return PROBE_FAIL;
-	}
 	if (url != NULL) {
 		if (parse_url(url, &t) != 0) {
 			fprintf(
@@ -291,6 +321,20 @@ probe_main(int argc, char **argv)
 			return PROBE_FAIL;
 		}
 	} else {
+		char cmdline[4096], *pid1[MAX_ARGS];
+		int pid1_argc = n == 1 ? server_argv(cmdline, sizeof(cmdline),
+		                                     pid1, MAX_ARGS)
+		                       : 0;
+
+		if (config_parse_address(&cfg, pid1_argc > 0 ? pid1_argc : n,
+		                         pid1_argc > 0 ? pid1 : rest, err,
+		                         sizeof(err)) != CONFIG_RUN) {
+			fprintf(stderr, "microd probe: %s%s\n",
+			        pid1_argc > 0 ? "process 1's " : "",
+			        err[0] != '\0' ? err
+			                       : "see microd probe --help");
+			return PROBE_FAIL;
+		}
 		default_target(&cfg, &t);
 	}
 	status = probe_once(&t, timeout_ms, why, sizeof(why));

@@ -1021,7 +1021,6 @@ server_start(const struct config *cfg, int listen_fd)
 
 	/* Limits and strictness, shared by both ways of listening. */
 	struct MHD_OptionItem limits[] = {
-	    {MHD_OPTION_THREAD_POOL_SIZE, cfg->threads, NULL},
 	    {MHD_OPTION_CONNECTION_LIMIT,
 	     LIBRARY_LIMIT(cfg->connection_limit, srv->workers), NULL},
 	    {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit, NULL},
@@ -1035,6 +1034,10 @@ server_start(const struct config *cfg, int listen_fd)
 	     * with problem details; the rules level -1 would add are there too.
 	     */
 	    {MHD_OPTION_STRICT_FOR_CLIENT, 0, NULL},
+	    /* Last, and left out for one thread: 0.9.75 warns on every
+	     * start that a pool of one is no pool. */
+	    {srv->workers > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+	     srv->workers, NULL},
 	    {MHD_OPTION_END, 0, NULL},
 	};
 

@@ -20,6 +20,7 @@
 #include "number.h"
 #include "policy.h"
 #include "reply.h"
+#include "resources.h"
 #include "router.h"
 
 static void
@@ -202,12 +203,64 @@ test_config(void)
 	PARSE(&cfg, "--port", "9002");
 	is(cfg.port, 9002, "the flag wins over the environment");
 	setenv("MICROD_PORT", "x", 1);
-	is(PARSE(&cfg, "--port", "1"), CONFIG_ERROR,
-	   "a bad variable is an error even when a flag is given");
+	is(PARSE(&cfg, "--port", "1"), CONFIG_RUN,
+	   "a bad variable is not read when a flag sets its option");
+	is(cfg.port, 1, "and the flag's value holds");
+	is(parse_args(&cfg, err, sizeof(err), (const char *[]){NULL}),
+	   CONFIG_ERROR, "without the flag the bad variable is an error");
 	ok(strstr(err, "MICROD_PORT") != NULL && strstr(err, "'x'") != NULL,
 	   "naming the variable and value: %s", err);
 	unsetenv("MICROD_PORT");
+	setenv("MICROD_THREADS", "0", 1);
+	is(PARSE(&cfg, "--threads", "2"), CONFIG_RUN,
+	   "MICROD_THREADS=0 with --threads 2: the flag wins");
+	ok(cfg.threads == 2 && strcmp(cfg.threads_from, "--threads") == 0,
+	   "2 threads, from --threads (%s)", cfg.threads_from);
+	unsetenv("MICROD_THREADS");
+	/* Kubernetes' docker-link variables for a Service named microd. */
+	setenv("MICROD_PORT", "tcp://10.96.0.12:80", 1);
+	setenv("PORT", "9000", 1);
+	is(parse_args(&cfg, err, sizeof(err), (const char *[]){NULL}),
+	   CONFIG_RUN, "MICROD_PORT=tcp://10.96.0.12:80 is not fatal");
+	ok(cfg.port == 9000 && cfg.ignored_env != NULL &&
+	       strcmp(cfg.ignored_env, "MICROD_PORT") == 0,
+	   "it is ignored (PORT=9000 applies) and reported");
+	setenv("MICROD_PORT", "udp://10.96.0.12:53", 1);
 	unsetenv("PORT");
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.port == 8080 && cfg.ignored_env != NULL,
+	   "udp:// too; with no PORT the default 8080");
+	setenv("MICROD_PORT", "tcp:10", 1);
+	is(parse_args(&cfg, err, sizeof(err), (const char *[]){NULL}),
+	   CONFIG_ERROR, "a value merely starting with tcp is still bad");
+	setenv("MICROD_PORT", "9001", 1);
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.port == 9001 && cfg.ignored_env == NULL,
+	   "a real MICROD_PORT is read, nothing ignored");
+	unsetenv("MICROD_PORT");
+	unsetenv("PORT");
+	setenv("MICROD_MAX_BODY", "nonsense", 1);
+	setenv("MICROD_PORT", "9003", 1);
+	{
+		char a0[] = "microd";
+		char *av[] = {a0, NULL};
+
+		is(config_parse_address(&cfg, 1, av, err, sizeof(err)),
+		   CONFIG_RUN,
+		   "the probe's parse reads no variable but the address");
+	}
+	is(cfg.port, 9003, "and reads MICROD_PORT");
+	{
+		char a0[] = "microd", a1[] = "--threads", a2[] = "zero",
+		     a3[] = "--port", a4[] = "7";
+		char *av[] = {a0, a1, a2, a3, a4, NULL};
+
+		is(config_parse_address(&cfg, 5, av, err, sizeof(err)),
+		   CONFIG_RUN, "nor any flag's value but --port/--bind");
+		is(cfg.port, 7, "--port 7");
+	}
+	unsetenv("MICROD_MAX_BODY");
+	unsetenv("MICROD_PORT");
 
 	is(PARSE(&cfg, "--port", "65536"), CONFIG_ERROR, "port 65536");
 	ok(strstr(err, "--port") && strstr(err, "'65536'") &&
@@ -266,6 +319,168 @@ test_config(void)
 }
 
 /* Only cases that return before any descriptor is touched. */
+/* config_parse_with on "microd" + args, with given resources. */
+static enum config_result
+parse_res(struct config *cfg, const struct resources *res, char *err,
+          size_t len, const char *const *args)
+{
+	static char storage[16][64];
+	char *argv[16];
+	int argc = 0;
+
+	snprintf(storage[0], sizeof(storage[0]), "microd");
+	argv[argc] = storage[argc];
+	argc++;
+	for (; *args != NULL && argc < 16; args++, argc++) {
+		snprintf(storage[argc], sizeof(storage[argc]), "%s", *args);
+		argv[argc] = storage[argc];
+	}
+	return config_parse_with(cfg, argc, argv, res, err, len);
+}
+
+static void
+test_resources(void)
+{
+	static const struct cpu_case {
+		const char *text;
+		int verdict;
+		unsigned int cpus;
+	} cpu_cases[] = {
+	    {"max 100000\n", 0, 0},
+	    {"150000 100000\n", 1, 2},
+	    {"100000 100000\n", 1, 1},
+	    {"50000 100000", 1, 1},
+	    {"400000 100000", 1, 4},
+	    {"-1 100000", 0, 0},
+	    {"", -1, 0},
+	    {"x 100000", -1, 0},
+	    {"100000 0", -1, 0},
+	    {"0 100000", -1, 0},
+	    {"250000", 1, 3}, /* v1 quota alone: period 100000 */
+	};
+	static const struct mem_case {
+		const char *text;
+		int verdict;
+		unsigned long long bytes;
+	} mem_cases[] = {
+	    {"max\n", 0, 0},
+	    {"67108864\n", 1, 67108864},
+	    {"9223372036854771712\n", 0, 0}, /* v1 unlimited */
+	    {"-1", -1, 0},
+	    {"64M", -1, 0},
+	};
+	static const char proc_cgroup[] =
+	    "12:pids:/\n4:memory:/kubepods/pod1/c1\n2:cpu,cpuacct:/k/c\n"
+	    "1:name=systemd:/x\n0::/system.slice/microd.service\n";
+	static const char mountinfo[] =
+	    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+	    "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup "
+	    "rw,cpu,cpuacct\n"
+	    "33 31 0:30 /kubepods/pod1 /sys/fs/cgroup/memory rw - cgroup "
+	    "cgroup rw,memory\n"
+	    "34 31 0:31 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n"
+	    "41 31 0:38 / /sys/fs/cgroup/unified rw shared:9 - cgroup2 "
+	    "cgroup2 rw\n";
+	struct resources res = {.cpus = 8, .memory = 0};
+	struct config cfg;
+	char err[256], out[256];
+	int n;
+
+	for (size_t i = 0; i < sizeof(cpu_cases) / sizeof(*cpu_cases); i++) {
+		const struct cpu_case *c = &cpu_cases[i];
+		unsigned long long q = 0, p = 0;
+		int v = resources_parse_cpu_max(c->text, &q, &p);
+
+		ok(v == c->verdict &&
+		       (v != 1 || resources_quota_cpus(q, p) == c->cpus),
+		   "cpu quota '%s': %d, %u CPUs", c->text, c->verdict, c->cpus);
+	}
+	for (size_t i = 0; i < sizeof(mem_cases) / sizeof(*mem_cases); i++) {
+		const struct mem_case *c = &mem_cases[i];
+		unsigned long long b = 0;
+		int v = resources_parse_memory(c->text, &b);
+
+		ok(v == c->verdict && (v != 1 || b == c->bytes),
+		   "memory limit '%s': %d", c->text, c->verdict);
+	}
+	ok(resources_cgroup_path(proc_cgroup, "memory", out, sizeof(out)) ==
+	           0 &&
+	       strcmp(out, "/kubepods/pod1/c1") == 0,
+	   "v1 memory cgroup: %s", out);
+	ok(resources_cgroup_path(proc_cgroup, "cpu", out, sizeof(out)) == 0 &&
+	       strcmp(out, "/k/c") == 0,
+	   "v1 cpu from cpu,cpuacct: %s", out);
+	ok(resources_cgroup_path(proc_cgroup, "cpuacct", out, sizeof(out)) == 0,
+	   "cpuacct is its own item of the list");
+	ok(resources_cgroup_path(proc_cgroup, NULL, out, sizeof(out)) == 0 &&
+	       strcmp(out, "/system.slice/microd.service") == 0,
+	   "v2 cgroup: %s", out);
+	is(resources_cgroup_path("1:name=systemd:/x\n", "memory", out,
+	                         sizeof(out)),
+	   -1, "no memory controller: none");
+	is(resources_cgroup_path("2:cpuacct:/x\n", "cpu", out, sizeof(out)), -1,
+	   "cpuacct is not cpu");
+	n = resources_cgroup_dir(mountinfo, "memory", "/kubepods/pod1/c1", out,
+	                         sizeof(out));
+	ok(n == 21 && strcmp(out, "/sys/fs/cgroup/memory/c1") == 0,
+	   "a mount of a subtree: the path below its root (%s, %d)", out, n);
+	n = resources_cgroup_dir(mountinfo, "cpu", "/k/c", out, sizeof(out));
+	ok(n == 26 && strcmp(out, "/sys/fs/cgroup/cpu,cpuacct/k/c") == 0,
+	   "cpu in a joint mount: %s", out);
+	n = resources_cgroup_dir(mountinfo, NULL, "/", out, sizeof(out));
+	ok(n == 22 && strcmp(out, "/sys/fs/cgroup/unified") == 0,
+	   "v2 root cgroup: the mount point itself (%s)", out);
+	is(resources_cgroup_dir(mountinfo, "memory", "/other/c", out,
+	                        sizeof(out)),
+	   -1, "a cgroup outside the mount's root: none");
+	is(resources_cgroup_dir(mountinfo, "memory", "/kubepods/pod10", out,
+	                        sizeof(out)),
+	   -1, "a root is a path prefix, not a string prefix");
+	is(resources_cgroup_dir(mountinfo, "pids", "/", out, sizeof(out)), -1,
+	   "a controller not mounted: none");
+
+	/* The defaults that follow. */
+	snprintf(res.cpus_from, sizeof(res.cpus_from), "test quota");
+	snprintf(res.memory_from, sizeof(res.memory_from), "none");
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.threads == 8 && strcmp(cfg.threads_from, "test quota") == 0,
+	   "threads default to the CPUs, saying whence");
+	ok(cfg.connection_limit == 10000 && cfg.body_budget == 8 << 20,
+	   "no memory limit: 10000 connections, 8 MiB budget");
+	res.cpus = 1;
+	res.memory = 64ULL << 20;
+	snprintf(res.memory_from, sizeof(res.memory_from), "test limit");
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	/* (64 - 16 - 8) MiB - the 8 MiB budget, over 16 + 8 KiB */
+	ok(cfg.threads == 1 && cfg.connection_limit == 1365 &&
+	       cfg.body_budget == 8 << 20,
+	   "64 MiB: 1 thread, 1365 connections, 8 MiB budget (%u, %zu)",
+	   cfg.connection_limit, cfg.body_budget);
+	ok(strstr(cfg.limits_from, "64 MiB test limit") != NULL,
+	   "saying whence: %s", cfg.limits_from);
+	res.memory = 24ULL << 20;
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.body_budget == 2621440 && cfg.connection_limit == 320,
+	   "24 MiB: budget a quarter of 10 MiB, 320 connections (%zu, %u)",
+	   cfg.body_budget, cfg.connection_limit);
+	res.memory = 8ULL << 20;
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.body_budget == 1 << 20 && cfg.connection_limit == 16,
+	   "8 MiB: the floor, budget = --max-body, 16 connections");
+	parse_res(&cfg, &res, err, sizeof(err),
+	          (const char *[]){"--connection-limit", "5000", NULL});
+	is(cfg.connection_limit, 5000, "a flag is never overridden");
+	setenv("MICROD_BODY_BUDGET", "32m", 1);
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	is(cfg.body_budget, 32 << 20, "nor a variable");
+	unsetenv("MICROD_BODY_BUDGET");
+	res.memory = 64ULL << 20;
+	parse_res(&cfg, &res, err, sizeof(err),
+	          (const char *[]){"--connection-memory", "4k", NULL});
+	is(cfg.connection_limit, 2730,
+	   "smaller connections: more fit (4 + 8 KiB each)");
+}
+
 static void
 test_activation(void)
 {
@@ -920,6 +1135,7 @@ main(void)
 	test_reply();
 	test_encode();
 	test_config();
+	test_resources();
 	test_activation();
 	test_notify();
 	test_number();

@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: MIT */
+/* resources.c -- the CPUs and memory this process may use (affinity, cgroup) */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include "resources.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "number.h"
+
+/* A v1 limit this high is the kernel's "unlimited" (LONG_MAX, page-aligned). */
+#define V1_UNLIMITED (1ULL << 62)
+
+/* Copies the first whitespace-delimited word of *s into out; advances *s. */
+static int
+word(const char **s, char *out, size_t outlen)
+{
+	const char *p = *s;
+	size_t n;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	n = strcspn(p, " \t\n");
+	if (n == 0 || n >= outlen)
+		return -1;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	*s = p + n;
+	return 0;
+}
+
+int
+resources_parse_cpu_max(const char *text, unsigned long long *quota,
+                        unsigned long long *period)
+{
+	char q[32], p[32];
+	uintmax_t qv, pv = 100000;
+	const char *s = text;
+
+	if (word(&s, q, sizeof(q)) != 0)
+		return -1;
+	/* v2 "QUOTA PERIOD"; v1 passes the quota alone (period apart). */
+	if (word(&s, p, sizeof(p)) == 0 &&
+	    (number_parse(p, UINT64_MAX, &pv) != 0 || pv == 0))
+		return -1;
+	if (strcmp(q, "max") == 0 || strcmp(q, "-1") == 0)
+		return 0;
+	if (number_parse(q, UINT64_MAX, &qv) != 0 || qv == 0)
+		return -1;
+	*quota = qv;
+	*period = pv;
+	return 1;
+}
+
+int
+resources_parse_memory(const char *text, unsigned long long *bytes)
+{
+	char v[32];
+	uintmax_t n;
+	const char *s = text;
+
+	if (word(&s, v, sizeof(v)) != 0)
+		return -1;
+	if (strcmp(v, "max") == 0)
+		return 0;
+	if (number_parse(v, UINT64_MAX, &n) != 0)
+		return -1;
+	if (n >= V1_UNLIMITED)
+		return 0;
+	*bytes = n;
+	return 1;
+}
+
+unsigned int
+resources_quota_cpus(unsigned long long quota, unsigned long long period)
+{
+	unsigned long long cpus = (quota + period - 1) / period;
+
+	return cpus < 1 ? 1 : cpus > 1024 ? 1024 : (unsigned int)cpus;
+}
+
+/* Does the comma-separated list (length n) hold name as one of its items? */
+static int
+list_has(const char *list, size_t n, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *p = list; p < list + n;) {
+		size_t item = strcspn(p, ",");
+
+		if (item > (size_t)(list + n - p))
+			item = (size_t)(list + n - p);
+		if (item == len && strncmp(p, name, len) == 0)
+			return 1;
+		p += item + 1;
+	}
+	return 0;
+}
+
+int
+resources_cgroup_path(const char *proc_cgroup, const char *controller,
+                      char *out, size_t outlen)
+{
+	/* Lines are "ID:CONTROLLERS:PATH"; v2 is "0::PATH". */
+	for (const char *line = proc_cgroup; *line != '\0';) {
+		size_t len = strcspn(line, "\n");
+		const char *c1 = memchr(line, ':', len), *c2, *path;
+
+		if (c1 != NULL &&
+		    (c2 = memchr(c1 + 1, ':', (size_t)(line + len - c1 - 1))) !=
+		        NULL) {
+			size_t cl = (size_t)(c2 - c1 - 1);
+			int match =
+			    controller == NULL
+			        ? cl == 0 && c1 - line == 1 && *line == '0'
+			        : list_has(c1 + 1, cl, controller);
+
+			path = c2 + 1;
+			if (match && (size_t)(line + len - path) < outlen &&
+			    *path == '/') {
+				memcpy(out, path, (size_t)(line + len - path));
+				out[line + len - path] = '\0';
+				return 0;
+			}
+		}
+		line += len;
+		if (*line == '\n')
+			line++;
+	}
+	return -1;
+}
+
+int
+resources_cgroup_dir(const char *mountinfo, const char *controller,
+                     const char *cgroup_path, char *out, size_t outlen)
+{
+	for (const char *line = mountinfo; *line != '\0';) {
+		size_t len = strcspn(line, "\n");
+		char root[512] = "", mnt[512] = "", type[32] = "", src[64] = "",
+		     opts[512] = "", skip[512] = "";
+		const char *s = line, *dash;
+		int ok = 1;
+
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE
+		 * SOURCE SUPER-OPTIONS */
+		for (int i = 0; i < 3 && ok; i++)
+			ok = word(&s, skip, sizeof(skip)) == 0;
+		ok = ok && word(&s, root, sizeof(root)) == 0 &&
+		     word(&s, mnt, sizeof(mnt)) == 0;
+		dash = ok ? strstr(s, " - ") : NULL;
+		if (dash != NULL && dash < line + len) {
+			s = dash + 3;
+			ok = word(&s, type, sizeof(type)) == 0 &&
+			     word(&s, src, sizeof(src)) == 0 &&
+			     word(&s, opts, sizeof(opts)) == 0;
+		} else {
+			ok = 0;
+		}
+		if (ok && (controller == NULL ? strcmp(type, "cgroup2") == 0
+		                              : strcmp(type, "cgroup") == 0 &&
+		                                    list_has(opts, strlen(opts),
+		                                             controller))) {
+			size_t rl = strcmp(root, "/") == 0 ? 0 : strlen(root);
+			const char *below = cgroup_path + rl;
+
+			/* The cgroup must be the root or under it. */
+			if (strncmp(cgroup_path, root, rl) != 0 ||
+			    (*below != '/' && *below != '\0'))
+				return -1;
+			if (strcmp(below, "/") == 0)
+				below = "";
+			if ((size_t)snprintf(out, outlen, "%s%s", mnt, below) >=
+			    outlen)
+				return -1;
+			return (int)strlen(mnt);
+		}
+		line += len;
+		if (*line == '\n')
+			line++;
+	}
+	return -1;
+}
+
+/* Reads a small file whole. 0, or -1. */
+static int
+read_text(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = -1;
+
+	if (fd >= 0) {
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+/* What resources_read reads once and looks things up in. */
+struct proc_text {
+	char mountinfo[1 << 16]; /* cgroup mounts come among the first lines */
+	char cgroup[4096];
+};
+
+/*
+ * The directory of this process's cgroup for a controller (NULL: v2), and
+ * how much of it is the mount point. 0, or -1.
+ */
+static int
+own_dir(const struct proc_text *pt, const char *controller, char *dir,
+        size_t len, size_t *mount_len)
+{
+	char path[512];
+	int n;
+
+	if (resources_cgroup_path(pt->cgroup, controller, path, sizeof(path)) !=
+	    0)
+		return -1;
+	n = resources_cgroup_dir(pt->mountinfo, controller, path, dir, len);
+	if (n < 0)
+		return -1;
+	*mount_len = (size_t)n;
+	return 0;
+}
+
+typedef void visit_fn(const char *dir, const char *text, void *arg);
+
+/*
+ * Calls fn with the text of file name in dir and in each ancestor up to the
+ * mount point (the first mount_len bytes of dir). Changes dir.
+ */
+static void
+walk_up(char *dir, size_t mount_len, const char *name, visit_fn *fn, void *arg)
+{
+	char file[1100], text[64];
+
+	for (;;) {
+		char *slash;
+
+		if ((size_t)snprintf(file, sizeof(file), "%s/%s", dir, name) <
+		        sizeof(file) &&
+		    read_text(file, text, sizeof(text)) == 0)
+			fn(dir, text, arg);
+		slash = strrchr(dir, '/');
+		if (slash == NULL || (size_t)(slash - dir) < mount_len)
+			return;
+		*slash = '\0';
+	}
+}
+
+static void
+take_quota(struct resources *r, const char *dir, const char *text)
+{
+	unsigned long long quota = 0, period = 0;
+	unsigned int cpus;
+
+	if (resources_parse_cpu_max(text, &quota, &period) != 1)
+		return;
+	cpus = resources_quota_cpus(quota, period);
+	if (cpus < r->cpus) {
+		r->cpus = cpus;
+		snprintf(r->cpus_from, sizeof(r->cpus_from),
+		         "cgroup CPU quota %llu/%llu us in %.80s", quota,
+		         period, dir);
+	}
+}
+
+static void
+take_cpu_max(const char *dir, const char *text, void *arg)
+{
+	take_quota(arg, dir, text);
+}
+
+/* v1 keeps the period in a file beside the quota. */
+static void
+take_cfs_quota(const char *dir, const char *text, void *arg)
+{
+	char file[1100], period[32], both[96];
+
+	if ((size_t)snprintf(file, sizeof(file), "%s/cpu.cfs_period_us", dir) >=
+	        sizeof(file) ||
+	    read_text(file, period, sizeof(period)) != 0)
+		return;
+	period[strcspn(period, "\n")] = '\0';
+	if ((size_t)snprintf(both, sizeof(both), "%.*s %s",
+	                     (int)strcspn(text, "\n"), text,
+	                     period) >= sizeof(both))
+		return;
+	take_quota(arg, dir, both);
+}
+
+static void
+take_memory(const char *dir, const char *text, void *arg)
+{
+	struct resources *r = arg;
+	unsigned long long bytes = 0;
+
+	if (resources_parse_memory(text, &bytes) != 1)
+		return;
+	if (r->memory == 0 || bytes < r->memory) {
+		r->memory = bytes;
+		snprintf(r->memory_from, sizeof(r->memory_from),
+		         "cgroup memory limit in %.90s", dir);
+	}
+}
+
+void
+resources_read(struct resources *r)
+{
+	struct proc_text *pt = NULL;
+	char dir[1024];
+	size_t ml;
+	cpu_set_t set;
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+
+	r->cpus = online < 1 ? 1 : (unsigned int)online;
+	snprintf(r->cpus_from, sizeof(r->cpus_from), "%u online CPUs", r->cpus);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 &&
+	    CPU_COUNT(&set) > 0 && (unsigned int)CPU_COUNT(&set) < r->cpus) {
+		r->cpus = (unsigned int)CPU_COUNT(&set);
+		snprintf(r->cpus_from, sizeof(r->cpus_from),
+		         "%u CPU%s in the affinity mask", r->cpus,
+		         r->cpus == 1 ? "" : "s");
+	}
+	r->memory = 0;
+	snprintf(r->memory_from, sizeof(r->memory_from),
+	         "no cgroup memory limit");
+
+	pt = malloc(sizeof(*pt));
+	if (pt == NULL ||
+	    read_text("/proc/self/mountinfo", pt->mountinfo,
+	              sizeof(pt->mountinfo)) != 0 ||
+	    read_text("/proc/self/cgroup", pt->cgroup, sizeof(pt->cgroup)) != 0)
+		goto out;
+	if (own_dir(pt, NULL, dir, sizeof(dir), &ml) == 0) {
+		char copy[sizeof(dir)];
+
+		memcpy(copy, dir, sizeof(copy));
+		walk_up(copy, ml, "cpu.max", take_cpu_max, r);
+		walk_up(dir, ml, "memory.max", take_memory, r);
+	}
+	if (own_dir(pt, "cpu", dir, sizeof(dir), &ml) == 0)
+		walk_up(dir, ml, "cpu.cfs_quota_us", take_cfs_quota, r);
+	if (own_dir(pt, "memory", dir, sizeof(dir), &ml) == 0)
+		walk_up(dir, ml, "memory.limit_in_bytes", take_memory, r);
+out:
+	free(pt);
+}
