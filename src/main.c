@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "probe.h"
+#include "refusal.h"
 #include "server.h"
 #include "state.h"
 #include "version.h"
@@ -250,6 +251,25 @@ log_limits(const struct config *cfg)
 	         cfg->connection_memory, cfg->limits_from);
 }
 
+/*
+ * Under socket activation, the connection that started microd (and any
+ * queued behind it) would start it again the moment it exits: they get a
+ * 503 naming the bad setting instead, and the socket waits for the next.
+ */
+static void
+refuse_waiting(const char *why)
+{
+	char err[256], detail[320];
+	int fd = activation_listen_fd(err, sizeof(err));
+
+	if (fd < 0)
+		return;
+	snprintf(detail, sizeof(detail), "microd cannot start: %s", why);
+	if (refusal_answer(fd, detail) < 0)
+		fprintf(stderr, "microd: out of memory answering the waiting "
+		                "clients\n");
+}
+
 /* --check-config: what a start with these settings would use. */
 static void
 print_settings(const struct config *cfg)
@@ -290,6 +310,7 @@ main(int argc, char **argv)
 		 * prefix (3, err), so journalctl -p err shows why. */
 		fprintf(stderr, "%smicrod: %s\n",
 		        stderr_is_journal() ? "<3>" : "", err);
+		refuse_waiting(err);
 		return 2;
 	case CONFIG_RUN:
 		break;

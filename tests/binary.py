@@ -5,8 +5,12 @@
 # FORTIFY for their own checks, so they are skipped.
 import os
 import re
+import shutil
+import socket
 import subprocess
+import tempfile
 
+from server import start_microd, stop_microd
 from tap import done, ok, skip
 
 BIN = os.path.abspath(os.environ.get("MICROD_BIN", "build/microd"))
@@ -35,8 +39,60 @@ def documented():
        % (len(flags), len(names), " (missing: %s)" % ", ".join(missing) if missing else ""))
 
 
+def run_checks():
+    """Small promises of the start-up and /metrics, against the binary."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROD_") and k != "PORT"}
+    proc, port, log = start_microd([BIN, "--threads", "1", "--bind", "127.0.0.1", "--port", "0"], env)
+    text = open(log).read()
+    ok(port is not None and "1 threads" in text and "Thread pool is not used" not in text,
+       "--threads 1 starts without libmicrohttpd's pool-of-one warning")
+    if port is not None:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"process_start_time_seconds" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        m = re.search(rb"\nprocess_open_fds (\d+)", data)
+        # The scrape's connection is still open: the same descriptors.
+        fds = len(os.listdir("/proc/%d/fd" % proc.pid))
+        ok(m is not None and int(m.group(1)) == fds,
+           "process_open_fds %s is what /proc/PID/fd lists (%d)" % (m and m.group(1).decode(), fds))
+        s.close()
+    stop_microd(proc, log)
+
+    def check(args, extra, cmd_prefix=()):
+        e = dict(env, **extra)
+        r = subprocess.run(list(cmd_prefix) + [BIN, "--check-config"] + args, env=e, capture_output=True,
+                           text=True, timeout=10)
+        return r.returncode, r.stdout + r.stderr
+    rc, out = check([], {"MICROD_THREADS": "0"})
+    ok(rc == 2 and "MICROD_THREADS: invalid value '0'" in out, "--check-config: a bad variable exits 2 naming it")
+    rc, out = check(["--threads", "3"], {"MICROD_THREADS": "0", "MICROD_PORT": "tcp://10.96.0.12:80",
+                                        "PORT": "9000"})
+    ok(rc == 0 and "threads 3 (from --threads)" in out and "port 9000" in out and "ignored MICROD_PORT" in out,
+       "a flag wins over a bad variable; a service link is ignored, PORT applies: %s" % out.replace("\n", "; "))
+    if shutil.which("taskset"):
+        rc, out = check([], {}, ("taskset", "-c", "0"))
+        ok(rc == 0 and "threads 1 (from 1 CPU in the affinity mask)" in out,
+           "one CPU in the affinity mask: 1 thread, saying so")
+    else:
+        ok(False, "taskset is missing: install util-linux")
+    with tempfile.TemporaryFile() as f:
+        st = os.fstat(f.fileno())
+        e = dict(env, MICROD_THREADS="0", JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+        rc = subprocess.run([BIN], env=e, stderr=f, timeout=10).returncode
+        f.seek(0)
+        line = f.read().decode()
+    ok(rc == 2 and line.startswith("<3>microd: MICROD_THREADS"),
+       "under journald a configuration error carries priority 3 (err): %r" % line[:40])
+
+
 def main():
     documented()
+    run_checks()
     if "/sanitize/" in BIN or "/tsan/" in BIN:
         skip("a sanitizer build is not hardened the same way", CHECKS)
         return done()

@@ -142,17 +142,37 @@ def test_kubernetes():
     ok(kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"],
        "the HPA scales the Deployment")
 
+    ok(pod.get("enableServiceLinks") is False, "enableServiceLinks: false")
+    ok("MICROD_THREADS" not in env, "no MICROD_THREADS: the default reads the CPU limit")
+
     # The manifest's own settings, asked of a real microd (the port alone is
-    # left to the kernel: tests use no fixed ports).
+    # left to the kernel: tests use no fixed ports), with the variables
+    # Kubernetes injects into a pod started after the Service microd (and a
+    # Service api) exists, in case service links are turned back on.
     run_env = dict(os.environ)
     run_env.update({k: v for k, v in env.items() if v is not None})
+    for name, ip, sport in (("MICROD", "10.96.0.12", 80), ("API", "10.96.3.4", 8080)):
+        run_env.update({"%s_SERVICE_HOST" % name: ip, "%s_SERVICE_PORT" % name: str(sport),
+                        "%s_SERVICE_PORT_HTTP" % name: str(sport), "%s_PORT" % name: "tcp://%s:%d" % (ip, sport),
+                        "%s_PORT_%d_TCP" % (name, sport): "tcp://%s:%d" % (ip, sport),
+                        "%s_PORT_%d_TCP_PROTO" % (name, sport): "tcp",
+                        "%s_PORT_%d_TCP_PORT" % (name, sport): str(sport),
+                        "%s_PORT_%d_TCP_ADDR" % (name, sport): ip})
     proc, got, log = start_dist(["--bind", "127.0.0.1", "--port", "0"], run_env)
-    ok(got is not None, "microd starts with the manifest's environment")
+    ok(got is not None, "microd starts with the manifest's environment and Kubernetes' service links")
     if got is None:
         stop_microd(proc, log)
         return
     for name, path in sorted(probes.items()):
         ok(get(got, path) == 200, "%s path %s answers 200" % (name, path))
+    probe = subprocess.run([BIN, "probe", "--url", "http://127.0.0.1:%d/health" % got], env=run_env,
+                           capture_output=True, text=True, timeout=10)
+    ok(probe.returncode == 0, "microd probe --url in that environment: exit %d %s" % (
+        probe.returncode, probe.stderr.strip()))
+    probe = subprocess.run([BIN, "probe", "--port", str(got)], env=run_env, capture_output=True, text=True,
+                           timeout=10)
+    ok(probe.returncode == 0, "microd probe --port in that environment: exit %d %s" % (
+        probe.returncode, probe.stderr.strip()))
     t0 = time.monotonic()
     status = stop_microd(proc, log)
     ok(status == 0 and time.monotonic() - t0 < pod["terminationGracePeriodSeconds"],
