@@ -67,7 +67,8 @@ def configure():
 def base_image():
     if podman("image", "exists", BASE)[0] == 0:
         return "cached"
-    subprocess.run(["sh", os.path.join(ROOT, "tests/debian.sh"), TREE], check=True)
+    if subprocess.run(["sh", os.path.join(ROOT, "tests/debian.sh"), TREE]).returncode != 0:
+        return None
     tar = subprocess.run(["tar", "-C", TREE, "--exclude=./boot", "--exclude=./usr/lib/modules",
                           "--exclude=./root/.ssh", "-c", "."], capture_output=True, check=True).stdout
     podman("import", "-", BASE, input=tar, check=True)
@@ -316,6 +317,9 @@ def test_limits_flood():
 
 
 def main():
+    if os.geteuid() != 0:
+        ok(False, "the podman suite needs root (debootstrap, podman's cgroups): run make check as root")
+        return
     for tool, pkg in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
         if shutil.which(tool) is None:
             ok(False, "%s is missing: install the Debian package %s (make deps-test does)" % (tool, pkg))
@@ -323,6 +327,8 @@ def main():
     configure()
     t = time.monotonic()
     how = base_image()
+    if not ok(how is not None, "the base image from tests/debian.sh's tree"):
+        return
     note("podman: base image %s (%.0f s)" % (how, time.monotonic() - t))
     if not test_build():
         return
