@@ -369,8 +369,11 @@ set_defaults(struct config *cfg)
 	cfg->check_only = 0;
 	cfg->ignored_env = NULL;
 	cfg->ignored_value = NULL;
+	cfg->threads_asked = 0;
 	snprintf(cfg->threads_from, sizeof(cfg->threads_from), "default");
-	snprintf(cfg->limits_from, sizeof(cfg->limits_from), "default");
+	snprintf(cfg->connections_from, sizeof(cfg->connections_from),
+	         "default");
+	snprintf(cfg->budget_from, sizeof(cfg->budget_from), "default");
 }
 
 static const struct option *
@@ -393,8 +396,23 @@ static enum config_result
 bad_value(char *err, size_t errlen, const char *what, const char *value,
           const struct option *opt)
 {
-	snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", what,
-	         value, opt->accepts);
+	char shown[80];
+	size_t n = 0;
+
+	/* The value as printable ASCII, bounded: the error stays one line,
+	 * with no byte that could pose as a journald priority or break the
+	 * JSON of a refusal. */
+	for (const unsigned char *p = (const unsigned char *)value;
+	     *p != '\0' && n + 5 < sizeof(shown); p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			shown[n++] = (char)*p;
+		else
+			n += (size_t)snprintf(shown + n, sizeof(shown) - n,
+			                      "\\x%02x", *p);
+	}
+	shown[n] = '\0';
+	snprintf(err, errlen, "%s: invalid value '%s%s' (expected %s)", what,
+	         shown, strlen(value) > n ? "..." : "", opt->accepts);
 	return CONFIG_ERROR;
 }
 
@@ -436,52 +454,69 @@ env_value(struct config *cfg, const struct option *opt, const char **name)
 
 /*
  * The defaults that follow from the CPUs and memory microd may use, for the
- * options no flag or variable set.
+ * options no flag or variable set (from[i] names the source of those that
+ * were).
  */
 static void
 fit_resources(struct config *cfg, const struct resources *res,
-              const unsigned char *set)
+              const char *const *from)
 {
 	unsigned long long usable = 0, per_conn, conns, budget;
-	int fit = res->memory > 0;
+	const char *limits_threads = from[index_of("threads")];
+	const char *limit_from = from[index_of("connection-limit")];
+	const char *budget_from = from[index_of("body-budget")];
+	char memory[192];
 
-	if (!set[index_of("threads")]) {
+	if (limits_threads == NULL) {
 		cfg->threads = res->cpus < 1     ? 1
 		               : res->cpus > 256 ? 256
 		                                 : res->cpus;
 		snprintf(cfg->threads_from, sizeof(cfg->threads_from), "%s",
 		         res->cpus_from);
 	}
-	if (!set[index_of("body-budget")]) {
+	if (budget_from == NULL) {
 		cfg->body_budget = (size_t)8 << 20;
 		if (cfg->body_budget < 2 * cfg->max_body)
 			cfg->body_budget = 2 * cfg->max_body;
 	}
-	if (!fit ||
-	    (set[index_of("body-budget")] && set[index_of("connection-limit")]))
+	snprintf(cfg->budget_from, sizeof(cfg->budget_from), "%s",
+	         budget_from != NULL ? budget_from : "default");
+	snprintf(cfg->connections_from, sizeof(cfg->connections_from), "%s",
+	         limit_from != NULL ? limit_from : "default");
+	if (res->memory == 0 || (budget_from != NULL && limit_from != NULL))
 		return;
+	if (res->memory >= (1ULL << 20))
+		snprintf(memory, sizeof(memory), "%llu MiB %s",
+		         res->memory >> 20, res->memory_from);
+	else
+		snprintf(memory, sizeof(memory), "%llu KiB %s",
+		         res->memory >> 10, res->memory_from);
 	/* A quarter of the limit stays free: page cache, fragmentation. */
 	if (res->memory - res->memory / 4 > BASE_MEMORY)
 		usable = res->memory - res->memory / 4 - BASE_MEMORY;
-	if (!set[index_of("body-budget")]) {
+	if (budget_from == NULL) {
 		budget = usable / 4;
 		if (budget < cfg->max_body)
 			budget = cfg->max_body;
-		if (budget < cfg->body_budget)
+		if (budget < cfg->body_budget) {
 			cfg->body_budget = (size_t)budget;
+			snprintf(cfg->budget_from, sizeof(cfg->budget_from),
+			         "%s", memory);
+		}
 	}
-	if (!set[index_of("connection-limit")]) {
+	if (limit_from == NULL) {
 		per_conn = cfg->connection_memory + CONNECTION_OVERHEAD;
 		conns = usable > cfg->body_budget
 		            ? (usable - cfg->body_budget) / per_conn
 		            : 0;
 		if (conns < MIN_CONNECTIONS)
 			conns = MIN_CONNECTIONS;
-		if (conns < cfg->connection_limit)
+		if (conns < cfg->connection_limit) {
 			cfg->connection_limit = (unsigned int)conns;
+			snprintf(cfg->connections_from,
+			         sizeof(cfg->connections_from), "%s", memory);
+		}
 	}
-	snprintf(cfg->limits_from, sizeof(cfg->limits_from), "%llu MiB %s",
-	         res->memory >> 20, res->memory_from);
 }
 
 /*
@@ -493,8 +528,8 @@ static enum config_result
 parse(struct config *cfg, int argc, char **argv, const struct resources *res,
       int address_only, char *err, size_t errlen)
 {
-	const char *given[N_OPTIONS] = {NULL};
-	unsigned char set[N_OPTIONS] = {0};
+	const char *given[N_OPTIONS] = {NULL}, *from[N_OPTIONS] = {NULL};
+	char flags[N_OPTIONS][40];
 
 	set_defaults(cfg);
 	err[0] = '\0';
@@ -502,6 +537,7 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i], *value, *eq;
 		const struct option *opt;
+		struct config scratch = {.bind = NULL};
 		size_t len;
 
 		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
@@ -526,6 +562,8 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			         (int)(len + 2), arg);
 			return CONFIG_ERROR;
 		}
+		snprintf(flags[opt - options], sizeof(flags[0]), "--%s",
+		         opt->flag);
 		if (eq != NULL) {
 			value = eq + 1;
 		} else if (opt->metavar == NULL) {
@@ -545,41 +583,58 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			         opt->accepts);
 			return CONFIG_ERROR;
 		}
-		given[opt - options] = value; /* the last one wins */
+		/* Every value given is checked, in order; the last one
+		 * counts. The probe reads only the address. */
+		if ((!address_only || opt == &options[index_of("bind")] ||
+		     opt == &options[index_of("port")]) &&
+		    opt->parse(&scratch, value) != 0)
+			return bad_value(err, errlen, flags[opt - options],
+			                 value, opt);
+		given[opt - options] = value;
 	}
 
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct option *opt = &options[i];
 		const char *name = NULL, *v = given[i];
-		char flag[64];
 
 		if (address_only && i != index_of("bind") &&
 		    i != index_of("port"))
 			continue;
-		if (v != NULL) {
-			snprintf(flag, sizeof(flag), "--%s", opt->flag);
-			name = flag;
-		} else {
+		if (v != NULL)
+			name = flags[i];
+		else
 			v = env_value(cfg, opt, &name);
-		}
 		if (v == NULL)
 			continue;
 		if (opt->parse(cfg, v) != 0)
 			return bad_value(err, errlen, name, v, opt);
-		set[i] = 1;
+		from[i] = name;
 		if (i == index_of("threads"))
 			snprintf(cfg->threads_from, sizeof(cfg->threads_from),
-			         "%s", name);
+			         "%.100s", name);
 	}
 	if (address_only)
 		return CONFIG_RUN;
-	fit_resources(cfg, res, set);
+	fit_resources(cfg, res, from);
 	if (cfg->body_budget < cfg->max_body) {
 		snprintf(err, errlen,
-		         "--body-budget (%zu bytes) is below --max-body (%zu "
-		         "bytes): no body of the largest size could be read",
-		         cfg->body_budget, cfg->max_body);
+		         "%s (%zu bytes) is below %s (%zu bytes): no body of "
+		         "the largest size could be read",
+		         from[index_of("body-budget")], cfg->body_budget,
+		         from[index_of("max-body")] != NULL
+		             ? from[index_of("max-body")]
+		             : "the default --max-body",
+		         cfg->max_body);
 		return CONFIG_ERROR;
+	}
+	/* More threads than connections can never all be busy. */
+	if (cfg->threads > cfg->connection_limit) {
+		if (from[index_of("threads")] != NULL)
+			cfg->threads_asked = cfg->threads; /* main warns */
+		cfg->threads = cfg->connection_limit;
+		snprintf(cfg->threads_from + strlen(cfg->threads_from),
+		         sizeof(cfg->threads_from) - strlen(cfg->threads_from),
+		         ", at most the connection limit");
 	}
 	return CONFIG_RUN;
 }

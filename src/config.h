@@ -28,8 +28,13 @@ struct config {
 	/* A variable set to something that is not for microd (a Kubernetes
 	 * service link), and so ignored: for one warning. NULL: none. */
 	const char *ignored_env, *ignored_value;
-	char threads_from[160]; /* where --threads came from, for the log */
-	char limits_from[160];  /* what the connection and body limits fit */
+	/* Where these came from, for the log: a flag, a variable, "default",
+	 * or the limit they were fitted to. */
+	char threads_from[160];
+	char connections_from[200];
+	char budget_from[200];
+	unsigned int threads_asked; /* set above the connection limit: 0 or
+	                             * what was asked, before the clamp */
 };
 
 struct resources;

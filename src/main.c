@@ -244,11 +244,10 @@ log_limits(const struct config *cfg)
 {
 	log_info("limits: %u connections over all threads, %u per client "
 	         "address%s, idle timeout %u s, %zu bytes per connection "
-	         "(request line + headers); connection limit and body budget "
-	         "from %s",
+	         "(request line + headers); connection limit from %s",
 	         cfg->connection_limit, cfg->per_ip_limit,
 	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
-	         cfg->connection_memory, cfg->limits_from);
+	         cfg->connection_memory, cfg->connections_from);
 }
 
 /*
@@ -266,8 +265,10 @@ refuse_waiting(const char *why)
 		return;
 	snprintf(detail, sizeof(detail), "microd cannot start: %s", why);
 	if (refusal_answer(fd, detail) < 0)
-		fprintf(stderr, "microd: out of memory answering the waiting "
-		                "clients\n");
+		fprintf(stderr,
+		        "%smicrod: cannot answer the clients waiting "
+		        "on the socket\n",
+		        stderr_is_journal() ? "<3>" : "");
 }
 
 /* --check-config: what a start with these settings would use. */
@@ -276,10 +277,17 @@ print_settings(const struct config *cfg)
 {
 	printf("microd: the configuration is valid\n"
 	       "threads %u (from %s)\n"
-	       "connection limit %u, body budget %zu bytes (from %s)\n"
-	       "listen %s port %u (unless a socket is passed)\n",
+	       "connection limit %u (from %s)\n"
+	       "body budget %zu bytes (from %s), max body %zu bytes\n"
+	       "listen %s port %u (unless a socket is passed)\n"
+	       "idle timeout %u s, %zu bytes per connection, %u per client "
+	       "address\n"
+	       "shutdown timeout %u ms, drain delay %u ms\n",
 	       cfg->threads, cfg->threads_from, cfg->connection_limit,
-	       cfg->body_budget, cfg->limits_from, cfg->bind, cfg->port);
+	       cfg->connections_from, cfg->body_budget, cfg->budget_from,
+	       cfg->max_body, cfg->bind, cfg->port, cfg->idle_timeout_s,
+	       cfg->connection_memory, cfg->per_ip_limit,
+	       cfg->shutdown_timeout_ms, cfg->drain_delay_ms);
 	if (cfg->ignored_env != NULL)
 		printf("ignored %s=%s (a Kubernetes service link)\n",
 		       cfg->ignored_env, cfg->ignored_value);
@@ -359,26 +367,18 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	/* More threads than connections can never all be busy. */
-	if (cfg.threads > cfg.connection_limit) {
-		log_warn("--threads %u is more than --connection-limit %u: "
-		         "more threads than connections cannot all be busy; "
-		         "running %u threads",
-		         cfg.threads, cfg.connection_limit,
-		         cfg.connection_limit);
-		cfg.threads = cfg.connection_limit;
-	}
-	if (cfg.ignored_env != NULL)
-		log_warn("%s=%s is a Kubernetes service link (a Service named "
-		         "after microd), not a port: ignored; set "
-		         "enableServiceLinks: false in the pod spec",
-		         cfg.ignored_env, cfg.ignored_value);
+	if (cfg.threads_asked > 0)
+		log_warn(
+		    "%u threads asked for is more than the connection "
+		    "limit %u: more threads than connections cannot all be "
+		    "busy; running %u threads",
+		    cfg.threads_asked, cfg.connection_limit, cfg.threads);
 	log_info("microd %s: %u threads (%s; from %s), max body %zu bytes, "
-	         "body budget %zu bytes, shutdown timeout %u ms",
+	         "body budget %zu bytes (from %s), shutdown timeout %u ms",
 	         MICROD_VERSION, cfg.threads,
 	         cfg.event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
 	         cfg.threads_from, cfg.max_body, cfg.body_budget,
-	         cfg.shutdown_timeout_ms);
+	         cfg.budget_from, cfg.shutdown_timeout_ms);
 	log_limits(&cfg);
 	raise_fd_limit(cfg.connection_limit);
 	sv.srv = server_start(&cfg, listen_fd);

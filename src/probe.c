@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "resources.h"
 
 /* Never 2: Docker reserves that exit status of a HEALTHCHECK. */
 enum { PROBE_OK = 0, PROBE_FAIL = 1 };
@@ -128,15 +129,11 @@ default_target(const struct config *cfg, struct target *t)
 static int
 server_argv(char *buf, size_t len, char **argv, int max)
 {
-	int fd = open("/proc/1/cmdline", O_RDONLY | O_CLOEXEC), argc = 0;
-	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
+	int n = resources_read_text("/proc/1/cmdline", buf, len), argc = 0;
 	const char *base;
 
-	if (fd >= 0)
-		close(fd);
 	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
+		return 0; /* unreadable, or too long to be sure of */
 	for (char *p = buf; p < buf + n && argc < max - 1; p += strlen(p) + 1)
 		argv[argc++] = p;
 	argv[argc] = NULL;
@@ -292,11 +289,19 @@ probe_main(int argc, char **argv)
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			usage(stdout);
 			return PROBE_OK;
-		} else if (strcmp(a, "--url") == 0 && i + 1 < argc) {
+		} else if ((strcmp(a, "--url") == 0 ||
+		            strcmp(a, "--timeout") == 0) &&
+		           i + 1 == argc) {
+			fprintf(stderr,
+			        "microd probe: %s: missing value (see microd "
+			        "probe --help)\n",
+			        a);
+			return PROBE_FAIL;
+		} else if (strcmp(a, "--url") == 0) {
 			url = argv[++i];
 		} else if (strncmp(a, "--url=", 6) == 0) {
 			url = a + 6;
-		} else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+		} else if (strcmp(a, "--timeout") == 0) {
 			a = argv[++i];
 			if (config_parse_seconds(a, 3600, &timeout_ms) != 0 ||
 			    timeout_ms == 0)
@@ -321,7 +326,7 @@ probe_main(int argc, char **argv)
 			return PROBE_FAIL;
 		}
 	} else {
-		char cmdline[4096], *pid1[MAX_ARGS];
+		char cmdline[16384], *pid1[MAX_ARGS];
 		int pid1_argc = n == 1 ? server_argv(cmdline, sizeof(cmdline),
 		                                     pid1, MAX_ARGS)
 		                       : 0;

@@ -19,53 +19,66 @@
 
 /* Bounds, so a refusal never keeps the failing start waiting long. */
 #define REFUSE_MAX 256
-#define REFUSE_MS 1000
-#define READ_MS 100
+#define REFUSE_MS 2000
+#define READ_MS 100  /* for a client's head */
+#define CLOSE_MS 100 /* for all the clients to close after the answers */
 
-/* Reads what the client sent (its request head) for a moment, so closing
- * does not reset the connection over unread bytes. */
+/*
+ * Reads what the client sends until the end of its head (a blank line), it
+ * closes, or the time is up, so that closing does not reset the connection
+ * over unread bytes.
+ */
 static void
-drain(int fd, long long until)
+drain(int fd, long long until, int to_head)
 {
-	char buf[4096];
+	char buf[4096], tail[4] = {0};
 
 	for (;;) {
 		struct pollfd p = {fd, POLLIN, 0};
 		long long left = until - now_ms();
+		ssize_t n;
 
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0 ||
-		    recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			return;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n <= 0)
+			return;
+		for (ssize_t i = 0; to_head && i < n; i++) {
+			memmove(tail, tail + 1, 3);
+			tail[3] = buf[i];
+			if (memcmp(tail, "\r\n\r\n", 4) == 0 ||
+			    memcmp(tail + 2, "\n\n", 2) == 0)
+				return;
+		}
 	}
 }
 
+/* Answers once the head is in (a connection may come before its bytes). */
 static void
 answer(int fd, const char *head, size_t head_len, const char *body,
        size_t body_len)
 {
-	long long now = now_ms();
-
-	/* Wait for the head (a connection may come before its bytes), then
-	 * answer and read on until the client closes or time is up. */
-	drain(fd, now + READ_MS);
+	drain(fd, now_ms() + READ_MS, 1);
 	if (send(fd, head, head_len, MSG_NOSIGNAL | MSG_DONTWAIT) ==
 	        (ssize_t)head_len &&
 	    send(fd, body, body_len, MSG_NOSIGNAL | MSG_DONTWAIT) ==
 	        (ssize_t)body_len)
 		shutdown(fd, SHUT_WR);
-	drain(fd, now_ms() + READ_MS);
-	close(fd);
 }
 
 int
 refusal_answer(int listen_fd, const char *detail)
 {
+	/* problem_new refuses a detail that is not UTF-8: say less then. */
 	json_t *problem = problem_new(503, detail);
-	char *body = problem != NULL ? json_dumps(problem, JSON_COMPACT) : NULL;
-	char head[256];
-	int n = -1, len;
+	char *body, head[256];
+	int fds[REFUSE_MAX], n = -1, len;
 	long long until = now_ms() + REFUSE_MS;
 
+	if (problem == NULL)
+		problem = problem_new(503, "microd cannot start: a bad setting "
+		                           "(its log says which)");
+	body = problem != NULL ? json_dumps(problem, JSON_COMPACT) : NULL;
 	if (body == NULL)
 		goto out;
 	len = snprintf(head, sizeof(head),
@@ -92,7 +105,13 @@ refusal_answer(int listen_fd, const char *detail)
 			break; /* EAGAIN: nobody else is waiting */
 		}
 		answer(fd, head, (size_t)len, body, strlen(body));
-		n++;
+		fds[n++] = fd;
+	}
+	/* Then a moment, shared by all, for the clients to read and close. */
+	until = now_ms() + CLOSE_MS;
+	for (int i = 0; i < n; i++) {
+		drain(fds[i], until, 0);
+		close(fds[i]);
 	}
 out:
 	free(body);

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "resources.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdint.h>
@@ -79,7 +80,8 @@ resources_parse_memory(const char *text, unsigned long long *bytes)
 unsigned int
 resources_quota_cpus(unsigned long long quota, unsigned long long period)
 {
-	unsigned long long cpus = (quota + period - 1) / period;
+	unsigned long long cpus =
+	    quota / period + (quota % period != 0); /* no overflow */
 
 	return cpus < 1 ? 1 : cpus > 1024 ? 1024 : (unsigned int)cpus;
 }
@@ -99,6 +101,21 @@ list_has(const char *list, size_t n, const char *name)
 			return 1;
 		p += item + 1;
 	}
+	return 0;
+}
+
+/*
+ * A cgroup outside the process's cgroup namespace shows as "/../..": it
+ * cannot be reached below the mount.
+ */
+static int
+has_dotdot(const char *path, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i++)
+		if (path[i] == '.' && path[i + 1] == '.' &&
+		    (i == 0 || path[i - 1] == '/') &&
+		    (i + 2 == n || path[i + 2] == '/'))
+			return 1;
 	return 0;
 }
 
@@ -122,7 +139,8 @@ resources_cgroup_path(const char *proc_cgroup, const char *controller,
 
 			path = c2 + 1;
 			if (match && (size_t)(line + len - path) < outlen &&
-			    *path == '/') {
+			    *path == '/' &&
+			    !has_dotdot(path, (size_t)(line + len - path))) {
 				memcpy(out, path, (size_t)(line + len - path));
 				out[line + len - path] = '\0';
 				return 0;
@@ -133,6 +151,25 @@ resources_cgroup_path(const char *proc_cgroup, const char *controller,
 			line++;
 	}
 	return -1;
+}
+
+/* mountinfo writes space, tab, newline and backslash as \\ooo (octal). */
+static void
+unescape(char *s)
+{
+	char *out = s;
+
+	for (const char *p = s; *p != '\0'; p++) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' &&
+		    p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
+			*out++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 +
+			                (p[3] - '0'));
+			p += 3;
+		} else {
+			*out++ = *p;
+		}
+	}
+	*out = '\0';
 }
 
 int
@@ -165,19 +202,24 @@ resources_cgroup_dir(const char *mountinfo, const char *controller,
 		                              : strcmp(type, "cgroup") == 0 &&
 		                                    list_has(opts, strlen(opts),
 		                                             controller))) {
-			size_t rl = strcmp(root, "/") == 0 ? 0 : strlen(root);
-			const char *below = cgroup_path + rl;
+			size_t rl;
+			const char *below;
 
-			/* The cgroup must be the root or under it. */
-			if (strncmp(cgroup_path, root, rl) != 0 ||
-			    (*below != '/' && *below != '\0'))
-				return -1;
-			if (strcmp(below, "/") == 0)
-				below = "";
-			if ((size_t)snprintf(out, outlen, "%s%s", mnt, below) >=
-			    outlen)
-				return -1;
-			return (int)strlen(mnt);
+			unescape(root);
+			unescape(mnt);
+			rl = strcmp(root, "/") == 0 ? 0 : strlen(root);
+			below = cgroup_path + rl;
+			/* The cgroup must be the root or under it; else another
+			 * mount of the hierarchy may hold it. */
+			if (strncmp(cgroup_path, root, rl) == 0 &&
+			    (*below == '/' || *below == '\0')) {
+				if (strcmp(below, "/") == 0)
+					below = "";
+				if ((size_t)snprintf(out, outlen, "%s%s", mnt,
+				                     below) >= outlen)
+					return -1;
+				return (int)strlen(mnt);
+			}
 		}
 		line += len;
 		if (*line == '\n')
@@ -186,26 +228,35 @@ resources_cgroup_dir(const char *mountinfo, const char *controller,
 	return -1;
 }
 
-/* Reads a small file whole. 0, or -1. */
-static int
-read_text(const char *path, char *buf, size_t len)
+int
+resources_read_text(const char *path, char *buf, size_t len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = -1;
+	size_t got = 0;
 
-	if (fd >= 0) {
-		n = read(fd, buf, len - 1);
-		close(fd);
-	}
-	if (n < 0)
+	if (fd < 0)
 		return -1;
-	buf[n] = '\0';
-	return 0;
+	/* procfs hands out about a page per read(): read to the end. */
+	while (got < len - 1) {
+		ssize_t n = read(fd, buf + got, len - 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			close(fd);
+			buf[got] = '\0';
+			return n < 0 ? -1 : (int)got;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	return -1; /* longer than buf: not all of it */
 }
 
 /* What resources_read reads once and looks things up in. */
 struct proc_text {
-	char mountinfo[1 << 16]; /* cgroup mounts come among the first lines */
+	char mountinfo[1 << 18]; /* hundreds of mounts fit */
 	char cgroup[4096];
 };
 
@@ -246,7 +297,7 @@ walk_up(char *dir, size_t mount_len, const char *name, visit_fn *fn, void *arg)
 
 		if ((size_t)snprintf(file, sizeof(file), "%s/%s", dir, name) <
 		        sizeof(file) &&
-		    read_text(file, text, sizeof(text)) == 0)
+		    resources_read_text(file, text, sizeof(text)) >= 0)
 			fn(dir, text, arg);
 		slash = strrchr(dir, '/');
 		if (slash == NULL || (size_t)(slash - dir) < mount_len)
@@ -286,7 +337,7 @@ take_cfs_quota(const char *dir, const char *text, void *arg)
 
 	if ((size_t)snprintf(file, sizeof(file), "%s/cpu.cfs_period_us", dir) >=
 	        sizeof(file) ||
-	    read_text(file, period, sizeof(period)) != 0)
+	    resources_read_text(file, period, sizeof(period)) < 0)
 		return;
 	period[strcspn(period, "\n")] = '\0';
 	if ((size_t)snprintf(both, sizeof(both), "%.*s %s",
@@ -335,9 +386,10 @@ resources_read(struct resources *r)
 
 	pt = malloc(sizeof(*pt));
 	if (pt == NULL ||
-	    read_text("/proc/self/mountinfo", pt->mountinfo,
-	              sizeof(pt->mountinfo)) != 0 ||
-	    read_text("/proc/self/cgroup", pt->cgroup, sizeof(pt->cgroup)) != 0)
+	    resources_read_text("/proc/self/mountinfo", pt->mountinfo,
+	                        sizeof(pt->mountinfo)) < 0 ||
+	    resources_read_text("/proc/self/cgroup", pt->cgroup,
+	                        sizeof(pt->cgroup)) < 0)
 		goto out;
 	if (own_dir(pt, NULL, dir, sizeof(dir), &ml) == 0) {
 		char copy[sizeof(dir)];

@@ -49,4 +49,10 @@ int resources_cgroup_path(const char *proc_cgroup, const char *controller,
 int resources_cgroup_dir(const char *mountinfo, const char *controller,
                          const char *cgroup_path, char *out, size_t outlen);
 
+/*
+ * Reads a small file (procfs, sysfs) whole into buf, NUL-terminated.
+ * Returns its length, or -1 when it cannot be read or does not fit.
+ */
+int resources_read_text(const char *path, char *buf, size_t len);
+
 #endif

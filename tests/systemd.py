@@ -536,7 +536,63 @@ def test_journal():
     ok(any(ln.startswith("<6>") and "listening on" in ln for ln in lines), "info is <6>")
 
 
+def refuse(n, threads):
+    """microd with a bad MICROD_THREADS on a passed socket with n clients
+    queued: (exit status, seconds, answers)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(512)
+    port = ls.getsockname()[1]
+    clients = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        clients.append(c)
+    fd = ls.fileno()
+    env = dict(os.environ, LISTEN_FDS="1", MICROD_THREADS=threads)
+    t = time.monotonic()
+    # LISTEN_PID must be microd's own pid: the shell's, kept by exec.
+    proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0"', BIN], env=env, pass_fds=(fd,),
+                            preexec_fn=lambda: os.dup2(fd, 3), stderr=subprocess.PIPE)
+    try:
+        rc = proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = None
+    took = time.monotonic() - t
+    ls.close()  # what microd left queued is reset now, not awaited
+    answers = []
+    for c in clients:
+        c.settimeout(5)
+        data = b""
+        try:
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        answers.append(data)
+        c.close()
+    proc.stderr.close()
+    return rc, took, answers
+
+
+def test_bad_setting():
+    rc, took, answers = refuse(40, "0")
+    ok(rc == 2, "a bad setting on a passed socket: exit 2 (%.2f s)" % took)
+    good = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")
+            and b"Content-Type: application/problem+json" in a
+            and b'"detail":"microd cannot start: MICROD_THREADS: invalid value \'0\'' in a]
+    ok(len(good) == 40, "each of 40 queued clients gets a 503 problem naming the setting (%d)" % len(good))
+    rc, took, answers = refuse(2, "\x01\u00e9")
+    ok(rc == 2 and all(b"invalid value '\\\\x01\\\\xc3\\\\xa9'" in a for a in answers),
+       "a control or non-ASCII byte in the value is escaped in the answer: %r" % answers[0][-90:])
+
+
 def main():
+    test_bad_setting()
     test_notify()
     test_watchdog()
     test_activation()

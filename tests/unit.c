@@ -262,6 +262,24 @@ test_config(void)
 	unsetenv("MICROD_MAX_BODY");
 	unsetenv("MICROD_PORT");
 
+	is(PARSE(&cfg, "--port", "abc", "--port", "80"), CONFIG_ERROR,
+	   "every value of a repeated flag is checked");
+	ok(strstr(err, "'abc'") != NULL, "the bad one named: %s", err);
+	PARSE(&cfg, "--port", "81", "--port", "80");
+	is(cfg.port, 80, "and the last one counts");
+	is(PARSE(&cfg, "--port", "8\n<0>x\xff"), CONFIG_ERROR,
+	   "a value with a newline and a non-ASCII byte");
+	ok(strchr(err, '\n') == NULL && strstr(err, "'8\\x0a<0>x\\xff'"),
+	   "is shown escaped on one line: %s", err);
+	setenv("MICROD_PORT",
+	       "1234567890123456789012345678901234567890123456789012345678901"
+	       "234567890123456789012345678901234567890",
+	       1);
+	is(parse_args(&cfg, err, sizeof(err), (const char *[]){NULL}),
+	   CONFIG_ERROR, "a long value");
+	ok(strstr(err, "...'") != NULL && strlen(err) < 200,
+	   "is cut, and says so: %s", err);
+	unsetenv("MICROD_PORT");
 	is(PARSE(&cfg, "--port", "65536"), CONFIG_ERROR, "port 65536");
 	ok(strstr(err, "--port") && strstr(err, "'65536'") &&
 	       strstr(err, "0 to 65535"),
@@ -438,6 +456,21 @@ test_resources(void)
 	   -1, "a root is a path prefix, not a string prefix");
 	is(resources_cgroup_dir(mountinfo, "pids", "/", out, sizeof(out)), -1,
 	   "a controller not mounted: none");
+	n = resources_cgroup_dir(
+	    "40 31 0:38 /other /mnt/x rw - cgroup2 cgroup2 rw\n"
+	    "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+	    NULL, "/a/b", out, sizeof(out));
+	ok(n == 14 && strcmp(out, "/sys/fs/cgroup/a/b") == 0,
+	   "a mount that does not hold the cgroup is passed over: %s", out);
+	n = resources_cgroup_dir(
+	    "41 31 0:38 /my\\040pod /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+	    NULL, "/my pod/c", out, sizeof(out));
+	ok(n == 14 && strcmp(out, "/sys/fs/cgroup/c") == 0,
+	   "octal escapes in mountinfo are decoded: %s", out);
+	is(resources_cgroup_path("0::/../../x\n", NULL, out, sizeof(out)), -1,
+	   "a cgroup outside the namespace (/../..): none");
+	ok(resources_cgroup_path("0::/a..b/c\n", NULL, out, sizeof(out)) == 0,
+	   "'..' inside a name is a name");
 
 	/* The defaults that follow. */
 	snprintf(res.cpus_from, sizeof(res.cpus_from), "test quota");
@@ -456,8 +489,10 @@ test_resources(void)
 	       cfg.body_budget == 8 << 20,
 	   "64 MiB: 1 thread, 1365 connections, 8 MiB budget (%u, %zu)",
 	   cfg.connection_limit, cfg.body_budget);
-	ok(strstr(cfg.limits_from, "64 MiB test limit") != NULL,
-	   "saying whence: %s", cfg.limits_from);
+	ok(strstr(cfg.connections_from, "64 MiB test limit") != NULL &&
+	       strcmp(cfg.budget_from, "default") == 0,
+	   "saying whence: %s; the budget stays the default",
+	   cfg.connections_from);
 	res.memory = 24ULL << 20;
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
 	ok(cfg.body_budget == 2621440 && cfg.connection_limit == 320,
@@ -469,10 +504,37 @@ test_resources(void)
 	   "8 MiB: the floor, budget = --max-body, 16 connections");
 	parse_res(&cfg, &res, err, sizeof(err),
 	          (const char *[]){"--connection-limit", "5000", NULL});
-	is(cfg.connection_limit, 5000, "a flag is never overridden");
+	ok(cfg.connection_limit == 5000 &&
+	       strcmp(cfg.connections_from, "--connection-limit") == 0,
+	   "a flag is never overridden, and is named as the source");
+	res.cpus = 32;
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.threads == 16 && cfg.threads_asked == 0 &&
+	       strstr(cfg.threads_from, "at most the connection limit"),
+	   "32 CPUs, 16 connections: 16 threads, quietly (%s)",
+	   cfg.threads_from);
+	parse_res(&cfg, &res, err, sizeof(err),
+	          (const char *[]){"--threads", "20", NULL});
+	ok(cfg.threads == 16 && cfg.threads_asked == 20,
+	   "--threads 20 over 16 connections: 16, and the 20 kept for the "
+	   "warning");
+	res.cpus = 1;
+	res.memory = 512ULL << 10;
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	ok(strstr(cfg.connections_from, "512 KiB") != NULL,
+	   "a limit under 1 MiB is shown in KiB: %s", cfg.connections_from);
+	res.memory = 8ULL << 20;
 	setenv("MICROD_BODY_BUDGET", "32m", 1);
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
 	is(cfg.body_budget, 32 << 20, "nor a variable");
+	setenv("MICROD_BODY_BUDGET", "1m", 1);
+	setenv("MICROD_MAX_BODY", "2m", 1);
+	is(parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL}),
+	   CONFIG_ERROR, "a budget below max body, both from variables");
+	ok(strstr(err, "MICROD_BODY_BUDGET (") == err &&
+	       strstr(err, "below MICROD_MAX_BODY") != NULL,
+	   "names the variables, not flags: %s", err);
+	unsetenv("MICROD_MAX_BODY");
 	unsetenv("MICROD_BODY_BUDGET");
 	res.memory = 64ULL << 20;
 	parse_res(&cfg, &res, err, sizeof(err),
