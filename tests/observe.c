@@ -585,9 +585,9 @@ test_limits_log(void)
 	if (microd_start(&m, clamped, NULL) == 0) {
 		ok(microd_wait_log(
 		       &m,
-		       "--threads 16 is more than --connection-limit "
-		       "4: more threads than connections cannot all be "
-		       "busy; running 4 threads",
+		       "16 threads asked for is more than the connection "
+		       "limit 4: more threads than connections cannot all "
+		       "be busy; running 4 threads",
 		       2000) &&
 		       microd_wait_log(&m, ": 4 threads (", 2000) &&
 		       microd_wait_log(&m, "limits: 4 connections", 2000),
