@@ -367,6 +367,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 
+	if (cfg.ignored_env != NULL)
+		log_warn("%s=%s is a Kubernetes service link (a Service named "
+		         "after microd), not a port: ignored; set "
+		         "enableServiceLinks: false in the pod spec",
+		         cfg.ignored_env, cfg.ignored_value);
 	if (cfg.threads_asked > 0)
 		log_warn(
 		    "%u threads asked for is more than the connection "

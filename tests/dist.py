@@ -173,6 +173,13 @@ def test_kubernetes():
                            timeout=10)
     ok(probe.returncode == 0, "microd probe --port in that environment: exit %d %s" % (
         probe.returncode, probe.stderr.strip()))
+    # No --port: the service link in MICROD_PORT is passed over for PORT
+    # (0 here, for a free port), with one warning.
+    proc2, got2, log2 = start_dist(["--bind", "127.0.0.1"], dict(run_env, PORT="0"))
+    text = open(log2).read()
+    ok(got2 is not None and text.count("MICROD_PORT=tcp://10.96.0.12:80 is a Kubernetes service link") == 1,
+       "without --port: PORT applies, and one warning names the ignored MICROD_PORT")
+    stop_microd(proc2, log2)
     t0 = time.monotonic()
     status = stop_microd(proc, log)
     ok(status == 0 and time.monotonic() - t0 < pod["terminationGracePeriodSeconds"],
