@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from server import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "build/bench")
 MICROD = os.path.join(ROOT, "build/microd")
@@ -32,14 +34,6 @@ SERVER_CPUS = {0} if TWO_CPUS else None
 LOAD_CPU = ["taskset", "-c", "1"] if TWO_CPUS else []
 PAIRS = int(os.environ.get("BENCH_PAIRS", "24"))
 PAIR_SECONDS = int(os.environ.get("BENCH_PAIR_SECONDS", "2"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def get_health(port, timeout=0.2):

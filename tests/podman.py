@@ -23,6 +23,7 @@ import time
 
 import yaml
 
+from server import free_port, http_once as http, poll
 from tap import done, ok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,40 +74,6 @@ def base_image():
                           "--exclude=./root/.ssh", "-c", "."], capture_output=True, check=True).stdout
     podman("import", "-", BASE, input=tar, check=True)
     return "imported"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def poll(fn, seconds, step=0.2):
-    deadline = time.monotonic() + seconds
-    v = fn()
-    while not v and time.monotonic() < deadline:
-        time.sleep(step)
-        v = fn()
-    return v
-
-
-def http(port, path="/health", timeout=5):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        m = re.match(rb"HTTP/1\.1 (\d{3})", data)
-        return (int(m.group(1)), data) if m else (None, data)
-    except OSError as e:
-        return None, str(e).encode()
 
 
 def run(name, args=(), env=(), cmd=(), port=8080):

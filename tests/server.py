@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -59,3 +60,39 @@ def stop_microd(proc, log, timeout=15):
     status = wait_exit(proc, timeout)
     os.unlink(log)
     return status
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    """A port the kernel says is free now (for servers that cannot take 0)."""
+    s = socket.socket(family)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def poll(fn, seconds, step=0.2):
+    """fn() until it returns something true, or the deadline: its last value."""
+    deadline = time.monotonic() + seconds
+    v = fn()
+    while not v and time.monotonic() < deadline:
+        time.sleep(step)
+        v = fn()
+    return v
+
+
+def http_once(port, path="/health", method="GET", body=None, timeout=5):
+    """One request on a new connection to 127.0.0.1: (status, the whole
+    answer), or (None, why) when there is no status line."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        req = "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % (method, path)
+        if body is not None:
+            req += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        s.sendall(req.encode() + b"\r\n" + (body or b""))
+        data = recv_all(s)
+        s.close()
+    except OSError as e:
+        return None, str(e).encode()
+    m = re.match(rb"HTTP/1\.1 (\d{3})", data)
+    return (int(m.group(1)), data) if m else (None, b"no status line: %r" % data[:60])

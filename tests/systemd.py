@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 
+from server import free_port
 from tap import done, ok, skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -301,14 +302,6 @@ def test_watchdog():
     os.unlink(log.name)
     ok("did not answer" not in text, "no check counted as failed while the pool was full")
     n.close()
-
-
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    s = socket.socket(family)
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def ipv6_works():

@@ -110,12 +110,13 @@ test_reply(void)
 }
 
 /*
- * Runs config_parse on "microd" followed by args (NULL-terminated). The
- * strings are copied into writable storage that outlives the call, as argv
- * does in a real process: cfg points into it.
+ * Runs config_parse (or, with res, config_parse_with) on "microd" followed by
+ * args (NULL-terminated). The strings are copied into writable storage that
+ * outlives the call, as argv does in a real process: cfg points into it.
  */
 static enum config_result
-parse_args(struct config *cfg, char *err, size_t len, const char *const *args)
+parse_res(struct config *cfg, const struct resources *res, char *err,
+          size_t len, const char *const *args)
 {
 	static char storage[16][64];
 	char *argv[16];
@@ -128,7 +129,15 @@ parse_args(struct config *cfg, char *err, size_t len, const char *const *args)
 		snprintf(storage[argc], sizeof(storage[argc]), "%s", *args);
 		argv[argc] = storage[argc];
 	}
+	if (res != NULL)
+		return config_parse_with(cfg, argc, argv, res, err, len);
 	return config_parse(cfg, argc, argv, err, len);
+}
+
+static enum config_result
+parse_args(struct config *cfg, char *err, size_t len, const char *const *args)
+{
+	return parse_res(cfg, NULL, err, len, args);
 }
 
 #define PARSE(cfg, ...)                                                        \
@@ -337,25 +346,6 @@ test_config(void)
 }
 
 /* Only cases that return before any descriptor is touched. */
-/* config_parse_with on "microd" + args, with given resources. */
-static enum config_result
-parse_res(struct config *cfg, const struct resources *res, char *err,
-          size_t len, const char *const *args)
-{
-	static char storage[16][64];
-	char *argv[16];
-	int argc = 0;
-
-	snprintf(storage[0], sizeof(storage[0]), "microd");
-	argv[argc] = storage[argc];
-	argc++;
-	for (; *args != NULL && argc < 16; args++, argc++) {
-		snprintf(storage[argc], sizeof(storage[argc]), "%s", *args);
-		argv[argc] = storage[argc];
-	}
-	return config_parse_with(cfg, argc, argv, res, err, len);
-}
-
 static void
 test_resources(void)
 {

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from server import free_port, http_once as http, poll, recv_all
 from tap import done, ok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,99 +58,6 @@ def make_image():
     shutil.rmtree(stage)
     os.rename(tmp, IMAGE)
     return "built", time.monotonic() - t
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class VM:
-    def __init__(self):
-        kernel = sorted(f for f in os.listdir(os.path.join(TREE, "boot")) if f.startswith("vmlinuz-"))[-1]
-        initrd = kernel.replace("vmlinuz-", "initrd.img-")
-        self.ssh_port, self.http_port = free_port(), free_port()
-        self.console = open(os.path.join(ENGINES, "vm-console.log"), "w")
-        self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
-             "-nographic", "-no-reboot", "-snapshot",
-             "-kernel", os.path.join(TREE, "boot", kernel), "-initrd", os.path.join(TREE, "boot", initrd),
-             "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
-             "-drive", "file=%s,format=raw,if=virtio" % IMAGE,
-             "-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:8080" % (
-                 self.ssh_port, self.http_port),
-             "-device", "virtio-net-pci,netdev=n0"],
-            stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT)
-
-    def ssh(self, cmd, timeout=120, input=None):
-        r = subprocess.run(
-            ["ssh", "-q", "-i", KEY, "-p", str(self.ssh_port), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
-             "root@127.0.0.1", cmd],
-            input=input, capture_output=True, timeout=timeout)
-        return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
-
-    def out(self, cmd, timeout=120):
-        return self.ssh(cmd, timeout)[1].strip()
-
-    def wait_ssh(self, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if self.ssh("true", timeout=15)[0] == 0:
-                    return True
-            except subprocess.TimeoutExpired:
-                pass
-            time.sleep(0.5)
-        return False
-
-    def stop(self):
-        try:
-            self.ssh("systemctl poweroff", timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.console.close()
-
-
-def poll(fn, seconds, step=0.25):
-    """fn() until it returns something true, or the deadline: its last value."""
-    deadline = time.monotonic() + seconds
-    v = fn()
-    while not v and time.monotonic() < deadline:
-        time.sleep(step)
-        v = fn()
-    return v
-
-
-def http(port, path="/health", method="GET", body=None, timeout=10):
-    """(status, body) over a new connection to the forwarded port, or (None, why)."""
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        req = "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % (method, path)
-        if body is not None:
-            req += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-        s.sendall(req.encode() + b"\r\n" + (body or b""))
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        m = re.match(rb"HTTP/1\.1 (\d{3})", data)
-        if m is None:
-            return None, "no status line: %r" % data[:60]
-        return int(m.group(1)), data.split(b"\r\n\r\n", 1)[-1]
-    except OSError as e:
-        return None, str(e)
 
 
 def show(vm, prop, unit="microd.service"):
@@ -301,12 +209,7 @@ def test_stop_in_flight(vm):
          "-o", "UserKnownHostsFile=/dev/null", "root@127.0.0.1", "systemctl stop microd.service"])
     draining = poll(lambda: show(vm, "StatusText").startswith(("draining", "stopping")), 20)
     s.sendall(body[5:])
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = recv_all(s)
     s.close()
     stopper.wait(60)
     ok(draining, "systemctl stop begins the drain while the request is in flight")
