@@ -60,6 +60,58 @@ def make_image():
     return "built", time.monotonic() - t
 
 
+class VM:
+    def __init__(self):
+        kernel = sorted(f for f in os.listdir(os.path.join(TREE, "boot")) if f.startswith("vmlinuz-"))[-1]
+        initrd = kernel.replace("vmlinuz-", "initrd.img-")
+        self.ssh_port, self.http_port = free_port(), free_port()
+        self.console = open(os.path.join(ENGINES, "vm-console.log"), "w")
+        self.proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+             "-nographic", "-no-reboot", "-snapshot",
+             "-kernel", os.path.join(TREE, "boot", kernel), "-initrd", os.path.join(TREE, "boot", initrd),
+             "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
+             "-drive", "file=%s,format=raw,if=virtio" % IMAGE,
+             "-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:8080" % (
+                 self.ssh_port, self.http_port),
+             "-device", "virtio-net-pci,netdev=n0"],
+            stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT)
+
+    def ssh(self, cmd, timeout=120, input=None):
+        r = subprocess.run(
+            ["ssh", "-q", "-i", KEY, "-p", str(self.ssh_port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
+             "root@127.0.0.1", cmd],
+            input=input, capture_output=True, timeout=timeout)
+        return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+    def out(self, cmd, timeout=120):
+        return self.ssh(cmd, timeout)[1].strip()
+
+    def wait_ssh(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if self.ssh("true", timeout=15)[0] == 0:
+                    return True
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.5)
+        return False
+
+    def stop(self):
+        try:
+            self.ssh("systemctl poweroff", timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.console.close()
+
+
 def show(vm, prop, unit="microd.service"):
     return vm.out("systemctl show -p %s --value %s" % (prop, unit))
 
@@ -144,6 +196,23 @@ def test_journal(vm):
     ok('"PRIORITY":"6"' in prios, "journald: info lines at priority 6: %s" % prios[:160])
     ok(re.search(r'"MESSAGE":"<\d>', prios) is None and "ts=" not in prios and '"ts"' not in prios.replace(
         '"__', ''), "the prefix is read by journald, and lines carry no timestamp of their own")
+
+
+def test_cgroup_limits(vm):
+    # cgroup v2 for real: the unit's own CPU quota and memory limit.
+    since = vm.out("date +%s.%N")
+    vm.ssh("mkdir -p /etc/systemd/system/microd.service.d && printf '[Service]\\nMemoryMax=64M\\nCPUQuota=100%%\\n' "
+           "> /etc/systemd/system/microd.service.d/limits.conf && systemctl daemon-reload && "
+           "systemctl restart microd.service")
+    http(vm.http_port)
+    log = vm.out("journalctl -q --no-pager -o cat -u microd.service --since @%s" % since)
+    where = "/sys/fs/cgroup/system.slice/microd.service"
+    ok("1 threads (poll; from cgroup CPU quota 100000/100000 us in %s)" % where in log,
+       "CPUQuota=100%%: 1 thread, from cgroup v2 cpu.max: %s" % re.findall(r"\d+ threads \([^)]*\)", log))
+    ok("limits: 1365 connections" in log and "connection limit from 64 MiB cgroup memory limit in %s" % where in log,
+       "MemoryMax=64M: 1365 connections, from cgroup v2 memory.max: %s" % re.findall(
+           r"limits: \d+ connections|connection limit from [^\"]*", log))
+    vm.ssh("rm -r /etc/systemd/system/microd.service.d && systemctl daemon-reload && systemctl restart microd.service")
 
 
 def test_watchdog(vm):
@@ -269,7 +338,7 @@ def main():
         ok(vm.out("ps -o comm= -p 1") == "systemd", "PID 1 is systemd")
         note("vm: booted in %.0f s" % (time.monotonic() - t))
         install(vm)
-        for test in (test_activation, test_sandbox, test_journal, test_watchdog, test_restart_under_load,
+        for test in (test_activation, test_sandbox, test_journal, test_cgroup_limits, test_watchdog, test_restart_under_load,
                      test_stop_in_flight, test_bad_setting):
             t1 = time.monotonic()
             test(vm)
