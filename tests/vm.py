@@ -338,8 +338,9 @@ def main():
         ok(vm.out("ps -o comm= -p 1") == "systemd", "PID 1 is systemd")
         note("vm: booted in %.0f s" % (time.monotonic() - t))
         install(vm)
-        for test in (test_activation, test_sandbox, test_journal, test_cgroup_limits, test_watchdog, test_restart_under_load,
-                     test_stop_in_flight, test_bad_setting):
+        for test in (test_activation, test_sandbox, test_journal, test_cgroup_limits,
+                     test_watchdog, test_restart_under_load, test_stop_in_flight,
+                     test_bad_setting):
             t1 = time.monotonic()
             test(vm)
             note("vm: %s %.0f s" % (test.__name__, time.monotonic() - t1))
