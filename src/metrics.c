@@ -14,16 +14,15 @@
 #include "log.h"
 #include "router.h"
 #include "state.h"
+#include "status.h"
 #include "version.h"
 
 static const char *const methods[] = {"GET",    "HEAD",  "POST",    "PUT",
                                       "DELETE", "PATCH", "OPTIONS", "other"};
 #define N_METHODS (sizeof(methods) / sizeof(methods[0]))
 
-/* Every status microd answers with; anything else counts as "other". */
-static const unsigned int codes[] = {200, 400, 404, 405, 408, 411,
-                                     413, 415, 431, 500, 501, 503};
-#define N_CODES (sizeof(codes) / sizeof(codes[0]))
+/* Every registered status (src/status.c); anything else counts as "other". */
+#define N_CODES STATUS_COUNT
 
 /* Upper bounds in seconds, 100 µs to 10 s; +Inf is implied. */
 static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -124,10 +123,7 @@ method_index(const char *method)
 static size_t
 code_index(unsigned int status)
 {
-	for (size_t i = 0; i < N_CODES; i++)
-		if (codes[i] == status)
-			return i;
-	return N_CODES;
+	return status_index(status);
 }
 
 static size_t
@@ -199,7 +195,7 @@ render_requests(FILE *f)
 				put_label(f, route_name(r));
 				if (c < N_CODES)
 					fprintf(f, "\",code=\"%u\"} %llu\n",
-					        codes[c], n);
+					        status_code(c), n);
 				else
 					fprintf(f, "\",code=\"other\"} %llu\n",
 					        n);

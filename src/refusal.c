@@ -16,6 +16,7 @@
 
 #include "clock.h"
 #include "reply.h"
+#include "status.h"
 
 /* Bounds, so a refusal never keeps the failing start waiting long. */
 #define REFUSE_MAX 256
@@ -85,7 +86,7 @@ refusal_answer(int listen_fd, const char *detail)
 	               "HTTP/1.1 503 %s\r\n"
 	               "Content-Type: application/problem+json\r\n"
 	               "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-	               reply_title(503), strlen(body));
+	               status_title(503), strlen(body));
 	if (len < 0 || (size_t)len >= sizeof(head))
 		goto out;
 	n = 0;

@@ -8,40 +8,14 @@
 #include <string.h>
 
 #include "encode.h"
+#include "status.h"
 #include "utf8.h"
-
-static const struct {
-	unsigned int status;
-	const char *title;
-} titles[] = {
-    {200, "OK"},
-    {400, "Bad Request"},
-    {404, "Not Found"},
-    {405, "Method Not Allowed"},
-    {408, "Request Timeout"},
-    {411, "Length Required"},
-    {413, "Content Too Large"},
-    {415, "Unsupported Media Type"},
-    {431, "Request Header Fields Too Large"},
-    {500, "Internal Server Error"},
-    {501, "Not Implemented"},
-    {503, "Service Unavailable"},
-};
-
-const char *
-reply_title(unsigned int status)
-{
-	for (size_t i = 0; i < sizeof(titles) / sizeof(titles[0]); i++)
-		if (titles[i].status == status)
-			return titles[i].title;
-	return "Unknown";
-}
 
 json_t *
 problem_new(unsigned int status, const char *detail)
 {
 	return json_pack("{s:s, s:s, s:I, s:s}", "type", "about:blank", "title",
-	                 reply_title(status), "status", (json_int_t)status,
+	                 status_title(status), "status", (json_int_t)status,
 	                 "detail", detail);
 }
 

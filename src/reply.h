@@ -32,9 +32,6 @@ void reply_clear(struct reply *rep);
  */
 json_t *problem_new(unsigned int status, const char *detail);
 
-/* The reason phrase for a status, "Unknown" when there is none. */
-const char *reply_title(unsigned int status);
-
 const char *reply_content_type(const struct reply *rep);
 
 /*

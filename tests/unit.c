@@ -22,6 +22,7 @@
 #include "reply.h"
 #include "resources.h"
 #include "router.h"
+#include "status.h"
 
 static void
 test_router(void)
@@ -105,8 +106,29 @@ test_reply(void)
 	is_str(buf, "{\"status\":\"ok\"}\n", "compact JSON and a newline");
 	reply_clear(&rep);
 
-	is_str(reply_title(404), "Not Found", "title 404");
-	is_str(reply_title(599), "Unknown", "unknown status title");
+	is_str(status_title(404), "Not Found", "title 404");
+	is_str(status_title(599), "Unknown", "unknown status title");
+	is_str(status_title(201), "Created", "title 201");
+	is_str(status_title(422), "Unprocessable Content", "title 422");
+	is_str(status_title(504), "Gateway Timeout", "title 504");
+	is_str(status_title(100), "Continue", "the first code");
+	is_str(status_title(511), "Network Authentication Required",
+	       "the last code");
+	is_str(status_title(306), "Unknown", "306 (unused) is not registered");
+	{
+		int dense = 1, ordered = 1;
+
+		for (size_t i = 0; i < STATUS_COUNT; i++) {
+			dense &= status_index(status_code(i)) == i;
+			ordered &=
+			    i == 0 || status_code(i - 1) < status_code(i);
+		}
+		ok(dense && ordered && status_index(299) == STATUS_COUNT &&
+		       status_index(0) == STATUS_COUNT,
+		   "status_index is dense over the %d registered codes, in "
+		   "order; others map past them",
+		   STATUS_COUNT);
+	}
 }
 
 /*
