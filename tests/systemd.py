@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.request
 
-from server import free_port
+from server import free_port, wait_exit
 from tap import done, ok, skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,12 +130,7 @@ def port_of(status):
 def stop(proc, timeout=15):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return None
+    return wait_exit(proc, timeout)
 
 
 def test_notify():
