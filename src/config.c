@@ -199,6 +199,34 @@ parse_bool(const char *s, int *out)
 }
 
 static int
+parse_handler_threads(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (number_parse(s, 256, &v) != 0 || v == 0)
+		return -1;
+	cfg->handler_threads = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_handler_queue(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (number_parse(s, 100000, &v) != 0)
+		return -1;
+	cfg->handler_queue = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_example_routes(struct config *cfg, const char *s)
+{
+	return parse_bool(s, &cfg->example_routes);
+}
+
+static int
 parse_log_probes(struct config *cfg, const char *s)
 {
 	return parse_bool(s, &cfg->log_probes);
@@ -326,6 +354,23 @@ static const struct option options[] = {
      "on SIGTERM/SIGINT, how long requests in flight may take to "
      "finish (default 10)",
      parse_shutdown_timeout},
+    {"handler-threads", "MICROD_HANDLER_THREADS", NULL, "N",
+     "an integer from 1 to 256",
+     "threads that run the routes that may block (ROUTE_BLOCKING), apart "
+     "from the threads that serve connections, so probes never wait "
+     "behind them (default 8)",
+     parse_handler_threads},
+    {"handler-queue", "MICROD_HANDLER_QUEUE", NULL, "N",
+     "an integer from 0 to 100000",
+     "requests for those routes that may wait for a handler thread; "
+     "past that they get 503 with Retry-After at once (default 64)",
+     parse_handler_queue},
+    {"example-routes", "MICROD_EXAMPLE_ROUTES", NULL, NULL,
+     "true or false (also 1/0, yes/no; any case)",
+     "serve the example routes: GET /status/{code}, GET /delay/{ms} (on "
+     "the handler pool) and PUT/GET /notes/{name} (off by default: not "
+     "for production)",
+     parse_example_routes},
     {"drain-delay", "MICROD_DRAIN_DELAY", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 5 or 0.5",
      "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
@@ -364,6 +409,9 @@ set_defaults(struct config *cfg)
 	cfg->log_level = LOG_INFO;
 	cfg->log_format = -1;
 	cfg->log_probes = 0;
+	cfg->handler_threads = 8;
+	cfg->handler_queue = 64;
+	cfg->example_routes = 0;
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->drain_delay_ms = 0;
 	cfg->check_only = 0;

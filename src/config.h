@@ -22,6 +22,9 @@ struct config {
 	int log_level;                 /* enum log_level */
 	int log_format;                /* enum log_format, or -1: by stderr */
 	int log_probes;                /* access-log successful probes too */
+	unsigned int handler_threads;  /* the pool for ROUTE_BLOCKING */
+	unsigned int handler_queue;    /* requests waiting for it, at most */
+	int example_routes;            /* serve the ROUTE_EXAMPLE rows */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 	int check_only; /* --check-config: validate, serve nothing */

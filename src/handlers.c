@@ -2,6 +2,7 @@
 /* handlers.c -- one function per endpoint: request in, status + JSON out */
 #include "handlers.h"
 
+#include <string.h>
 #include <time.h>
 
 #include "metrics.h"
@@ -79,5 +80,26 @@ handle_test_block(const struct request *req, struct reply *rep)
 	while (nanosleep(&ts, &ts) != 0)
 		;
 	reply_json(rep, 200, json_pack("{s:I}", "blocked_ms", (json_int_t)ms));
+}
+
+/*
+ * Test builds only: a reply with whatever status ?code= names (0 to 999),
+ * with a body unless ?body=no, so the suite can see what microd does with a
+ * handler that answers a status no response can have.
+ */
+void
+handle_test_status(const struct request *req, struct reply *rep)
+{
+	uintmax_t code = 0;
+	const char *body = request_query(req, "body");
+
+	if (number_parse(request_param(req, "code"), 999, &code) != 0) {
+		reply_error(rep, 400, "code must be 0 to 999");
+		return;
+	}
+	if (body == NULL || strcmp(body, "no") != 0)
+		reply_json(rep, (unsigned int)code, json_object());
+	else
+		rep->status = (unsigned int)code;
 }
 #endif

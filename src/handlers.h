@@ -12,6 +12,7 @@ handler_fn handle_metrics;
 handler_fn handle_echo;
 #if MICROD_TEST_HOOKS
 handler_fn handle_test_block;
+handler_fn handle_test_status;
 #endif
 
 #endif

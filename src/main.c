@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "app.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
@@ -19,6 +20,7 @@
 #include "notify.h"
 #include "probe.h"
 #include "refusal.h"
+#include "router.h"
 #include "server.h"
 #include "state.h"
 #include "version.h"
@@ -63,6 +65,7 @@
 struct supervisor {
 	struct notifier notifier;
 	struct server *srv;
+	struct app *app;
 	long long ping_every_ms; /* 0: no watchdog */
 	struct watchdog *watchdog;
 	long long next_extend_ms;
@@ -207,6 +210,7 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 	unsigned int left;
 
 	state_set(STATE_DRAINING);
+	app_drain(sv->app);
 	notify_send(&sv->notifier,
 	            "STOPPING=1\nSTATUS=draining: /ready answers 503 for "
 	            "%u ms, then at most %u ms for requests in flight\n"
@@ -236,6 +240,35 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		         left);
 	else
 		log_info("drained: no request in flight");
+}
+
+/*
+ * The route table as built: well formed, and no route's body limit past
+ * what the body budget lets one body have. 0, or -1 with the reason logged.
+ */
+static int
+check_routes(const struct config *cfg)
+{
+	char msg[256];
+
+	if (router_check(router_at(0), router_count(), msg, sizeof(msg)) !=
+	    NULL) {
+		log_error("the route table is wrong: %s", msg);
+		return -1;
+	}
+	for (size_t i = 0; i < router_count(); i++) {
+		const struct route *rt = router_at(i);
+
+		if (rt->max_body > cfg->body_budget) {
+			log_error("%s %s takes bodies up to %zu bytes, more "
+			          "than the body budget of %zu bytes: raise "
+			          "--body-budget",
+			          rt->method, rt->path, rt->max_body,
+			          cfg->body_budget);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* The limits as they apply. */
@@ -386,8 +419,22 @@ main(int argc, char **argv)
 	         cfg.budget_from, cfg.shutdown_timeout_ms);
 	log_limits(&cfg);
 	raise_fd_limit(cfg.connection_limit);
-	sv.srv = server_start(&cfg, listen_fd);
+	if (check_routes(&cfg) != 0) {
+		notify_close(&sv.notifier);
+		log_stop(LOG_FLUSH_MS);
+		return 1;
+	}
+	/* The application's start hook, before the first request and before
+	 * READY=1. */
+	sv.app = app_start(&cfg);
+	if (sv.app == NULL) {
+		notify_close(&sv.notifier);
+		log_stop(LOG_FLUSH_MS);
+		return 1;
+	}
+	sv.srv = server_start(&cfg, listen_fd, sv.app);
 	if (sv.srv == NULL) {
+		app_stop(sv.app);
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
 		return 1;
@@ -414,7 +461,11 @@ main(int argc, char **argv)
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
 	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
-	server_stop(sv.srv);
+	if (server_stop(sv.srv) == 0)
+		app_stop(sv.app); /* no handler runs any more */
+	else
+		log_warn("the application is not torn down: a handler that "
+		         "did not finish still uses it");
 	state_set(STATE_STOPPED);
 	notify_close(&sv.notifier);
 	flush_log(&sigs);

@@ -339,6 +339,30 @@ metrics_connection_refused(void)
 	atomic_fetch_add(&connections_refused, 1);
 }
 
+/* The handler pool's gauges and counter (src/pool.c). */
+static atomic_int handler_queued, handler_busy;
+static atomic_uint handler_threads;
+static atomic_ullong handler_rejected;
+
+void
+metrics_handler_threads(unsigned int n)
+{
+	atomic_store(&handler_threads, n);
+}
+
+void
+metrics_handler_moved(int queued, int busy)
+{
+	atomic_fetch_add(&handler_queued, queued);
+	atomic_fetch_add(&handler_busy, busy);
+}
+
+void
+metrics_handler_rejected(void)
+{
+	atomic_fetch_add(&handler_rejected, 1);
+}
+
 void
 metrics_watchdog_check(enum metrics_check result)
 {
@@ -381,6 +405,23 @@ metrics_render(size_t *len)
 	        "microd_watchdog_checks_total{result=\"ok\"} %llu\n"
 	        "microd_watchdog_checks_total{result=\"full\"} %llu\n"
 	        "microd_watchdog_checks_total{result=\"failed\"} %llu\n"
+	        "# HELP microd_handler_threads Threads of the handler pool, "
+	        "which runs the routes that may block.\n"
+	        "# TYPE microd_handler_threads gauge\n"
+	        "microd_handler_threads %u\n"
+	        "# HELP microd_handler_busy Handler-pool threads running a "
+	        "handler now.\n"
+	        "# TYPE microd_handler_busy gauge\n"
+	        "microd_handler_busy %d\n"
+	        "# HELP microd_handler_queue_depth Requests waiting for a "
+	        "handler-pool thread.\n"
+	        "# TYPE microd_handler_queue_depth gauge\n"
+	        "microd_handler_queue_depth %d\n"
+	        "# HELP microd_handler_rejected_total Requests refused with "
+	        "503 because every handler-pool thread was busy and the queue "
+	        "full.\n"
+	        "# TYPE microd_handler_rejected_total counter\n"
+	        "microd_handler_rejected_total %llu\n"
 	        "# HELP microd_build_info The running build; always 1.\n"
 	        "# TYPE microd_build_info gauge\n"
 	        "microd_build_info{version=\"",
@@ -389,7 +430,9 @@ metrics_render(size_t *len)
 	        atomic_load(&connections_refused),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_OK]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FULL]),
-	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]));
+	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]),
+	        atomic_load(&handler_threads), atomic_load(&handler_busy),
+	        atomic_load(&handler_queued), atomic_load(&handler_rejected));
 	put_label(f, MICROD_VERSION);
 	fputs("\",commit=\"", f);
 	put_label(f, MICROD_COMMIT);

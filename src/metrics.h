@@ -25,6 +25,12 @@ unsigned int metrics_connections(void);
 void metrics_connection_refused(void);
 unsigned int metrics_in_flight(void);
 
+/* The handler pool: its size, moves between queued and busy (+1/-1), and a
+ * request refused because it was full. */
+void metrics_handler_threads(unsigned int n);
+void metrics_handler_moved(int queued, int busy);
+void metrics_handler_rejected(void);
+
 /* Counts one check of the pool by the watchdog, by its result. */
 enum metrics_check {
 	METRICS_CHECK_OK,

@@ -56,8 +56,8 @@ is_tchar(unsigned char c)
 	return is_alnum_or(c, "!#$%&'*+-.^_`|~");
 }
 
-static int
-is_token(const char *s)
+int
+policy_is_token(const char *s)
 {
 	if (*s == '\0')
 		return 0;
@@ -173,7 +173,7 @@ check_field(const struct policy_field *f)
 	/* RFC 9112 2.2: a bare CR must be refused or replaced. */
 	if (f->value != NULL && strchr(f->value, '\r') != NULL)
 		return refuse(400, "a CR in a header field value");
-	if (!is_token(name))
+	if (!policy_is_token(name))
 		return refuse(400, "invalid header field name");
 	if (extends_framing_name(name))
 		return refuse(400, "header field name extends a framing "
@@ -303,11 +303,46 @@ path_start(const char *target, const char **authority, size_t *len)
 	return p + *len;
 }
 
+long
+policy_percent_decode(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t got = 0;
+
+	for (size_t i = 0; i < n; i++, got++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '%') {
+			int hi =
+			    i + 2 < n ? hex_value((unsigned char)s[i + 1]) : -1;
+			int lo =
+			    hi < 0 ? -1 : hex_value((unsigned char)s[i + 2]);
+
+			if (lo < 0)
+				return -1;
+			c = (unsigned char)(hi << 4 | lo);
+			i += 2;
+		}
+		if (got < cap)
+			out[got] = (char)c;
+	}
+	return (long)got;
+}
+
+const char *
+policy_target_path(const char *target)
+{
+	const char *authority;
+	size_t alen;
+
+	return path_start(target, &authority, &alen);
+}
+
 struct policy_verdict
 policy_decode_target(const char *target, char *path, size_t len)
 {
 	const char *end = policy_target_path_end(target), *authority;
 	size_t out = 0, alen;
+	long got;
 	const char *p = path_start(target, &authority, &alen);
 
 	if (len < 2)
@@ -320,27 +355,18 @@ policy_decode_target(const char *target, char *path, size_t len)
 		return refuse(400, "invalid authority in the request target");
 	if (*p != '/' && p != target)
 		path[out++] = '/'; /* "http://host" and "http://host?x" */
-	for (; p < end; p++) {
-		unsigned char c = (unsigned char)*p;
-
-		if (c == '%') {
-			int hi = hex_value((unsigned char)p[1]), lo;
-
-			lo = hi < 0 ? -1 : hex_value((unsigned char)p[2]);
-			if (lo < 0)
-				return refuse(400, "malformed percent-encoding "
-				                   "in the request target");
-			c = (unsigned char)(hi << 4 | lo);
-			p += 2;
-		}
-		if (is_control(c))
+	got =
+	    policy_percent_decode(p, (size_t)(end - p), path + out, len - out);
+	if (got < 0)
+		return refuse(400, "malformed percent-encoding in the request "
+		                   "target");
+	if ((size_t)got >= len - out)
+		return refuse(500, "no room to decode the request target");
+	for (long i = 0; i < got; i++)
+		if (is_control((unsigned char)path[out + (size_t)i]))
 			return refuse(400, "a control byte in the request "
 			                   "path");
-		if (out + 1 >= len)
-			return refuse(500, "no room to decode the request "
-			                   "target");
-		path[out++] = (char)c;
-	}
+	out += (size_t)got;
 	path[out] = '\0';
 	for (p = end; *p != '\0'; p++) {
 		if (is_control((unsigned char)*p) ||

@@ -69,6 +69,24 @@ struct policy_verdict policy_decode_target(const char *target, char *path,
 #define POLICY_JSON_BYTES_PER_VALUE 8
 struct policy_verdict policy_json_cost(const char *body, size_t len);
 
+/*
+ * Percent-decodes the n bytes at s into out, which has room for cap bytes
+ * ('+' is not special; nothing is NUL-terminated). Returns the decoded
+ * length, which may pass cap (out then holds its first cap bytes), or -1 for
+ * a '%' not followed by two hex digits.
+ */
+long policy_percent_decode(const char *s, size_t n, char *out, size_t cap);
+
+/* Whether s is an RFC 9110 token (a header field name, a method). */
+int policy_is_token(const char *s);
+
+/*
+ * Where the path starts in a raw target: the target itself, or, in an
+ * absolute-form one ("http://host/x"), after the authority (which may leave
+ * "" or "?y": no path).
+ */
+const char *policy_target_path(const char *target);
+
 /* The end of the path in a raw target: its '?' or its NUL. */
 const char *policy_target_path_end(const char *target);
 

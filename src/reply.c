@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "encode.h"
+#include "log.h"
+#include "policy.h"
 #include "status.h"
 #include "utf8.h"
 
@@ -28,6 +31,81 @@ reply_clear(struct reply *rep)
 	free(rep->text);
 	rep->text = NULL;
 	rep->text_len = 0;
+}
+
+void
+reply_release(struct reply *rep)
+{
+	reply_clear(rep);
+	for (size_t i = 0; i < rep->n_headers; i++)
+		free(rep->headers[i].name); /* the value shares its block */
+	rep->n_headers = 0;
+}
+
+/* Fields microd itself writes, or that only the framing may decide. */
+static const char *const reserved[] = {
+    "Connection", "Content-Length",    "Content-Type",
+    "Date",       "Transfer-Encoding", "X-Request-Id",
+    "Keep-Alive", "Upgrade",           "Trailer",
+};
+
+/* NULL when name: value may go into a reply, else why not. */
+static const char *
+header_fault(const struct reply *rep, const char *name, const char *value)
+{
+	if (name == NULL || value == NULL)
+		return "no name or no value";
+	if (!policy_is_token(name) || strlen(name) > REPLY_NAME_MAX)
+		return "the name is not a token of at most 64 bytes";
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (strcasecmp(name, reserved[i]) == 0)
+			return "microd writes this field itself";
+	if (strlen(value) > REPLY_VALUE_MAX)
+		return "the value is longer than 1024 bytes";
+	for (const char *p = value; *p != '\0'; p++)
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return "a CR, LF or other control byte in the value";
+	if (rep->n_headers == REPLY_HEADERS_MAX)
+		return "more than REPLY_HEADERS_MAX fields";
+	return NULL;
+}
+
+int
+reply_header(struct reply *rep, const char *name, const char *value)
+{
+	const char *why = header_fault(rep, name, value);
+	size_t nl, vl;
+	char *block;
+
+	if (why != NULL) {
+		log_warn("%s: %s left out: %s", __func__,
+		         name != NULL && policy_is_token(name) ? name
+		                                               : "a field",
+		         why);
+		return -1;
+	}
+	nl = strlen(name);
+	vl = strlen(value);
+	block = malloc(nl + vl + 2);
+	if (block == NULL) {
+		log_warn("%s: %s left out: out of memory", __func__, name);
+		return -1;
+	}
+	memcpy(block, name, nl + 1);
+	memcpy(block + nl + 1, value, vl + 1);
+	rep->headers[rep->n_headers].name = block; /* the reply owns it */
+	rep->headers[rep->n_headers].value = block + nl + 1;
+	rep->n_headers++;
+	return 0;
+}
+
+int
+reply_has_header(const struct reply *rep, const char *name)
+{
+	for (size_t i = 0; i < rep->n_headers; i++)
+		if (strcasecmp(rep->headers[i].name, name) == 0)
+			return 1;
+	return 0;
 }
 
 void

@@ -25,8 +25,30 @@ void reply_error(struct reply *rep, unsigned int status, const char *fmt, ...)
 void reply_text(struct reply *rep, unsigned int status, char *text, size_t len,
                 const char *type);
 
-/* Releases the body; the reply can be filled again. */
+/* Releases the body; the reply can be filled again (its headers stay). */
 void reply_clear(struct reply *rep);
+
+/* Releases the body and the headers: the reply is empty. */
+void reply_release(struct reply *rep);
+
+/* Bounds of one reply_header field. */
+#define REPLY_NAME_MAX 64
+#define REPLY_VALUE_MAX 1024
+
+/*
+ * Adds "name: value" to the reply (copied). Refused, with a warning logged
+ * and -1, when name is not a token, value holds a CR, LF or another control
+ * byte (a tab is fine), either is too long, the reply has REPLY_HEADERS_MAX
+ * already, or name is one microd writes itself (Content-Type, Content-Length,
+ * Connection, Date, Transfer-Encoding, X-Request-Id, Keep-Alive, Upgrade,
+ * Trailer). A Cache-Control of the handler's replaces microd's "no-store",
+ * a Retry-After replaces retry_after; other names may repeat (Set-Cookie).
+ * 0 when added.
+ */
+int reply_header(struct reply *rep, const char *name, const char *value);
+
+/* Whether the reply carries a header of that name (any case). */
+int reply_has_header(const struct reply *rep, const char *name);
 
 /* {"type":"about:blank","title":...,"status":...,"detail":...}; NULL on ENOMEM
  */

@@ -4,29 +4,69 @@
 #define MICROD_REQUEST_H
 
 #include <jansson.h>
+#include <stddef.h>
+#include <string.h>
 
 enum request_field { REQUEST_HEADER, REQUEST_QUERY };
 
+/* Most {name} segments one route may have. */
+#define REQUEST_PARAMS_MAX 8
+
+/* The path parameters of the route that matched, decoded. */
+struct request_params {
+	size_t n;
+	struct request_param {
+		const char *name; /* into the route's template: not ended */
+		size_t name_len;
+		const char *value; /* percent-decoded, NUL-terminated */
+	} at[REQUEST_PARAMS_MAX];
+};
+
+/*
+ * The application's own context, set up once by app_start (src/app.h) and
+ * handed to every handler. Handlers run on many threads at once: what they
+ * change in it must be atomic or locked.
+ */
+struct app;
+
 struct request {
 	const char *method;
-	const char *path;
-	json_t *body; /* parsed JSON, for routes that take one; borrowed */
+	const char *path; /* percent-decoded; the query is not part of it */
+	const char *id; /* the request id: X-Request-Id, the client's or new */
+	const char *peer; /* the client's address: "127.0.0.1", "::1", "unix" */
+	struct app *app;
+	const struct request_params *params; /* never NULL once dispatched */
+	json_t *body; /* parsed JSON, for ROUTE_JSON_BODY routes; borrowed */
+	/* The body as sent, for ROUTE_RAW_BODY routes: raw_len bytes and a NUL
+	 * after them; "" for none. Borrowed. */
+	const char *raw;
+	size_t raw_len;
 	/* Looks up a header or query argument; NULL when absent. */
 	const char *(*lookup)(void *ctx, enum request_field field,
 	                      const char *name);
 	void *ctx;
 };
 
+struct reply_field {
+	char *name, *value; /* one allocation, name first; owned */
+};
+
+/* Most headers a handler may add to one reply (reply_header). */
+#define REPLY_HEADERS_MAX 8
+
 struct reply {
 	unsigned int status;
 	json_t *body;             /* owned by the reply */
 	int problem;              /* body is RFC 9457 problem details */
-	char allow[32];           /* Allow header for a 405, else empty */
+	char allow[64];           /* Allow header for a 405, else empty */
 	unsigned int retry_after; /* seconds for Retry-After; 0: none */
 	/* A non-JSON body (the metrics text) instead of body; owned. */
 	char *text;
 	size_t text_len;
 	const char *text_type;
+	/* Headers the handler added, in order (reply_header). */
+	size_t n_headers;
+	struct reply_field headers[REPLY_HEADERS_MAX];
 };
 
 typedef void handler_fn(const struct request *, struct reply *);
@@ -43,6 +83,22 @@ request_query(const struct request *req, const char *name)
 {
 	return req->lookup != NULL ? req->lookup(req->ctx, REQUEST_QUERY, name)
 	                           : NULL;
+}
+
+/* The path parameter {name} of the route that matched; NULL if it has none.
+ */
+static inline const char *
+request_param(const struct request *req, const char *name)
+{
+	size_t len = strlen(name);
+
+	if (req->params == NULL)
+		return NULL;
+	for (size_t i = 0; i < req->params->n; i++)
+		if (req->params->at[i].name_len == len &&
+		    memcmp(req->params->at[i].name, name, len) == 0)
+			return req->params->at[i].value;
+	return NULL;
 }
 
 #endif

@@ -1,25 +1,45 @@
 /* SPDX-License-Identifier: MIT */
-/* router.c -- the route table; map method + path to a handler */
+/*
+ * router.c -- the route table; map method + raw path to a handler and its
+ * path parameters
+ */
 #include "router.h"
 
+#include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "examples.h"
 #include "handlers.h"
+#include "policy.h"
 #include "reply.h"
 
 static const struct route routes[] = {
-    {"GET", "/health", handle_health, ROUTE_PROBE},
-    {"GET", "/ready", handle_ready, ROUTE_PROBE},
-    {"GET", "/version", handle_version, 0},
-    {"GET", "/metrics", handle_metrics, 0},
-    {"POST", "/echo", handle_echo, ROUTE_JSON_BODY},
+    {"GET", "/health", handle_health, ROUTE_PROBE, 0},
+    {"GET", "/ready", handle_ready, ROUTE_PROBE, 0},
+    {"GET", "/version", handle_version, 0, 0},
+    {"GET", "/metrics", handle_metrics, 0, 0},
+    {"POST", "/echo", handle_echo, ROUTE_JSON_BODY, 0},
+    /* --example-routes: see src/examples.c and the README. */
+    {"GET", "/status/{code}", handle_status, ROUTE_EXAMPLE, 0},
+    {"GET", "/delay/{ms}", handle_delay, ROUTE_EXAMPLE | ROUTE_BLOCKING, 0},
+    {"PUT", "/notes/{name}", handle_note_put,
+     ROUTE_EXAMPLE | ROUTE_RAW_BODY | ROUTE_BLOCKING, 4096},
+    {"GET", "/notes/{name}", handle_note_get, ROUTE_EXAMPLE, 0},
 #if MICROD_TEST_HOOKS
-    {"GET", "/test/block", handle_test_block, 0},
+    {"GET", "/test/block", handle_test_block, 0, 0},
+    {"GET", "/test/status/{code}", handle_test_status, 0, 0},
 #endif
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Longest literal segment a template may have: decoded on the stack. */
+#define LITERAL_MAX 128
+
+/* Segments past this many still match, but no longer rank. */
+#define RANKED_SEGMENTS 64
 
 static int
 method_matches(const char *route_method, const char *method)
@@ -29,23 +49,297 @@ method_matches(const char *route_method, const char *method)
 	return strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0;
 }
 
-enum route_match
-router_find(const char *method, const char *path, const struct route **out)
+static int
+is_param(const char *t, size_t n)
 {
-	enum route_match match = ROUTE_NOT_FOUND;
+	return n >= 2 && t[0] == '{' && t[n - 1] == '}';
+}
 
-	for (size_t i = 0; i < N_ROUTES; i++) {
-		if (strcmp(routes[i].path, path) != 0)
-			continue;
-		if (method_matches(routes[i].method, method)) {
-			*out = &routes[i];
-			return ROUTE_FOUND;
+/* Whether the raw segment r (rn bytes) decodes to exactly t (tn bytes). */
+static int
+literal_matches(const char *t, size_t tn, const char *r, size_t rn)
+{
+	char dec[LITERAL_MAX];
+	long got;
+
+	if (memchr(r, '%', rn) == NULL)
+		return rn == tn && memcmp(t, r, tn) == 0;
+	if (tn > sizeof(dec))
+		return 0;
+	got = policy_percent_decode(r, rn, dec, sizeof(dec));
+	return got == (long)tn && memcmp(t, dec, tn) == 0;
+}
+
+/*
+ * Whether template t matches raw path r (both from their first '/'); *rank
+ * gets a bit per literal segment, the first segment highest.
+ */
+static int
+template_matches(const char *t, const char *r, uint64_t *rank)
+{
+	*rank = 0;
+	for (unsigned int i = 0;; i++) {
+		size_t tn, rn;
+
+		t++; /* past the '/' */
+		r++;
+		tn = strcspn(t, "/");
+		rn = strcspn(r, "/");
+		if (is_param(t, tn)) {
+			if (rn == 0)
+				return 0;
+		} else {
+			if (!literal_matches(t, tn, r, rn))
+				return 0;
+			if (i < RANKED_SEGMENTS)
+				*rank |= (uint64_t)1
+				         << (RANKED_SEGMENTS - 1 - i);
 		}
-		if (match == ROUTE_NOT_FOUND)
-			*out = &routes[i];
-		match = ROUTE_BAD_METHOD;
+		t += tn;
+		r += rn;
+		if (*t == '\0' || *r == '\0')
+			return *t == *r;
 	}
-	return match;
+}
+
+/* Appends ", name" (or just name, first) when it fits and is not there. */
+static void
+allow_append(char *buf, size_t len, const char *name)
+{
+	size_t used = strlen(buf), n = strlen(name);
+
+	for (const char *p = buf; *p != '\0'; p += strcspn(p, ",")) {
+		p += strspn(p, ", ");
+		if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return;
+	}
+	if (used + n + 3 > len)
+		return;
+	snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "", name);
+}
+
+/* Decodes each {name} segment of rt's template from raw into buf. */
+static enum route_match
+take_params(const struct route *rt, const char *raw, char *buf, size_t len,
+            struct route_result *out)
+{
+	const char *t = rt->path, *r = raw;
+	size_t used = 0;
+
+	out->params.n = 0;
+	while (*t != '\0') {
+		size_t tn, rn;
+		long got;
+
+		t++;
+		r++;
+		tn = strcspn(t, "/");
+		rn = strcspn(r, "/");
+		if (is_param(t, tn) && out->params.n < REQUEST_PARAMS_MAX) {
+			struct request_param *p =
+			    &out->params.at[out->params.n++];
+
+			p->name = t + 1;
+			p->name_len = tn - 2;
+			got = used < len ? policy_percent_decode(
+			                       r, rn, buf + used, len - used)
+			                 : -1;
+			if (got < 0 || (size_t)got >= len - used) {
+				out->detail = got < 0 ? "malformed "
+				                        "percent-encoding"
+				                      : "too long to decode";
+				return ROUTE_BAD_PARAM;
+			}
+			for (long i = 0; i < got; i++) {
+				unsigned char c = (unsigned char)buf[used + i];
+
+				if (c == '/')
+					out->detail = "an encoded '/' (%2F) "
+					              "is not allowed in it";
+				else if (c < 0x20 || c == 0x7f)
+					out->detail = "a control byte is not "
+					              "allowed in it";
+			}
+			if (out->detail != NULL)
+				return ROUTE_BAD_PARAM;
+			buf[used + (size_t)got] = '\0';
+			p->value = buf + used;
+			used += (size_t)got + 1;
+		}
+		t += tn;
+		r += rn;
+	}
+	return ROUTE_FOUND;
+}
+
+enum route_match
+router_match(const struct route *table, size_t n, const char *method,
+             const char *raw, unsigned int hide, char *buf, size_t len,
+             struct route_result *out)
+{
+	const struct route *best = NULL, *any = NULL;
+	uint64_t best_rank = 0, any_rank = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (raw[0] != '/')
+		raw = "/"; /* "" (an authority with no path) */
+	for (size_t i = 0; i < n; i++) {
+		const struct route *rt = &table[i];
+		uint64_t rank;
+
+		if ((rt->flags & hide) != 0 ||
+		    !template_matches(rt->path, raw, &rank))
+			continue;
+		allow_append(out->allow, sizeof(out->allow), rt->method);
+		if (strcmp(rt->method, "GET") == 0)
+			allow_append(out->allow, sizeof(out->allow), "HEAD");
+		if (any == NULL || rank > any_rank) {
+			any = rt;
+			any_rank = rank;
+		}
+		if (!method_matches(rt->method, method))
+			continue;
+		/* On a tie a row for the very method beats GET for HEAD. */
+		if (best == NULL || rank > best_rank ||
+		    (rank == best_rank && strcmp(rt->method, method) == 0 &&
+		     strcmp(best->method, method) != 0)) {
+			best = rt;
+			best_rank = rank;
+		}
+	}
+	if (best == NULL) {
+		out->route = any;
+		out->match = any != NULL ? ROUTE_BAD_METHOD : ROUTE_NOT_FOUND;
+		if (any == NULL)
+			out->allow[0] = '\0';
+		return out->match;
+	}
+	out->route = best;
+	out->allow[0] = '\0';
+	out->match = take_params(best, raw, buf, len, out);
+	return out->match;
+}
+
+enum route_match
+router_find(const char *method, const char *raw, unsigned int hide, char *buf,
+            size_t len, struct route_result *out)
+{
+	return router_match(routes, N_ROUTES, method, raw, hide, buf, len, out);
+}
+
+static int
+is_name(const char *s, size_t n)
+{
+	if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+/* The template's shape: literals as they are, each parameter as "{}". */
+static void
+shape(const char *t, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	while (*t != '\0' && used + 3 < len) {
+		size_t tn;
+
+		buf[used++] = *t++; /* the '/' */
+		tn = strcspn(t, "/");
+		if (is_param(t, tn)) {
+			memcpy(buf + used, "{}", 2);
+			used += 2;
+		} else {
+			if (used + tn + 1 >= len)
+				break;
+			memcpy(buf + used, t, tn);
+			used += tn;
+		}
+		t += tn;
+	}
+	buf[used] = '\0';
+}
+
+/* NULL, or what is wrong with the template. */
+static const char *
+template_fault(const char *t)
+{
+	const char *names[REQUEST_PARAMS_MAX];
+	size_t lens[REQUEST_PARAMS_MAX], np = 0;
+
+	if (t == NULL || t[0] != '/')
+		return "the path must start with '/'";
+	while (*t != '\0') {
+		size_t tn;
+
+		t++;
+		tn = strcspn(t, "/");
+		if (is_param(t, tn)) {
+			if (!is_name(t + 1, tn - 2))
+				return "a parameter's name must be a letter "
+				       "or '_', then letters, digits or '_'";
+			if (np == REQUEST_PARAMS_MAX)
+				return "more parameters than "
+				       "REQUEST_PARAMS_MAX";
+			for (size_t i = 0; i < np; i++)
+				if (lens[i] == tn - 2 &&
+				    memcmp(names[i], t + 1, tn - 2) == 0)
+					return "two parameters have one name";
+			names[np] = t + 1;
+			lens[np++] = tn - 2;
+		} else {
+			if (memchr(t, '{', tn) != NULL ||
+			    memchr(t, '}', tn) != NULL)
+				return "a '{' or '}' that is not a whole "
+				       "{name} segment";
+			if (memchr(t, '%', tn) != NULL)
+				return "a '%' in a literal segment (write it "
+				       "decoded)";
+			if (tn > LITERAL_MAX)
+				return "a literal segment longer than 128 "
+				       "bytes";
+		}
+		t += tn;
+	}
+	return NULL;
+}
+
+const char *
+router_check(const struct route *table, size_t n, char *msg, size_t len)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct route *rt = &table[i];
+		const char *why = template_fault(rt->path);
+		char a[256], b[256];
+
+		if (why == NULL &&
+		    (rt->method == NULL || rt->method[0] == '\0'))
+			why = "no method";
+		if (why == NULL && rt->handler == NULL)
+			why = "no handler";
+		if (why == NULL && (rt->flags & ROUTE_JSON_BODY) &&
+		    (rt->flags & ROUTE_RAW_BODY))
+			why = "both ROUTE_JSON_BODY and ROUTE_RAW_BODY";
+		for (size_t j = 0; why == NULL && j < i; j++) {
+			if (strcmp(table[j].method, rt->method) != 0)
+				continue;
+			shape(table[j].path, a, sizeof(a));
+			shape(rt->path, b, sizeof(b));
+			if (strcmp(a, b) == 0)
+				why = "another row has the same method and "
+				      "template";
+		}
+		if (why != NULL) {
+			snprintf(msg, len, "route %zu (%s %s): %s", i,
+			         rt->method != NULL ? rt->method : "?",
+			         rt->path != NULL ? rt->path : "?", why);
+			return msg;
+		}
+	}
+	return NULL;
 }
 
 size_t
@@ -66,39 +360,22 @@ router_index(const struct route *rt)
 	return (size_t)(rt - routes);
 }
 
-/* Appends ", name" (or just name, first) when it fits. */
-static void
-allow_append(char *buf, size_t len, const char *name)
-{
-	size_t used = strlen(buf);
-
-	if (used + strlen(name) + 3 > len)
-		return;
-	snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "", name);
-}
-
-/* "GET, HEAD, POST": every method the path answers to. */
-static void
-allow_list(const char *path, char *buf, size_t len)
-{
-	buf[0] = '\0';
-	for (size_t i = 0; i < N_ROUTES; i++) {
-		if (strcmp(routes[i].path, path) != 0)
-			continue;
-		allow_append(buf, len, routes[i].method);
-		if (strcmp(routes[i].method, "GET") == 0)
-			allow_append(buf, len, "HEAD");
-	}
-}
-
 void
-router_reply_unmatched(enum route_match match, const struct request *req,
-                       struct reply *rep)
+router_reply_unmatched(const struct route_result *res,
+                       const struct request *req, struct reply *rep)
 {
-	if (match == ROUTE_BAD_METHOD) {
+	if (res->match == ROUTE_BAD_METHOD) {
 		reply_error(rep, 405, "%s is not allowed on %s", req->method,
 		            req->path);
-		allow_list(req->path, rep->allow, sizeof(rep->allow));
+		snprintf(rep->allow, sizeof(rep->allow), "%s", res->allow);
+		return;
+	}
+	if (res->match == ROUTE_BAD_PARAM) {
+		const struct request_param *p =
+		    &res->params.at[res->params.n - 1];
+
+		reply_error(rep, 400, "path parameter %.*s: %s",
+		            (int)p->name_len, p->name, res->detail);
 		return;
 	}
 	reply_error(rep, 404, "no route for %s %s", req->method, req->path);

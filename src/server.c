@@ -22,10 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
+#include "pool.h"
 #include "reply.h"
 #include "reqid.h"
 #include "router.h"
@@ -87,6 +89,9 @@ struct server {
 	atomic_uint peak_conns;   /* most connections since the last trim */
 	atomic_bool draining;
 	atomic_uint waiting; /* connections that have not begun a request yet */
+	struct app *app;     /* the handlers' context; not ours */
+	struct pool *pool;   /* runs the ROUTE_BLOCKING handlers */
+	unsigned int hide;   /* route flags left out: ROUTE_EXAMPLE, or 0 */
 };
 
 /*
@@ -117,14 +122,42 @@ static const struct sockaddr_un internal_peer = {.sun_family = AF_UNIX};
 	((intptr_t)(workers) * ((intptr_t)(limit) + (intptr_t)(workers) + 2))
 
 /*
+ * Where a ROUTE_BLOCKING request stands. The connection is suspended from
+ * JOB_QUEUED until the handler pool is done with it, and then resumed:
+ * libmicrohttpd calls on_request again and the state says what to send.
+ */
+enum job_state {
+	JOB_NONE,      /* not on the pool (yet) */
+	JOB_QUEUED,    /* waiting for a handler thread */
+	JOB_DONE,      /* the handler's reply is in job_reply */
+	JOB_REJECTED,  /* the queue was full: 503 */
+	JOB_CANCELLED, /* taken out of the queue at stop: 503 */
+	JOB_ABANDONED, /* still running at stop: 503; the handler goes on */
+};
+
+/* A ROUTE_BLOCKING request's headers and query, copied for the handler
+ * thread, which must not read libmicrohttpd's connection. */
+struct snapshot {
+	size_t n;
+	struct snapshot_field {
+		enum request_field kind;
+		const char *name, *value;
+	} * at; /* one block with the strings; owned */
+};
+
+/*
  * Per-request state: created when the request line has been read
- * (on_target), freed in on_completed, which libmicrohttpd calls for every
- * request on_target saw, also for those it refuses itself.
+ * (on_target). libmicrohttpd holds one reference, dropped in on_completed,
+ * which it calls for every request on_target saw, also for those it refuses
+ * itself; the handler pool holds another while a blocking request is on it.
  */
 struct exchange {
+	atomic_int refs;
 	int began; /* on_request has seen it */
-	const struct route *route;
-	enum route_match match;
+	struct route_result res;
+	size_t max_body; /* the route's, else --max-body */
+	int takes_body;  /* the route buffers the body (JSON or raw) */
+	size_t expect;   /* a sized body's length + 1; 0: chunked */
 	int chunked;     /* the body is chunked: it may carry trailers */
 	size_t reserved; /* of the body budget, released in on_completed */
 	int over_budget; /* the budget ran out while a chunked body came */
@@ -133,14 +166,63 @@ struct exchange {
 	size_t len, cap;
 	const char *method; /* MHD's, valid until on_completed */
 	char *path;         /* decoded from target; what routes see */
+	char *params;       /* the path parameters' decoded values */
+	size_t params_len;
+	char peer[INET6_ADDRSTRLEN];
+	/* A ROUTE_BLOCKING request on the handler pool. */
+	atomic_int job_state; /* enum job_state */
+	struct pool_task task;
+	struct MHD_Connection *conn;
+	struct app *app;
+	struct snapshot snap;
+	json_t *job_body;
+	struct reply job_reply;
+	int method_head; /* a HEAD request, served by a GET route */
 	long long start_ns;
 	unsigned int status; /* sent; 0 while none is */
 	size_t bytes;        /* body bytes of the response */
 	char request_id[REQID_MAX + 1];
 	/* The raw target as sent, cut at its '?': what the log shows. Then
-	 * room for path. */
+	 * room for path and params. */
 	char target[];
 };
+
+static void
+exchange_unref(struct exchange *ex)
+{
+	if (atomic_fetch_sub(&ex->refs, 1) != 1)
+		return;
+	free(ex->body);
+	free(ex->snap.at);
+	json_decref(ex->job_body);
+	reply_release(&ex->job_reply);
+	free(ex);
+}
+
+/*
+ * The raw target of the request this thread is parsing, from on_target:
+ * libmicrohttpd 0.9.75 calls the URI log callback, then unescapes the query
+ * arguments, then the path (connection.c, parse_initial_message), each
+ * through unescape() below. Per thread, as each worker parses its own.
+ */
+static _Thread_local const char *unescaping_target;
+
+/*
+ * MHD_OPTION_UNESCAPE_CALLBACK: query arguments are percent-decoded as the
+ * library would, but the path is left as sent: microd matches routes on the
+ * raw path and decodes each segment itself, so "%2F" stays data.
+ */
+static size_t
+unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	if (s == unescaping_target) {
+		unescaping_target = NULL;
+		return strlen(s);
+	}
+	return MHD_http_unescape(s);
+}
 
 /* Never written; non-const only because MHD's buffer argument is. */
 static char fallback_500[] =
@@ -214,12 +296,21 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	}
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) !=
 	        MHD_YES ||
-	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
-	                            "no-store") != MHD_YES ||
 	    MHD_add_response_header(resp, "X-Request-Id", ex->request_id) !=
 	        MHD_YES)
 		goto out;
-	if (rep->retry_after > 0) {
+	/* The handler's own fields (checked by reply_header), then microd's
+	 * defaults for what it did not set. */
+	for (size_t i = 0; i < rep->n_headers; i++)
+		if (MHD_add_response_header(resp, rep->headers[i].name,
+		                            rep->headers[i].value) != MHD_YES)
+			goto out;
+	if (!reply_has_header(rep, MHD_HTTP_HEADER_CACHE_CONTROL) &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+	                            "no-store") != MHD_YES)
+		goto out;
+	if (rep->retry_after > 0 &&
+	    !reply_has_header(rep, MHD_HTTP_HEADER_RETRY_AFTER)) {
 		char secs[16];
 
 		snprintf(secs, sizeof(secs), "%u", rep->retry_after);
@@ -241,7 +332,7 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 out:
 	if (resp != NULL)
 		MHD_destroy_response(resp); /* MHD keeps its own reference */
-	reply_clear(rep);
+	reply_release(rep);
 	return ret;
 }
 
@@ -494,25 +585,39 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	if (v.status != 0)
 		return send_error(srv, conn, ex, v.status, 1, v.detail);
 	ex->chunked = f.chunked;
-	ex->match = router_find(method, ex->path, &ex->route);
-	if (f.sized && f.length > srv->max_body)
+	/* Matched on the raw path: each segment is decoded only once split. */
+	router_find(method, policy_target_path(ex->target), srv->hide,
+	            ex->params, ex->params_len, &ex->res);
+	ex->max_body = srv->max_body;
+	if (ex->res.match == ROUTE_FOUND) {
+		const struct route *rt = ex->res.route;
+
+		if (rt->max_body > 0)
+			ex->max_body = rt->max_body;
+		ex->takes_body =
+		    (rt->flags & (ROUTE_JSON_BODY | ROUTE_RAW_BODY)) != 0;
+	}
+	if (f.sized && f.length > ex->max_body)
 		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
-	if (ex->match == ROUTE_FOUND && (ex->route->flags & ROUTE_JSON_BODY) &&
+	if (ex->res.match == ROUTE_FOUND &&
+	    (ex->res.route->flags & ROUTE_JSON_BODY) &&
 	    !is_json_type(MHD_lookup_connection_value(
 	        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return send_error(srv, conn, ex, 415, 1,
 		                  "the request body must be application/json");
 	/* A body that will be buffered takes its share of the budget now,
 	 * before any of it is read; a chunked one as it grows. */
-	if (ex->match == ROUTE_FOUND && (ex->route->flags & ROUTE_JSON_BODY) &&
-	    f.sized && f.length > 0 && reserve_body(srv, ex, f.length) != 0)
+	if (ex->takes_body && f.sized && f.length > 0 &&
+	    reserve_body(srv, ex, f.length) != 0)
 		return send_busy(srv, conn, ex);
-	if (ex->match != ROUTE_FOUND && (f.chunked || f.length > 0)) {
+	if (ex->takes_body && f.sized)
+		ex->expect = (size_t)f.length + 1;
+	if (ex->res.match != ROUTE_FOUND && (f.chunked || f.length > 0)) {
 		struct request req = {.method = method, .path = ex->path};
 		struct reply rep = {0};
 
-		router_reply_unmatched(ex->match, &req, &rep);
+		router_reply_unmatched(&ex->res, &req, &rep);
 		return send_reply(srv, conn, ex, &rep, 1);
 	}
 	return MHD_YES;
@@ -523,34 +628,36 @@ static enum MHD_Result
 on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 {
 	ex->received += size;
-	if (ex->received > srv->max_body) {
+	if (ex->received > ex->max_body) {
 		size_t budget =
-		    srv->max_body > DISCARD_MIN ? srv->max_body : DISCARD_MIN;
+		    ex->max_body > DISCARD_MIN ? ex->max_body : DISCARD_MIN;
 
 		free(ex->body); /* a 413 is coming: keep none of it */
 		ex->body = NULL;
 		ex->len = ex->cap = 0;
-		if (ex->received - srv->max_body <= budget)
+		if (ex->received - ex->max_body <= budget)
 			return MHD_YES;
 		log_warn("%s: chunked body passed the limit by more than %zu "
 		         "bytes; closing the connection",
 		         __func__, budget);
 		return MHD_NO;
 	}
-	if (ex->match != ROUTE_FOUND || !(ex->route->flags & ROUTE_JSON_BODY) ||
-	    ex->over_budget)
+	if (!ex->takes_body || ex->over_budget)
 		return MHD_YES; /* read and dropped */
-	if (ex->len + size > ex->cap) {
-		size_t cap = ex->cap == 0 ? 4096 : ex->cap;
+	/* One byte more than the body, for the NUL after a raw one. */
+	if (ex->len + size + 1 > ex->cap) {
+		size_t cap = ex->cap > 0      ? ex->cap
+		             : ex->expect > 0 ? ex->expect
+		                              : 4096;
 		char *p;
 
-		while (cap < ex->len + size)
+		while (cap < ex->len + size + 1)
 			cap *= 2;
-		if (cap > srv->max_body)
-			cap = srv->max_body;
-		/* A sized body reserved all of it up front. */
-		if (cap > ex->reserved &&
-		    reserve_body(srv, ex, cap - ex->reserved) != 0) {
+		if (cap > ex->max_body + 1)
+			cap = ex->max_body + 1;
+		/* A sized body reserved all of it up front; the NUL is free. */
+		if (cap - 1 > ex->reserved &&
+		    reserve_body(srv, ex, cap - 1 - ex->reserved) != 0) {
 			free(ex->body); /* a 503 comes at the end */
 			ex->body = NULL;
 			ex->len = ex->cap = 0;
@@ -566,6 +673,225 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 	memcpy(ex->body + ex->len, data, size);
 	ex->len += size;
 	return MHD_YES;
+}
+
+/*
+ * Runs the route's handler. A reply no final response can have (a status
+ * outside 200-599, or none set) becomes a 500, logged with the route.
+ */
+static void
+run_handler(const struct exchange *ex, const struct request *req,
+            struct reply *rep)
+{
+	const struct route *rt = ex->res.route;
+
+	rt->handler(req, rep);
+	if (rep->status >= 200 && rep->status <= 599 &&
+	    (rep->body != NULL || rep->text != NULL))
+		return;
+	log_error("%s %s: the handler answered %s %u; sent 500 instead",
+	          rt->method, rt->path,
+	          rep->body != NULL || rep->text != NULL ? "status"
+	                                                 : "no body, status",
+	          rep->status);
+	reply_release(rep);
+	reply_error(rep, 500, "the handler gave no valid reply");
+}
+
+/* What the handler sees; the lookup and body are the caller's to set. */
+static void
+request_view(struct exchange *ex, const char *method, struct request *req)
+{
+	const struct route *rt = ex->res.route;
+
+	/* The route's own string: it outlives the connection. */
+	req->method = strcmp(method, "HEAD") == 0 ? "HEAD" : rt->method;
+	req->path = ex->path;
+	req->id = ex->request_id;
+	req->peer = ex->peer;
+	req->app = ex->app;
+	req->params = &ex->res.params;
+	if (rt->flags & ROUTE_RAW_BODY) {
+		req->raw = ex->body != NULL ? ex->body : "";
+		req->raw_len = ex->len;
+	}
+}
+
+struct snapshot_size {
+	size_t n, bytes;
+	struct snapshot *snap; /* NULL while counting */
+	char *at;              /* where the next string goes */
+};
+
+static enum MHD_Result
+snapshot_add(void *cls, enum MHD_ValueKind kind, const char *key,
+             const char *value)
+{
+	struct snapshot_size *sz = cls;
+	size_t kl = strlen(key), vl = value != NULL ? strlen(value) : 0;
+	struct snapshot_field *f;
+
+	if (sz->snap == NULL) {
+		sz->n++;
+		sz->bytes += kl + 1 + (value != NULL ? vl + 1 : 0);
+		return MHD_YES;
+	}
+	if (sz->snap->n == sz->n)
+		return MHD_NO; /* counted beforehand: cannot happen */
+	f = &sz->snap->at[sz->snap->n++];
+	f->kind = kind == MHD_HEADER_KIND ? REQUEST_HEADER : REQUEST_QUERY;
+	f->name = memcpy(sz->at, key, kl + 1);
+	sz->at += kl + 1;
+	f->value = NULL; /* "?flag": a key with no value */
+	if (value != NULL) {
+		f->value = memcpy(sz->at, value, vl + 1);
+		sz->at += vl + 1;
+	}
+	return MHD_YES;
+}
+
+/* Copies the request's headers and query arguments into snap; 0 or -1. */
+static int
+snapshot_take(struct MHD_Connection *conn, struct snapshot *snap)
+{
+	const enum MHD_ValueKind kinds =
+	    MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND;
+	struct snapshot_size sz = {0, 0, NULL, NULL};
+
+	MHD_get_connection_values(conn, kinds, snapshot_add, &sz);
+	snap->n = 0;
+	snap->at = malloc(sz.n * sizeof(*snap->at) + sz.bytes + 1);
+	if (snap->at == NULL)
+		return -1;
+	sz.snap = snap;
+	sz.at = (char *)(snap->at + sz.n); /* the strings follow the array */
+	MHD_get_connection_values(conn, kinds, snapshot_add, &sz);
+	return 0;
+}
+
+static const char *
+lookup_snapshot(void *ctx, enum request_field field, const char *name)
+{
+	const struct snapshot *snap = ctx;
+
+	for (size_t i = 0; i < snap->n; i++)
+		if (snap->at[i].kind == field &&
+		    strcasecmp(snap->at[i].name, name) == 0)
+			return snap->at[i].value;
+	return NULL;
+}
+
+#define EXCHANGE_OF(t)                                                         \
+	((struct exchange *)(void *)((char *)(t)-offsetof(struct exchange,     \
+	                                                  task)))
+
+/* On a handler thread: the handler, writing into the exchange's reply. */
+static void
+job_run(struct pool_task *task)
+{
+	struct exchange *ex = EXCHANGE_OF(task);
+	struct request req = {.lookup = lookup_snapshot, .ctx = &ex->snap};
+
+	request_view(ex, ex->res.route->method, &req);
+	if (ex->method_head)
+		req.method = "HEAD";
+	req.body = ex->job_body;
+	run_handler(ex, &req, &ex->job_reply);
+}
+
+/*
+ * Under the pool's lock, after job_run: hands the reply back by resuming the
+ * connection, unless the stop abandoned it. Touches nothing but ex: after an
+ * abandon the server may be gone.
+ */
+static void
+job_finish(struct pool_task *task)
+{
+	struct exchange *ex = EXCHANGE_OF(task);
+	int queued = JOB_QUEUED;
+
+	if (atomic_compare_exchange_strong(&ex->job_state, &queued, JOB_DONE))
+		MHD_resume_connection(ex->conn); /* on_request sends it */
+	exchange_unref(ex);                      /* the pool's reference */
+}
+
+/* At stop, for a job still in the queue: it never ran. */
+static void
+job_cancel(struct pool_task *task)
+{
+	struct exchange *ex = EXCHANGE_OF(task);
+
+	atomic_store(&ex->job_state, JOB_CANCELLED);
+	MHD_resume_connection(ex->conn);
+	exchange_unref(ex);
+}
+
+/* At stop, under the pool's lock, for a job whose handler still runs. */
+static void
+job_abandon(struct pool_task *task)
+{
+	struct exchange *ex = EXCHANGE_OF(task);
+	int queued = JOB_QUEUED;
+
+	if (atomic_compare_exchange_strong(&ex->job_state, &queued,
+	                                   JOB_ABANDONED))
+		MHD_resume_connection(ex->conn);
+}
+
+/*
+ * A ROUTE_BLOCKING request: suspend the connection and queue the handler on
+ * the pool, so this thread goes on serving its other connections. The
+ * connection is suspended first, so the pool cannot resume it before; a full
+ * queue resumes it at once for a 503.
+ */
+static enum MHD_Result
+start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
+          json_t *body)
+{
+	if (snapshot_take(conn, &ex->snap) != 0) {
+		json_decref(body);
+		return send_error(srv, conn, ex, 500, ex->chunked,
+		                  "out of memory copying the request");
+	}
+	ex->job_body = body; /* the exchange's now */
+	ex->conn = conn;
+	ex->task.run = job_run;
+	ex->task.finish = job_finish;
+	atomic_store(&ex->job_state, JOB_QUEUED);
+	atomic_fetch_add(&ex->refs, 1); /* the pool's, dropped in job_finish */
+	MHD_suspend_connection(conn);
+	if (pool_submit(srv->pool, &ex->task) != 0) {
+		atomic_fetch_sub(&ex->refs, 1);
+		atomic_store(&ex->job_state, JOB_REJECTED);
+		MHD_resume_connection(conn);
+	}
+	return MHD_YES;
+}
+
+/* libmicrohttpd resumed a blocking request: send what the pool left. */
+static enum MHD_Result
+on_resumed(struct server *srv, struct MHD_Connection *conn, struct exchange *ex)
+{
+	struct reply rep = {0};
+
+	switch (atomic_load(&ex->job_state)) {
+	case JOB_DONE:
+		return send_reply(srv, conn, ex, &ex->job_reply, ex->chunked);
+	case JOB_REJECTED:
+		reply_error(
+		    &rep, 503,
+		    "every handler thread is busy and the handler queue "
+		    "is full; retry");
+		rep.retry_after = 1;
+		return send_reply(srv, conn, ex, &rep, ex->chunked);
+	case JOB_QUEUED:
+		return MHD_YES; /* still on the pool: not called then */
+	default:
+		reply_error(&rep, 503,
+		            "the service stopped before the handler "
+		            "finished");
+		return send_reply(srv, conn, ex, &rep, 1);
+	}
 }
 
 /* The request has arrived whole: run its handler and send the reply. */
@@ -588,7 +914,9 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	 */
 	int close_after = ex->chunked;
 
-	if (ex->received > srv->max_body)
+	if (atomic_load(&ex->job_state) != JOB_NONE)
+		return on_resumed(srv, conn, ex);
+	if (ex->received > ex->max_body)
 		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");
 	if (ex->chunked) {
@@ -598,13 +926,15 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 		if (v.status != 0)
 			return send_error(srv, conn, ex, v.status, 1, v.detail);
 	}
-	if (ex->match != ROUTE_FOUND) {
-		router_reply_unmatched(ex->match, &req, &rep);
+	if (ex->res.match != ROUTE_FOUND) {
+		router_reply_unmatched(&ex->res, &req, &rep);
 		return send_reply(srv, conn, ex, &rep, close_after);
 	}
 	if (ex->over_budget)
 		return send_busy(srv, conn, ex);
-	if (ex->route->flags & ROUTE_JSON_BODY) {
+	if (ex->body != NULL)
+		ex->body[ex->len] = '\0'; /* room was kept for it */
+	if (ex->res.route->flags & ROUTE_JSON_BODY) {
 		struct policy_verdict v = policy_json_cost(ex->body, ex->len);
 
 		if (v.status != 0)
@@ -619,7 +949,11 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 			return send_reply(srv, conn, ex, &rep, close_after);
 		}
 	}
-	ex->route->handler(&req, &rep);
+	ex->method_head = strcmp(method, "HEAD") == 0;
+	if (ex->res.route->flags & ROUTE_BLOCKING)
+		return start_job(srv, conn, ex, req.body);
+	request_view(ex, method, &req);
+	run_handler(ex, &req, &rep);
 	ret = send_reply(srv, conn, ex, &rep, close_after);
 	json_decref(req.body);
 	return ret;
@@ -636,6 +970,28 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 		memcpy(ex->request_id, id, strlen(id) + 1);
 	else
 		reqid_new(ex->request_id);
+}
+
+/* The client's address, as handlers and the log see it: "" when unknown. */
+static void
+peer_of(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+
+	buf[0] = '\0';
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
+		          buf, (socklen_t)len);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6,
+		          &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+		          (socklen_t)len);
+	else if (sa->sa_family == AF_UNIX)
+		snprintf(buf, len, "unix");
 }
 
 /* The connection's first request has begun: it no longer counts as waiting. */
@@ -670,6 +1026,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ex->start_ns = now_ns();
 		ex->method = method;
 		start_request_id(conn, ex);
+		peer_of(conn, ex->peer, sizeof(ex->peer));
 		/* url: the library's decoding, only looked at for where it
 		 * lies; ex->path is decoded by microd. */
 		return on_headers(srv, conn, ex, method, url, version);
@@ -691,18 +1048,27 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 static void *
 on_target(void *cls, const char *uri, struct MHD_Connection *conn)
 {
+	struct server *srv = cls;
 	size_t n = uri != NULL ? strlen(uri) : 0;
 	struct exchange *ex;
 
-	(void)cls;
 	(void)conn;
-	ex = calloc(1, sizeof(*ex) + 2 * n + 3);
+	unescaping_target = uri; /* see unescape() */
+	/* target, path (n + 2, see policy_decode_target), params (n + one
+	 * NUL per parameter, see router_match) */
+	ex = calloc(1, sizeof(*ex) + 3 * n + REQUEST_PARAMS_MAX + 4);
 	if (ex == NULL)
 		return NULL;
+	atomic_init(&ex->refs, 1);
+	atomic_init(&ex->job_state, JOB_NONE);
+	ex->res.match = ROUTE_NOT_FOUND; /* until routed */
 	if (n > 0)
 		memcpy(ex->target, uri, n);
-	ex->path = ex->target + n + 1; /* strlen(target) + 2 bytes */
-	return ex;                     /* freed in on_completed */
+	ex->path = ex->target + n + 1;
+	ex->params = ex->path + n + 2;
+	ex->params_len = n + REQUEST_PARAMS_MAX + 1;
+	ex->app = srv->app;
+	return ex; /* libmicrohttpd's reference: on_completed */
 }
 
 /* One access-log line; only built when the level lets it through. */
@@ -710,34 +1076,17 @@ static void
 log_request(struct MHD_Connection *conn, const struct exchange *ex,
             long long took_ns)
 {
-	const union MHD_ConnectionInfo *ci;
 	struct access_entry e = {0};
-	char remote[INET6_ADDRSTRLEN + 8] = "";
 
 	if (!log_enabled(ex->status >= 500 ? LOG_WARN : LOG_INFO))
 		return;
-	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (ci != NULL && ci->client_addr != NULL) {
-		const struct sockaddr *sa = ci->client_addr;
-
-		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET,
-			          &((const struct sockaddr_in *)sa)->sin_addr,
-			          remote, sizeof(remote));
-		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6,
-			          &((const struct sockaddr_in6 *)sa)->sin6_addr,
-			          remote, sizeof(remote));
-		else if (sa->sa_family == AF_UNIX)
-			snprintf(remote, sizeof(remote), "unix");
-	}
 	e.method = ex->method;
 	e.path = ex->target;
-	e.route = ex->route != NULL ? ex->route->path : "unmatched";
+	e.route = ex->res.route != NULL ? ex->res.route->path : "unmatched";
 	e.status = ex->status;
 	e.bytes = strcmp(ex->method, "HEAD") == 0 ? 0 : ex->bytes;
 	e.duration_ms = (double)took_ns / 1e6;
-	e.remote = remote;
+	e.remote = ex->peer;
 	e.request_id = ex->request_id;
 	e.user_agent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	                                           MHD_HTTP_HEADER_USER_AGENT);
@@ -756,21 +1105,21 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	if (ex == NULL)
 		return;
 	if (!ex->began) { /* refused by libmicrohttpd before the handler */
-		free(ex);
+		exchange_unref(ex);
 		*req_cls = NULL;
 		return;
 	}
 	took = now_ns() - ex->start_ns;
 	if (ex->status != 0)
 		metrics_observe(ex->method,
-		                ex->route != NULL ? router_index(ex->route)
-		                                  : METRICS_UNMATCHED,
+		                ex->res.route != NULL
+		                    ? router_index(ex->res.route)
+		                    : METRICS_UNMATCHED,
 		                ex->status, took);
-	if (!(ex->match == ROUTE_FOUND && ex->route != NULL &&
-	      (ex->route->flags & ROUTE_PROBE) && ex->status >= 200 &&
+	if (!(ex->res.match == ROUTE_FOUND && ex->res.route != NULL &&
+	      (ex->res.route->flags & ROUTE_PROBE) && ex->status >= 200 &&
 	      ex->status < 400 && !srv->log_probes))
 		log_request(conn, ex, took);
-	free(ex->body);
 	if (ex->reserved > 0) {
 		atomic_fetch_sub(&srv->body_bytes, ex->reserved);
 		/* glibc keeps what a large body freed: let the main thread
@@ -778,7 +1127,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 		if (ex->reserved >= TRIM_AFTER)
 			atomic_store(&srv->trim_wanted, 1);
 	}
-	free(ex);
+	exchange_unref(ex); /* a blocking handler may still hold it */
 	*req_cls = NULL;
 	metrics_request_finished();
 }
@@ -979,8 +1328,21 @@ bind_address(const struct config *cfg, struct sockaddr_storage *ss,
 	return -1;
 }
 
+/* Whether a route the server serves may block: then it needs the pool. */
+static int
+needs_pool(unsigned int hide)
+{
+	for (size_t i = 0; i < router_count(); i++) {
+		const struct route *rt = router_at(i);
+
+		if ((rt->flags & ROUTE_BLOCKING) && !(rt->flags & hide))
+			return 1;
+	}
+	return 0;
+}
+
 struct server *
-server_start(const struct config *cfg, int listen_fd)
+server_start(const struct config *cfg, int listen_fd, struct app *app)
 {
 	struct server *srv;
 	struct sockaddr_storage ss;
@@ -993,6 +1355,7 @@ server_start(const struct config *cfg, int listen_fd)
 	 */
 	unsigned int flags =
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+	    MHD_ALLOW_SUSPEND_RESUME |
 	    (cfg->event_loop == EVENT_LOOP_EPOLL ? MHD_USE_EPOLL
 	                                         : MHD_USE_POLL);
 	const union MHD_DaemonInfo *info;
@@ -1018,6 +1381,14 @@ server_start(const struct config *cfg, int listen_fd)
 	atomic_init(&srv->draining, 0);
 	atomic_init(&srv->waiting, 0);
 	atomic_init(&srv->refused, 0);
+	srv->app = app;
+	srv->hide = cfg->example_routes ? 0 : ROUTE_EXAMPLE;
+	if (needs_pool(srv->hide)) {
+		srv->pool =
+		    pool_start(cfg->handler_threads, cfg->handler_queue);
+		if (srv->pool == NULL)
+			goto fail;
+	}
 
 	/* Limits and strictness, shared by both ways of listening. */
 	struct MHD_OptionItem limits[] = {
@@ -1046,7 +1417,8 @@ server_start(const struct config *cfg, int listen_fd)
 		srv->daemon = MHD_start_daemon(
 		    flags, 0, on_accept, srv, on_request, srv,
 		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-		    MHD_OPTION_URI_LOG_CALLBACK, on_target, NULL,
+		    MHD_OPTION_URI_LOG_CALLBACK, on_target, srv,
+		    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
 		    MHD_OPTION_ARRAY, limits, MHD_OPTION_NOTIFY_COMPLETED,
 		    on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
@@ -1055,7 +1427,8 @@ server_start(const struct config *cfg, int listen_fd)
 		srv->daemon = MHD_start_daemon(
 		    flags, (uint16_t)cfg->port, on_accept, srv, on_request, srv,
 		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-		    MHD_OPTION_URI_LOG_CALLBACK, on_target, NULL,
+		    MHD_OPTION_URI_LOG_CALLBACK, on_target, srv,
+		    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		    MHD_OPTION_ARRAY, limits, MHD_OPTION_NOTIFY_COMPLETED,
 		    on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
@@ -1080,6 +1453,10 @@ server_start(const struct config *cfg, int listen_fd)
 	         srv->passed ? " (socket passed by the service manager)" : "");
 	return srv;
 fail:
+	if (srv->pool != NULL) {
+		pool_close(srv->pool, NULL);
+		pool_stop(srv->pool);
+	}
 	free(srv);
 	return NULL;
 }
@@ -1352,14 +1729,32 @@ server_library_version(void)
 	return MHD_get_version();
 }
 
-void
+int
 server_stop(struct server *srv)
 {
+	unsigned int running = 0;
+
+	/*
+	 * 0.9.75 aborts in MHD_stop_daemon while a connection is suspended:
+	 * every request on the handler pool is resumed first, to a 503 if it
+	 * was still queued (it never runs) or its handler still runs (the
+	 * handler goes on; its reply is dropped).
+	 */
+	if (srv->pool != NULL) {
+		pool_close(srv->pool, job_cancel);
+		running = pool_abandon(srv->pool, job_abandon);
+		if (running > 0)
+			log_warn("stopping with %u blocking handlers still "
+			         "running: their requests are cut",
+			         running);
+	}
 	for (size_t i = 0; i < CHECK_MAX; i++)
 		if (srv->probes[i].fd >= 0)
 			close(srv->probes[i].fd);
 	MHD_stop_daemon(srv->daemon);
 	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
 		close(srv->quiesced_fd);
+	pool_stop(srv->pool); /* NULL-safe; leaves running handlers be */
 	free(srv);
+	return running > 0 ? -1 : 0;
 }

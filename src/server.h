@@ -8,13 +8,16 @@
 #include "config.h"
 
 struct server;
+struct app;
 
 /*
  * Starts the pool on listen_fd when it is >= 0 (a listening socket passed by
- * the service manager), else binds cfg's address and port. Logs the address
- * and real port. NULL on error.
+ * the service manager), else binds cfg's address and port, and the handler
+ * pool when a route served may block. Logs the address and real port. app
+ * is handed to every handler. NULL on error.
  */
-struct server *server_start(const struct config *cfg, int listen_fd);
+struct server *server_start(const struct config *cfg, int listen_fd,
+                            struct app *app);
 
 unsigned int server_port(const struct server *srv);
 
@@ -87,7 +90,11 @@ unsigned long long server_refused(const struct server *srv);
 /* libmicrohttpd's version, as the library loaded at run time reports it. */
 const char *server_library_version(void);
 
-/* Stops the pool (cutting whatever is still open) and frees srv. */
-void server_stop(struct server *srv);
+/*
+ * Stops the pool (cutting whatever is still open) and frees srv. -1 when a
+ * blocking handler was still running: it goes on in its thread, so the app
+ * it uses must be left alone until the process exits; else 0.
+ */
+int server_stop(struct server *srv);
 
 #endif

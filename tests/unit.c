@@ -5,6 +5,8 @@
  * activation and sd_notify
  */
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 
 #include "activation.h"
 #include "check.h"
+#include "clock.h"
 #include "config.h"
 #include "encode.h"
 #include "handlers.h"
@@ -19,55 +22,388 @@
 #include "notify.h"
 #include "number.h"
 #include "policy.h"
+#include "pool.h"
 #include "reply.h"
 #include "resources.h"
 #include "router.h"
 #include "status.h"
 
 static void
+h_any(const struct request *req, struct reply *rep)
+{
+	(void)req;
+	(void)rep;
+}
+
+/* A table for the matching rules alone; rows are told apart by position. */
+static const struct route match_table[] = {
+    {"GET", "/users/{id}", h_any, 0, 0},               /* 0 */
+    {"DELETE", "/users/{id}", h_any, 0, 0},            /* 1 */
+    {"GET", "/users/me", h_any, 0, 0},                 /* 2 */
+    {"GET", "/users/{id}/keys/{key}", h_any, 0, 0},    /* 3 */
+    {"GET", "/users/me/keys/{key}", h_any, 0, 0},      /* 4 */
+    {"GET", "/{a}/x", h_any, 0, 0},                    /* 5 */
+    {"GET", "/users/{id}/x", h_any, 0, 0},             /* 6 */
+    {"GET", "/", h_any, 0, 0},                         /* 7 */
+    {"GET", "/files/{name}", h_any, ROUTE_EXAMPLE, 0}, /* 8 */
+    {"HEAD", "/users/me", h_any, 0, 0},                /* 9 */
+};
+#define N_MATCH (sizeof(match_table) / sizeof(match_table[0]))
+
+static const struct match_case {
+	const char *method, *raw;
+	unsigned int hide;
+	enum route_match want;
+	int row;                   /* -1: no row */
+	const char *param, *value; /* one parameter to look at, or NULL */
+	const char *allow;         /* ROUTE_BAD_METHOD */
+	const char *detail;        /* ROUTE_BAD_PARAM */
+} match_cases[] = {
+    {"GET", "/users/42", 0, ROUTE_FOUND, 0, "id", "42", NULL, NULL},
+    {"DELETE", "/users/42", 0, ROUTE_FOUND, 1, "id", "42", NULL, NULL},
+    /* a literal segment beats a parameter */
+    {"GET", "/users/me", 0, ROUTE_FOUND, 2, NULL, NULL, NULL, NULL},
+    /* ... among the rows for the method: DELETE has only {id} */
+    {"DELETE", "/users/me", 0, ROUTE_FOUND, 1, "id", "me", NULL, NULL},
+    /* HEAD: its own row beats GET's on a tie */
+    {"HEAD", "/users/me", 0, ROUTE_FOUND, 9, NULL, NULL, NULL, NULL},
+    {"HEAD", "/users/7", 0, ROUTE_FOUND, 0, "id", "7", NULL, NULL},
+    {"GET", "/users/me/keys/k1", 0, ROUTE_FOUND, 4, "key", "k1", NULL, NULL},
+    {"GET", "/users/u/keys/k1", 0, ROUTE_FOUND, 3, "id", "u", NULL, NULL},
+    {"GET", "/users/u/keys/k1", 0, ROUTE_FOUND, 3, "key", "k1", NULL, NULL},
+    /* the first segment where they differ decides: /users beats {a} */
+    {"GET", "/users/x", 0, ROUTE_FOUND, 0, "id", "x", NULL, NULL},
+    {"GET", "/users/u/x", 0, ROUTE_FOUND, 6, "id", "u", NULL, NULL},
+    {"GET", "/other/x", 0, ROUTE_FOUND, 5, "a", "other", NULL, NULL},
+    /* each segment is decoded after the split */
+    {"GET", "/users/a%20b", 0, ROUTE_FOUND, 0, "id", "a b", NULL, NULL},
+    {"GET", "/users/%6De", 0, ROUTE_FOUND, 2, NULL, NULL, NULL, NULL},
+    {"GET", "/us%65rs/42", 0, ROUTE_FOUND, 0, "id", "42", NULL, NULL},
+    {"GET", "/users/caf%C3%A9", 0, ROUTE_FOUND, 0, "id", "caf\xc3\xa9", NULL,
+     NULL},
+    /* '+' is not a space in a path */
+    {"GET", "/users/a+b", 0, ROUTE_FOUND, 0, "id", "a+b", NULL, NULL},
+    /* an encoded slash is data, and not allowed in a parameter */
+    {"GET", "/users/a%2Fb", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "an encoded '/' (%2F) is not allowed in it"},
+    {"GET", "/users/a%2fb", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "an encoded '/' (%2F) is not allowed in it"},
+    {"GET", "/users/%00", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "a control byte is not allowed in it"},
+    {"GET", "/users/a%0Ab", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "a control byte is not allowed in it"},
+    {"GET", "/users/a%7Fb", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "a control byte is not allowed in it"},
+    {"GET", "/users/a%zz", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "malformed percent-encoding"},
+    {"GET", "/users/a%4", 0, ROUTE_BAD_PARAM, 0, NULL, NULL, NULL,
+     "malformed percent-encoding"},
+    /* ... and never a separator: no two-segment route takes it */
+    {"GET", "/users%2F42", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    /* trailing and doubled slashes are other paths */
+    {"GET", "/users/42/", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"GET", "/users//42", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"GET", "/users/", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"GET", "//x", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"GET", "/", 0, ROUTE_FOUND, 7, NULL, NULL, NULL, NULL},
+    /* "" is an absolute-form target with no path: "/" */
+    {"GET", "", 0, ROUTE_FOUND, 7, NULL, NULL, NULL, NULL},
+    /* paths and methods are case-sensitive */
+    {"GET", "/USERS/42", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"get", "/users/42", 0, ROUTE_BAD_METHOD, 0, NULL, NULL,
+     "GET, HEAD, DELETE", NULL},
+    /* Allow: every method of every template that matches the path */
+    {"PUT", "/users/me", 0, ROUTE_BAD_METHOD, 2, NULL, NULL,
+     "GET, HEAD, DELETE", NULL},
+    {"POST", "/", 0, ROUTE_BAD_METHOD, 7, NULL, NULL, "GET, HEAD", NULL},
+    /* hidden rows are not there */
+    {"GET", "/files/f", 0, ROUTE_FOUND, 8, "name", "f", NULL, NULL},
+    {"GET", "/files/f", ROUTE_EXAMPLE, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL,
+     NULL},
+};
+
+static void
+test_router_match(void)
+{
+	for (size_t i = 0; i < sizeof(match_cases) / sizeof(match_cases[0]);
+	     i++) {
+		const struct match_case *c = &match_cases[i];
+		struct route_result res;
+		char buf[128];
+		enum route_match m =
+		    router_match(match_table, N_MATCH, c->method, c->raw,
+		                 c->hide, buf, sizeof(buf), &res);
+		int row =
+		    res.route != NULL ? (int)(res.route - match_table) : -1;
+		struct request req = {.params = &res.params};
+
+		ok(m == c->want && res.match == m && row == c->row,
+		   "%s '%s' -> match %d row %d", c->method, c->raw, (int)m,
+		   row);
+		if (m != c->want || row != c->row)
+			printf("#   want match %d row %d\n", (int)c->want,
+			       c->row);
+		if (c->param != NULL)
+			is_str(request_param(&req, c->param), c->value,
+			       "  {%s} = '%s'", c->param, c->value);
+		if (c->allow != NULL)
+			is_str(res.allow, c->allow, "  Allow: %s", c->allow);
+		if (c->detail != NULL)
+			is_str(res.detail, c->detail, "  %s", c->detail);
+	}
+}
+
+static void
+test_router_params(void)
+{
+	struct route_result res;
+	struct request req = {.params = &res.params};
+	char buf[64], small[4];
+
+	is(router_match(match_table, N_MATCH, "GET", "/users/u%2Dv/keys/%41", 0,
+	                buf, sizeof(buf), &res),
+	   ROUTE_FOUND, "two parameters");
+	is(res.params.n, 2, "both taken");
+	is_str(request_param(&req, "id"), "u-v", "{id} decoded");
+	is_str(request_param(&req, "key"), "A", "{key} decoded");
+	ok(request_param(&req, "ke") == NULL && request_param(&req, "") == NULL,
+	   "no prefix of a name matches");
+	req.params = NULL;
+	ok(request_param(&req, "id") == NULL, "no params: NULL");
+	/* The documented bound: strlen(raw) + REQUEST_PARAMS_MAX. */
+	is(router_match(match_table, N_MATCH, "GET", "/users/abcd", 0, small,
+	                sizeof(small), &res),
+	   ROUTE_BAD_PARAM, "a buffer too small is refused, not overrun");
+}
+
+static const struct route bad_tables[][2] = {
+    {{"GET", "users", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/{1d}", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/{}", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/x{id}", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/{id}/{id}", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/a%2Fb", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/{id}", NULL, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/{id}", h_any, ROUTE_JSON_BODY | ROUTE_RAW_BODY, 0},
+     {"GET", "/x", h_any, 0, 0}},
+    {{"GET", "/u/{id}", h_any, 0, 0}, {"GET", "/u/{name}", h_any, 0, 0}},
+    {{"", "/u", h_any, 0, 0}, {"GET", "/x", h_any, 0, 0}},
+};
+
+static const char *const bad_why[] = {
+    "route 0 (GET users): the path must start with '/'",
+    "route 0 (GET /u/{1d}): a parameter's name must be a letter or '_', "
+    "then letters, digits or '_'",
+    "route 0 (GET /u/{}): a parameter's name must be a letter or '_', then "
+    "letters, digits or '_'",
+    "route 0 (GET /u/x{id}): a '{' or '}' that is not a whole {name} "
+    "segment",
+    "route 0 (GET /u/{id}/{id}): two parameters have one name",
+    "route 0 (GET /u/a%2Fb): a '%' in a literal segment (write it decoded)",
+    "route 0 (GET /u/{id}): no handler",
+    "route 0 (GET /u/{id}): both ROUTE_JSON_BODY and ROUTE_RAW_BODY",
+    "route 1 (GET /u/{name}): another row has the same method and template",
+    "route 0 ( /u): no method",
+};
+
+static void
+test_router_check(void)
+{
+	char msg[256];
+
+	ok(router_check(router_at(0), router_count(), msg, sizeof(msg)) == NULL,
+	   "microd's own table is well formed");
+	ok(router_check(match_table, N_MATCH, msg, sizeof(msg)) == NULL,
+	   "the test table is too");
+	for (size_t i = 0; i < sizeof(bad_tables) / sizeof(bad_tables[0]);
+	     i++) {
+		const char *why =
+		    router_check(bad_tables[i], 2, msg, sizeof(msg));
+
+		is_str(why, bad_why[i], "router_check: %s", bad_why[i]);
+	}
+}
+
+static void
 test_router(void)
 {
-	const struct route *rt = NULL;
+	struct route_result res;
 	struct request req = {.method = "PUT", .path = "/health"};
 	struct reply rep = {0};
+	char buf[64];
 
-	is(router_find("GET", "/health", &rt), ROUTE_FOUND, "GET /health");
-	ok(rt != NULL && rt->handler == handle_health, "-> handle_health");
-	rt = NULL;
-	is(router_find("HEAD", "/health", &rt), ROUTE_FOUND,
-	   "HEAD is served by the GET route");
-	ok(rt != NULL && rt->handler == handle_health, "-> handle_health");
-	is(router_find("POST", "/echo", &rt), ROUTE_FOUND, "POST /echo");
-	ok((rt->flags & ROUTE_JSON_BODY) != 0, "/echo takes a JSON body");
-	rt = NULL;
-	is(router_find("HEAD", "/echo", &rt), ROUTE_BAD_METHOD,
-	   "HEAD /echo: no GET route to stand in");
-	ok(rt != NULL && strcmp(rt->path, "/echo") == 0,
+	is(router_find("GET", "/health", 0, buf, sizeof(buf), &res),
+	   ROUTE_FOUND, "GET /health");
+	ok(res.route->handler == handle_health, "-> handle_health");
+	is(router_find("HEAD", "/health", 0, buf, sizeof(buf), &res),
+	   ROUTE_FOUND, "HEAD is served by the GET route");
+	ok(res.route->handler == handle_health, "-> handle_health");
+	is(router_find("POST", "/echo", 0, buf, sizeof(buf), &res), ROUTE_FOUND,
+	   "POST /echo");
+	ok((res.route->flags & ROUTE_JSON_BODY) != 0,
+	   "/echo takes a JSON body");
+	is(router_find("HEAD", "/echo", 0, buf, sizeof(buf), &res),
+	   ROUTE_BAD_METHOD, "HEAD /echo: no GET route to stand in");
+	ok(res.route != NULL && strcmp(res.route->path, "/echo") == 0,
 	   "a wrong method still names the path's route (for metrics)");
-	rt = NULL;
-	is(router_find("get", "/health", &rt), ROUTE_BAD_METHOD,
-	   "methods are case-sensitive");
-	is(router_find("GET", "/health/", &rt), ROUTE_NOT_FOUND,
-	   "a trailing slash is another path");
-	is(router_find("GET", "/HEALTH", &rt), ROUTE_NOT_FOUND,
-	   "paths are case-sensitive");
-	ok(rt != NULL && strcmp(rt->path, "/health") == 0,
-	   "ROUTE_NOT_FOUND leaves *out alone");
-	is(router_find("GET", "", &rt), ROUTE_NOT_FOUND, "empty path");
+	is(router_find("GET", "/health/", 0, buf, sizeof(buf), &res),
+	   ROUTE_NOT_FOUND, "a trailing slash is another path");
+	ok(res.route == NULL, "ROUTE_NOT_FOUND names no route");
+	is(router_find("GET", "/status/404", ROUTE_EXAMPLE, buf, sizeof(buf),
+	               &res),
+	   ROUTE_NOT_FOUND, "the example routes are hidden by their flag");
+	is(router_find("GET", "/status/404", 0, buf, sizeof(buf), &res),
+	   ROUTE_FOUND, "... and there without it");
+	ok((res.route->flags & ROUTE_EXAMPLE) != 0, "/status is an example");
+	is(router_find("GET", "/delay/1", 0, buf, sizeof(buf), &res),
+	   ROUTE_FOUND, "GET /delay/{ms}");
+	ok((res.route->flags & ROUTE_BLOCKING) != 0,
+	   "/delay runs on the handler pool");
+	is(router_find("PUT", "/notes/n", 0, buf, sizeof(buf), &res),
+	   ROUTE_FOUND, "PUT /notes/{name}");
+	ok((res.route->flags & ROUTE_RAW_BODY) && res.route->max_body == 4096,
+	   "/notes takes a raw body of at most 4096 bytes");
 
-	router_reply_unmatched(ROUTE_BAD_METHOD, &req, &rep);
+	router_find("PUT", "/health", 0, buf, sizeof(buf), &res);
+	router_reply_unmatched(&res, &req, &rep);
 	is(rep.status, 405, "bad method -> 405");
 	is_str(rep.allow, "GET, HEAD", "Allow lists GET and HEAD");
 	ok(rep.problem, "405 is problem details");
-	reply_clear(&rep);
+	reply_release(&rep);
 	memset(&rep, 0, sizeof(rep));
 	req.path = "/nowhere";
-	router_reply_unmatched(ROUTE_NOT_FOUND, &req, &rep);
+	router_find("PUT", "/nowhere", 0, buf, sizeof(buf), &res);
+	router_reply_unmatched(&res, &req, &rep);
 	is(rep.status, 404, "no route -> 404");
 	is_str(json_string_value(json_object_get(rep.body, "detail")),
 	       "no route for PUT /nowhere", "404 detail");
 	is_str(rep.allow, "", "404 has no Allow");
-	reply_clear(&rep);
+	reply_release(&rep);
+	memset(&rep, 0, sizeof(rep));
+	router_find("GET", "/status/a%2Fb", 0, buf, sizeof(buf), &res);
+	router_reply_unmatched(&res, &req, &rep);
+	is(rep.status, 400, "a bad parameter -> 400");
+	is_str(json_string_value(json_object_get(rep.body, "detail")),
+	       "path parameter code: an encoded '/' (%2F) is not allowed in it",
+	       "the 400 names the parameter and the rule");
+	reply_release(&rep);
+	test_router_match();
+	test_router_params();
+	test_router_check();
+}
+
+static void
+test_reply_header(void)
+{
+	struct reply rep = {0};
+	char big[REPLY_VALUE_MAX + 2];
+	static const struct {
+		const char *name, *value;
+	} refused[] = {
+	    {"Bad Name", "v"},
+	    {"X(y)", "v"},
+	    {"", "v"},
+	    {"X-A", "a\r\nX-Evil: 1"},
+	    {"X-A", "a\nb"},
+	    {"X-A", "a\rb"},
+	    {"X-A", "a\x01"},
+	    {"X-A", "a\x7f"},
+	    {"Content-Length", "1"},
+	    {"content-type", "text/html"},
+	    {"Connection", "close"},
+	    {"Transfer-Encoding", "chunked"},
+	    {"X-Request-Id", "x"},
+	    {"Date", "x"},
+	};
+
+	log_setup(LOG_ERROR, LOG_FORMAT_TEXT, 0); /* the refusals warn */
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		is(reply_header(&rep, refused[i].name, refused[i].value), -1,
+		   "reply_header refuses '%s'", refused[i].name);
+	is(rep.n_headers, 0, "none of them was added");
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	is(reply_header(&rep, "X-Big", big), -1, "a value over 1024 bytes");
+	big[REPLY_VALUE_MAX] = '\0';
+	is(reply_header(&rep, "X-Big", big), 0, "a value of 1024 bytes");
+	is(reply_header(&rep, "ETag", "\"1\"\tx"), 0, "a tab is fine");
+	reply_json(&rep, 200, json_object());
+	is(rep.n_headers, 2, "reply_json keeps the headers");
+	ok(reply_has_header(&rep, "etag") && !reply_has_header(&rep, "X-No"),
+	   "reply_has_header ignores case");
+	while (rep.n_headers < REPLY_HEADERS_MAX)
+		reply_header(&rep, "Set-Cookie", "a=b");
+	is(reply_header(&rep, "X-More", "v"), -1,
+	   "more than REPLY_HEADERS_MAX is refused");
+	reply_release(&rep);
+	is(rep.n_headers, 0, "reply_release frees them");
+	ok(rep.body == NULL, "and the body");
+}
+
+struct count_task {
+	struct pool_task task;
+	pthread_mutex_t *gate; /* held by the test while it wants it busy */
+	atomic_int *ran, *finished;
+};
+
+static void
+count_run(struct pool_task *t)
+{
+	struct count_task *c = (struct count_task *)(void *)t;
+
+	pthread_mutex_lock(c->gate);
+	pthread_mutex_unlock(c->gate);
+	atomic_fetch_add(c->ran, 1);
+}
+
+static void
+count_finish(struct pool_task *t)
+{
+	struct count_task *c = (struct count_task *)(void *)t;
+
+	atomic_fetch_add(c->finished, 1);
+}
+
+static int cancelled;
+
+static void
+count_cancel(struct pool_task *t)
+{
+	(void)t;
+	cancelled++;
+}
+
+static void
+test_pool(void)
+{
+	pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+	atomic_int ran = 0, finished = 0;
+	struct count_task tasks[8];
+	struct pool *p = pool_start(2, 3);
+	int accepted = 0;
+	long long deadline = now_ms() + 10000;
+
+	ok(p != NULL, "a pool of 2 threads and 3 queued");
+	pthread_mutex_lock(&gate);
+	for (int i = 0; i < 8; i++) {
+		tasks[i] = (struct count_task){
+		    {count_run, count_finish, NULL}, &gate, &ran, &finished};
+		accepted += pool_submit(p, &tasks[i].task) == 0;
+	}
+	is(accepted, 5, "2 running + 3 queued accepted, 3 refused at once");
+	while (pool_busy(p) < 2 && now_ms() < deadline)
+		;
+	is(pool_busy(p), 2, "both threads busy");
+	is(pool_queued(p), 3, "three waiting");
+	is(pool_wait(p, 50), -1, "pool_wait gives up while they run");
+	pool_close(p, count_cancel);
+	is(cancelled, 3, "pool_close hands back the three queued");
+	is(pool_submit(p, &tasks[7].task), -1, "a closed pool takes none");
+	pthread_mutex_unlock(&gate);
+	is(pool_wait(p, 10000), 0, "the running ones end");
+	is(atomic_load(&ran), 2, "two ran");
+	is(atomic_load(&finished), 2, "and were finished");
+	pool_stop(p);
 }
 
 static void
@@ -1141,6 +1477,22 @@ test_policy_target(void)
 			   "target '%s' -> 400 %s", c->target,
 			   v.detail != NULL ? v.detail : "(accepted)");
 	}
+	{
+		char out[8];
+
+		is(policy_percent_decode("a%41%2f+", 8, out, sizeof(out)), 4,
+		   "percent-decoding: 8 bytes to 4");
+		ok(memcmp(out, "aA/+", 4) == 0, "'+' stays, hex in any case");
+		is(policy_percent_decode("%4", 2, out, sizeof(out)), -1,
+		   "a cut-off escape is malformed");
+		is(policy_percent_decode("%g0", 3, out, sizeof(out)), -1,
+		   "a non-hex escape is malformed");
+		is(policy_percent_decode("abcdef", 6, out, 2), 6,
+		   "the length is returned past cap");
+	}
+	is_str(policy_target_path("http://h:80/a/b"), "/a/b",
+	       "the path of an absolute-form target");
+	is_str(policy_target_path("/a/b"), "/a/b", "of an origin-form one");
 	ok(strcmp(policy_target_path_end("/a?b?c"), "?b?c") == 0 &&
 	       *policy_target_path_end("/a") == '\0',
 	   "the path ends at the first '?' or at the end");
@@ -1207,6 +1559,8 @@ main(void)
 {
 	test_router();
 	test_reply();
+	test_reply_header();
+	test_pool();
 	test_encode();
 	test_config();
 	test_resources();

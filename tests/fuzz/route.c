@@ -1,34 +1,44 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * route.c -- fuzz target: the request view -> router -> handler -> reply
- * path, in process and fast. Input: method, NUL, path, NUL, body; the body is
- * parsed as the server parses it for routes that take JSON.
+ * path, in process and fast. Input: method, NUL, raw path, NUL, body; the
+ * body is parsed as the server parses it for routes that take JSON. The
+ * example routes are on (with their note store), all but /delay, which only
+ * sleeps.
  */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
+#include "config.h"
+#include "examples.h"
 #include "fuzz.h"
 #include "metrics.h"
 #include "reply.h"
 #include "router.h"
 
+static struct app *app;
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	struct config cfg = {.example_routes = 1};
+
 	(void)argc;
 	(void)argv;
-	return metrics_init() != 0 ? -1 : 0;
+	app = app_start(&cfg);
+	return metrics_init() != 0 || app == NULL ? -1 : 0;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *copy = malloc(size + 2), *method, *path, *body, *end;
-	const struct route *rt = NULL;
+	struct route_result res;
 	struct request req = {0};
 	struct reply rep = {0};
-	char buf[2048];
+	char buf[2048], *params;
 	json_error_t jerr;
 	size_t body_len;
 
@@ -46,10 +56,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	body_len = (size_t)(end - body);
 	req.method = method;
 	req.path = path;
+	req.app = app;
+	req.params = &res.params;
+	params = malloc(strlen(path) + REQUEST_PARAMS_MAX);
+	if (params == NULL) {
+		free(copy);
+		return 0;
+	}
 
-	switch (router_find(method, path, &rt)) {
+	switch (router_find(method, path, 0, params,
+	                    strlen(path) + REQUEST_PARAMS_MAX, &res)) {
 	case ROUTE_FOUND:
-		if (rt->flags & ROUTE_JSON_BODY) {
+		if (res.route->handler == handle_delay) {
+			reply_json(&rep, 200, json_object());
+			break;
+		}
+		req.raw = body;
+		req.raw_len = body_len;
+		if (res.route->flags & ROUTE_JSON_BODY) {
 			req.body =
 			    json_loadb(body, body_len, JSON_DECODE_ANY, &jerr);
 			if (req.body == NULL) {
@@ -58,18 +82,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				break;
 			}
 		}
-		rt->handler(&req, &rep);
+		res.route->handler(&req, &rep);
 		break;
 	default:
-		router_reply_unmatched(router_find(method, path, &rt), &req,
-		                       &rep);
+		router_reply_unmatched(&res, &req, &rep);
 		break;
 	}
 	if (rep.status < 200 || rep.status > 599)
 		abort();
 	(void)reply_render(&rep, buf, sizeof(buf));
-	reply_clear(&rep);
+	reply_release(&rep);
 	json_decref(req.body);
+	free(params);
 	free(copy);
 	return 0;
 }

@@ -1,0 +1,325 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# routes.py -- what handlers get and give, over the wire: path parameters,
+# the request view, reply headers, per-route body limits, the application's
+# life cycle, and the handler pool for blocking routes (TAP)
+#
+# Every check drives the real binary on 127.0.0.1 with raw sockets; each load
+# is a handful of requests, bounded in time.
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+from server import BIN, poll, recv_all, start_microd, stop_microd, wait_exit
+from tap import done, ok
+
+HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
+
+
+def request(port, method, path, headers=(), body=None, timeout=10):
+    """One request on a new connection: (status or None, {lower-case name:
+    value}, body bytes, seconds)."""
+    t0 = time.monotonic()
+    head = "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" % (method, path)
+    for h in headers:
+        head += h + "\r\n"
+    if body is not None:
+        head += "Content-Length: %d\r\n" % len(body)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.settimeout(timeout)
+        s.sendall(head.encode() + b"\r\n" + (body or b""))
+        got = recv_all(s)
+        s.close()
+    except OSError:
+        return None, {}, b"", time.monotonic() - t0
+    took = time.monotonic() - t0
+    m = re.match(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", got)
+    if not m:
+        return None, {}, got, took
+    head_end = got.find(b"\r\n\r\n")
+    fields = {}
+    for line in got[m.end():head_end].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        fields.setdefault(name.decode().lower(), value.strip().decode())
+    return int(m.group(1)), fields, got[head_end + 4:], took
+
+
+def detail(body):
+    try:
+        return json.loads(body).get("detail")
+    except ValueError:
+        return None
+
+
+def read_log(log):
+    with open(log) as f:
+        return f.read()
+
+
+def log_index(text, needle):
+    i = text.find(needle)
+    return i if i >= 0 else None
+
+
+def test_params(port):
+    st, h, b, _ = request(port, "GET", "/status/404")
+    ok(st == 404 and detail(b) == "status 404, as asked" and json.loads(b)["title"] == "Not Found",
+       "GET /status/404: the handler's 404, titled from the status table")
+    st, _, b, _ = request(port, "GET", "/status/%34%30%39")
+    ok(st == 409 and detail(b) == "status 409, as asked" and json.loads(b)["title"] == "Conflict",
+       "a percent-encoded parameter is decoded: /status/%34%30%39 is 409 Conflict")
+    st, _, b, _ = request(port, "GET", "/status/4%2F4")
+    ok(st == 400 and detail(b) == "path parameter code: an encoded '/' (%2F) is not allowed in it",
+       "an encoded '/' in a parameter is 400, naming the parameter and the rule")
+    st, _, b, _ = request(port, "GET", "/notes/a%2Fb")
+    ok(st == 400 and detail(b) == "path parameter name: an encoded '/' (%2F) is not allowed in it",
+       "  the same on another route: the raw path is split before decoding")
+    st, _, b, _ = request(port, "GET", "/status/200/")
+    ok(st == 404 and detail(b) == "no route for GET /status/200/",
+       "a trailing slash is another path: 404")
+    st, _, b, _ = request(port, "GET", "/status//200")
+    ok(st == 404 and detail(b) == "no route for GET /status//200", "an empty segment too")
+    st, _, b, _ = request(port, "GET", "/status/")
+    ok(st == 404 and detail(b) == "no route for GET /status/",
+       "a parameter never matches an empty segment")
+    st, h, b, _ = request(port, "POST", "/status/200", body=b"")
+    ok(st == 405 and h.get("allow") == "GET, HEAD" and detail(b) == "POST is not allowed on /status/200",
+       "405 with Allow on a parameter route")
+    st, h, b, _ = request(port, "DELETE", "/notes/x")
+    ok(st == 405 and h.get("allow") == "PUT, GET, HEAD", "Allow lists every method of the template: %r" % h.get("allow"))
+    st, h, b, _ = request(port, "HEAD", "/status/200")
+    ok(st == 200 and b == b"" and h.get("content-length") not in (None, "0"),
+       "HEAD is served by the GET route, without the body")
+    st, _, b, _ = request(port, "GET", "/status/99")
+    ok(st == 400 and detail(b) == "code must be an integer from 100 to 599", "/status/99 is refused by the handler")
+    st, _, b, _ = request(port, "GET", "/status/101")
+    ok(st == 400 and detail(b) == "101 is informational: a 1xx status cannot end a request",
+       "/status/101 too: a 1xx cannot end a request")
+    st, h, b, _ = request(port, "GET", "/status/204")
+    ok(st == 204 and b == b"", "/status/204 goes out without a body")
+    st, _, b, _ = request(port, "GET", "/metrics")
+    text = b.decode()
+    ok(st == 200 and 'route="/status/{code}"' in text and 'route="/status/404"' not in text
+       and 'route="/status/4%2F4"' not in text,
+       "the metrics route label is the template, never the raw path")
+    ok(re.search(r'http_requests_total\{method="GET",route="/status/\{code\}",code="409"\} 1\b', text),
+       "  and counts the 409 under it")
+
+
+def test_view(port):
+    st, h, b, _ = request(port, "GET", "/delay/0?x=%41", headers=["User-Agent: routes-test/1",
+                                                                  "X-Request-Id: view-check-1"])
+    v = json.loads(b) if st == 200 else {}
+    ok(st == 200 and v.get("request_id") == "view-check-1" and h.get("x-request-id") == "view-check-1",
+       "the handler sees the request id (the client's, here)")
+    ok(v.get("peer") == "127.0.0.1", "and the client's address: %r" % v.get("peer"))
+    ok(v.get("user_agent") == "routes-test/1", "and its headers, on a handler-pool thread")
+    st, h, b, _ = request(port, "GET", "/delay/0")
+    v = json.loads(b) if st == 200 else {}
+    ok(re.fullmatch(r"[0-9a-f]{32}", v.get("request_id", "")) and v.get("request_id") == h.get("x-request-id"),
+       "a new request id when the client sent none, the same as the header's")
+
+
+def test_bodies_and_headers(port):
+    st, h, b, _ = request(port, "PUT", "/notes/n1", headers=["Content-Type: text/plain"], body=b"first note")
+    ok(st == 201 and h.get("location") == "/notes/n1" and re.fullmatch(r'"\d+"', h.get("etag", "")),
+       "PUT a raw (text) body: 201 with the handler's Location and ETag")
+    ok(h.get("cache-control") == "no-store", "  microd's Cache-Control default stays")
+    etag = h.get("etag")
+    st, h, b, _ = request(port, "GET", "/notes/n1")
+    ok(st == 200 and b == b"first note" and h.get("content-type") == "text/plain; charset=utf-8"
+       and h.get("etag") == etag, "GET gives the body back as sent, with its ETag")
+    st, h, b, _ = request(port, "GET", "/notes/n1", headers=["If-None-Match: W/%s" % etag])
+    ok(st == 304 and b == b"" and h.get("etag") == etag, "If-None-Match with it: 304, no body")
+    chunked = (b"PUT /notes/n1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"6\r\nsecond\r\n2\r\n n\r\n0\r\n\r\n")
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(chunked)
+    got = recv_all(s)
+    s.close()
+    ok(got.startswith(b"HTTP/1.1 200 "), "a chunked raw body replaces it: 200")
+    st, h, b, _ = request(port, "GET", "/notes/n1")
+    ok(b == b"second n" and h.get("etag") != etag, "  the new text, a new ETag")
+    st, _, b, _ = request(port, "PUT", "/notes/big", body=b"x" * 4096)
+    ok(st == 201, "the route's own limit: 4096 bytes are taken")
+    st, _, b, _ = request(port, "PUT", "/notes/big", body=b"x" * 4097)
+    ok(st == 413 and detail(b) == "the request body is larger than the limit",
+       "4097 bytes get 413 from the route's limit")
+    st, _, b, _ = request(port, "POST", "/echo", headers=["Content-Type: application/json"],
+                          body=b'"' + b"y" * 8000 + b'"')
+    ok(st == 200, "while /echo, under --max-body, takes 8000")
+    st, _, b, _ = request(port, "PUT", "/notes/bad", body=b"\xff\xfe")
+    ok(st == 415 and detail(b) == "a note is UTF-8 text without NUL bytes", "a handler's own 415")
+    st, h, b, _ = request(port, "GET", "/status/503")
+    ok(st == 503 and h.get("retry-after") == "1", "a handler's Retry-After")
+    st, h, b, _ = request(port, "GET", "/status/308")
+    ok(st == 308 and h.get("location") == "/status/200", "a handler's Location on a redirect")
+
+
+def test_life_cycle(proc, port, log):
+    text = read_log(log)
+    opened = log_index(text, "note store open")
+    listening = log_index(text, "listening on")
+    ok(opened is not None and listening is not None and opened < listening,
+       "the start hook ran before the server listened (and so before READY=1)")
+    request(port, "PUT", "/notes/last", body=b"z")
+    status = stop_microd_keep(proc)
+    text = read_log(log)
+    sig = log_index(text, "SIGTERM")
+    drain = log_index(text, "note store: drain begins")
+    drained = log_index(text, "drained: no request in flight")
+    closed = re.search(r"note store closed: (\d+) notes, (\d+) writes", text)
+    ok(status == 0, "exit status 0")
+    ok(sig is not None and drain is not None and drained is not None and sig < drain < drained,
+       "the drain hook ran when the drain began, before it ended")
+    ok(closed is not None and drained < closed.start() and closed.group(0) == "note store closed: 3 notes, 4 writes",
+       "the exit hook ran after the drain and closed the store it opened (%s)" % (closed.group(0) if closed else None))
+    os.unlink(log)
+
+
+def stop_microd_keep(proc, timeout=15):
+    proc.send_signal(15)
+    return wait_exit(proc, timeout)
+
+
+def fire(port, path, out, i, timeout=20):
+    out[i] = request(port, "GET", path, timeout=timeout)
+
+
+def start_all(port, paths, timeout=20):
+    out = [None] * len(paths)
+    ts = [threading.Thread(target=fire, args=(port, p, out, i, timeout)) for i, p in enumerate(paths)]
+    for t in ts:
+        t.start()
+    return ts, out
+
+
+def metric(port, name):
+    st, _, b, _ = request(port, "GET", "/metrics")
+    m = re.search(r"^%s (\d+)$" % re.escape(name), b.decode(), re.M) if st == 200 else None
+    return int(m.group(1)) if m else None
+
+
+def test_pool():
+    # One I/O thread: had /delay run on it, every probe would wait too.
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--threads", "1",
+                                    "--example-routes", "--handler-threads", "2", "--handler-queue", "2"])
+    if not ok(port is not None, "microd with 1 I/O thread, 2 handler threads, a queue of 2"):
+        return
+    ts, out = start_all(port, ["/delay/2500"] * 4)
+    full = poll(lambda: metric(port, "microd_handler_busy") == 2 and metric(port, "microd_handler_queue_depth") == 2,
+                10, 0.02)
+    ok(full, "four slow requests: 2 busy handler threads, 2 queued")
+    st, h, b, took = request(port, "GET", "/delay/10")
+    ok(st == 503 and h.get("retry-after") == "1"
+       and detail(b) == "every handler thread is busy and the handler queue is full; retry",
+       "the fifth: 503 with Retry-After, naming the full queue")
+    ok(took < 1.0, "  at once (%.3f s), not after a wait" % took)
+    worst = 0.0
+    probes = 0
+    for _ in range(20):
+        for path in ("/health", "/ready", "/metrics"):
+            st, _, _, t = request(port, "GET", path, timeout=5)
+            probes += st == 200
+            worst = max(worst, t)
+    ok(probes == 60, "60 probes (/health, /ready, /metrics) all 200 while the pool is saturated")
+    # Generous: a probe stuck behind a handler waits about 2.5 s here.
+    ok(worst < 1.0, "  the slowest took %.1f ms (bound 1000 ms; the figure is in make bench)" % (worst * 1000))
+    ok((metric(port, "microd_handler_rejected_total") or 0) >= 1, "microd_handler_rejected_total counts the 503")
+    for t in ts:
+        t.join(20)
+    ok(all(o is not None and o[0] == 200 for o in out), "the four slow ones all answer 200 in the end")
+    ok(poll(lambda: metric(port, "microd_handler_busy") == 0 and metric(port, "microd_handler_queue_depth") == 0,
+            5, 0.05), "the gauges go back to 0")
+    # keep-alive across a suspended and resumed request
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /delay/50 HTTP/1.1\r\nHost: t\r\n\r\nGET /delay/50 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    got = recv_all(s)
+    s.close()
+    ok(got.count(b"HTTP/1.1 200 ") == 2, "two pipelined blocking requests on one connection both answer")
+    st, h, b, _ = request(port, "HEAD", "/delay/10")
+    ok(st == 200 and b == b"", "HEAD on a blocking GET route: 200, no body")
+
+    # The drain waits for queued and running handler work.
+    ts, out = start_all(port, ["/delay/1500"] * 4)
+    poll(lambda: metric(port, "microd_handler_queue_depth") == 2, 10, 0.02)
+    t0 = time.monotonic()
+    status = stop_microd_keep(proc)
+    for t in ts:
+        t.join(20)
+    ok(status == 0, "SIGTERM with 2 running and 2 queued: exit 0 after %.1f s" % (time.monotonic() - t0))
+    ok(all(o is not None and o[0] == 200 for o in out),
+       "all four were answered 200 before the exit: %s" % [o[0] if o else None for o in out])
+    os.unlink(log)
+
+    # A handler that outlasts --shutdown-timeout: cut, never a hang or an abort.
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--example-routes",
+                                    "--handler-threads", "1", "--handler-queue", "1", "--shutdown-timeout", "0.5"])
+    ts, out = start_all(port, ["/delay/6000", "/delay/6000"])
+    poll(lambda: metric(port, "microd_handler_queue_depth") == 1, 10, 0.02)
+    t0 = time.monotonic()
+    status = stop_microd_keep(proc)
+    took = time.monotonic() - t0
+    for t in ts:
+        t.join(20)
+    text = read_log(log)
+    ok(status == 0 and took < 4, "a handler past the shutdown timeout: exit 0 in %.1f s, no abort" % took)
+    ok("stopping with 1 blocking handlers still running" in text and "the application is not torn down" in text,
+       "  logged: the running handler is cut, its application left alone")
+    ok(all(o is not None and o[0] in (None, 503) for o in out),
+       "  neither client got a 200 it should not: %s" % [o[0] if o else None for o in out])
+    os.unlink(log)
+
+
+def test_bad_status():
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1"])
+    if not ok(port is not None, "the test-hooks build started"):
+        return
+    for code, body in (("600", "yes"), ("99", "yes"), ("0", "no"), ("150", "yes"), ("1000", None)):
+        st, _, b, _ = request(port, "GET", "/test/status/%s?body=%s" % (code, body or "yes"))
+        if body is None:
+            ok(st == 400, "/test/status/1000 is refused by the hook itself")
+            continue
+        ok(st == 500 and detail(b) == "the handler gave no valid reply",
+           "a handler answering %s%s becomes a 500" % (code, " with no body" if body == "no" else ""))
+    st, _, b, _ = request(port, "GET", "/test/block?ms=%31%30")
+    ok(st == 200 and json.loads(b).get("blocked_ms") == 10,
+       "query arguments are still percent-decoded (?ms=%31%30 is 10)")
+    stop = stop_microd_keep(proc)
+    text = read_log(log)
+    ok(stop == 0 and re.search(r"GET /test/status/\{code\}: the handler answered status 600; sent 500 instead", text)
+       and "the handler answered no body, status 0" in text, "each logged with the route")
+    os.unlink(log)
+
+
+def main():
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "text",
+                                    "--example-routes"])
+    if not ok(port is not None, "microd --example-routes started"):
+        return done()
+    test_params(port)
+    test_view(port)
+    test_bodies_and_headers(port)
+    test_life_cycle(proc, port, log)
+
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1"])
+    st, _, b, _ = request(port, "GET", "/status/200")
+    ok(st == 404 and detail(b) == "no route for GET /status/200", "without --example-routes they are not there")
+    text = read_log(log)
+    ok("note store" not in text, "  and nothing of theirs is opened")
+    st, _, b, _ = request(port, "GET", "/metrics")
+    ok(re.search(r"^microd_handler_threads 0$", b.decode(), re.M),
+       "  nor a handler pool started (no route needs one)")
+    stop_microd(proc, log)
+
+    test_pool()
+    test_bad_status()
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
