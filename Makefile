@@ -126,15 +126,35 @@ test-progs: $(BUILD)/microd $(TESTS)
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
 
 # microd against nginx-light in one run (see tests/bench.py); never part of
-# make check. A second microd without request metrics measures their cost.
+# make check. A second microd without request metrics measures their cost;
+# the code before the router and request view (BENCH_BEFORE, built once from
+# git), /health against today's; the test-hooks build, a handler that blocks
+# the I/O thread against one on the handler pool.
 DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux valgrind
+BENCH_BEFORE = a65e14b
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
 	$(MAKE) --no-print-directory $(BUILD)/microd
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/bench/nometrics \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_REQUEST_METRICS=0" \
 	    $(BUILD)/bench/nometrics/microd
-	python3 tests/bench.py
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/hooks \
+	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
+	$(MAKE) --no-print-directory $(BUILD)/bench/before/microd
+	BENCH_BEFORE=$(BENCH_BEFORE) python3 tests/bench.py
+
+# git archive, not a worktree: nothing to register or prune, and the commit's
+# own Makefile builds it. Its COMMIT is given: git describe would see ours.
+$(BUILD)/bench/before/microd:
+	@if git rev-parse -q --verify '$(BENCH_BEFORE)^{commit}' >/dev/null; then \
+	    rm -rf $(@D) && mkdir -p $(@D)/src && \
+	    git archive $(BENCH_BEFORE) | tar -x -C $(@D)/src && \
+	    $(MAKE) --no-print-directory -C $(@D)/src COMMIT=$(BENCH_BEFORE) \
+	        BUILD=$(abspath $(@D)) $(abspath $@); \
+	else \
+	    echo "microd: commit $(BENCH_BEFORE) is not in this clone;" \
+	        "bench skips /health against it" >&2; \
+	fi
 
 # Installs missing Debian packages (as root, else through sudo); elsewhere
 # prints what to install.

@@ -6,11 +6,15 @@
  */
 #include "examples.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "app.h"
@@ -91,6 +95,42 @@ handle_delay(const struct request *req, struct reply *rep)
 	                     (json_int_t)ms, "request_id", req->id, "peer",
 	                     req->peer, "user_agent",
 	                     request_header(req, "User-Agent")));
+}
+
+/*
+ * GET /resolve/{host}: the host's addresses. getaddrinfo() may wait seconds
+ * for DNS, so the route is ROUTE_BLOCKING: it runs on the handler pool, and
+ * the threads that serve connections (and the probes) never wait for it.
+ */
+void
+handle_resolve(const struct request *req, struct reply *rep)
+{
+	const char *host = request_param(req, "host");
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	json_t *addrs;
+	int err;
+
+	err = getaddrinfo(host, NULL, &hints, &res);
+	if (err != 0) {
+		reply_error(rep, 404, "%s: %s", host, gai_strerror(err));
+		return;
+	}
+	addrs = json_array();
+	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+		char text[INET6_ADDRSTRLEN];
+		const struct sockaddr_in *v4 = (const void *)ai->ai_addr;
+		const struct sockaddr_in6 *v6 = (const void *)ai->ai_addr;
+		const void *a = ai->ai_family == AF_INET6
+		                    ? (const void *)&v6->sin6_addr
+		                    : (const void *)&v4->sin_addr;
+
+		if (inet_ntop(ai->ai_family, a, text, sizeof(text)) != NULL)
+			json_array_append_new(addrs, json_string(text));
+	}
+	freeaddrinfo(res);
+	reply_json(rep, 200,
+	           json_pack("{s:s, s:o}", "host", host, "addresses", addrs));
+	reply_header(rep, "Cache-Control", "max-age=30");
 }
 
 static struct note *

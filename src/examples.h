@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * examples.h -- the example routes (--example-routes): /status/{code},
- * /delay/{ms} and a small note store, /notes/{name}
+ * /delay/{ms}, /resolve/{host} and a small note store, /notes/{name}
  */
 #ifndef MICROD_EXAMPLES_H
 #define MICROD_EXAMPLES_H
@@ -17,6 +17,7 @@
 
 handler_fn handle_status;
 handler_fn handle_delay;
+handler_fn handle_resolve;
 handler_fn handle_note_put;
 handler_fn handle_note_get;
 

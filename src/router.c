@@ -24,6 +24,8 @@ static const struct route routes[] = {
     /* --example-routes: see src/examples.c and the README. */
     {"GET", "/status/{code}", handle_status, ROUTE_EXAMPLE, 0},
     {"GET", "/delay/{ms}", handle_delay, ROUTE_EXAMPLE | ROUTE_BLOCKING, 0},
+    {"GET", "/resolve/{host}", handle_resolve, ROUTE_EXAMPLE | ROUTE_BLOCKING,
+     0},
     {"PUT", "/notes/{name}", handle_note_put,
      ROUTE_EXAMPLE | ROUTE_RAW_BODY | ROUTE_BLOCKING, 4096},
     {"GET", "/notes/{name}", handle_note_get, ROUTE_EXAMPLE, 0},

@@ -50,6 +50,9 @@
 /* A fall of this many connections from their peak asks for it too. */
 #define TRIM_CONNECTIONS 256
 
+/* How long the stop lets resumed handler-pool requests get their 503. */
+#define STOP_ANSWER_MS 500
+
 /* Header fields checked from the stack; a request with more uses the heap. */
 #define FIELDS_STACK 32
 
@@ -1751,6 +1754,16 @@ server_stop(struct server *srv)
 	for (size_t i = 0; i < CHECK_MAX; i++)
 		if (srv->probes[i].fd >= 0)
 			close(srv->probes[i].fd);
+	/* The resumed ones get their 503 from their worker, if it is quick. */
+	if (srv->pool != NULL) {
+		long long until = now_ms() + STOP_ANSWER_MS;
+
+		while (metrics_in_flight() > 0 && now_ms() < until) {
+			struct timespec tick = {0, 5 * 1000000L};
+
+			nanosleep(&tick, NULL);
+		}
+	}
 	MHD_stop_daemon(srv->daemon);
 	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
 		close(srv->quiesced_fd);

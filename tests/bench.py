@@ -5,19 +5,26 @@
 # The server under test is pinned to CPU 0 with one worker, wrk to CPU 1.
 # microd and nginx take turns (A B A B ...) for ROUNDS rounds; each figure is
 # the median with min-max. The cost of request metrics is measured apart, in
-# alternating pairs against a build without them. Every load
+# alternating pairs against a build without them, and so is /health against
+# the code before the router and request view (build/bench/before/). GET
+# /health on a new connection is timed while the handler pool is saturated,
+# and while a handler blocks the I/O thread (the test-hooks build). Every load
 # is bounded in time and targets 127.0.0.1 only. Writes build/bench/results.md
 # and build/bench/results.svg.
+import json
+import math
 import os
 import platform
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from server import free_port
@@ -26,6 +33,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "build/bench")
 MICROD = os.path.join(ROOT, "build/microd")
 NOMETRICS = os.path.join(ROOT, "build/bench/nometrics/microd")
+BEFORE = os.path.join(ROOT, "build/bench/before/microd")
+BEFORE_COMMIT = os.environ.get("BENCH_BEFORE", "a65e14b")
+HOOKS = os.path.join(ROOT, "build/hooks/microd")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
 IDLE = int(os.environ.get("BENCH_IDLE", "5000"))
@@ -34,6 +44,19 @@ SERVER_CPUS = {0} if TWO_CPUS else None
 LOAD_CPU = ["taskset", "-c", "1"] if TWO_CPUS else []
 PAIRS = int(os.environ.get("BENCH_PAIRS", "24"))
 PAIR_SECONDS = int(os.environ.get("BENCH_PAIR_SECONDS", "2"))
+PROBES = int(os.environ.get("BENCH_PROBES", "400"))
+PROBE_TIMEOUT = 2.0
+# Probes start at most one per PROBE_INTERVAL seconds, so that 400 of them
+# span the pool's turnover (each /delay/500 ending, the next one queued)
+# rather than the first few milliseconds of the load.
+PROBE_INTERVAL = 0.01
+# Seconds the probes of one load may take: they stop there, however few.
+PROBE_BUDGET = float(os.environ.get("BENCH_PROBE_BUDGET", "10"))
+POOL_ARGS = ["--example-routes", "--handler-threads", "2", "--handler-queue", "4"]
+LOAD_CLIENTS = 8
+# A client refused with 503 waits this long before its next try, as one that
+# backs off would; a tight retry loop would time the 503 path instead.
+RETRY_PAUSE = 0.02
 
 
 def get_health(port, timeout=0.2):
@@ -48,6 +71,27 @@ def get_health(port, timeout=0.2):
         return False
     finally:
         s.close()
+
+
+def http_get(port, path, timeout):
+    """GET path on a new connection: the whole reply as bytes, b"" when it
+    is not complete within timeout seconds of the connect."""
+    deadline = time.monotonic() + timeout
+    reply = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n" % path.encode())
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return b""
+                s.settimeout(left)
+                data = s.recv(65536)
+                if not data:
+                    return reply
+                reply += data
+    except OSError:
+        return b""
 
 
 def microd_server(binary, *extra, threads=1):
@@ -303,6 +347,205 @@ def sweep(srv, counts=(1, 16, 127, 128, 256, 512, 1000)):
         srv.stop()
 
 
+class Load:
+    """LOAD_CLIENTS clients of GET path in a child process on the load CPU
+    (its threads would otherwise hold the prober's GIL); bounded by seconds."""
+
+    def __init__(self, port, path, seconds):
+        self.path = path
+        self.proc = subprocess.Popen(
+            LOAD_CPU + [sys.executable, os.path.abspath(__file__), "load", str(port), path,
+                        str(LOAD_CLIENTS), str(seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        if not ready or self.proc.stdout.readline().strip() != "sent":
+            self.stop()
+            raise RuntimeError("load of %s did not start" % path)
+
+    def stop(self):
+        """Ends the load: answers by status ("error": no complete reply)."""
+        try:
+            out, _ = self.proc.communicate(timeout=60)  # closes stdin: the cue
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        lines = out.split("\n")
+        return json.loads(lines[-2]) if len(lines) > 1 and lines[-2].startswith("{") else {}
+
+
+def load_main(argv):
+    """python3 tests/bench.py load PORT PATH CLIENTS SECONDS: CLIENTS threads,
+    each GET PATH on a new connection, one request at a time, until standard
+    input closes or SECONDS pass. Prints "sent" once every client has sent
+    its first request (or failed to), and at the end the answers by status as
+    JSON."""
+    port, path, clients, seconds = int(argv[0]), argv[1], int(argv[2]), float(argv[3])
+    deadline = time.monotonic() + seconds
+    stop = threading.Event()
+    first = threading.Semaphore(0)
+    counts, lock = {}, threading.Lock()
+    head = b"GET %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n" % path.encode()
+
+    def client():
+        started = False
+        while not stop.is_set() and time.monotonic() < deadline:
+            status = "error"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+                    s.sendall(head)
+                    if not started:
+                        started = True
+                        first.release()
+                    reply = b""
+                    while True:
+                        data = s.recv(4096)
+                        if not data:
+                            break
+                        reply += data
+                    status = reply[9:12].decode("ascii", "replace") or "error"
+            except OSError:
+                pass
+            if not started:
+                started = True
+                first.release()
+            with lock:
+                counts[status] = counts.get(status, 0) + 1
+            if status == "503":
+                stop.wait(RETRY_PAUSE)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for _ in range(clients):
+        first.acquire(timeout=max(0.0, deadline - time.monotonic()))
+    print("sent", flush=True)
+    select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+    stop.set()
+    for t in threads:
+        t.join()
+    print(json.dumps(counts), flush=True)
+    return 0
+
+
+def probe_health(port, sample=None):
+    """PROBES GET /health one after another, each on a new connection and at
+    most one per PROBE_INTERVAL, for at most PROBE_BUDGET seconds: ms from
+    connect to the whole answer, inf for one with no 200 within
+    PROBE_TIMEOUT. sample(), if given, runs after every 50th."""
+    times = []
+    start = time.monotonic()
+    while len(times) < PROBES and time.monotonic() < start + PROBE_BUDGET:
+        time.sleep(max(0.0, start + len(times) * PROBE_INTERVAL - time.monotonic()))  # pacing only
+        t0 = time.perf_counter()
+        ok = http_get(port, "/health", PROBE_TIMEOUT).startswith(b"HTTP/1.1 200")
+        times.append((time.perf_counter() - t0) * 1000 if ok else math.inf)
+        if sample and len(times) % 50 == 0:
+            sample()
+    return times
+
+
+def pool_gauges(port):
+    """(busy handler threads, queue depth) from /metrics; None if unread."""
+    text = http_get(port, "/metrics", PROBE_TIMEOUT).decode("utf-8", "replace")
+    busy = re.search(r"^microd_handler_busy (\d+)", text, re.M)
+    queued = re.search(r"^microd_handler_queue_depth (\d+)", text, re.M)
+    return (int(busy.group(1)), int(queued.group(1))) if busy and queued else None
+
+
+def percentile(times, p):
+    """Nearest-rank percentile: a sorted sample's value at rank ceil(p% n)."""
+    vals = sorted(times)
+    return vals[max(0, math.ceil(p / 100 * len(vals)) - 1)]
+
+
+def fmt_ms(v):
+    return "> %.0f (no answer)" % (PROBE_TIMEOUT * 1000) if v == math.inf else "%.2f" % v
+
+
+def blocked_latency():
+    """GET /health latency with no load, with the handler pool saturated by
+    /delay/500, and (the test-hooks build) with /test/block?ms=500 blocking
+    the only I/O thread. Rows of (what, times, load answers), and the pool
+    gauges seen during the saturated probes."""
+    rows, samples = [], []
+    full = (int(POOL_ARGS[POOL_ARGS.index("--handler-threads") + 1]),
+            int(POOL_ARGS[POOL_ARGS.index("--handler-queue") + 1]))
+    srv = microd_server(MICROD, *POOL_ARGS)
+    srv.start()
+    try:
+        rows.append(("build/microd, no load", probe_health(srv.port), None))
+        load = Load(srv.port, "/delay/500", PROBE_BUDGET + 30)
+        try:
+            deadline = time.monotonic() + 10
+            while pool_gauges(srv.port) != full:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the handler pool did not fill: %s" % (pool_gauges(srv.port),))
+            times = probe_health(srv.port, lambda: samples.append(pool_gauges(srv.port)))
+        finally:
+            answers = load.stop()
+        rows.append(("build/microd, every handler thread on /delay/500, queue full", times, answers))
+    finally:
+        srv.stop()
+    print("handler pool latency done", file=sys.stderr, flush=True)
+    if not os.path.exists(HOOKS):
+        rows.append(("build/hooks/microd: missing (make test-progs), contrast skipped", [], None))
+        return rows, samples, full
+    srv = microd_server(HOOKS)
+    srv.start()
+    try:
+        rows.append(("build/hooks/microd, no load", probe_health(srv.port), None))
+        load = Load(srv.port, "/test/block?ms=500", PROBE_BUDGET + 30)
+        try:
+            times = probe_health(srv.port)
+        finally:
+            answers = load.stop()
+        rows.append(("build/hooks/microd, /test/block?ms=500 on the I/O thread", times, answers))
+    finally:
+        srv.stop()
+    print("I/O thread blocking latency done", file=sys.stderr, flush=True)
+    return rows, samples, full
+
+
+def blocked_latency_lines(rows, samples, full):
+    lines = ["`python3 tests/bench.py latency` (or `make bench`): "
+             "GET /health on a new connection (connect to whole answer), %d one after another, one every "
+             "%g ms at most, or %g s of them, whichever ends first; no answer within %g s counts as one, at "
+             "that time. Load: %d clients, each GET on a new "
+             "connection, one request at a time (a client refused with 503 waits %g ms before its next try). "
+             "Pool build: `build/microd --bind 127.0.0.1 --threads 1 --log-level warn %s`; contrast: "
+             "`build/hooks/microd --bind 127.0.0.1 --threads 1 --log-level warn`, whose /test/block sleeps "
+             "on the I/O thread as any slow handler did before the handler pool. Servers on CPU 0, probes and "
+             "load on CPU 1%s." % (PROBES, PROBE_INTERVAL * 1000, PROBE_BUDGET, PROBE_TIMEOUT, LOAD_CLIENTS,
+                                   RETRY_PAUSE * 1000, " ".join(POOL_ARGS),
+                                   "" if TWO_CPUS else " (only one CPU: not pinned)"), "",
+             "| server, load | probes | p50 ms | p99 ms | max ms | no answer | load answers by status |",
+             "|---|---|---|---|---|---|---|"]
+    verdict = "not measured"
+    for what, times, answers in rows:
+        if not times:
+            lines.append("| %s | 0 | | | | | |" % what)
+            continue
+        lines.append("| %s | %d | %s | %s | %s | %d | %s |" % (
+            what, len(times), fmt_ms(percentile(times, 50)), fmt_ms(percentile(times, 99)),
+            fmt_ms(max(times)), sum(1 for t in times if t == math.inf),
+            ", ".join("%s: %d" % kv for kv in sorted(answers.items())) if answers is not None else ""))
+        if "/delay/" in what:
+            p99 = percentile(times, 99)
+            verdict = "%s (p99 %s ms)" % ("met" if p99 < 5 else "NOT met", fmt_ms(p99))
+    seen = [g for g in samples if g is not None]
+    lines += ["", "Handler pool full (%d busy, %d queued) at %d of %d /metrics samples taken every 50 probes "
+              "under the /delay/500 load. Target, p99 under 5 ms with the pool saturated: %s."
+              % (full[0], full[1], sum(1 for g in seen if g == full), len(samples), verdict)]
+    return lines
+
+
+def latency_main():
+    """python3 tests/bench.py latency: only the table of blocked_latency()."""
+    os.makedirs(OUT, exist_ok=True)
+    print("\n".join(blocked_latency_lines(*blocked_latency())))
+    return 0
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -375,6 +618,14 @@ def main():
 
     pair_ratios = paired(servers["microd"], servers["microd-nometrics"])
     print("metrics pairs done", file=sys.stderr, flush=True)
+    before_ratios = None
+    if os.path.exists(BEFORE):
+        before_ratios = paired(servers["microd"], microd_server(BEFORE))
+        print("before/after pairs done", file=sys.stderr, flush=True)
+    else:
+        print("%s missing (commit %s not in this clone?): /health against it skipped"
+              % (os.path.relpath(BEFORE, ROOT), BEFORE_COMMIT), file=sys.stderr, flush=True)
+    latency = blocked_latency()
     sweeps = {}
     for threads in (1, os.cpu_count() or 1):
         for loop in ("poll", "epoll"):
@@ -425,10 +676,23 @@ def main():
     rows.append(("keep-alive c=64 req/s, request metrics on / compiled out, %d alternating pairs of %d s "
                  "(microd only)" % (PAIRS, PAIR_SECONDS), "", "",
                  "with/without: %s" % fmt_range(pair_ratios, "%.3f")))
+    label = ("keep-alive c=64 GET /health req/s, this build / commit %s (before the router and request "
+             "view), %d alternating pairs of %d s (microd only); target: within 2%%" % (
+                 BEFORE_COMMIT, PAIRS, PAIR_SECONDS))
+    if before_ratios:
+        rows.append((label, "", "", "new/old: %s; target %s" % (
+            fmt_range(before_ratios, "%.3f"), "met" if med(before_ratios) >= 0.98 else "NOT met")))
+    else:
+        rows.append((label, "", "", "skipped: %s missing (commit %s not in this clone)" % (
+            os.path.relpath(BEFORE, ROOT), BEFORE_COMMIT)))
     if shutil.which("valgrind"):
         with_m, without_m = instructions_per_request(MICROD), instructions_per_request(NOMETRICS)
         rows.append(("instructions per GET /health (callgrind), with / without request metrics",
                      "%.0f / %.0f" % (with_m, without_m), "", "with/without: %.4f" % (with_m / without_m)))
+        if os.path.exists(BEFORE):
+            old_i = instructions_per_request(BEFORE)
+            rows.append(("instructions per GET /health (callgrind), this build / commit %s" % BEFORE_COMMIT,
+                         "%.0f / %.0f" % (with_m, old_i), "", "new/old: %.4f" % (with_m / old_i)))
     e = res["microd-epoll"]
     for label in ("keep-alive c=64", "keep-alive c=256"):
         rows.append(("%s req/s with --event-loop epoll (microd only)" % label, fmt_range(e[label + " rps"]), "",
@@ -458,6 +722,7 @@ def main():
               "| --connection-memory | RSS per idle connection, KiB | largest request head answered 200, bytes |",
               "|---|---|---|"]
     lines += ["| %s | %.1f | %d |" % p for p in pools]
+    lines += [""] + blocked_latency_lines(*latency)
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
@@ -515,4 +780,8 @@ def ab_main(argv):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["ab"]:
         raise SystemExit(ab_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["load"]:
+        raise SystemExit(load_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["latency"]:
+        raise SystemExit(latency_main())
     raise SystemExit(main())

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from server import BIN, poll, recv_all, start_microd, stop_microd, wait_exit
+from server import BIN, free_port, poll, recv_all, start_microd, stop_microd, wait_exit
 from tap import done, ok
 
 HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
@@ -156,6 +156,13 @@ def test_bodies_and_headers(port):
     ok(st == 415 and detail(b) == "a note is UTF-8 text without NUL bytes", "a handler's own 415")
     st, h, b, _ = request(port, "GET", "/status/503")
     ok(st == 503 and h.get("retry-after") == "1", "a handler's Retry-After")
+    st, h, b, _ = request(port, "GET", "/status/429")
+    ok(st == 429 and h.get("retry-after") == "1", "  and on a 429")
+    st, h, b, _ = request(port, "GET", "/resolve/localhost")
+    v = json.loads(b) if st == 200 else {}
+    ok(st == 200 and v.get("host") == "localhost" and "127.0.0.1" in v.get("addresses", []),
+       "the README's example route: /resolve/localhost gives 127.0.0.1: %r" % v.get("addresses"))
+    ok(h.get("cache-control") == "max-age=30", "  its Cache-Control replaces microd's no-store")
     st, h, b, _ = request(port, "GET", "/status/308")
     ok(st == 308 and h.get("location") == "/status/200", "a handler's Location on a redirect")
 
@@ -270,8 +277,9 @@ def test_pool():
     ok(status == 0 and took < 4, "a handler past the shutdown timeout: exit 0 in %.1f s, no abort" % took)
     ok("stopping with 1 blocking handlers still running" in text and "the application is not torn down" in text,
        "  logged: the running handler is cut, its application left alone")
-    ok(all(o is not None and o[0] in (None, 503) for o in out),
-       "  neither client got a 200 it should not: %s" % [o[0] if o else None for o in out])
+    ok(all(o is not None and o[0] == 503 and detail(o[2]) == "the service stopped before the handler finished"
+           for o in out),
+       "  the running one and the queued one both got 503: %s" % [o[0] if o else None for o in out])
     os.unlink(log)
 
 
@@ -296,6 +304,51 @@ def test_bad_status():
     os.unlink(log)
 
 
+def raw_request(port, data, family=socket.AF_INET, host="127.0.0.1"):
+    s = socket.create_connection((host, port), timeout=10) if family == socket.AF_INET else socket.socket(family)
+    if family != socket.AF_INET:
+        s.settimeout(10)
+        s.connect((host, port))
+    s.sendall(data)
+    got = recv_all(s)
+    s.close()
+    return got
+
+
+def test_readme():
+    """The README's "Adding a route" code is the source's, byte for byte."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Adding a route"):]
+    section = section[:section.index("\n## ", 5)]
+    blocks = re.findall(r"```c\n(.*?)```", section, re.S)
+    with open(os.path.join(root, "src/examples.c")) as f:
+        examples = f.read()
+    with open(os.path.join(root, "src/router.c")) as f:
+        router = f.read()
+    ok(len(blocks) == 2 and blocks[0] in examples and blocks[0].startswith("void\nhandle_resolve("),
+       "the README's handler is handle_resolve in src/examples.c, verbatim")
+    ok(len(blocks) == 2 and blocks[1] in router, "its route row is in src/router.c, verbatim")
+
+
+def test_peer_v6():
+    port = free_port(socket.AF_INET6, "::1")
+    proc, seen, log = start_microd([BIN, "--port", str(port), "--bind", "::1", "--example-routes"])
+    if not ok(seen is not None, "microd on [::1]:%d" % port):
+        stop_microd(proc, log)
+        return
+    got = raw_request(port, b"GET /delay/0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      socket.AF_INET6, "::1")
+    body = got[got.find(b"\r\n\r\n") + 4:]
+    try:
+        peer = json.loads(body).get("peer")
+    except ValueError:
+        peer = None
+    ok(peer == "::1", "req->peer is ::1 over IPv6: %r" % peer)
+    stop_microd(proc, log)
+
+
 def main():
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "text",
                                     "--example-routes"])
@@ -318,6 +371,8 @@ def main():
 
     test_pool()
     test_bad_status()
+    test_peer_v6()
+    test_readme()
     return done()
 
 
