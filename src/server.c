@@ -588,9 +588,10 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	if (v.status != 0)
 		return send_error(srv, conn, ex, v.status, 1, v.detail);
 	ex->chunked = f.chunked;
-	/* Matched on the raw path: each segment is decoded only once split. */
-	router_find(method, policy_target_path(ex->target), srv->hide,
-	            ex->params, ex->params_len, &ex->res);
+	/* Matched on the raw path, which url is (see unescape()): each
+	 * segment is decoded only once split. */
+	router_find(method, policy_target_path(url), srv->hide, ex->params,
+	            ex->params_len, &ex->res);
 	ex->max_body = srv->max_body;
 	if (ex->res.match == ROUTE_FOUND) {
 		const struct route *rt = ex->res.route;
@@ -1030,8 +1031,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ex->method = method;
 		start_request_id(conn, ex);
 		peer_of(conn, ex->peer, sizeof(ex->peer));
-		/* url: the library's decoding, only looked at for where it
-		 * lies; ex->path is decoded by microd. */
+		/* url: the raw path (unescape() leaves it as sent); ex->path
+		 * is decoded by microd. */
 		return on_headers(srv, conn, ex, method, url, version);
 	}
 	if (*upload_data_size > 0) {
