@@ -315,12 +315,16 @@ print_settings(const struct config *cfg)
 	       "listen %s port %u (unless a socket is passed)\n"
 	       "idle timeout %u s, %zu bytes per connection, %u per client "
 	       "address\n"
-	       "shutdown timeout %u ms, drain delay %u ms\n",
+	       "shutdown timeout %u ms, drain delay %u ms\n"
+	       "handler pool %u threads, queue %u (started when a route "
+	       "served may block); example routes %s\n",
 	       cfg->threads, cfg->threads_from, cfg->connection_limit,
 	       cfg->connections_from, cfg->body_budget, cfg->budget_from,
 	       cfg->max_body, cfg->bind, cfg->port, cfg->idle_timeout_s,
 	       cfg->connection_memory, cfg->per_ip_limit,
-	       cfg->shutdown_timeout_ms, cfg->drain_delay_ms);
+	       cfg->shutdown_timeout_ms, cfg->drain_delay_ms,
+	       cfg->handler_threads, cfg->handler_queue,
+	       cfg->example_routes ? "on" : "off");
 	if (cfg->ignored_env != NULL)
 		printf("ignored %s=%s (a Kubernetes service link)\n",
 		       cfg->ignored_env, cfg->ignored_value);

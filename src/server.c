@@ -1392,6 +1392,9 @@ server_start(const struct config *cfg, int listen_fd, struct app *app)
 		    pool_start(cfg->handler_threads, cfg->handler_queue);
 		if (srv->pool == NULL)
 			goto fail;
+		log_info("handler pool: %u threads, a queue of %u, for the "
+		         "routes that may block",
+		         cfg->handler_threads, cfg->handler_queue);
 	}
 
 	/* Limits and strictness, shared by both ways of listening. */
