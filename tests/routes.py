@@ -214,9 +214,29 @@ def metric(port, name, took=None):
 
 
 def test_pool():
-    # One I/O thread: had /delay run on it, every probe would wait too.
+    # One I/O thread: had /delay run on it, every probe would wait too. The
+    # watchdog checks that thread every 200 ms meanwhile.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    npath = "/tmp/microd-routes-notify-%d" % os.getpid()
+    if os.path.exists(npath):
+        os.unlink(npath)
+    notify.bind(npath)
+    notify.settimeout(0.1)
+    pings = [0]
+    reading = [True]
+
+    def read_notify():  # as the service manager does, always
+        while reading[0]:
+            try:
+                pings[0] += notify.recv(4096).count(b"WATCHDOG=1")
+            except socket.timeout:
+                pass
+    reader = threading.Thread(target=read_notify)
+    reader.start()
+    env = dict(os.environ, NOTIFY_SOCKET=npath, WATCHDOG_USEC="400000")
+    env.pop("WATCHDOG_PID", None)
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--threads", "1",
-                                    "--example-routes", "--handler-threads", "2", "--handler-queue", "2"])
+                                    "--example-routes", "--handler-threads", "2", "--handler-queue", "2"], env=env)
     if not ok(port is not None, "microd with 1 I/O thread, 2 handler threads, a queue of 2"):
         return
     ts, out = start_all(port, ["/delay/2500"] * 4)
@@ -241,6 +261,19 @@ def test_pool():
     # Generous: a probe stuck behind a handler waits about 2.5 s here.
     ok(worst < 1.0, "  the slowest took %.1f ms (bound 1000 ms; the figure is in make bench)" % (worst * 1000))
     ok((metric(port, "microd_handler_rejected_total") or 0) >= 1, "microd_handler_rejected_total counts the 503")
+    # Five rounds of the watchdog's checks (a second) while still saturated.
+    poll(lambda: (metric(port, 'microd_watchdog_checks_total{result="ok"}') or 0) >= 5, 2.0, 0.05)
+    saturated = metric(port, "microd_handler_busy") == 2
+    checks_ok = metric(port, 'microd_watchdog_checks_total{result="ok"}')
+    checks_failed = metric(port, 'microd_watchdog_checks_total{result="failed"}')
+    checks_full = metric(port, 'microd_watchdog_checks_total{result="full"}')
+    reading[0] = False
+    reader.join()
+    ok(saturated and checks_ok is not None and checks_ok >= 5 and checks_failed == 0 and pings[0] >= 5,
+       "the watchdog's checks of the I/O thread pass meanwhile: %s ok, %s full, %s failed, %d pings"
+       % (checks_ok, checks_full, checks_failed, pings[0]))
+    notify.close()
+    os.unlink(npath)
     for t in ts:
         t.join(20)
     ok(all(o is not None and o[0] == 200 for o in out), "the four slow ones all answer 200 in the end")

@@ -561,6 +561,33 @@ test_config(void)
 	is(cfg.idle_timeout_s, 30, "MICROD_IDLE_TIMEOUT is read");
 	unsetenv("MICROD_IDLE_TIMEOUT");
 
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.handler_threads == 8 && cfg.handler_queue == 64 &&
+	       !cfg.example_routes,
+	   "handler pool defaults: 8 threads, a queue of 64; no examples");
+	PARSE(&cfg, "--handler-threads", "256", "--handler-queue", "0",
+	      "--example-routes");
+	ok(cfg.handler_threads == 256 && cfg.handler_queue == 0 &&
+	       cfg.example_routes,
+	   "--handler-threads 256 --handler-queue 0 --example-routes");
+	is(PARSE(&cfg, "--handler-threads", "0"), CONFIG_ERROR,
+	   "--handler-threads 0 is refused");
+	is_str(err,
+	       "--handler-threads: invalid value '0' (expected an integer "
+	       "from 1 to 256)",
+	       "  naming what is accepted");
+	is(PARSE(&cfg, "--handler-threads", "257"), CONFIG_ERROR,
+	   "--handler-threads 257 is refused");
+	is(PARSE(&cfg, "--handler-queue", "100001"), CONFIG_ERROR,
+	   "--handler-queue 100001 is refused");
+	setenv("MICROD_HANDLER_QUEUE", "7", 1);
+	setenv("MICROD_EXAMPLE_ROUTES", "yes", 1);
+	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.handler_queue == 7 && cfg.example_routes,
+	   "MICROD_HANDLER_QUEUE and MICROD_EXAMPLE_ROUTES are read");
+	unsetenv("MICROD_HANDLER_QUEUE");
+	unsetenv("MICROD_EXAMPLE_ROUTES");
+
 	setenv("PORT", "9000", 1);
 	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
 	is(cfg.port, 9000, "PORT is read");
