@@ -93,7 +93,7 @@ handle_delay(const struct request *req, struct reply *rep)
 	reply_json(rep, 200,
 	           json_pack("{s:I, s:s, s:s, s:s?}", "delayed_ms",
 	                     (json_int_t)ms, "request_id", req->id, "peer",
-	                     req->peer, "user_agent",
+	                     request_peer(req), "user_agent",
 	                     request_header(req, "User-Agent")));
 }
 

@@ -56,8 +56,8 @@ is_tchar(unsigned char c)
 	return is_alnum_or(c, "!#$%&'*+-.^_`|~");
 }
 
-int
-policy_is_token(const char *s)
+static int
+is_token(const char *s)
 {
 	if (*s == '\0')
 		return 0;
@@ -173,7 +173,7 @@ check_field(const struct policy_field *f)
 	/* RFC 9112 2.2: a bare CR must be refused or replaced. */
 	if (f->value != NULL && strchr(f->value, '\r') != NULL)
 		return refuse(400, "a CR in a header field value");
-	if (!policy_is_token(name))
+	if (!is_token(name))
 		return refuse(400, "invalid header field name");
 	if (extends_framing_name(name))
 		return refuse(400, "header field name extends a framing "
@@ -303,11 +303,21 @@ path_start(const char *target, const char **authority, size_t *len)
 	return p + *len;
 }
 
+int
+policy_is_token(const char *s)
+{
+	return is_token(s);
+}
+
 long
 policy_percent_decode(const char *s, size_t n, char *out, size_t cap)
 {
 	size_t got = 0;
 
+	if (memchr(s, '%', n) == NULL) { /* nothing to decode: most paths */
+		memcpy(out, s, n < cap ? n : cap);
+		return (long)n;
+	}
 	for (size_t i = 0; i < n; i++, got++) {
 		unsigned char c = (unsigned char)s[i];
 
@@ -334,6 +344,8 @@ policy_target_path(const char *target)
 	const char *authority;
 	size_t alen;
 
+	if (target[0] == '/')
+		return target; /* origin-form, nearly always */
 	return path_start(target, &authority, &alen);
 }
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
-enum request_field { REQUEST_HEADER, REQUEST_QUERY };
+enum request_field { REQUEST_HEADER, REQUEST_QUERY, REQUEST_PEER };
 
 /* Most {name} segments one route may have. */
 #define REQUEST_PARAMS_MAX 8
@@ -33,7 +33,6 @@ struct request {
 	const char *method;
 	const char *path; /* percent-decoded; the query is not part of it */
 	const char *id; /* the request id: X-Request-Id, the client's or new */
-	const char *peer; /* the client's address: "127.0.0.1", "::1", "unix" */
 	struct app *app;
 	const struct request_params *params; /* never NULL once dispatched */
 	json_t *body; /* parsed JSON, for ROUTE_JSON_BODY routes; borrowed */
@@ -41,7 +40,8 @@ struct request {
 	 * after them; "" for none. Borrowed. */
 	const char *raw;
 	size_t raw_len;
-	/* Looks up a header or query argument; NULL when absent. */
+	/* Looks up a header or query argument, or (name unused) the peer;
+	 * NULL when absent. */
 	const char *(*lookup)(void *ctx, enum request_field field,
 	                      const char *name);
 	void *ctx;
@@ -83,6 +83,18 @@ request_query(const struct request *req, const char *name)
 {
 	return req->lookup != NULL ? req->lookup(req->ctx, REQUEST_QUERY, name)
 	                           : NULL;
+}
+
+/* The client's address ("127.0.0.1", "::1"), worked out when asked; ""
+ * when unknown. */
+static inline const char *
+request_peer(const struct request *req)
+{
+	const char *p = req->lookup != NULL
+	                    ? req->lookup(req->ctx, REQUEST_PEER, "")
+	                    : NULL;
+
+	return p != NULL ? p : "";
 }
 
 /* The path parameter {name} of the route that matched; NULL if it has none.

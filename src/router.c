@@ -73,32 +73,59 @@ literal_matches(const char *t, size_t tn, const char *r, size_t rn)
 }
 
 /*
- * Whether template t matches raw path r (both from their first '/'); *rank
- * gets a bit per literal segment, the first segment highest.
+ * Whether template t matches raw path r (both from their first '/'; escaped:
+ * r holds a '%'); *rank gets a bit per literal segment, the first segment
+ * highest; *segments, how many were compared. Walks both byte by byte:
+ * this runs for every row on every request.
  */
 static int
-template_matches(const char *t, const char *r, uint64_t *rank)
+template_matches(const char *t, const char *r, int escaped, uint64_t *rank,
+                 unsigned int *segments)
 {
 	*rank = 0;
 	for (unsigned int i = 0;; i++) {
-		size_t tn, rn;
-
+		*segments = i + 1;
 		t++; /* past the '/' */
 		r++;
-		tn = strcspn(t, "/");
-		rn = strcspn(r, "/");
-		if (is_param(t, tn)) {
-			if (rn == 0)
+		if (*t == '{') { /* a whole {name} segment (router_check) */
+			if (*r == '/' || *r == '\0')
 				return 0;
+			while (*t != '/' && *t != '\0')
+				t++;
+			while (*r != '/' && *r != '\0')
+				r++;
 		} else {
-			if (!literal_matches(t, tn, r, rn))
-				return 0;
+			const char *t0 = t, *r0 = r;
+
+			while (*t == *r && *t != '/' && *t != '\0') {
+				t++;
+				r++;
+			}
+			if ((*t != '/' && *t != '\0') ||
+			    (*r != '/' && *r != '\0')) {
+				/* Different bytes: equal only if the rest of
+				 * the raw segment holds an escape (a literal
+				 * holds none, so none came before). */
+				const char *p = r;
+				size_t tn, rn;
+
+				if (!escaped)
+					return 0; /* the usual case: no '%' */
+				while (*p != '/' && *p != '\0' && *p != '%')
+					p++;
+				if (*p != '%')
+					return 0;
+				tn = strcspn(t0, "/");
+				rn = strcspn(r0, "/");
+				if (!literal_matches(t0, tn, r0, rn))
+					return 0;
+				t = t0 + tn;
+				r = r0 + rn;
+			}
 			if (i < RANKED_SEGMENTS)
 				*rank |= (uint64_t)1
 				         << (RANKED_SEGMENTS - 1 - i);
 		}
-		t += tn;
-		r += rn;
 		if (*t == '\0' || *r == '\0')
 			return *t == *r;
 	}
@@ -181,20 +208,22 @@ router_match(const struct route *table, size_t n, const char *method,
 {
 	const struct route *best = NULL, *any = NULL;
 	uint64_t best_rank = 0, any_rank = 0;
+	int escaped;
 
-	memset(out, 0, sizeof(*out));
+	out->params.n = 0;
+	out->allow[0] = '\0';
+	out->detail = NULL;
 	if (raw[0] != '/')
 		raw = "/"; /* "" (an authority with no path) */
+	escaped = strchr(raw, '%') != NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct route *rt = &table[i];
+		unsigned int segs;
 		uint64_t rank;
 
 		if ((rt->flags & hide) != 0 ||
-		    !template_matches(rt->path, raw, &rank))
+		    !template_matches(rt->path, raw, escaped, &rank, &segs))
 			continue;
-		allow_append(out->allow, sizeof(out->allow), rt->method);
-		if (strcmp(rt->method, "GET") == 0)
-			allow_append(out->allow, sizeof(out->allow), "HEAD");
 		if (any == NULL || rank > any_rank) {
 			any = rt;
 			any_rank = rank;
@@ -208,16 +237,35 @@ router_match(const struct route *table, size_t n, const char *method,
 			best = rt;
 			best_rank = rank;
 		}
+		/* Every segment literal, for the very method: no row can
+		 * beat it (router_check allows no second such row). */
+		if (best == rt && segs < RANKED_SEGMENTS &&
+		    rank == ~(~(uint64_t)0 >> segs) &&
+		    strcmp(rt->method, method) == 0)
+			break;
 	}
+	out->route = best != NULL ? best : any;
+	if (best == NULL && any == NULL)
+		return out->match = ROUTE_NOT_FOUND;
 	if (best == NULL) {
-		out->route = any;
-		out->match = any != NULL ? ROUTE_BAD_METHOD : ROUTE_NOT_FOUND;
-		if (any == NULL)
-			out->allow[0] = '\0';
-		return out->match;
+		/* Only a 405 needs it: every method of every matching row. */
+		for (size_t i = 0; i < n; i++) {
+			const struct route *rt = &table[i];
+			unsigned int segs;
+			uint64_t rank;
+
+			if ((rt->flags & hide) != 0 ||
+			    !template_matches(rt->path, raw, escaped, &rank,
+			                      &segs))
+				continue;
+			allow_append(out->allow, sizeof(out->allow),
+			             rt->method);
+			if (strcmp(rt->method, "GET") == 0)
+				allow_append(out->allow, sizeof(out->allow),
+				             "HEAD");
+		}
+		return out->match = ROUTE_BAD_METHOD;
 	}
-	out->route = best;
-	out->allow[0] = '\0';
 	out->match = take_params(best, raw, buf, len, out);
 	return out->match;
 }

@@ -179,8 +179,8 @@ struct exchange {
 	struct app *app;
 	struct snapshot snap;
 	json_t *job_body;
-	struct reply job_reply;
-	int method_head; /* a HEAD request, served by a GET route */
+	struct reply *job_reply; /* the handler's, from start_job on */
+	int method_head;         /* a HEAD request, served by a GET route */
 	long long start_ns;
 	unsigned int status; /* sent; 0 while none is */
 	size_t bytes;        /* body bytes of the response */
@@ -198,8 +198,55 @@ exchange_unref(struct exchange *ex)
 	free(ex->body);
 	free(ex->snap.at);
 	json_decref(ex->job_body);
-	reply_release(&ex->job_reply);
+	if (ex->job_reply != NULL)
+		reply_release(ex->job_reply);
+	free(ex->job_reply);
 	free(ex);
+}
+
+/* The client's address, as handlers and the log see it: "" when unknown. */
+static void
+peer_of(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+
+	buf[0] = '\0';
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
+		          buf, (socklen_t)len);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6,
+		          &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+		          (socklen_t)len);
+	else if (sa->sa_family == AF_UNIX)
+		snprintf(buf, len, "unix");
+}
+
+/* ex->peer, worked out the first time it is asked for. */
+static const char *
+exchange_peer(struct exchange *ex)
+{
+	if (ex->peer[0] == '\0' && ex->conn != NULL)
+		peer_of(ex->conn, ex->peer, sizeof(ex->peer));
+	return ex->peer;
+}
+
+/* The request view's lookup on the connection's own thread. */
+static const char *
+lookup_field(void *ctx, enum request_field field, const char *name)
+{
+	struct exchange *ex = ctx;
+
+	if (field == REQUEST_PEER)
+		return exchange_peer(ex);
+	return MHD_lookup_connection_value(
+	    ex->conn,
+	    field == REQUEST_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
+	    name);
 }
 
 /*
@@ -231,15 +278,6 @@ unescape(void *cls, struct MHD_Connection *conn, char *s)
 static char fallback_500[] =
     "{\"type\":\"about:blank\",\"title\":\"Internal Server Error\","
     "\"status\":500,\"detail\":\"the reply could not be rendered\"}\n";
-
-static const char *
-lookup_field(void *ctx, enum request_field field, const char *name)
-{
-	return MHD_lookup_connection_value(
-	    ctx,
-	    field == REQUEST_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
-	    name);
-}
 
 static struct MHD_Response *
 response_from_reply(const struct reply *rep, size_t *len)
@@ -712,7 +750,6 @@ request_view(struct exchange *ex, const char *method, struct request *req)
 	req->method = strcmp(method, "HEAD") == 0 ? "HEAD" : rt->method;
 	req->path = ex->path;
 	req->id = ex->request_id;
-	req->peer = ex->peer;
 	req->app = ex->app;
 	req->params = &ex->res.params;
 	if (rt->flags & ROUTE_RAW_BODY) {
@@ -773,11 +810,15 @@ snapshot_take(struct MHD_Connection *conn, struct snapshot *snap)
 	return 0;
 }
 
+/* The request view's lookup on a handler thread: the copies only. */
 static const char *
 lookup_snapshot(void *ctx, enum request_field field, const char *name)
 {
-	const struct snapshot *snap = ctx;
+	const struct exchange *ex = ctx;
+	const struct snapshot *snap = &ex->snap;
 
+	if (field == REQUEST_PEER)
+		return ex->peer; /* worked out before the job was queued */
 	for (size_t i = 0; i < snap->n; i++)
 		if (snap->at[i].kind == field &&
 		    strcasecmp(snap->at[i].name, name) == 0)
@@ -794,13 +835,13 @@ static void
 job_run(struct pool_task *task)
 {
 	struct exchange *ex = EXCHANGE_OF(task);
-	struct request req = {.lookup = lookup_snapshot, .ctx = &ex->snap};
+	struct request req = {.lookup = lookup_snapshot, .ctx = ex};
 
 	request_view(ex, ex->res.route->method, &req);
 	if (ex->method_head)
 		req.method = "HEAD";
 	req.body = ex->job_body;
-	run_handler(ex, &req, &ex->job_reply);
+	run_handler(ex, &req, ex->job_reply);
 }
 
 /*
@@ -852,13 +893,14 @@ static enum MHD_Result
 start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
           json_t *body)
 {
-	if (snapshot_take(conn, &ex->snap) != 0) {
+	ex->job_reply = calloc(1, sizeof(*ex->job_reply));
+	if (ex->job_reply == NULL || snapshot_take(conn, &ex->snap) != 0) {
 		json_decref(body);
 		return send_error(srv, conn, ex, 500, ex->chunked,
 		                  "out of memory copying the request");
 	}
 	ex->job_body = body; /* the exchange's now */
-	ex->conn = conn;
+	exchange_peer(ex);
 	ex->task.run = job_run;
 	ex->task.finish = job_finish;
 	atomic_store(&ex->job_state, JOB_QUEUED);
@@ -880,7 +922,7 @@ on_resumed(struct server *srv, struct MHD_Connection *conn, struct exchange *ex)
 
 	switch (atomic_load(&ex->job_state)) {
 	case JOB_DONE:
-		return send_reply(srv, conn, ex, &ex->job_reply, ex->chunked);
+		return send_reply(srv, conn, ex, ex->job_reply, ex->chunked);
 	case JOB_REJECTED:
 		reply_error(
 		    &rep, 503,
@@ -906,7 +948,7 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	struct request req = {.method = method,
 	                      .path = ex->path,
 	                      .lookup = lookup_field,
-	                      .ctx = conn};
+	                      .ctx = ex};
 	struct reply rep = {0};
 	enum MHD_Result ret;
 	json_error_t jerr;
@@ -976,28 +1018,6 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 		reqid_new(ex->request_id);
 }
 
-/* The client's address, as handlers and the log see it: "" when unknown. */
-static void
-peer_of(struct MHD_Connection *conn, char *buf, size_t len)
-{
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
-
-	buf[0] = '\0';
-	if (sa == NULL)
-		return;
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
-		          buf, (socklen_t)len);
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6,
-		          &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
-		          (socklen_t)len);
-	else if (sa->sa_family == AF_UNIX)
-		snprintf(buf, len, "unix");
-}
-
 /* The connection's first request has begun: it no longer counts as waiting. */
 static void
 mark_began(struct server *srv, struct MHD_Connection *conn)
@@ -1030,7 +1050,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ex->start_ns = now_ns();
 		ex->method = method;
 		start_request_id(conn, ex);
-		peer_of(conn, ex->peer, sizeof(ex->peer));
+		ex->conn = conn;
 		/* url: the raw path (unescape() leaves it as sent); ex->path
 		 * is decoded by microd. */
 		return on_headers(srv, conn, ex, method, url, version);
@@ -1077,8 +1097,7 @@ on_target(void *cls, const char *uri, struct MHD_Connection *conn)
 
 /* One access-log line; only built when the level lets it through. */
 static void
-log_request(struct MHD_Connection *conn, const struct exchange *ex,
-            long long took_ns)
+log_request(struct MHD_Connection *conn, struct exchange *ex, long long took_ns)
 {
 	struct access_entry e = {0};
 
@@ -1090,7 +1109,7 @@ log_request(struct MHD_Connection *conn, const struct exchange *ex,
 	e.status = ex->status;
 	e.bytes = strcmp(ex->method, "HEAD") == 0 ? 0 : ex->bytes;
 	e.duration_ms = (double)took_ns / 1e6;
-	e.remote = ex->peer;
+	e.remote = exchange_peer(ex);
 	e.request_id = ex->request_id;
 	e.user_agent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	                                           MHD_HTTP_HEADER_USER_AGENT);
