@@ -17,6 +17,14 @@ app_start(const struct config *cfg)
 		log_error("%s: out of memory", __func__);
 		return NULL;
 	}
+#if MICROD_TEST_HOOKS
+	/* Test builds only: a start hook that fails, for the suite. */
+	if (getenv("MICROD_TEST_APP_FAIL") != NULL) {
+		log_error("%s: MICROD_TEST_APP_FAIL is set", __func__);
+		free(app);
+		return NULL;
+	}
+#endif
 	if (cfg->example_routes) {
 		app->notes = notes_open();
 		if (app->notes == NULL) {

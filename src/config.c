@@ -367,9 +367,9 @@ static const struct option options[] = {
      parse_handler_queue},
     {"example-routes", "MICROD_EXAMPLE_ROUTES", NULL, NULL,
      "true or false (also 1/0, yes/no; any case)",
-     "serve the example routes: GET /status/{code}, GET /delay/{ms} (on "
-     "the handler pool) and PUT/GET /notes/{name} (off by default: not "
-     "for production)",
+     "serve the example routes: GET /status/{code}, GET /delay/{ms} and "
+     "GET /resolve/{host} (on the handler pool), PUT/GET /notes/{name} "
+     "(off by default: not for production)",
      parse_example_routes},
     {"drain-delay", "MICROD_DRAIN_DELAY", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 5 or 0.5",

@@ -112,7 +112,8 @@ handle_resolve(const struct request *req, struct reply *rep)
 
 	err = getaddrinfo(host, NULL, &hints, &res);
 	if (err != 0) {
-		reply_error(rep, 404, "%s: %s", host, gai_strerror(err));
+		reply_error(rep, err == EAI_NONAME ? 404 : 502, "%s: %s", host,
+		            gai_strerror(err));
 		return;
 	}
 	addrs = json_array();
@@ -201,12 +202,14 @@ handle_note_put(const struct request *req, struct reply *rep)
 	unsigned int status = 200;
 	char *text;
 
+	/* Only dots would be a path segment of its own in Location. */
 	if (strlen(name) > NOTES_NAME_MAX ||
-	    strspn(name, NAME_BYTES) != strlen(name)) {
+	    strspn(name, NAME_BYTES) != strlen(name) ||
+	    strspn(name, ".") == strlen(name)) {
 		reply_error(
 		    rep, 400,
 		    "a note's name is 1 to %d letters, digits, '.', '_' "
-		    "or '-'",
+		    "or '-', not only dots",
 		    NOTES_NAME_MAX);
 		return;
 	}
@@ -280,13 +283,12 @@ handle_note_get(const struct request *req, struct reply *rep)
 		reply_error(rep, 404, "no note named %s", name);
 		return;
 	}
-	if (text != NULL &&
-	    none_match(request_header(req, "If-None-Match"), etag)) {
-		free(text);
-		reply_json(rep, 304, json_object());
-	} else {
-		reply_text(rep, 200, text, len, "text/plain; charset=utf-8");
-	}
+	/* A 304 goes out without its body, but with the Content-Length of
+	 * the 200 (RFC 9110, 8.6): so it gets the same text. */
+	reply_text(rep,
+	           none_match(request_header(req, "If-None-Match"), etag) ? 304
+	                                                                  : 200,
+	           text, len, "text/plain; charset=utf-8");
 	reply_header(rep, "ETag", etag);
 }
 
@@ -301,7 +303,8 @@ notes_open(void)
 		return NULL;
 	}
 	log_info("example routes on: /status/{code}, /delay/{ms}, "
-	         "/notes/{name}; note store open (%d notes of at most 4096 "
+	         "/resolve/{host}, /notes/{name}; note store open (%d notes of "
+	         "at most 4096 "
 	         "bytes)",
 	         NOTES_MAX);
 	return ns;

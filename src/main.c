@@ -251,15 +251,17 @@ check_routes(const struct config *cfg)
 {
 	char msg[256];
 
-	if (router_check(router_at(0), router_count(), msg, sizeof(msg)) !=
-	    NULL) {
+	if (router_check(router_at(0), router_count(),
+	                 cfg->example_routes ? 0 : ROUTE_EXAMPLE, msg,
+	                 sizeof(msg)) != NULL) {
 		log_error("the route table is wrong: %s", msg);
 		return -1;
 	}
 	for (size_t i = 0; i < router_count(); i++) {
 		const struct route *rt = router_at(i);
 
-		if (rt->max_body > cfg->body_budget) {
+		if (rt->max_body > cfg->body_budget &&
+		    (cfg->example_routes || !(rt->flags & ROUTE_EXAMPLE))) {
 			log_error("%s %s takes bodies up to %zu bytes, more "
 			          "than the body budget of %zu bytes: raise "
 			          "--body-budget",

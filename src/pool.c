@@ -141,10 +141,12 @@ pool_start(unsigned int threads, unsigned int queue)
 int
 pool_submit(struct pool *p, struct pool_task *t)
 {
-	int ret = -1;
+	int ret = POOL_FULL;
 
 	pthread_mutex_lock(&p->lock);
-	if (!p->closed && p->queued + p->busy < p->room) {
+	if (p->closed)
+		ret = POOL_CLOSED;
+	else if (p->queued + p->busy < p->room) {
 		t->next = NULL;
 		if (p->tail != NULL)
 			p->tail->next = t;
@@ -157,7 +159,7 @@ pool_submit(struct pool *p, struct pool_task *t)
 		ret = 0;
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (ret != 0)
+	if (ret == POOL_FULL)
 		metrics_handler_rejected();
 	return ret;
 }

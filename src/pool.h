@@ -24,10 +24,13 @@ struct pool;
 struct pool *pool_start(unsigned int threads, unsigned int queue);
 
 /*
- * Queues task, to run as soon as a thread is free. -1, at once, when every
- * thread is busy and the queue is full, or the pool is closed: then the
- * caller still owns task and should refuse the request (503).
+ * Queues task, to run as soon as a thread is free: 0. At once POOL_FULL
+ * (counted as rejected) when every thread is busy and the queue is full, or
+ * POOL_CLOSED once pool_close ran: the caller still owns task then and
+ * should refuse the request (503).
  */
+#define POOL_FULL (-1)
+#define POOL_CLOSED (-2)
 int pool_submit(struct pool *pool, struct pool_task *task);
 
 /* Tasks waiting, and threads running one. */

@@ -62,11 +62,22 @@ header_fault(const struct reply *rep, const char *name, const char *value)
 			return "microd writes this field itself";
 	if (strlen(value) > REPLY_VALUE_MAX)
 		return "the value is longer than 1024 bytes";
+	if (value[0] == '\0')
+		return "an empty value (libmicrohttpd 0.9.75 refuses one)";
 	for (const char *p = value; *p != '\0'; p++)
 		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
 			return "a CR, LF or other control byte in the value";
 	if (rep->n_headers == REPLY_HEADERS_MAX)
 		return "more than REPLY_HEADERS_MAX fields";
+	{
+		size_t total = strlen(name) + strlen(value);
+
+		for (size_t i = 0; i < rep->n_headers; i++)
+			total += strlen(rep->headers[i].name) +
+			         strlen(rep->headers[i].value);
+		if (total > REPLY_HEADERS_BYTES)
+			return "the fields would pass REPLY_HEADERS_BYTES";
+	}
 	return NULL;
 }
 

@@ -31,15 +31,18 @@ void reply_clear(struct reply *rep);
 /* Releases the body and the headers: the reply is empty. */
 void reply_release(struct reply *rep);
 
-/* Bounds of one reply_header field. */
+/* Bounds of one reply_header field, and of all of one reply's (names and
+ * values): libmicrohttpd builds the head in the connection's memory. */
 #define REPLY_NAME_MAX 64
 #define REPLY_VALUE_MAX 1024
+#define REPLY_HEADERS_BYTES 2048
 
 /*
  * Adds "name: value" to the reply (copied). Refused, with a warning logged
  * and -1, when name is not a token, value holds a CR, LF or another control
- * byte (a tab is fine), either is too long, the reply has REPLY_HEADERS_MAX
- * already, or name is one microd writes itself (Content-Type, Content-Length,
+ * byte (a tab is fine), value is empty, either is too long, the reply has
+ * REPLY_HEADERS_MAX or REPLY_HEADERS_BYTES already, or name is one microd
+ * writes itself (Content-Type, Content-Length,
  * Connection, Date, Transfer-Encoding, X-Request-Id, Keep-Alive, Upgrade,
  * Trailer). A Cache-Control of the handler's replaces microd's "no-store",
  * a Retry-After replaces retry_after; other names may repeat (Set-Cookie).

@@ -213,8 +213,12 @@ router_match(const struct route *table, size_t n, const char *method,
 	out->params.n = 0;
 	out->allow[0] = '\0';
 	out->detail = NULL;
-	if (raw[0] != '/')
-		raw = "/"; /* "" (an authority with no path) */
+	if (raw[0] == '\0')
+		raw = "/";   /* an absolute-form target with no path */
+	if (raw[0] != '/') { /* "*", or not a path at all */
+		out->route = NULL;
+		return out->match = ROUTE_NOT_FOUND;
+	}
 	escaped = strchr(raw, '%') != NULL;
 	for (size_t i = 0; i < n; i++) {
 		const struct route *rt = &table[i];
@@ -288,29 +292,24 @@ is_name(const char *s, size_t n)
 	return 1;
 }
 
-/* The template's shape: literals as they are, each parameter as "{}". */
-static void
-shape(const char *t, char *buf, size_t len)
+/* Whether two templates match the same paths: equal but for names. */
+static int
+same_shape(const char *a, const char *b)
 {
-	size_t used = 0;
+	while (*a != '\0' && *b != '\0') {
+		size_t an, bn;
 
-	while (*t != '\0' && used + 3 < len) {
-		size_t tn;
-
-		buf[used++] = *t++; /* the '/' */
-		tn = strcspn(t, "/");
-		if (is_param(t, tn)) {
-			memcpy(buf + used, "{}", 2);
-			used += 2;
-		} else {
-			if (used + tn + 1 >= len)
-				break;
-			memcpy(buf + used, t, tn);
-			used += tn;
-		}
-		t += tn;
+		a++;
+		b++;
+		an = strcspn(a, "/");
+		bn = strcspn(b, "/");
+		if (is_param(a, an) != is_param(b, bn) ||
+		    (!is_param(a, an) && (an != bn || memcmp(a, b, an) != 0)))
+			return 0;
+		a += an;
+		b += bn;
 	}
-	buf[used] = '\0';
+	return *a == *b;
 }
 
 /* NULL, or what is wrong with the template. */
@@ -358,12 +357,12 @@ template_fault(const char *t)
 }
 
 const char *
-router_check(const struct route *table, size_t n, char *msg, size_t len)
+router_check(const struct route *table, size_t n, unsigned int hide, char *msg,
+             size_t len)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct route *rt = &table[i];
 		const char *why = template_fault(rt->path);
-		char a[256], b[256];
 
 		if (why == NULL &&
 		    (rt->method == NULL || rt->method[0] == '\0'))
@@ -374,11 +373,11 @@ router_check(const struct route *table, size_t n, char *msg, size_t len)
 		    (rt->flags & ROUTE_RAW_BODY))
 			why = "both ROUTE_JSON_BODY and ROUTE_RAW_BODY";
 		for (size_t j = 0; why == NULL && j < i; j++) {
-			if (strcmp(table[j].method, rt->method) != 0)
+			if ((table[j].flags & hide) || (rt->flags & hide) ||
+			    template_fault(table[j].path) != NULL ||
+			    strcmp(table[j].method, rt->method) != 0)
 				continue;
-			shape(table[j].path, a, sizeof(a));
-			shape(rt->path, b, sizeof(b));
-			if (strcmp(a, b) == 0)
+			if (same_shape(table[j].path, rt->path))
 				why = "another row has the same method and "
 				      "template";
 		}

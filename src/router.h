@@ -78,11 +78,12 @@ enum route_match router_find(const char *method, const char *raw,
 /*
  * NULL when every row of the table is well formed (a template as above, at
  * most REQUEST_PARAMS_MAX parameters with distinct names, a method, a
- * handler, one body flag at most, no two rows for the same method and
- * template), else a message naming the first bad row, in msg.
+ * handler, one body flag at most, no two rows served (not hidden) for the
+ * same method and template), else a message naming the first bad row, in
+ * msg.
  */
-const char *router_check(const struct route *table, size_t n, char *msg,
-                         size_t len);
+const char *router_check(const struct route *table, size_t n, unsigned int hide,
+                         char *msg, size_t len);
 
 /* The table's size, and its rows by position (for per-route metrics). */
 size_t router_count(void);

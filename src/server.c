@@ -345,7 +345,9 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	for (size_t i = 0; i < rep->n_headers; i++)
 		if (MHD_add_response_header(resp, rep->headers[i].name,
 		                            rep->headers[i].value) != MHD_YES)
-			goto out;
+			log_warn("%s: libmicrohttpd refused the handler's %s "
+			         "field; sent without it",
+			         __func__, rep->headers[i].name);
 	if (!reply_has_header(rep, MHD_HTTP_HEADER_CACHE_CONTROL) &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
 	                            "no-store") != MHD_YES)
@@ -906,10 +908,19 @@ start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	atomic_store(&ex->job_state, JOB_QUEUED);
 	atomic_fetch_add(&ex->refs, 1); /* the pool's, dropped in job_finish */
 	MHD_suspend_connection(conn);
-	if (pool_submit(srv->pool, &ex->task) != 0) {
+	switch (pool_submit(srv->pool, &ex->task)) {
+	case 0:
+		break;
+	case POOL_FULL:
 		atomic_fetch_sub(&ex->refs, 1);
 		atomic_store(&ex->job_state, JOB_REJECTED);
 		MHD_resume_connection(conn);
+		break;
+	default: /* closed: the server is stopping */
+		atomic_fetch_sub(&ex->refs, 1);
+		atomic_store(&ex->job_state, JOB_CANCELLED);
+		MHD_resume_connection(conn);
+		break;
 	}
 	return MHD_YES;
 }

@@ -41,10 +41,11 @@ def request(port, method, path, headers=(), body=None, timeout=10):
     if not m:
         return None, {}, got, took
     head_end = got.find(b"\r\n\r\n")
-    fields = {}
+    fields = {}  # a field sent twice has both values, a newline between
     for line in got[m.end():head_end].split(b"\r\n"):
         name, _, value = line.partition(b":")
-        fields.setdefault(name.decode().lower(), value.strip().decode())
+        name, value = name.decode().lower(), value.strip().decode()
+        fields[name] = fields[name] + "\n" + value if name in fields else value
     return int(m.group(1)), fields, got[head_end + 4:], took
 
 
@@ -111,7 +112,7 @@ def test_params(port):
 
 
 def test_view(port):
-    st, h, b, _ = request(port, "GET", "/delay/0?x=%41", headers=["User-Agent: routes-test/1",
+    st, h, b, _ = request(port, "GET", "/delay/0", headers=["User-Agent: routes-test/1",
                                                                   "X-Request-Id: view-check-1"])
     v = json.loads(b) if st == 200 else {}
     ok(st == 200 and v.get("request_id") == "view-check-1" and h.get("x-request-id") == "view-check-1",
@@ -135,6 +136,11 @@ def test_bodies_and_headers(port):
        and h.get("etag") == etag, "GET gives the body back as sent, with its ETag")
     st, h, b, _ = request(port, "GET", "/notes/n1", headers=["If-None-Match: W/%s" % etag])
     ok(st == 304 and b == b"" and h.get("etag") == etag, "If-None-Match with it: 304, no body")
+    ok(h.get("content-length") == str(len(b"first note")),
+       "  its Content-Length is the 200's (RFC 9110 8.6): %r" % h.get("content-length"))
+    for name in ("..", "."):
+        st, _, b, _ = request(port, "PUT", "/notes/%s" % name, body=b"x")
+        ok(st == 400 and "not only dots" in (detail(b) or ""), "a note named %r is refused" % name)
     chunked = (b"PUT /notes/n1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"6\r\nsecond\r\n2\r\n n\r\n0\r\n\r\n")
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -183,7 +189,7 @@ def test_life_cycle(proc, port, log):
     ok(status == 0, "exit status 0")
     ok(sig is not None and drain is not None and drained is not None and sig < drain < drained,
        "the drain hook ran when the drain began, before it ended")
-    ok(closed is not None and drained < closed.start() and closed.group(0) == "note store closed: 3 notes, 4 writes",
+    ok(closed is not None and drained < closed.start() and closed.group(0) == "note store closed: 64 notes, 65 writes",
        "the exit hook ran after the drain and closed the store it opened (%s)" % (closed.group(0) if closed else None))
     os.unlink(log)
 
@@ -290,7 +296,7 @@ def test_pool():
 
     # The drain waits for queued and running handler work.
     ts, out = start_all(port, ["/delay/1500"] * 4)
-    poll(lambda: metric(port, "microd_handler_queue_depth") == 2, 10, 0.02)
+    ok(poll(lambda: metric(port, "microd_handler_queue_depth") == 2, 10, 0.02), "four more: 2 running, 2 queued")
     t0 = time.monotonic()
     status = stop_microd_keep(proc)
     for t in ts:
@@ -304,7 +310,8 @@ def test_pool():
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--example-routes",
                                     "--handler-threads", "1", "--handler-queue", "1", "--shutdown-timeout", "0.5"])
     ts, out = start_all(port, ["/delay/6000", "/delay/6000"])
-    poll(lambda: metric(port, "microd_handler_queue_depth") == 1, 10, 0.02)
+    ok(poll(lambda: metric(port, "microd_handler_queue_depth") == 1, 10, 0.02),
+       "one handler thread busy for 6 s, one request queued")
     t0 = time.monotonic()
     status = stop_microd_keep(proc)
     took = time.monotonic() - t0
@@ -352,6 +359,40 @@ def raw_request(port, data, family=socket.AF_INET, host="127.0.0.1"):
     return got
 
 
+def test_half_close(port):
+    """libmicrohttpd 0.9.75 reads a client's end of file when it resumes a
+    request, and closes: a blocking route's reply is lost to a client that
+    half-closed after sending (README, Adding a route). Pinned, so a library
+    that changes it is noticed."""
+    def half(path):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+        s.shutdown(socket.SHUT_WR)
+        got = recv_all(s)
+        s.close()
+        return got
+    ok(half("/status/200").startswith(b"HTTP/1.1 200 "), "a half-closed client gets a plain route's reply")
+    ok(half("/delay/0") == b"", "  but not a blocking route's: closed with no reply (libmicrohttpd 0.9.75)")
+
+
+def test_store_full(port):
+    codes = [request(port, "PUT", "/notes/fill%d" % i, body=b"f")[0] for i in range(64)]
+    st, _, b, _ = request(port, "PUT", "/notes/one-more", body=b"f")
+    ok(507 in codes + [st] and codes.count(201) + (st == 201) <= 64,
+       "the 64-note store answers 507 once full")
+    ok(st == 507 and detail(b) == "the store holds 64 notes already", "  naming its size")
+
+
+def test_app_fails():
+    env = dict(os.environ, MICROD_TEST_APP_FAIL="1")
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1"], env=env)
+    status = wait_exit(proc, 10)
+    text = read_log(log)
+    ok(port is None and status == 1 and "MICROD_TEST_APP_FAIL is set" in text,
+       "a start hook that returns NULL: exit 1 before listening (%s)" % status)
+    os.unlink(log)
+
+
 def test_readme():
     """The README's "Adding a route" code is the source's, byte for byte."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -382,7 +423,17 @@ def test_peer_v6():
         peer = json.loads(body).get("peer")
     except ValueError:
         peer = None
-    ok(peer == "::1", "req->peer is ::1 over IPv6: %r" % peer)
+    ok(peer == "::1", "request_peer is ::1 over IPv6: %r" % peer)
+    stop_microd(proc, log)
+    port = free_port(socket.AF_INET6, "::")
+    proc, seen, log = start_microd([BIN, "--port", str(port), "--bind", "::", "--example-routes"])
+    got = raw_request(port, b"GET /delay/0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    body = got[got.find(b"\r\n\r\n") + 4:]
+    try:
+        peer = json.loads(body).get("peer")
+    except ValueError:
+        peer = None
+    ok(peer == "::ffff:127.0.0.1", "an IPv4 client of --bind :: is %r" % peer)
     stop_microd(proc, log)
 
 
@@ -394,6 +445,8 @@ def main():
     test_params(port)
     test_view(port)
     test_bodies_and_headers(port)
+    test_half_close(port)
+    test_store_full(port)
     test_life_cycle(proc, port, log)
 
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1"])
@@ -409,6 +462,7 @@ def main():
     test_pool()
     test_bad_status()
     test_peer_v6()
+    test_app_fails()
     test_readme()
     return done()
 

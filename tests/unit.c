@@ -108,6 +108,10 @@ static const struct match_case {
     {"GET", "/", 0, ROUTE_FOUND, 7, NULL, NULL, NULL, NULL},
     /* "" is an absolute-form target with no path: "/" */
     {"GET", "", 0, ROUTE_FOUND, 7, NULL, NULL, NULL, NULL},
+    /* anything else that is not a path is no route, "/" least of all */
+    {"GET", "*", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"GET", "users/42", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
+    {"GET", "x/y/z", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
     /* paths and methods are case-sensitive */
     {"GET", "/USERS/42", 0, ROUTE_NOT_FOUND, -1, NULL, NULL, NULL, NULL},
     {"get", "/users/42", 0, ROUTE_BAD_METHOD, 0, NULL, NULL,
@@ -211,14 +215,52 @@ test_router_check(void)
 {
 	char msg[256];
 
-	ok(router_check(router_at(0), router_count(), msg, sizeof(msg)) == NULL,
-	   "microd's own table is well formed");
-	ok(router_check(match_table, N_MATCH, msg, sizeof(msg)) == NULL,
+	ok(router_check(router_at(0), router_count(), 0, msg, sizeof(msg)) ==
+	       NULL,
+	   "microd's own table is well formed, example rows included");
+	ok(router_check(match_table, N_MATCH, 0, msg, sizeof(msg)) == NULL,
 	   "the test table is too");
+	{
+		static const struct route hidden[] = {
+		    {"GET", "/status/{code}", h_any, ROUTE_EXAMPLE, 0},
+		    {"GET", "/status/{id}", h_any, 0, 0},
+		};
+		static const struct route many[] = {
+		    {"GET", "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}", h_any, 0, 0},
+		    {"GET", "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}", h_any, 0,
+		     0},
+		};
+		static char t1[400], t2[400];
+		struct route longer[2] = {{"GET", t1, h_any, 0, 0},
+		                          {"GET", t2, h_any, 0, 0}};
+
+		ok(router_check(hidden, 2, ROUTE_EXAMPLE, msg, sizeof(msg)) ==
+		       NULL,
+		   "a hidden row does not collide with a served one");
+		is_str(router_check(hidden, 2, 0, msg, sizeof(msg)),
+		       "route 1 (GET /status/{id}): another row has the same "
+		       "method and template",
+		       "... but does once it is served");
+		is_str(
+		    router_check(many, 2, 0, msg, sizeof(msg)),
+		    "route 1 (GET /{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}): more "
+		    "parameters than REQUEST_PARAMS_MAX",
+		    "8 parameters are fine, a 9th is refused");
+		/* 40 segments of "/aaaaaaaaa", 400 bytes. */
+		for (size_t k = 0; k < sizeof(t1) - 1; k++)
+			t1[k] = k % 10 == 0 ? '/' : 'a';
+		memcpy(t2, t1, sizeof(t1));
+		t2[398] = 'b';
+		ok(router_check(longer, 2, 0, msg, sizeof(msg)) == NULL,
+		   "long templates that differ at their end are two");
+		t2[398] = 'a';
+		ok(router_check(longer, 2, 0, msg, sizeof(msg)) != NULL,
+		   "... and the same ones are one");
+	}
 	for (size_t i = 0; i < sizeof(bad_tables) / sizeof(bad_tables[0]);
 	     i++) {
 		const char *why =
-		    router_check(bad_tables[i], 2, msg, sizeof(msg));
+		    router_check(bad_tables[i], 2, 0, msg, sizeof(msg));
 
 		is_str(why, bad_why[i], "router_check: %s", bad_why[i]);
 	}
@@ -314,6 +356,7 @@ test_reply_header(void)
 	    {"Transfer-Encoding", "chunked"},
 	    {"X-Request-Id", "x"},
 	    {"Date", "x"},
+	    {"X-Empty", ""},
 	};
 
 	log_setup(LOG_ERROR, LOG_FORMAT_TEXT, 0); /* the refusals warn */
@@ -331,6 +374,8 @@ test_reply_header(void)
 	is(rep.n_headers, 2, "reply_json keeps the headers");
 	ok(reply_has_header(&rep, "etag") && !reply_has_header(&rep, "X-No"),
 	   "reply_has_header ignores case");
+	is(reply_header(&rep, "X-Two", big), -1,
+	   "two values of 1024 bytes pass REPLY_HEADERS_BYTES");
 	while (rep.n_headers < REPLY_HEADERS_MAX)
 		reply_header(&rep, "Set-Cookie", "a=b");
 	is(reply_header(&rep, "X-More", "v"), -1,
@@ -391,6 +436,7 @@ test_pool(void)
 		accepted += pool_submit(p, &tasks[i].task) == 0;
 	}
 	is(accepted, 5, "2 running + 3 queued accepted, 3 refused at once");
+	is(pool_submit(p, &tasks[7].task), POOL_FULL, "  as POOL_FULL");
 	while (pool_busy(p) < 2 && now_ms() < deadline)
 		;
 	is(pool_busy(p), 2, "both threads busy");
@@ -398,7 +444,8 @@ test_pool(void)
 	is(pool_wait(p, 50), -1, "pool_wait gives up while they run");
 	pool_close(p, count_cancel);
 	is(cancelled, 3, "pool_close hands back the three queued");
-	is(pool_submit(p, &tasks[7].task), -1, "a closed pool takes none");
+	is(pool_submit(p, &tasks[7].task), POOL_CLOSED,
+	   "a closed pool takes none, and says it is closed");
 	pthread_mutex_unlock(&gate);
 	is(pool_wait(p, 10000), 0, "the running ones end");
 	is(atomic_load(&ran), 2, "two ran");
