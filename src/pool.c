@@ -208,28 +208,6 @@ pool_close(struct pool *p, void (*cancel)(struct pool_task *))
 	}
 }
 
-int
-pool_wait(struct pool *p, int timeout_ms)
-{
-	struct timespec until;
-	int busy;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&p->lock);
-	while (p->busy > 0 &&
-	       pthread_cond_timedwait(&p->idle, &p->lock, &until) != ETIMEDOUT)
-		;
-	busy = p->busy > 0;
-	pthread_mutex_unlock(&p->lock);
-	return busy ? -1 : 0;
-}
-
 unsigned int
 pool_abandon(struct pool *p, void (*fn)(struct pool_task *))
 {

@@ -44,9 +44,6 @@ unsigned int pool_busy(struct pool *pool);
  */
 void pool_close(struct pool *pool, void (*cancel)(struct pool_task *task));
 
-/* Waits up to timeout_ms for the running tasks to end: 0 when none runs. */
-int pool_wait(struct pool *pool, int timeout_ms);
-
 /*
  * Calls fn on every task still running, under the pool's lock (so never at
  * the same time as that task's finish); the count of them. Their finish
@@ -56,8 +53,8 @@ unsigned int pool_abandon(struct pool *pool, void (*fn)(struct pool_task *));
 
 /*
  * Ends the threads and frees the pool, after pool_close. A thread still in a
- * task (pool_wait gave up on it) is left to the process's exit: the pool is
- * then not freed, as that thread still uses it.
+ * task is left to end on its own (the last one frees the pool): joining it
+ * could wait without end.
  */
 void pool_stop(struct pool *pool);
 

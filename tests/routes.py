@@ -411,30 +411,18 @@ def test_readme():
 
 
 def test_peer_v6():
-    port = free_port(socket.AF_INET6, "::1")
-    proc, seen, log = start_microd([BIN, "--port", str(port), "--bind", "::1", "--example-routes"])
-    if not ok(seen is not None, "microd on [::1]:%d" % port):
+    for bind, family, host, want in (("::1", socket.AF_INET6, "::1", "::1"),
+                                     ("::", socket.AF_INET, "127.0.0.1", "::ffff:127.0.0.1")):
+        port = free_port(socket.AF_INET6, bind)
+        proc, seen, log = start_microd([BIN, "--port", str(port), "--bind", bind, "--example-routes"])
+        got = raw_request(port, b"GET /delay/0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                          family, host) if seen else b""
+        try:
+            peer = json.loads(got[got.find(b"\r\n\r\n") + 4:]).get("peer")
+        except ValueError:
+            peer = None
+        ok(peer == want, "request_peer with --bind %s, a client from %s: %r" % (bind, host, peer))
         stop_microd(proc, log)
-        return
-    got = raw_request(port, b"GET /delay/0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                      socket.AF_INET6, "::1")
-    body = got[got.find(b"\r\n\r\n") + 4:]
-    try:
-        peer = json.loads(body).get("peer")
-    except ValueError:
-        peer = None
-    ok(peer == "::1", "request_peer is ::1 over IPv6: %r" % peer)
-    stop_microd(proc, log)
-    port = free_port(socket.AF_INET6, "::")
-    proc, seen, log = start_microd([BIN, "--port", str(port), "--bind", "::", "--example-routes"])
-    got = raw_request(port, b"GET /delay/0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    body = got[got.find(b"\r\n\r\n") + 4:]
-    try:
-        peer = json.loads(body).get("peer")
-    except ValueError:
-        peer = None
-    ok(peer == "::ffff:127.0.0.1", "an IPv4 client of --bind :: is %r" % peer)
-    stop_microd(proc, log)
 
 
 def main():
