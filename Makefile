@@ -26,7 +26,7 @@ HARDEN   = -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
 # With every symbol bound at start (-z now), PLT stubs are only an extra
 # jump: -fno-plt calls through the GOT. microd's C needs no unwind tables
 # (no exceptions, no thread cancellation); dropping them keeps the stripped
-# binary under 64 KiB. gdb unwinds from the -g debug info all the same;
+# binary smaller. gdb unwinds from the -g debug info all the same;
 # CFLAGS=-fasynchronous-unwind-tables puts them back for perf --call-graph
 # dwarf on a stripped binary.
 SMALL    = -fno-plt -fno-asynchronous-unwind-tables
