@@ -55,7 +55,7 @@ LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
            src/log.c src/metrics.c src/notify.c src/number.c src/policy.c \
            src/probe.c src/refusal.c src/resources.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
-           src/status.c src/app.c src/examples.c src/pool.c \
+           src/status.c src/app.c src/examples.c src/pool.c src/health.c \
            src/utf8.c src/watchdog.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json

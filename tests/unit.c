@@ -18,6 +18,7 @@
 #include "config.h"
 #include "encode.h"
 #include "handlers.h"
+#include "health.h"
 #include "log.h"
 #include "notify.h"
 #include "number.h"
@@ -332,6 +333,97 @@ test_router(void)
 	test_router_match();
 	test_router_params();
 	test_router_check();
+}
+
+static const struct target_spec {
+	const char *spec;
+	const char *why; /* NULL: accepted */
+	int kind;
+	const char *host;
+	unsigned int port;
+	const char *path;
+} target_specs[] = {
+    {"db=tcp://127.0.0.1:5432", NULL, HEALTH_TCP, "127.0.0.1", 5432, ""},
+    {"cache=tcp://[::1]:6379", NULL, HEALTH_TCP, "::1", 6379, ""},
+    {"api=http://localhost:8080/healthz?x=1", NULL, HEALTH_HTTP, "localhost",
+     8080, "/healthz?x=1"},
+    {"a_b-1=http://10.0.0.1:80", NULL, HEALTH_HTTP, "10.0.0.1", 80, "/"},
+    {"db=udp://127.0.0.1:53", "the scheme must be tcp:// or http://", 0, NULL,
+     0, NULL},
+    {"db=https://h:443/", "the scheme must be tcp:// or http://", 0, NULL, 0,
+     NULL},
+    {"db=tcp://127.0.0.1", "no :PORT", 0, NULL, 0, NULL},
+    {"db=tcp://127.0.0.1:0", "the port must be 1 to 65535", 0, NULL, 0, NULL},
+    {"db=tcp://127.0.0.1:65536", "the port must be 1 to 65535", 0, NULL, 0,
+     NULL},
+    {"db=tcp://127.0.0.1:54x", "the port must be 1 to 65535", 0, NULL, 0, NULL},
+    {"db=tcp://:5432", "no host, or one longer than 253 bytes", 0, NULL, 0,
+     NULL},
+    {"db=tcp://::1:5432", "an IPv6 address needs [ADDR]:PORT", 0, NULL, 0,
+     NULL},
+    {"db=tcp://h:1/x", "a tcp:// check takes no path", 0, NULL, 0, NULL},
+    {"db=http://h:1/a b",
+     "a space or control byte in the path "
+     "(percent-encode it)",
+     0, NULL, 0, NULL},
+    {"DB=tcp://h:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'", 0, NULL,
+     0, NULL},
+    {"=tcp://h:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'", 0, NULL, 0,
+     NULL},
+    {"tcp://h:1", "expected NAME=tcp://HOST:PORT or NAME=http://HOST:PORT/PATH",
+     0, NULL, 0, NULL},
+    {"db", "expected NAME=tcp://HOST:PORT or NAME=http://HOST:PORT/PATH", 0,
+     NULL, 0, NULL},
+    {"abcdefghijabcdefghijabcdefghijabc=tcp://h:1",
+     "the name must be 1 to 32 of a-z, 0-9, '_', '-'", 0, NULL, 0, NULL},
+};
+
+static void
+test_health(void)
+{
+	struct health_state st = {0};
+
+	for (size_t i = 0; i < sizeof(target_specs) / sizeof(target_specs[0]);
+	     i++) {
+		const struct target_spec *c = &target_specs[i];
+		struct health_target t;
+		const char *why = NULL;
+		int r = health_parse_target(c->spec, &t, &why);
+
+		if (c->why != NULL) {
+			ok(r == -1 && why != NULL && strcmp(why, c->why) == 0,
+			   "--check %s: %s", c->spec, c->why);
+			continue;
+		}
+		ok(r == 0 && (int)t.kind == c->kind &&
+		       strcmp(t.host, c->host) == 0 && t.port == c->port &&
+		       strcmp(t.path, c->path) == 0,
+		   "--check %s -> %s %s:%u%s", c->spec,
+		   c->kind == HEALTH_TCP ? "tcp" : "http", c->host, c->port,
+		   c->path);
+	}
+	is_str(health_status_word(st.status), "fail",
+	       "a check not run yet fails");
+	is(health_record(&st, 1, 3, 1000, 1, NULL), 1, "a first pass: changed");
+	is_str(health_status_word(st.status), "pass", "  to pass");
+	is(health_record(&st, 0, 3, 1000, 2, "refused"), 0,
+	   "one failure of a threshold of 3: still pass");
+	is(health_record(&st, 0, 3, 1000, 3, "refused"), 0, "two: still pass");
+	is(health_record(&st, 0, 3, 1000, 4, "timed out"), 1,
+	   "three in a row: changed to fail");
+	ok(st.status == HEALTH_FAIL && strcmp(st.reason, "timed out") == 0 &&
+	       st.failures == 3 && st.runs == 4 && st.ran_at_ms == 4,
+	   "  with the last reason and the counts");
+	is(health_record(&st, 1, 3, 1000, 5, NULL), 1,
+	   "one pass: back to pass");
+	ok(st.failing == 0 && st.reason[0] == '\0',
+	   "  the streak and reason go");
+	st = (struct health_state){0};
+	is(health_record(&st, 0, 3, 1000, 1, "refused"), 1,
+	   "a first run that fails fails at once, whatever the threshold");
+	ok(health_name_valid("db-1_a") && !health_name_valid("Db") &&
+	       !health_name_valid(""),
+	   "check names: [a-z0-9_-]");
 }
 
 static void
@@ -1636,6 +1728,7 @@ main(void)
 	test_reply();
 	test_reply_header();
 	test_pool();
+	test_health();
 	test_encode();
 	test_config();
 	test_resources();
