@@ -338,44 +338,44 @@ test_router(void)
 static const struct target_spec {
 	const char *spec;
 	const char *why; /* NULL: accepted */
-	int kind;
 	const char *host;
-	unsigned int port;
 	const char *path;
+	int kind;
+	unsigned int port;
 } target_specs[] = {
-    {"db=tcp://127.0.0.1:5432", NULL, HEALTH_TCP, "127.0.0.1", 5432, ""},
-    {"cache=tcp://[::1]:6379", NULL, HEALTH_TCP, "::1", 6379, ""},
-    {"api=http://localhost:8080/healthz?x=1", NULL, HEALTH_HTTP, "localhost",
-     8080, "/healthz?x=1"},
-    {"a_b-1=http://10.0.0.1:80", NULL, HEALTH_HTTP, "10.0.0.1", 80, "/"},
-    {"db=udp://127.0.0.1:53", "the scheme must be tcp:// or http://", 0, NULL,
-     0, NULL},
-    {"db=https://h:443/", "the scheme must be tcp:// or http://", 0, NULL, 0,
-     NULL},
-    {"db=tcp://127.0.0.1", "no :PORT", 0, NULL, 0, NULL},
-    {"db=tcp://127.0.0.1:0", "the port must be 1 to 65535", 0, NULL, 0, NULL},
-    {"db=tcp://127.0.0.1:65536", "the port must be 1 to 65535", 0, NULL, 0,
-     NULL},
-    {"db=tcp://127.0.0.1:54x", "the port must be 1 to 65535", 0, NULL, 0, NULL},
-    {"db=tcp://:5432", "no host, or one longer than 253 bytes", 0, NULL, 0,
-     NULL},
-    {"db=tcp://::1:5432", "an IPv6 address needs [ADDR]:PORT", 0, NULL, 0,
-     NULL},
-    {"db=tcp://h:1/x", "a tcp:// check takes no path", 0, NULL, 0, NULL},
+    {"db=tcp://127.0.0.1:5432", NULL, "127.0.0.1", "", HEALTH_TCP, 5432},
+    {"cache=tcp://[::1]:6379", NULL, "::1", "", HEALTH_TCP, 6379},
+    {"api=http://localhost:8080/healthz?x=1", NULL, "localhost", "/healthz?x=1",
+     HEALTH_HTTP, 8080},
+    {"a_b-1=http://10.0.0.1:80", NULL, "10.0.0.1", "/", HEALTH_HTTP, 80},
+    {"db=udp://127.0.0.1:53", "the scheme must be tcp:// or http://", NULL,
+     NULL, 0, 0},
+    {"db=https://h:443/", "the scheme must be tcp:// or http://", NULL, NULL, 0,
+     0},
+    {"db=tcp://127.0.0.1", "no :PORT", NULL, NULL, 0, 0},
+    {"db=tcp://127.0.0.1:0", "the port must be 1 to 65535", NULL, NULL, 0, 0},
+    {"db=tcp://127.0.0.1:65536", "the port must be 1 to 65535", NULL, NULL, 0,
+     0},
+    {"db=tcp://127.0.0.1:54x", "the port must be 1 to 65535", NULL, NULL, 0, 0},
+    {"db=tcp://:5432", "no host, or one longer than 253 bytes", NULL, NULL, 0,
+     0},
+    {"db=tcp://::1:5432", "an IPv6 address needs [ADDR]:PORT", NULL, NULL, 0,
+     0},
+    {"db=tcp://h:1/x", "a tcp:// check takes no path", NULL, NULL, 0, 0},
     {"db=http://h:1/a b",
      "a space or control byte in the path "
      "(percent-encode it)",
-     0, NULL, 0, NULL},
-    {"DB=tcp://h:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'", 0, NULL,
-     0, NULL},
-    {"=tcp://h:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'", 0, NULL, 0,
-     NULL},
+     NULL, NULL, 0, 0},
+    {"DB=tcp://h:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'", NULL,
+     NULL, 0, 0},
+    {"=tcp://h:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'", NULL, NULL,
+     0, 0},
     {"tcp://h:1", "expected NAME=tcp://HOST:PORT or NAME=http://HOST:PORT/PATH",
-     0, NULL, 0, NULL},
-    {"db", "expected NAME=tcp://HOST:PORT or NAME=http://HOST:PORT/PATH", 0,
-     NULL, 0, NULL},
+     NULL, NULL, 0, 0},
+    {"db", "expected NAME=tcp://HOST:PORT or NAME=http://HOST:PORT/PATH", NULL,
+     NULL, 0, 0},
     {"abcdefghijabcdefghijabcdefghijabc=tcp://h:1",
-     "the name must be 1 to 32 of a-z, 0-9, '_', '-'", 0, NULL, 0, NULL},
+     "the name must be 1 to 32 of a-z, 0-9, '_', '-'", NULL, NULL, 0, 0},
 };
 
 static void
