@@ -44,6 +44,10 @@ struct request {
 	 * NULL when absent. */
 	const char *(*lookup)(void *ctx, enum request_field field,
 	                      const char *name);
+	/* Calls fn with the value of every query argument named name, in
+	 * order (NULL for one given without '='). */
+	void (*each)(void *ctx, const char *name,
+	             void (*fn)(void *arg, const char *value), void *arg);
 	void *ctx;
 };
 
@@ -83,6 +87,15 @@ request_query(const struct request *req, const char *name)
 {
 	return req->lookup != NULL ? req->lookup(req->ctx, REQUEST_QUERY, name)
 	                           : NULL;
+}
+
+/* Every value of a repeated query argument (?exclude=a&exclude=b). */
+static inline void
+request_query_each(const struct request *req, const char *name,
+                   void (*fn)(void *arg, const char *value), void *arg)
+{
+	if (req->each != NULL)
+		req->each(req->ctx, name, fn, arg);
 }
 
 /* The client's address ("127.0.0.1", "::1"), worked out when asked; ""

@@ -160,7 +160,8 @@ struct exchange {
 	struct route_result res;
 	size_t max_body; /* the route's, else --max-body */
 	int takes_body;  /* the route buffers the body (JSON or raw) */
-	size_t expect;   /* a sized body's length + 1; 0: chunked */
+	size_t expect;   /* a sized body's length + nul; 0: chunked */
+	size_t nul;      /* 1: a raw body, kept with a NUL after it */
 	int chunked;     /* the body is chunked: it may carry trailers */
 	size_t reserved; /* of the body budget, released in on_completed */
 	int over_budget; /* the budget ran out while a chunked body came */
@@ -247,6 +248,36 @@ lookup_field(void *ctx, enum request_field field, const char *name)
 	    ex->conn,
 	    field == REQUEST_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
 	    name);
+}
+
+struct each_arg {
+	const char *name;
+	void (*fn)(void *arg, const char *value);
+	void *arg;
+};
+
+static enum MHD_Result
+each_value(void *cls, enum MHD_ValueKind kind, const char *key,
+           const char *value)
+{
+	struct each_arg *a = cls;
+
+	(void)kind;
+	if (strcasecmp(key, a->name) == 0) /* as the lookup compares */
+		a->fn(a->arg, value);
+	return MHD_YES;
+}
+
+/* The request view's each() on the connection's own thread. */
+static void
+each_field(void *ctx, const char *name, void (*fn)(void *, const char *),
+           void *arg)
+{
+	struct exchange *ex = ctx;
+	struct each_arg a = {name, fn, arg};
+
+	MHD_get_connection_values(ex->conn, MHD_GET_ARGUMENT_KIND, each_value,
+	                          &a);
 }
 
 /*
@@ -640,6 +671,7 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 			ex->max_body = rt->max_body;
 		ex->takes_body =
 		    (rt->flags & (ROUTE_JSON_BODY | ROUTE_RAW_BODY)) != 0;
+		ex->nul = (rt->flags & ROUTE_RAW_BODY) != 0;
 	}
 	if (f.sized && f.length > ex->max_body)
 		return send_error(srv, conn, ex, 413, 1,
@@ -656,7 +688,7 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	    reserve_body(srv, ex, f.length) != 0)
 		return send_busy(srv, conn, ex);
 	if (ex->takes_body && f.sized)
-		ex->expect = (size_t)f.length + 1;
+		ex->expect = (size_t)f.length + ex->nul;
 	if (ex->res.match != ROUTE_FOUND && (f.chunked || f.length > 0)) {
 		struct request req = {.method = method, .path = ex->path};
 		struct reply rep = {0};
@@ -688,20 +720,20 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 	}
 	if (!ex->takes_body || ex->over_budget)
 		return MHD_YES; /* read and dropped */
-	/* One byte more than the body, for the NUL after a raw one. */
-	if (ex->len + size + 1 > ex->cap) {
+	/* A raw body gets one byte more, for the NUL after it. */
+	if (ex->len + size + ex->nul > ex->cap) {
 		size_t cap = ex->cap > 0      ? ex->cap
 		             : ex->expect > 0 ? ex->expect
 		                              : 4096;
 		char *p;
 
-		while (cap < ex->len + size + 1)
+		while (cap < ex->len + size + ex->nul)
 			cap *= 2;
-		if (cap > ex->max_body + 1)
-			cap = ex->max_body + 1;
+		if (cap > ex->max_body + ex->nul)
+			cap = ex->max_body + ex->nul;
 		/* A sized body reserved all of it up front; the NUL is free. */
-		if (cap - 1 > ex->reserved &&
-		    reserve_body(srv, ex, cap - 1 - ex->reserved) != 0) {
+		if (cap - ex->nul > ex->reserved &&
+		    reserve_body(srv, ex, cap - ex->nul - ex->reserved) != 0) {
 			free(ex->body); /* a 503 comes at the end */
 			ex->body = NULL;
 			ex->len = ex->cap = 0;
@@ -828,6 +860,19 @@ lookup_snapshot(void *ctx, enum request_field field, const char *name)
 	return NULL;
 }
 
+/* The request view's each() on a handler thread. */
+static void
+each_snapshot(void *ctx, const char *name, void (*fn)(void *, const char *),
+              void *arg)
+{
+	const struct exchange *ex = ctx;
+
+	for (size_t i = 0; i < ex->snap.n; i++)
+		if (ex->snap.at[i].kind == REQUEST_QUERY &&
+		    strcasecmp(ex->snap.at[i].name, name) == 0)
+			fn(arg, ex->snap.at[i].value);
+}
+
 #define EXCHANGE_OF(t)                                                         \
 	((struct exchange *)(void *)((char *)(t)-offsetof(struct exchange,     \
 	                                                  task)))
@@ -837,7 +882,8 @@ static void
 job_run(struct pool_task *task)
 {
 	struct exchange *ex = EXCHANGE_OF(task);
-	struct request req = {.lookup = lookup_snapshot, .ctx = ex};
+	struct request req = {
+	    .lookup = lookup_snapshot, .each = each_snapshot, .ctx = ex};
 
 	request_view(ex, ex->res.route->method, &req);
 	if (ex->method_head)
@@ -959,6 +1005,7 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	struct request req = {.method = method,
 	                      .path = ex->path,
 	                      .lookup = lookup_field,
+	                      .each = each_field,
 	                      .ctx = ex};
 	struct reply rep = {0};
 	enum MHD_Result ret;
@@ -989,7 +1036,7 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	}
 	if (ex->over_budget)
 		return send_busy(srv, conn, ex);
-	if (ex->body != NULL)
+	if (ex->body != NULL && ex->nul)
 		ex->body[ex->len] = '\0'; /* room was kept for it */
 	if (ex->res.route->flags & ROUTE_JSON_BODY) {
 		struct policy_verdict v = policy_json_cost(ex->body, ex->len);
