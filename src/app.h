@@ -9,6 +9,7 @@
 
 #include "request.h"
 
+struct checks;
 struct config;
 struct notes;
 
@@ -20,6 +21,10 @@ struct notes;
 struct app {
 	struct notes *notes; /* the example routes' store; NULL without
 	                      * --example-routes */
+	/* microd's own, set by main once the server runs: the health checks
+	 * the probes read (NULL: none), and --health-details. */
+	struct checks *checks;
+	int health_details;
 };
 
 /*

@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "number.h"
 #include "resources.h"
@@ -226,6 +227,73 @@ parse_example_routes(struct config *cfg, const char *s)
 	return parse_bool(s, &cfg->example_routes);
 }
 
+/* One or more checks, separated by spaces (the variable's form); appended. */
+static int
+parse_check(struct config *cfg, const char *s)
+{
+	char one[HEALTH_NAME_MAX + HEALTH_HOST_MAX + HEALTH_PATH_MAX + 32];
+	int any = 0;
+
+	for (;;) {
+		size_t n;
+		struct health_target t;
+		const char *why;
+
+		s += strspn(s, " \t");
+		n = strcspn(s, " \t");
+		if (n == 0)
+			return any ? 0 : -1;
+		if (n >= sizeof(one) || cfg->n_checks == CONFIG_CHECKS_MAX)
+			return -1;
+		memcpy(one, s, n);
+		one[n] = '\0';
+		if (health_parse_target(one, &t, &why) != 0 ||
+		    strcmp(t.name, "pool") == 0 || strcmp(t.name, "drain") == 0)
+			return -1;
+		for (size_t i = 0; i < cfg->n_checks; i++)
+			if (strcmp(cfg->checks[i].name, t.name) == 0)
+				return -1; /* a name twice */
+		cfg->checks[cfg->n_checks++] = t;
+		any = 1;
+		s += n;
+	}
+}
+
+static int
+parse_check_interval(struct config *cfg, const char *s)
+{
+	return config_parse_seconds(s, 3600, &cfg->check_interval_ms) != 0 ||
+	               cfg->check_interval_ms < 100
+	           ? -1
+	           : 0;
+}
+
+static int
+parse_check_timeout(struct config *cfg, const char *s)
+{
+	return config_parse_seconds(s, 60, &cfg->check_timeout_ms) != 0 ||
+	               cfg->check_timeout_ms < 10
+	           ? -1
+	           : 0;
+}
+
+static int
+parse_check_threshold(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (number_parse(s, 100, &v) != 0 || v == 0)
+		return -1;
+	cfg->check_threshold = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_health_details(struct config *cfg, const char *s)
+{
+	return parse_bool(s, &cfg->health_details);
+}
+
 static int
 parse_log_probes(struct config *cfg, const char *s)
 {
@@ -371,6 +439,29 @@ static const struct option options[] = {
      "GET /resolve/{host} (on the handler pool), PUT/GET /notes/{name} "
      "(off by default: not for production)",
      parse_example_routes},
+    {"check", "MICROD_CHECKS", NULL, "NAME=URL",
+     "NAME=tcp://HOST:PORT or NAME=http://HOST:PORT/PATH, NAME 1 to 32 of "
+     "a-z 0-9 _ -, not pool or drain, each name once (the variable: "
+     "several, separated by spaces)",
+     "a readiness check of a dependency, run in the background: connect "
+     "(tcp://), or GET with a 2xx or 3xx answer (http://); repeatable",
+     parse_check},
+    {"check-interval", "MICROD_CHECK_INTERVAL", NULL, "SECONDS",
+     "seconds from 0.1 to 3600", "how often each check runs (default 5)",
+     parse_check_interval},
+    {"check-timeout", "MICROD_CHECK_TIMEOUT", NULL, "SECONDS",
+     "seconds from 0.01 to 60",
+     "how long one run of a check may take before it fails (default 1)",
+     parse_check_timeout},
+    {"check-threshold", "MICROD_CHECK_THRESHOLD", NULL, "N",
+     "an integer from 1 to 100",
+     "failed runs in a row before a check that passed fails (default 1)",
+     parse_check_threshold},
+    {"health-details", "MICROD_HEALTH_DETAILS", NULL, NULL,
+     "true or false (also 1/0, yes/no; any case)",
+     "show why a check fails in the ?verbose body of /livez and /readyz "
+     "(by default only in the log, as callers need not be trusted)",
+     parse_health_details},
     {"drain-delay", "MICROD_DRAIN_DELAY", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 5 or 0.5",
      "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
@@ -412,6 +503,11 @@ set_defaults(struct config *cfg)
 	cfg->handler_threads = 8;
 	cfg->handler_queue = 64;
 	cfg->example_routes = 0;
+	cfg->n_checks = 0;
+	cfg->health_details = 0;
+	cfg->check_interval_ms = 5000;
+	cfg->check_timeout_ms = 1000;
+	cfg->check_threshold = 1;
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->drain_delay_ms = 0;
 	cfg->check_only = 0;
@@ -631,6 +727,16 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			         opt->accepts);
 			return CONFIG_ERROR;
 		}
+		/* --check adds up, flag by flag: every one must be valid
+		 * and its name new. */
+		if (!address_only && opt == &options[index_of("check")]) {
+			if (parse_check(cfg, value) != 0)
+				return bad_value(err, errlen,
+				                 flags[opt - options], value,
+				                 opt);
+			given[opt - options] = value;
+			continue;
+		}
 		/* Every value given is checked, in order; the last one
 		 * counts. The probe reads only the address. */
 		if ((!address_only || opt == &options[index_of("bind")] ||
@@ -648,6 +754,10 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		if (address_only && i != index_of("bind") &&
 		    i != index_of("port"))
 			continue;
+		if (v != NULL && i == index_of("check")) {
+			from[i] = flags[i]; /* taken in the loop above */
+			continue;
+		}
 		if (v != NULL)
 			name = flags[i];
 		else

@@ -6,7 +6,12 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "health.h"
+
 enum event_loop { EVENT_LOOP_POLL, EVENT_LOOP_EPOLL };
+
+/* Most --check dependency checks. */
+#define CONFIG_CHECKS_MAX 16
 
 struct config {
 	const char *bind;     /* numeric IPv4 or IPv6 address */
@@ -25,6 +30,11 @@ struct config {
 	unsigned int handler_threads;  /* the pool for ROUTE_BLOCKING */
 	unsigned int handler_queue;    /* requests waiting for it, at most */
 	int example_routes;            /* serve the ROUTE_EXAMPLE rows */
+	struct health_target checks[CONFIG_CHECKS_MAX]; /* --check */
+	size_t n_checks;
+	unsigned int check_interval_ms, check_timeout_ms;
+	unsigned int check_threshold;
+	int health_details; /* failure reasons in ?verbose bodies */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 	int check_only; /* --check-config: validate, serve nothing */

@@ -5,31 +5,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "app.h"
+#include "checks.h"
 #include "metrics.h"
 #include "number.h"
 #include "reply.h"
 #include "server.h"
 #include "state.h"
 #include "version.h"
-
-void
-handle_health(const struct request *req, struct reply *rep)
-{
-	(void)req;
-	reply_json(rep, 200, json_pack("{s:s}", "status", "ok"));
-}
-
-void
-handle_ready(const struct request *req, struct reply *rep)
-{
-	(void)req;
-	if (state_get() == STATE_READY)
-		reply_json(rep, 200, json_pack("{s:s}", "status", "ready"));
-	else if (state_get() == STATE_STARTING)
-		reply_json(rep, 503, json_pack("{s:s}", "status", "starting"));
-	else
-		reply_json(rep, 503, json_pack("{s:s}", "status", "draining"));
-}
 
 void
 handle_version(const struct request *req, struct reply *rep)
@@ -42,13 +25,21 @@ handle_version(const struct request *req, struct reply *rep)
 	                     "jansson", jansson_version_str()));
 }
 
+static void
+render_checks(void *arg, FILE *f)
+{
+	checks_render_metrics(arg, f);
+}
+
 void
 handle_metrics(const struct request *req, struct reply *rep)
 {
 	size_t len = 0;
-	char *text = metrics_render(&len);
+	char *text = metrics_render(
+	    &len,
+	    req->app != NULL && req->app->checks != NULL ? render_checks : NULL,
+	    req->app != NULL ? req->app->checks : NULL);
 
-	(void)req;
 	reply_text(rep, 200, text, len,
 	           "text/plain; version=0.0.4; charset=utf-8");
 }

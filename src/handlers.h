@@ -5,8 +5,6 @@
 
 #include "request.h"
 
-handler_fn handle_health;
-handler_fn handle_ready;
 handler_fn handle_version;
 handler_fn handle_metrics;
 handler_fn handle_echo;

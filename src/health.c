@@ -161,6 +161,12 @@ health_record(struct health_state *st, int passed, unsigned int threshold,
 	return st->status != was;
 }
 
+int
+health_passes(enum health_status s, int liveness)
+{
+	return s == HEALTH_PASS || (liveness && s == HEALTH_UNKNOWN);
+}
+
 const char *
 health_status_word(enum health_status s)
 {

@@ -58,6 +58,13 @@ struct health_state {
 int health_record(struct health_state *st, int passed, unsigned int threshold,
                   long long duration_ns, long long at_ms, const char *reason);
 
+/*
+ * Whether a check in this status lets its group pass: a failed check never
+ * does; one not run yet fails readiness but not liveness, so a start is
+ * never taken for a wedge (and never becomes a restart).
+ */
+int health_passes(enum health_status s, int liveness);
+
 /* "pass" or "fail" (UNKNOWN: "fail"), the health+json draft's words. */
 const char *health_status_word(enum health_status s);
 

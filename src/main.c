@@ -13,6 +13,7 @@
 
 #include "activation.h"
 #include "app.h"
+#include "checks.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
@@ -438,8 +439,19 @@ main(int argc, char **argv)
 		log_stop(LOG_FLUSH_MS);
 		return 1;
 	}
-	sv.srv = server_start(&cfg, listen_fd, sv.app);
+	/* The checks exist before the first probe can read them; they run
+	 * once there is a server to check. */
+	sv.app->health_details = cfg.health_details;
+	sv.app->checks = checks_new(&cfg);
+	sv.srv = sv.app->checks != NULL ? server_start(&cfg, listen_fd, sv.app)
+	                                : NULL;
+	if (sv.srv != NULL &&
+	    checks_run(sv.app->checks, sv.srv, sv.ping_every_ms > 0) != 0) {
+		server_stop(sv.srv);
+		sv.srv = NULL;
+	}
 	if (sv.srv == NULL) {
+		checks_free(sv.app->checks);
 		app_stop(sv.app);
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
@@ -454,8 +466,8 @@ main(int argc, char **argv)
 		log_info("watchdog: GET /health through each worker thread "
 		         "every %lld ms",
 		         sv.ping_every_ms);
-		sv.watchdog =
-		    watchdog_start(sv.srv, &sv.notifier, sv.ping_every_ms);
+		sv.watchdog = watchdog_start(sv.srv, &sv.notifier,
+		                             sv.ping_every_ms, sv.app->checks);
 	}
 
 	do
@@ -466,10 +478,13 @@ main(int argc, char **argv)
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
-	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
-	if (server_stop(sv.srv) == 0)
+	watchdog_stop(sv.watchdog);  /* it talks to the pool: stop it first */
+	checks_halt(sv.app->checks); /* so does the pool check */
+	if (server_stop(sv.srv) == 0) {
+		checks_free(sv.app->checks); /* no probe reads them any more */
+		sv.app->checks = NULL;
 		app_stop(sv.app); /* no handler runs any more */
-	else
+	} else
 		log_warn("the application is not torn down: a handler that "
 		         "did not finish still uses it");
 	state_set(STATE_STOPPED);

@@ -370,7 +370,7 @@ metrics_watchdog_check(enum metrics_check result)
 }
 
 char *
-metrics_render(size_t *len)
+metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 {
 	char *text = NULL;
 	FILE *f = open_memstream(&text, len);
@@ -438,6 +438,8 @@ metrics_render(size_t *len)
 	put_label(f, MICROD_COMMIT);
 	fputs("\"} 1\n", f);
 	render_process(f);
+	if (extra != NULL)
+		extra(arg, f);
 	if (fclose(f) != 0) {
 		free(text);
 		return NULL;

@@ -4,6 +4,7 @@
 #define MICROD_METRICS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* Routes the counters can tell apart; the route table must not exceed it. */
 #define METRICS_MAX_ROUTES 30
@@ -45,8 +46,9 @@ void metrics_observe(const char *method, size_t route, unsigned int status,
 
 /*
  * The Prometheus text exposition (format 0.0.4) of everything above, the
- * process collector and build info. Returns a malloc'd string, or NULL.
+ * process collector and build info, then what extra (NULL: none) writes.
+ * Returns a malloc'd string, or NULL.
  */
-char *metrics_render(size_t *len);
+char *metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg);
 
 #endif

@@ -12,12 +12,17 @@
 
 #include "examples.h"
 #include "handlers.h"
+#include "healthz.h"
 #include "policy.h"
 #include "reply.h"
 
 static const struct route routes[] = {
     {"GET", "/health", handle_health, ROUTE_PROBE, 0},
     {"GET", "/ready", handle_ready, ROUTE_PROBE, 0},
+    {"GET", "/livez", handle_livez, ROUTE_PROBE, 0},
+    {"GET", "/readyz", handle_readyz, ROUTE_PROBE, 0},
+    {"GET", "/livez/{name}", handle_livez_one, ROUTE_PROBE, 0},
+    {"GET", "/readyz/{name}", handle_readyz_one, ROUTE_PROBE, 0},
     {"GET", "/version", handle_version, 0, 0},
     {"GET", "/metrics", handle_metrics, 0, 0},
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY, 0},

@@ -12,12 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checks.h"
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
 
 struct watchdog {
 	struct server *srv;
+	struct checks *checks; /* its pool check, fed from here */
 	const struct notifier *notifier;
 	long long every_ms;
 	int stop[2]; /* a pipe: written to stop the thread */
@@ -66,6 +68,8 @@ run(void *arg)
 		metrics_watchdog_check(!ok    ? METRICS_CHECK_FAILED
 		                       : full ? METRICS_CHECK_FULL
 		                              : METRICS_CHECK_OK);
+		checks_record_pool(wd->checks, ok,
+		                   (now_ms() - start) * 1000000LL);
 		if (ok && notify_send(wd->notifier, "WATCHDOG=1") != 0)
 			log_warn("watchdog: cannot notify the service manager");
 		if (ok != was_ok)
@@ -94,13 +98,15 @@ run(void *arg)
 }
 
 struct watchdog *
-watchdog_start(struct server *srv, const struct notifier *n, long long every_ms)
+watchdog_start(struct server *srv, const struct notifier *n, long long every_ms,
+               struct checks *checks)
 {
 	struct watchdog *wd = calloc(1, sizeof(*wd));
 
 	if (wd == NULL)
 		goto fail;
 	wd->srv = srv;
+	wd->checks = checks;
 	wd->notifier = n;
 	wd->every_ms = every_ms;
 	if (pipe(wd->stop) != 0) {

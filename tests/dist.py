@@ -121,8 +121,8 @@ def test_kubernetes():
         p = c.get(name, {}).get("httpGet", {})
         probes[name] = p.get("path")
         ok(p.get("port") in ("http", port), "%s targets the http port" % name)
-    ok(probes == {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"},
-       "liveness and startup on /health, readiness on /ready")
+    ok(probes == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"},
+       "liveness and startup on /livez, readiness on /readyz")
 
     delay = float(env.get("MICROD_DRAIN_DELAY", 0))
     timeout = float(env.get("MICROD_SHUTDOWN_TIMEOUT", 10))

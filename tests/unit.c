@@ -19,6 +19,7 @@
 #include "encode.h"
 #include "handlers.h"
 #include "health.h"
+#include "healthz.h"
 #include "log.h"
 #include "notify.h"
 #include "number.h"

@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * checks.c -- the health checks' threads: each check runs on its interval,
+ * bounded by its timeout, and leaves its latest result for the probes
+ */
+#include "checks.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "state.h"
+
+enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
+
+struct check {
+	enum check_kind kind;
+	unsigned int groups;
+	struct health_target target; /* its name is the check's */
+	long long interval_ms, timeout_ms;
+	unsigned int threshold;
+	struct health_state st; /* under the owner's lock */
+	int threaded;           /* has a thread of its own, running */
+	pthread_t thread;
+	struct checks *owner;
+};
+
+struct checks {
+	pthread_mutex_t lock; /* guards every check's st, and stop */
+	pthread_cond_t wake;  /* stop was set */
+	int stop;
+	struct server *srv;
+	size_t n;
+	struct check at[CHECKS_MAX];
+};
+
+/* A connected socket to the target before deadline_ms, or -1 with why. */
+static int
+dial(const struct check *c, long long deadline_ms, char *why, size_t len)
+{
+	const struct health_target *t = &c->target;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_NUMERICSERV};
+	struct addrinfo *res, *ai;
+	char port[8];
+	int fd = -1, err;
+
+	snprintf(port, sizeof(port), "%u", t->port);
+	/* A name is resolved by getaddrinfo, which no timeout bounds; an
+	 * address (the usual case in a cluster) is not looked up at all. */
+	err = getaddrinfo(t->host, port, &hints, &res);
+	if (err != 0) {
+		snprintf(why, len, "resolve %.64s: %s", t->host,
+		         gai_strerror(err));
+		return -1;
+	}
+	snprintf(why, len, "connect to %.64s:%u: no address", t->host, t->port);
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		struct pollfd p;
+		socklen_t elen = sizeof(err);
+		long long left;
+
+		fd = socket(ai->ai_family,
+		            ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		            ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		err = errno;
+		if (err == EINPROGRESS) {
+			p = (struct pollfd){.fd = fd, .events = POLLOUT};
+			left = deadline_ms - now_ms();
+			err = ETIMEDOUT;
+			if (left > 0 && poll(&p, 1, (int)left) == 1 &&
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) ==
+			        0 &&
+			    err == 0)
+				break;
+		}
+		if (err == ETIMEDOUT)
+			snprintf(why, len,
+			         "connect to %.64s:%u: no answer in %lld ms",
+			         t->host, t->port, c->timeout_ms);
+		else
+			snprintf(why, len, "connect to %.64s:%u: %s", t->host,
+			         t->port, strerror(err));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* Waits for fd to be ready for events before deadline_ms: 1, or 0. */
+static int
+ready_by(int fd, short events, long long deadline_ms)
+{
+	struct pollfd p = {.fd = fd, .events = events};
+	long long left = deadline_ms - now_ms();
+
+	return left > 0 && poll(&p, 1, (int)left) == 1;
+}
+
+/* GET the target's path: passes on a 2xx or 3xx status line in time. */
+static int
+http_get(const struct check *c, int fd, long long deadline_ms, char *why,
+         size_t len)
+{
+	const struct health_target *t = &c->target;
+	char req[HEALTH_PATH_MAX + HEALTH_HOST_MAX + 128], got[64];
+	size_t have = 0, sent = 0;
+	int n =
+	    snprintf(req, sizeof(req),
+	             "GET %s HTTP/1.1\r\nHost: %s:%u\r\n"
+	             "User-Agent: microd-check\r\nConnection: close\r\n\r\n",
+	             t->path, t->host, t->port);
+
+	while (sent < (size_t)n) {
+		ssize_t w;
+
+		if (!ready_by(fd, POLLOUT, deadline_ms)) {
+			snprintf(why, len, "GET %.64s: no answer in %lld ms",
+			         t->path, c->timeout_ms);
+			return -1;
+		}
+		w = send(fd, req + sent, (size_t)n - sent, MSG_NOSIGNAL);
+		if (w < 0 && errno != EAGAIN && errno != EINTR) {
+			snprintf(why, len, "GET %.64s: %s", t->path,
+			         strerror(errno));
+			return -1;
+		}
+		sent += w > 0 ? (size_t)w : 0;
+	}
+	while (have < 12) { /* "HTTP/1.1 200" */
+		ssize_t r;
+
+		if (!ready_by(fd, POLLIN, deadline_ms)) {
+			snprintf(why, len, "GET %.64s: no answer in %lld ms",
+			         t->path, c->timeout_ms);
+			return -1;
+		}
+		r = recv(fd, got + have, sizeof(got) - 1 - have, 0);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			snprintf(why, len, "GET %.64s: closed before a status",
+			         t->path);
+			return -1;
+		}
+		have += r > 0 ? (size_t)r : 0;
+	}
+	got[have] = '\0';
+	if (strncmp(got, "HTTP/1.", 7) != 0 || got[8] != ' ' ||
+	    (got[9] != '2' && got[9] != '3')) {
+		got[strcspn(got, "\r\n")] = '\0';
+		snprintf(why, len, "GET %.64s: %.40s", t->path, got);
+		return -1;
+	}
+	return 0;
+}
+
+/* One run of a check: 0 when it passed, else -1 with why. */
+static int
+run_once(struct check *c, char *why, size_t len)
+{
+	long long deadline = now_ms() + c->timeout_ms;
+	int fd, ret;
+
+	if (c->kind == CHECK_POOL) {
+		if (server_self_check(c->owner->srv, (int)c->timeout_ms) == 0)
+			return 0;
+		snprintf(why, len,
+		         "a worker thread did not answer GET /health in %lld "
+		         "ms",
+		         c->timeout_ms);
+		return -1;
+	}
+	fd = dial(c, deadline, why, len);
+	if (fd < 0)
+		return -1;
+	ret = c->target.kind == HEALTH_HTTP
+	          ? http_get(c, fd, deadline, why, len)
+	          : 0;
+	close(fd);
+	return ret;
+}
+
+/* Records a run under the lock; logs a change of status once. */
+static void
+record(struct check *c, int passed, long long took_ns, const char *why)
+{
+	struct checks *cs = c->owner;
+	enum health_status was;
+	int changed;
+
+	pthread_mutex_lock(&cs->lock);
+	was = c->st.status;
+	changed = health_record(&c->st, passed, c->threshold, took_ns,
+	                        wall_ms(), why);
+	pthread_mutex_unlock(&cs->lock);
+	if (changed && passed)
+		log_info("check %s: %s -> pass", c->target.name,
+		         was == HEALTH_UNKNOWN ? "not run" : "fail");
+	else if (changed)
+		log_warn("check %s: %s -> fail: %s", c->target.name,
+		         was == HEALTH_UNKNOWN ? "not run" : "pass", why);
+}
+
+static void *
+check_main(void *arg)
+{
+	struct check *c = arg;
+	struct checks *cs = c->owner;
+
+	for (;;) {
+		struct timespec until;
+		long long start = now_ns();
+		char why[160] = "";
+		int passed = run_once(c, why, sizeof(why)) == 0;
+
+		record(c, passed, now_ns() - start, why);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += (time_t)(c->interval_ms / 1000);
+		until.tv_nsec += (long)(c->interval_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&cs->lock);
+		while (!cs->stop && pthread_cond_timedwait(&cs->wake, &cs->lock,
+		                                           &until) != ETIMEDOUT)
+			;
+		if (cs->stop) {
+			pthread_mutex_unlock(&cs->lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&cs->lock);
+	}
+}
+
+static struct check *
+add(struct checks *cs, enum check_kind kind, unsigned int groups,
+    const char *name, const struct config *cfg)
+{
+	struct check *c = &cs->at[cs->n++];
+
+	c->kind = kind;
+	c->groups = groups;
+	snprintf(c->target.name, sizeof(c->target.name), "%s", name);
+	c->interval_ms = cfg->check_interval_ms;
+	c->timeout_ms = cfg->check_timeout_ms;
+	c->threshold = cfg->check_threshold;
+	c->owner = cs;
+	return c;
+}
+
+struct checks *
+checks_new(const struct config *cfg)
+{
+	struct checks *cs = calloc(1, sizeof(*cs));
+	pthread_condattr_t attr;
+
+	if (cs == NULL) {
+		log_error("%s: out of memory", __func__);
+		return NULL;
+	}
+	pthread_mutex_init(&cs->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&cs->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	add(cs, CHECK_POOL, CHECK_LIVE, "pool", cfg);
+	add(cs, CHECK_DRAIN, CHECK_READY, "drain", cfg);
+	for (size_t i = 0; i < cfg->n_checks && cs->n < CHECKS_MAX; i++)
+		add(cs, CHECK_TARGET, CHECK_READY, cfg->checks[i].name, cfg)
+		    ->target = cfg->checks[i];
+	return cs;
+}
+
+int
+checks_run(struct checks *cs, struct server *srv, int by_watchdog)
+{
+	int err = 0;
+
+	cs->srv = srv;
+	for (size_t i = 0; i < cs->n && err == 0; i++) {
+		struct check *c = &cs->at[i];
+
+		if (c->kind == CHECK_DRAIN ||
+		    (c->kind == CHECK_POOL && by_watchdog))
+			continue;
+		err = pthread_create(&c->thread, NULL, check_main, c);
+		if (err != 0)
+			log_error("%s: cannot start the thread of check %s: %s",
+			          __func__, c->target.name, strerror(err));
+		else
+			c->threaded = 1;
+	}
+	if (err != 0) {
+		checks_halt(cs);
+		return -1;
+	}
+	return 0;
+}
+
+void
+checks_record_pool(struct checks *cs, int passed, long long duration_ns)
+{
+	if (cs == NULL)
+		return;
+	record(&cs->at[0], passed, duration_ns,
+	       passed ? NULL
+	              : "a worker thread did not answer the watchdog's GET "
+	                "/health");
+}
+
+/* The drain check's status: read, not run. */
+static enum health_status
+drain_status(void)
+{
+	return state_get() == STATE_READY ? HEALTH_PASS : HEALTH_FAIL;
+}
+
+size_t
+checks_report(struct checks *cs, unsigned int group, struct check_report *out,
+              size_t n)
+{
+	size_t got = 0;
+
+	if (cs == NULL)
+		return 0;
+	pthread_mutex_lock(&cs->lock);
+	for (size_t i = 0; i < cs->n && got < n; i++) {
+		const struct check *c = &cs->at[i];
+		struct check_report *r = &out[got];
+
+		if (!(c->groups & group))
+			continue;
+		snprintf(r->name, sizeof(r->name), "%s", c->target.name);
+		r->groups = c->groups;
+		r->st = c->st;
+		if (c->kind == CHECK_DRAIN) { /* read, not run */
+			enum state s = state_get();
+
+			r->st.status = drain_status();
+			r->st.ran_at_ms = wall_ms();
+			snprintf(r->st.reason, sizeof(r->st.reason), "%s",
+			         s == STATE_READY ? "" : state_name(s));
+		}
+		got++;
+	}
+	pthread_mutex_unlock(&cs->lock);
+	return got;
+}
+
+int
+checks_pass(struct checks *cs, unsigned int group, const char *const *exclude,
+            size_t n_exclude)
+{
+	int pass = 1;
+
+	pthread_mutex_lock(&cs->lock);
+	for (size_t i = 0; i < cs->n && pass; i++) {
+		const struct check *c = &cs->at[i];
+		int skip = !(c->groups & group);
+
+		for (size_t j = 0; j < n_exclude && !skip; j++)
+			skip = strcmp(exclude[j], c->target.name) == 0;
+		if (!skip)
+			pass = health_passes(c->kind == CHECK_DRAIN
+			                         ? drain_status()
+			                         : c->st.status,
+			                     group == CHECK_LIVE);
+	}
+	pthread_mutex_unlock(&cs->lock);
+	return pass;
+}
+
+void
+checks_render_metrics(struct checks *cs, FILE *f)
+{
+	struct check_report r[CHECKS_MAX];
+	size_t n = checks_report(cs, CHECK_LIVE | CHECK_READY, r, CHECKS_MAX);
+
+	fputs("# HELP microd_check_up 1 while the named check passes, else 0 "
+	      "(also before its first run).\n"
+	      "# TYPE microd_check_up gauge\n",
+	      f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "microd_check_up{check=\"%s\",group=\"%s\"} %d\n",
+		        r[i].name,
+		        r[i].groups & CHECK_LIVE ? "liveness" : "readiness",
+		        r[i].st.status == HEALTH_PASS);
+	fputs("# HELP microd_check_duration_seconds How long the check's last "
+	      "run took.\n"
+	      "# TYPE microd_check_duration_seconds gauge\n",
+	      f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "microd_check_duration_seconds{check=\"%s\"} %.6f\n",
+		        r[i].name, (double)r[i].st.duration_ns / 1e9);
+	fputs("# HELP microd_check_failures_total Failed runs of the check.\n"
+	      "# TYPE microd_check_failures_total counter\n",
+	      f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "microd_check_failures_total{check=\"%s\"} %llu\n",
+		        r[i].name, r[i].st.failures);
+}
+
+void
+checks_halt(struct checks *cs)
+{
+	if (cs == NULL)
+		return;
+	pthread_mutex_lock(&cs->lock);
+	cs->stop = 1;
+	pthread_cond_broadcast(&cs->wake);
+	pthread_mutex_unlock(&cs->lock);
+	for (size_t i = 0; i < cs->n; i++)
+		if (cs->at[i].threaded)
+			pthread_join(cs->at[i].thread, NULL);
+	for (size_t i = 0; i < cs->n; i++)
+		cs->at[i].threaded = 0;
+}
+
+void
+checks_free(struct checks *cs)
+{
+	if (cs == NULL)
+		return;
+	checks_halt(cs);
+	pthread_cond_destroy(&cs->wake);
+	pthread_mutex_destroy(&cs->lock);
+	free(cs);
+}

@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# checks.py -- named health checks against real dependencies on loopback:
+# /livez and /readyz follow them, liveness never does, the probes stay fast
+# while a check hangs, and a wedged worker fails /livez (TAP)
+#
+# The dependencies are real sockets of this test on 127.0.0.1: a TCP
+# listener that comes and goes, and an HTTP server that answers 200, then
+# 500, then accepts and never answers. Every wait polls with a deadline.
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+from server import BIN, poll, recv_all, start_microd, stop_microd, wait_exit
+from tap import done, ok
+
+HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
+INTERVAL, TIMEOUT = 0.2, 0.3
+# Generous: a change shows within INTERVAL + TIMEOUT, polled to this bound.
+FOLLOWS = 3.0
+
+
+def get(port, path, timeout=5):
+    """(status or None, parsed JSON body or None, seconds)."""
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.settimeout(timeout)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
+        got = recv_all(s)
+        s.close()
+    except OSError:
+        return None, None, time.monotonic() - t0
+    took = time.monotonic() - t0
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", got)
+    try:
+        body = json.loads(got[got.find(b"\r\n\r\n") + 4:])
+    except ValueError:
+        body = None
+    return (int(m.group(1)) if m else None), body, took
+
+
+class Http:
+    """A tiny HTTP server on 127.0.0.1: mode 200, 500, or hang (accept and
+    say nothing)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.mode = 200
+        self.held = []
+        self.running = True
+        self.thread = threading.Thread(target=self.serve)
+        self.thread.start()
+
+    def serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            if self.mode == "hang":
+                self.held.append(c)
+                continue
+            c.settimeout(2)
+            try:
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % self.mode)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        for c in self.held:
+            c.close()
+        self.sock.close()
+
+
+def listener(port=0):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(64)
+    return s
+
+
+def status_of(port, path):
+    return get(port, path)[0]
+
+
+def test_dependencies():
+    tcp = listener()
+    tcp_port = tcp.getsockname()[1]
+    http = Http()
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "text",
+                                    "--check", "db=tcp://127.0.0.1:%d" % tcp_port,
+                                    "--check", "api=http://127.0.0.1:%d/healthz" % http.port,
+                                    "--check-interval", str(INTERVAL), "--check-timeout", str(TIMEOUT)])
+    if not ok(port is not None, "microd with a tcp:// and an http:// check"):
+        return
+    live = []
+    stop = [False]
+
+    def watch_live():  # liveness, all along
+        while not stop[0]:
+            live.append(status_of(port, "/livez"))
+            time.sleep(0.05)
+    watcher = threading.Thread(target=watch_live)
+    watcher.start()
+
+    ok(poll(lambda: status_of(port, "/readyz") == 200, FOLLOWS, 0.05), "/readyz: 200 once both checks pass")
+    st, body, _ = get(port, "/readyz")
+    ok(body == {"status": "pass"}, "  the body: %s" % body)
+    st, body, _ = get(port, "/readyz?verbose")
+    checks = (body or {}).get("checks", {})
+    ok(st == 200 and set(checks) == {"drain", "db", "api"}
+       and all(c.get("status") == "pass" and isinstance(c.get("duration_us"), int)
+               and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c.get("time") or "")
+               for c in checks.values()),
+       "?verbose: each check's status, time and duration: %s" % sorted(checks))
+
+    tcp.close()  # the database goes away
+    t0 = time.monotonic()
+    ok(poll(lambda: status_of(port, "/readyz") == 503, FOLLOWS, 0.05),
+       "the TCP listener closed: /readyz 503 after %.2f s (interval %.1f + timeout %.1f)"
+       % (time.monotonic() - t0, INTERVAL, TIMEOUT))
+    ok(status_of(port, "/readyz/db") == 503 and status_of(port, "/readyz/api") == 200,
+       "  /readyz/db is 503, /readyz/api still 200")
+    st, body, _ = get(port, "/readyz?verbose")
+    ok("output" not in json.dumps(body), "  the reason stays out of the body without --health-details")
+    ok(status_of(port, "/ready") == 503, "  /ready, the old face of readiness, too")
+    ok(get(port, "/readyz?exclude=db")[0] == 200, "?exclude=db leaves it out: 200")
+    st, body, _ = get(port, "/readyz?verbose&exclude=db&exclude=nosuch")
+    ok(st == 200 and body.get("notes") == ["exclude=nosuch: no such check, ignored"]
+       and body["checks"]["db"].get("excluded") is True,
+       "  an unknown name is ignored and said so: %s" % (body or {}).get("notes"))
+
+    tcp = listener(tcp_port)  # it comes back
+    t0 = time.monotonic()
+    ok(poll(lambda: status_of(port, "/readyz") == 200, FOLLOWS, 0.05),
+       "it listens again: /readyz 200 after %.2f s" % (time.monotonic() - t0))
+
+    http.mode = 500
+    ok(poll(lambda: status_of(port, "/readyz/api") == 503, FOLLOWS, 0.05), "the HTTP dependency answers 500: 503")
+    http.mode = 200
+    ok(poll(lambda: status_of(port, "/readyz/api") == 200, FOLLOWS, 0.05), "  200 again: 200")
+    http.mode = "hang"
+    ok(poll(lambda: status_of(port, "/readyz/api") == 503, FOLLOWS, 0.05),
+       "it accepts and never answers: 503 once the timeout passes")
+    worst = 0.0
+    for _ in range(100):  # while the check hangs on every run
+        st, _, took = get(port, "/readyz")
+        worst = max(worst, took)
+    ok(worst < 0.25, "100 /readyz while a check hangs: the slowest took %.1f ms (bound 250)" % (worst * 1000))
+    stop[0] = True
+    watcher.join()
+    ok(len(live) > 20 and all(s == 200 for s in live),
+       "/livez answered 200 all along (%d probes): liveness depends on nothing outside" % len(live))
+
+    st, _, b = None, None, None
+    text = get(port, "/metrics")
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    metrics = recv_all(s).decode()
+    s.close()
+    ok(re.search(r'^microd_check_up\{check="api",group="readiness"\} 0$', metrics, re.M)
+       and re.search(r'^microd_check_up\{check="db",group="readiness"\} 1$', metrics, re.M)
+       and re.search(r'^microd_check_up\{check="pool",group="liveness"\} 1$', metrics, re.M),
+       "microd_check_up per check and group")
+    fails = re.search(r'^microd_check_failures_total\{check="db"\} (\d+)$', metrics, re.M)
+    ok(fails and int(fails.group(1)) >= 1 and re.search(r'^microd_check_duration_seconds\{check="api"\} 0\.\d+$',
+                                                       metrics, re.M),
+       "microd_check_failures_total and microd_check_duration_seconds")
+    del text
+    status = stop_microd_keep(proc)
+    with open(log) as f:
+        text = f.read()
+    ok(status == 0, "exit 0 with a check hanging")
+    ok(len(re.findall(r"check db: pass -> fail: connect to 127\.0\.0\.1:\d+: Connection refused", text)) == 1
+       and text.count("check db: fail -> pass") == 1,
+       "db's transitions are logged once each, with the reason")
+    ok(re.search(r"check api: pass -> fail: GET /healthz: no answer in 300 ms", text),
+       "the hanging one is logged with its timeout")
+    os.unlink(log)
+    http.close()
+    tcp.close()
+
+
+def stop_microd_keep(proc):
+    proc.send_signal(15)
+    return wait_exit(proc, 15)
+
+
+def test_details():
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--health-details",
+                                    "--check", "gone=tcp://127.0.0.1:1", "--check-interval", "0.2"])
+    ok(poll(lambda: status_of(port, "/readyz/gone") == 503, FOLLOWS, 0.05), "a check of a closed port fails")
+    st, body, _ = get(port, "/readyz/gone?verbose")
+    ok(st == 503 and body.get("output") == "connect to 127.0.0.1:1: Connection refused",
+       "with --health-details the reason is in the body: %r" % (body or {}).get("output"))
+    st, body, _ = get(port, "/readyz/nosuch")
+    ok(st == 404 and body.get("detail") == "no check named nosuch in readiness", "/readyz/nosuch: 404")
+    st, body, _ = get(port, "/livez/pool")
+    ok(st == 200 and body == {"status": "pass"}, "/livez/pool: 200")
+    stop_microd(proc, log)
+
+
+def test_first_run_and_threshold():
+    http = Http()
+    http.mode = "hang"
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-timeout", "3",
+                                    "--check", "slow=http://127.0.0.1:%d/" % http.port])
+    st, body, _ = get(port, "/readyz/slow?verbose")
+    ok(st == 503 and body.get("time") is None,
+       "before its first run ends a check fails readiness (time null): %s %s" % (st, body))
+    ok(status_of(port, "/livez") == 200, "  while liveness passes")
+    stop_microd(proc, log)
+    http.close()
+    tcp = listener()
+    tcp_port = tcp.getsockname()[1]
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-threshold", "3",
+                                    "--check-interval", "0.2", "--check", "db=tcp://127.0.0.1:%d" % tcp_port])
+    ok(poll(lambda: status_of(port, "/readyz") == 200, FOLLOWS, 0.05), "--check-threshold 3: passes")
+    tcp.close()
+    ok(poll(lambda: status_of(port, "/readyz") == 503, FOLLOWS * 2, 0.02), "  fails once the port is closed")
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    m = re.search(rb'microd_check_failures_total\{check="db"\} (\d+)', recv_all(s))
+    s.close()
+    ok(m and int(m.group(1)) >= 3, "  but only after 3 failed runs in a row (%s)" % (m.group(1) if m else None))
+    stop_microd(proc, log)
+
+
+def test_watchdog_feeds_pool():
+    npath = "/tmp/microd-checks-notify-%d" % os.getpid()
+    if os.path.exists(npath):
+        os.unlink(npath)
+    n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    n.bind(npath)
+    n.settimeout(0.1)
+    reading = [True]
+
+    def drain():
+        while reading[0]:
+            try:
+                n.recv(4096)
+            except socket.timeout:
+                pass
+    t = threading.Thread(target=drain)
+    t.start()
+    env = dict(os.environ, NOTIFY_SOCKET=npath, WATCHDOG_USEC="400000")
+    env.pop("WATCHDOG_PID", None)
+    # The pool check's own thread would run once an hour: its runs come
+    # from the watchdog, every 200 ms.
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "3600"], env=env)
+    first = poll(lambda: (get(port, "/livez/pool?verbose")[1] or {}).get("time"), 3, 0.05)
+    later = poll(lambda: (lambda t: t if t not in (None, first) else None)(
+        (get(port, "/livez/pool?verbose")[1] or {}).get("time")), 3, 0.05)
+    ok(first and later and later > first, "with WATCHDOG_USEC the watchdog's rounds are the pool check's runs "
+       "(%s, then %s, with --check-interval 3600)" % (first, later))
+    stop_microd(proc, log)
+    reading[0] = False
+    t.join()
+    n.close()
+    os.unlink(npath)
+
+
+def test_wedged():
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1", "--threads", "2",
+                                    "--check-interval", "0.2", "--check-timeout", "0.3"])
+    if not ok(port is not None, "the test build with 2 worker threads"):
+        return
+    ok(poll(lambda: status_of(port, "/livez") == 200, FOLLOWS, 0.05), "/livez 200")
+    blockers = []
+    for _ in range(2):  # the two connections land on one worker or both
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /test/block?ms=4000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        blockers.append(s)
+    got = poll(lambda: status_of(port, "/livez") == 503, FOLLOWS, 0.05)
+    ok(got, "a worker thread wedged (a handler blocking it): /livez 503")
+    for s in blockers:
+        s.close()
+    ok(poll(lambda: status_of(port, "/livez") == 200, 10, 0.1), "  and 200 again once it is free")
+    stop_microd(proc, log)
+
+
+def test_bad_input():
+    for spec, name in (("db=udp://127.0.0.1:53", "bad scheme"), ("db=tcp://127.0.0.1", "no port"),
+                       ("DB=tcp://127.0.0.1:1", "a name outside [a-z0-9_-]"),
+                       ("pool=tcp://127.0.0.1:1", "a built-in's name")):
+        r = subprocess.run([BIN, "--port", "0", "--check", spec], capture_output=True, timeout=10)
+        lines = r.stderr.decode().strip().splitlines()
+        ok(r.returncode == 2 and len(lines) == 1 and lines[0].startswith("microd: --check: invalid value '%s'" % spec),
+           "--check %s (%s): exit 2, one line" % (spec, name))
+    r = subprocess.run([BIN, "--port", "0", "--check", "a=tcp://127.0.0.1:1", "--check", "a=tcp://127.0.0.1:2"],
+                       capture_output=True, timeout=10)
+    ok(r.returncode == 2 and b"--check: invalid value 'a=tcp://127.0.0.1:2'" in r.stderr,
+       "a name twice: exit 2, naming the second")
+    many = []
+    for i in range(17):
+        many += ["--check", "c%d=tcp://127.0.0.1:%d" % (i, i + 1)]
+    r = subprocess.run([BIN, "--port", "0"] + many, capture_output=True, timeout=10)
+    ok(r.returncode == 2 and b"--check: invalid value 'c16=tcp://127.0.0.1:17'" in r.stderr,
+       "a 17th --check: exit 2")
+    env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 b=http://127.0.0.1:2/x")
+    r = subprocess.run([BIN, "--check-config"], capture_output=True, timeout=10, env=env)
+    ok(r.returncode == 0, "MICROD_CHECKS takes several, separated by spaces")
+
+
+def main():
+    test_dependencies()
+    test_details()
+    test_first_run_and_threshold()
+    test_watchdog_feeds_pool()
+    test_wedged()
+    test_bad_input()
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
