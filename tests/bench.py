@@ -539,6 +539,51 @@ def blocked_latency_lines(rows, samples, full):
     return lines
 
 
+def checks_paths(path="/readyz?exclude=hangs", pairs=8):
+    """path with 5 configured checks (4 TCP listeners of the bench's own, and
+    an HTTP one that accepts and never answers, so it times out on every run)
+    against /health, on the same server, loaded in turn for pairs pairs of
+    PAIR_SECONDS: the ratios of req/s and of p99. /readyz itself answers 503
+    while that check fails, and a failed probe is access-logged (at warn);
+    ?exclude=hangs keeps the hanging check running but out of the answer."""
+    socks = []
+    for _ in range(5):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1024)  # never accepted: a connect succeeds, a GET hangs
+        socks.append(s)
+    args = ["--check-interval", "1", "--check-timeout", "0.5"]
+    for i, s in enumerate(socks[:4]):
+        args += ["--check", "dep%d=tcp://127.0.0.1:%d" % (i, s.getsockname()[1])]
+    args += ["--check", "hangs=http://127.0.0.1:%d/" % socks[4].getsockname()[1]]
+    srv = microd_server(MICROD, *args)
+    rps, p99 = [], []
+    srv.start()
+    try:
+        for i in range(pairs):
+            order = (path, "/health") if i % 2 == 0 else ("/health", path)
+            got = {p: wrk(srv.port, 64, path=p, seconds=PAIR_SECONDS) for p in order}
+            rps.append(got[path]["rps"] / got["/health"]["rps"])
+            if got[path]["p99"] and got["/health"]["p99"]:
+                p99.append(got[path]["p99"] / got["/health"]["p99"])
+            errors = got["/health"]["errors"]
+    finally:
+        srv.stop()
+        for s in socks:
+            s.close()
+    print("checks pairs done", file=sys.stderr, flush=True)
+    return rps, p99, errors
+
+
+def checks_main():
+    """python3 tests/bench.py checks: only the /readyz against /health row."""
+    for path in ("/readyz?exclude=hangs", "/readyz"):
+        rps, p99, _ = checks_paths(path)
+        print("GET %s with 5 checks / GET /health, c=64: req/s %s, p99 %s"
+              % (path, fmt_range(rps, "%.3f"), fmt_range(p99, "%.3f")))
+    return 0
+
+
 def latency_main():
     """python3 tests/bench.py latency: only the table of blocked_latency()."""
     os.makedirs(OUT, exist_ok=True)
@@ -626,6 +671,8 @@ def main():
         print("%s missing (commit %s not in this clone?): /health against it skipped"
               % (os.path.relpath(BEFORE, ROOT), BEFORE_COMMIT), file=sys.stderr, flush=True)
     latency = blocked_latency()
+    checks_rps, checks_p99, _ = checks_paths()
+    failing_rps, failing_p99, _ = checks_paths("/readyz")
     sweeps = {}
     for threads in (1, os.cpu_count() or 1):
         for loop in ("poll", "epoll"):
@@ -685,6 +732,12 @@ def main():
     else:
         rows.append((label, "", "", "skipped: %s missing (commit %s not in this clone)" % (
             os.path.relpath(BEFORE, ROOT), BEFORE_COMMIT)))
+    rows.append(("keep-alive c=64 GET /readyz?exclude=hangs with 5 checks (hangs times out on every run) / "
+                 "GET /health, same server, %d alternating pairs of %d s (microd only)"
+                 % (len(checks_rps), PAIR_SECONDS),
+                 "", "", "req/s: %s; p99: %s" % (fmt_range(checks_rps, "%.3f"), fmt_range(checks_p99, "%.3f"))))
+    rows.append(("the same, GET /readyz, which answers 503 while hangs fails and is access-logged / GET /health",
+                 "", "", "req/s: %s; p99: %s" % (fmt_range(failing_rps, "%.3f"), fmt_range(failing_p99, "%.3f"))))
     if shutil.which("valgrind"):
         with_m, without_m = instructions_per_request(MICROD), instructions_per_request(NOMETRICS)
         rows.append(("instructions per GET /health (callgrind), with / without request metrics",
@@ -784,4 +837,6 @@ if __name__ == "__main__":
         raise SystemExit(load_main(sys.argv[2:]))
     if sys.argv[1:2] == ["latency"]:
         raise SystemExit(latency_main())
+    if sys.argv[1:2] == ["checks"]:
+        raise SystemExit(checks_main())
     raise SystemExit(main())
