@@ -20,6 +20,7 @@
 #include "log.h"
 #include "server.h"
 #include "state.h"
+#include "utf8.h"
 
 enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
 
@@ -201,18 +202,22 @@ record(struct check *c, int passed, long long took_ns, const char *why)
 	struct checks *cs = c->owner;
 	enum health_status was;
 	int changed;
+	char clean[sizeof(c->st.reason)];
 
+	/* A reason may quote a peer's bytes (its status line): the JSON
+	 * body that shows it must get UTF-8. */
+	utf8_sanitize(clean, sizeof(clean), why != NULL ? why : "");
 	pthread_mutex_lock(&cs->lock);
 	was = c->st.status;
 	changed = health_record(&c->st, passed, c->threshold, took_ns,
-	                        wall_ms(), why);
+	                        wall_ms(), clean);
 	pthread_mutex_unlock(&cs->lock);
 	if (changed && passed)
 		log_info("check %s: %s -> pass", c->target.name,
 		         was == HEALTH_UNKNOWN ? "not run" : "fail");
 	else if (changed)
 		log_warn("check %s: %s -> fail: %s", c->target.name,
-		         was == HEALTH_UNKNOWN ? "not run" : "pass", why);
+		         was == HEALTH_UNKNOWN ? "not run" : "pass", clean);
 }
 
 static void *

@@ -70,9 +70,11 @@ class Http:
                 self.held.append(c)
                 continue
             c.settimeout(2)
+            reason = b"\xff\xfe" if self.mode == 502 else b"X"  # 502: bytes that are not UTF-8
             try:
                 c.recv(4096)
-                c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % self.mode)
+                c.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                          % (self.mode, reason))
             except OSError:
                 pass
             c.close()
@@ -209,6 +211,17 @@ def test_details():
     st, body, _ = get(port, "/readyz/gone?verbose")
     ok(st == 503 and body.get("output") == "connect to 127.0.0.1:1: Connection refused",
        "with --health-details the reason is in the body: %r" % (body or {}).get("output"))
+    stop_microd(proc, log)
+    http = Http()
+    http.mode = 502
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--health-details",
+                                    "--check", "odd=http://127.0.0.1:%d/" % http.port, "--check-interval", "0.2"])
+    ok(poll(lambda: (lambda r: r[0] == 503 and (r[1] or {}).get("time"))(get(port, "/readyz/odd?verbose")),
+            FOLLOWS, 0.05), "a 502 whose reason phrase is not UTF-8 fails the check")
+    st, body, _ = get(port, "/readyz/odd?verbose")
+    ok(body is not None and body.get("output") == "GET /: HTTP/1.1 502 \ufffd\ufffd",
+       "  and its output is valid JSON, the bytes replaced: %r" % (body or {}).get("output"))
+    http.close()
     st, body, _ = get(port, "/readyz/nosuch")
     ok(st == 404 and body.get("detail") == "no check named nosuch in readiness", "/readyz/nosuch: 404")
     st, body, _ = get(port, "/livez/pool")
