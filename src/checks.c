@@ -6,6 +6,7 @@
 #include "checks.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -40,10 +41,26 @@ struct checks {
 	pthread_mutex_t lock; /* guards every check's st, and stop */
 	pthread_cond_t wake;  /* stop was set */
 	int stop;
+	int stop_fd[2]; /* a pipe, written at halt: cuts a run short */
 	struct server *srv;
 	size_t n;
 	struct check at[CHECKS_MAX];
 };
+
+/*
+ * Waits for fd to be ready for events before deadline_ms, unless the checks
+ * are halted: 1, or 0.
+ */
+static int
+ready_by(const struct check *c, int fd, short events, long long deadline_ms)
+{
+	struct pollfd p[2] = {{.fd = fd, .events = events},
+	                      {.fd = c->owner->stop_fd[0], .events = POLLIN}};
+	long long left = deadline_ms - now_ms();
+
+	return left > 0 && poll(p, 2, (int)left) >= 1 && p[1].revents == 0 &&
+	       p[0].revents != 0;
+}
 
 /* A connected socket to the target before deadline_ms, or -1 with why. */
 static int
@@ -67,9 +84,7 @@ dial(const struct check *c, long long deadline_ms, char *why, size_t len)
 	}
 	snprintf(why, len, "connect to %.64s:%u: no address", t->host, t->port);
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		struct pollfd p;
 		socklen_t elen = sizeof(err);
-		long long left;
 
 		fd = socket(ai->ai_family,
 		            ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -80,10 +95,8 @@ dial(const struct check *c, long long deadline_ms, char *why, size_t len)
 			break;
 		err = errno;
 		if (err == EINPROGRESS) {
-			p = (struct pollfd){.fd = fd, .events = POLLOUT};
-			left = deadline_ms - now_ms();
 			err = ETIMEDOUT;
-			if (left > 0 && poll(&p, 1, (int)left) == 1 &&
+			if (ready_by(c, fd, POLLOUT, deadline_ms) &&
 			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) ==
 			        0 &&
 			    err == 0)
@@ -103,16 +116,6 @@ dial(const struct check *c, long long deadline_ms, char *why, size_t len)
 	return fd;
 }
 
-/* Waits for fd to be ready for events before deadline_ms: 1, or 0. */
-static int
-ready_by(int fd, short events, long long deadline_ms)
-{
-	struct pollfd p = {.fd = fd, .events = events};
-	long long left = deadline_ms - now_ms();
-
-	return left > 0 && poll(&p, 1, (int)left) == 1;
-}
-
 /* GET the target's path: passes on a 2xx or 3xx status line in time. */
 static int
 http_get(const struct check *c, int fd, long long deadline_ms, char *why,
@@ -121,16 +124,17 @@ http_get(const struct check *c, int fd, long long deadline_ms, char *why,
 	const struct health_target *t = &c->target;
 	char req[HEALTH_PATH_MAX + HEALTH_HOST_MAX + 128], got[64];
 	size_t have = 0, sent = 0;
+	int v6 = strchr(t->host, ':') != NULL; /* an IPv6 address: [::1]:80 */
 	int n =
 	    snprintf(req, sizeof(req),
-	             "GET %s HTTP/1.1\r\nHost: %s:%u\r\n"
+	             "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
 	             "User-Agent: microd-check\r\nConnection: close\r\n\r\n",
-	             t->path, t->host, t->port);
+	             t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
 
 	while (sent < (size_t)n) {
 		ssize_t w;
 
-		if (!ready_by(fd, POLLOUT, deadline_ms)) {
+		if (!ready_by(c, fd, POLLOUT, deadline_ms)) {
 			snprintf(why, len, "GET %.64s: no answer in %lld ms",
 			         t->path, c->timeout_ms);
 			return -1;
@@ -146,7 +150,7 @@ http_get(const struct check *c, int fd, long long deadline_ms, char *why,
 	while (have < 12) { /* "HTTP/1.1 200" */
 		ssize_t r;
 
-		if (!ready_by(fd, POLLIN, deadline_ms)) {
+		if (!ready_by(c, fd, POLLIN, deadline_ms)) {
 			snprintf(why, len, "GET %.64s: no answer in %lld ms",
 			         t->path, c->timeout_ms);
 			return -1;
@@ -160,8 +164,12 @@ http_get(const struct check *c, int fd, long long deadline_ms, char *why,
 		have += r > 0 ? (size_t)r : 0;
 	}
 	got[have] = '\0';
+	/* "HTTP/1.x NNN " with three digits, 2xx or 3xx; an interim 1xx
+	 * answer is not waited past and fails. */
 	if (strncmp(got, "HTTP/1.", 7) != 0 || got[8] != ' ' ||
-	    (got[9] != '2' && got[9] != '3')) {
+	    (got[9] != '2' && got[9] != '3') || got[10] < '0' ||
+	    got[10] > '9' || got[11] < '0' || got[11] > '9' ||
+	    (have > 12 && got[12] != ' ' && got[12] != '\r')) {
 		got[strcspn(got, "\r\n")] = '\0';
 		snprintf(why, len, "GET %.64s: %.40s", t->path, got);
 		return -1;
@@ -177,7 +185,14 @@ run_once(struct check *c, char *why, size_t len)
 	int fd, ret;
 
 	if (c->kind == CHECK_POOL) {
-		if (server_self_check(c->owner->srv, (int)c->timeout_ms) == 0)
+		struct pool_check pc;
+
+		if (server_check_pool(c->owner->srv, (int)c->timeout_ms,
+		                      c->owner->stop_fd[0], &pc) != 0) {
+			snprintf(why, len, "halted");
+			return -1;
+		}
+		if (pc.answered + pc.full == pc.workers)
 			return 0;
 		snprintf(why, len,
 		         "a worker thread did not answer GET /health in %lld "
@@ -230,8 +245,13 @@ check_main(void *arg)
 		struct timespec until;
 		long long start = now_ns();
 		char why[160] = "";
-		int passed = run_once(c, why, sizeof(why)) == 0;
+		int passed = run_once(c, why, sizeof(why)) == 0, stopping;
 
+		pthread_mutex_lock(&cs->lock);
+		stopping = cs->stop;
+		pthread_mutex_unlock(&cs->lock);
+		if (stopping)
+			return NULL; /* a run cut short is no result */
 		record(c, passed, now_ns() - start, why);
 		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec += (time_t)(c->interval_ms / 1000);
@@ -283,6 +303,21 @@ checks_new(const struct config *cfg)
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&cs->wake, &attr);
 	pthread_condattr_destroy(&attr);
+	cs->stop_fd[0] = cs->stop_fd[1] = -1;
+	if (pipe(cs->stop_fd) != 0 ||
+	    fcntl(cs->stop_fd[1], F_SETFL, O_NONBLOCK) != 0 ||
+	    fcntl(cs->stop_fd[0], F_SETFD, FD_CLOEXEC) != 0 ||
+	    fcntl(cs->stop_fd[1], F_SETFD, FD_CLOEXEC) != 0) {
+		log_error("%s: pipe: %s", __func__, strerror(errno));
+		if (cs->stop_fd[0] >= 0) {
+			close(cs->stop_fd[0]);
+			close(cs->stop_fd[1]);
+		}
+		pthread_cond_destroy(&cs->wake);
+		pthread_mutex_destroy(&cs->lock);
+		free(cs);
+		return NULL;
+	}
 	add(cs, CHECK_POOL, CHECK_LIVE, "pool", cfg);
 	add(cs, CHECK_DRAIN, CHECK_READY, "drain", cfg);
 	for (size_t i = 0; i < cfg->n_checks && cs->n < CHECKS_MAX; i++)
@@ -429,6 +464,10 @@ checks_halt(struct checks *cs)
 	cs->stop = 1;
 	pthread_cond_broadcast(&cs->wake);
 	pthread_mutex_unlock(&cs->lock);
+	/* A run under way sees the pipe readable and ends at once. */
+	if (write(cs->stop_fd[1], "x", 1) < 0 && errno != EAGAIN)
+		log_warn("%s: cannot cut the checks short: %s", __func__,
+		         strerror(errno));
 	for (size_t i = 0; i < cs->n; i++)
 		if (cs->at[i].threaded)
 			pthread_join(cs->at[i].thread, NULL);
@@ -442,6 +481,8 @@ checks_free(struct checks *cs)
 	if (cs == NULL)
 		return;
 	checks_halt(cs);
+	close(cs->stop_fd[0]);
+	close(cs->stop_fd[1]);
 	pthread_cond_destroy(&cs->wake);
 	pthread_mutex_destroy(&cs->lock);
 	free(cs);

@@ -227,7 +227,8 @@ parse_example_routes(struct config *cfg, const char *s)
 	return parse_bool(s, &cfg->example_routes);
 }
 
-/* One or more checks, separated by spaces (the variable's form); appended. */
+/* One or more checks, separated by blanks or newlines (the variable's form,
+ * as a YAML block leaves it); appended. */
 static int
 parse_check(struct config *cfg, const char *s)
 {
@@ -239,8 +240,8 @@ parse_check(struct config *cfg, const char *s)
 		struct health_target t;
 		const char *why;
 
-		s += strspn(s, " \t");
-		n = strcspn(s, " \t");
+		s += strspn(s, " \t\r\n");
+		n = strcspn(s, " \t\r\n");
 		if (n == 0)
 			return any ? 0 : -1;
 		if (n >= sizeof(one) || cfg->n_checks == CONFIG_CHECKS_MAX)

@@ -328,6 +328,18 @@ print_settings(const struct config *cfg)
 	       cfg->shutdown_timeout_ms, cfg->drain_delay_ms,
 	       cfg->handler_threads, cfg->handler_queue,
 	       cfg->example_routes ? "on" : "off");
+	for (size_t i = 0; i < cfg->n_checks; i++) {
+		const struct health_target *t = &cfg->checks[i];
+
+		printf("check %s: %s://%s%s%s:%u%s\n", t->name,
+		       t->kind == HEALTH_HTTP ? "http" : "tcp",
+		       strchr(t->host, ':') != NULL ? "[" : "", t->host,
+		       strchr(t->host, ':') != NULL ? "]" : "", t->port,
+		       t->path);
+	}
+	printf("checks every %u ms, timeout %u ms, %u failures in a row\n",
+	       cfg->check_interval_ms, cfg->check_timeout_ms,
+	       cfg->check_threshold);
 	if (cfg->ignored_env != NULL)
 		printf("ignored %s=%s (a Kubernetes service link)\n",
 		       cfg->ignored_env, cfg->ignored_value);

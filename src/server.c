@@ -182,6 +182,7 @@ struct exchange {
 	json_t *job_body;
 	struct reply *job_reply; /* the handler's, from start_job on */
 	int method_head;         /* a HEAD request, served by a GET route */
+	int own; /* sent by microd itself: the pool check, watchdog */
 	long long start_ns;
 	unsigned int status; /* sent; 0 while none is */
 	size_t bytes;        /* body bytes of the response */
@@ -1077,7 +1078,8 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 }
 
 /* The connection's first request has begun: it no longer counts as waiting. */
-static void
+/* Returns whether the connection is one of microd's own (its checks). */
+static int
 mark_began(struct server *srv, struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *info =
@@ -1088,6 +1090,7 @@ mark_began(struct server *srv, struct MHD_Connection *conn)
 		cs->began = 1;
 		atomic_fetch_sub(&srv->waiting, 1);
 	}
+	return cs != NULL && !cs->client;
 }
 
 static enum MHD_Result
@@ -1104,7 +1107,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	if (!ex->began) {
 		ex->began = 1;
 		metrics_request_started();
-		mark_began(srv, conn);
+		ex->own = mark_began(srv, conn);
 		ex->start_ns = now_ns();
 		ex->method = method;
 		start_request_id(conn, ex);
@@ -1191,7 +1194,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 		return;
 	}
 	took = now_ns() - ex->start_ns;
-	if (ex->status != 0)
+	/* The pool check's requests are not traffic: not counted. */
+	if (ex->status != 0 && !ex->own)
 		metrics_observe(ex->method,
 		                ex->res.route != NULL
 		                    ? router_index(ex->res.route)

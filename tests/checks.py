@@ -138,7 +138,8 @@ def test_dependencies():
     ok(status_of(port, "/readyz/db") == 503 and status_of(port, "/readyz/api") == 200,
        "  /readyz/db is 503, /readyz/api still 200")
     st, body, _ = get(port, "/readyz?verbose")
-    ok("output" not in json.dumps(body), "  the reason stays out of the body without --health-details")
+    ok(st == 503 and isinstance(body, dict) and "db" in body.get("checks", {}) and "output" not in json.dumps(body),
+       "  the reason stays out of the body without --health-details")
     ok(status_of(port, "/ready") == 503, "  /ready, the old face of readiness, too")
     ok(get(port, "/readyz?exclude=db")[0] == 200, "?exclude=db leaves it out: 200")
     st, body, _ = get(port, "/readyz?verbose&exclude=db&exclude=nosuch")
@@ -158,11 +159,13 @@ def test_dependencies():
     http.mode = "hang"
     ok(poll(lambda: status_of(port, "/readyz/api") == 503, FOLLOWS, 0.05),
        "it accepts and never answers: 503 once the timeout passes")
-    worst = 0.0
+    worst, answered = 0.0, 0
     for _ in range(100):  # while the check hangs on every run
         st, _, took = get(port, "/readyz")
+        answered += st == 503
         worst = max(worst, took)
-    ok(worst < 0.25, "100 /readyz while a check hangs: the slowest took %.1f ms (bound 250)" % (worst * 1000))
+    ok(answered == 100 and worst < 0.25,
+       "100 /readyz while a check hangs: all 503, the slowest took %.1f ms (bound 250)" % (worst * 1000))
     stop[0] = True
     watcher.join()
     ok(len(live) > 20 and all(s == 200 for s in live),
@@ -289,6 +292,45 @@ def test_watchdog_feeds_pool():
     os.unlink(npath)
 
 
+def test_stop_cuts_a_run():
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)  # connects, never answers
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-timeout", "20",
+                                    "--check", "slow=http://127.0.0.1:%d/" % hang.getsockname()[1]])
+    t0 = time.monotonic()
+    status = stop_microd_keep(proc)
+    took = time.monotonic() - t0
+    with open(log) as f:
+        text = f.read()
+    ok(status == 0 and took < 3, "a stop does not wait for a check's 20 s timeout: exit 0 in %.1f s" % took)
+    ok("check slow" not in text, "  and a run cut short is no result (nothing logged for it)")
+    os.unlink(log)
+    hang.close()
+
+
+def test_ipv6_host():
+    seen = []
+    srv = socket.socket(socket.AF_INET6)
+    srv.bind(("::1", 0))
+    srv.listen(8)
+    srv.settimeout(5)
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "60",
+                                    "--check", "six=http://[::1]:%d/p" % srv.getsockname()[1]])
+    try:
+        c, _ = srv.accept()
+        c.settimeout(5)
+        seen.append(c.recv(4096))
+        c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        c.close()
+    except OSError:
+        pass
+    ok(seen and (b"\r\nHost: [::1]:%d\r\n" % srv.getsockname()[1]) in seen[0],
+       "an IPv6 target gets Host: [::1]:PORT: %r" % (seen[0].split(b"\r\n")[1] if seen else None))
+    stop_microd(proc, log)
+    srv.close()
+
+
 def test_wedged():
     proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1", "--threads", "2",
                                     "--check-interval", "0.2", "--check-timeout", "0.3"])
@@ -326,9 +368,16 @@ def test_bad_input():
     r = subprocess.run([BIN, "--port", "0"] + many, capture_output=True, timeout=10)
     ok(r.returncode == 2 and b"--check: invalid value 'c16=tcp://127.0.0.1:17'" in r.stderr,
        "a 17th --check: exit 2")
-    env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 b=http://127.0.0.1:2/x")
+    env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 b=http://[::1]:2/x\n")
     r = subprocess.run([BIN, "--check-config"], capture_output=True, timeout=10, env=env)
-    ok(r.returncode == 0, "MICROD_CHECKS takes several, separated by spaces")
+    ok(r.returncode == 0 and "check a: tcp://127.0.0.1:1\n" in r.stdout.decode()
+       and "check b: http://[::1]:2/x\n" in r.stdout.decode(),
+       "MICROD_CHECKS takes several, separated by blanks or a newline; --check-config lists them")
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1"], env=env)
+    st, body, _ = get(port, "/readyz?verbose")
+    ok(set((body or {}).get("checks", {})) == {"drain", "a", "b"}, "  and microd runs them: %s"
+       % sorted((body or {}).get("checks", {})))
+    stop_microd(proc, log)
 
 
 def main():
@@ -336,6 +385,8 @@ def main():
     test_details()
     test_first_run_and_threshold()
     test_watchdog_feeds_pool()
+    test_stop_cuts_a_run()
+    test_ipv6_host()
     test_wedged()
     test_bad_input()
     return done()
