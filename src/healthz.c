@@ -123,11 +123,6 @@ details_allowed(const struct request *req)
 	return req->app != NULL && req->app->health_details;
 }
 
-/*
- * The group's status, minus ?exclude= (repeatable); with ?verbose every
- * check's status, time and duration, and notes on names excluded that are
- * not there. 200 or 503.
- */
 /* Whether the group passes, minus the excluded; no copies, no JSON. */
 static int
 group_passes(const struct request *req, unsigned int group,
@@ -140,6 +135,11 @@ group_passes(const struct request *req, unsigned int group,
 	return reports(req, group, r) == 0 || counts_as_pass(&r[0], group);
 }
 
+/*
+ * The group's status, minus ?exclude= (repeatable); with ?verbose every
+ * check's status, time and duration, and notes on names excluded that are
+ * not there. 200 or 503; returns whether it passed.
+ */
 static int
 group_reply(const struct request *req, unsigned int group, struct reply *rep)
 {
