@@ -58,6 +58,7 @@ size_t checks_report(struct checks *c, unsigned int group,
 /*
  * Whether group passes (health_passes of each check), leaving out the
  * checks named in exclude; without copying, for the probes' usual path.
+ * With no checks (NULL), 1.
  */
 int checks_pass(struct checks *c, unsigned int group,
                 const char *const *exclude, size_t n_exclude);

@@ -292,6 +292,18 @@ def test_watchdog_feeds_pool():
     os.unlink(npath)
 
 
+def test_drain():
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--drain-delay", "3"])
+    ok(status_of(port, "/readyz") == 200, "/readyz 200 while serving")
+    proc.send_signal(15)
+    ok(poll(lambda: status_of(port, "/readyz") == 503, FOLLOWS, 0.05), "from SIGTERM on /readyz is 503 (drain)")
+    st, body, _ = get(port, "/readyz/drain")
+    ok(st == 503 and body == {"status": "fail"}, "  /readyz/drain says why")
+    ok(status_of(port, "/livez") == 200, "  while /livez stays 200: a drain never restarts a pod")
+    ok(wait_exit(proc, 15) == 0, "  and the drain ends with exit 0")
+    os.unlink(log)
+
+
 def test_stop_cuts_a_run():
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
@@ -385,6 +397,7 @@ def main():
     test_details()
     test_first_run_and_threshold()
     test_watchdog_feeds_pool()
+    test_drain()
     test_stop_cuts_a_run()
     test_ipv6_host()
     test_wedged()
