@@ -25,6 +25,9 @@
 
 enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
 
+/* The pool check waits at least this long for a worker's answer. */
+#define POOL_TIMEOUT_MIN_MS 1000
+
 struct check {
 	enum check_kind kind;
 	unsigned int groups;
@@ -284,6 +287,15 @@ add(struct checks *cs, enum check_kind kind, unsigned int groups,
 	c->interval_ms = cfg->check_interval_ms;
 	c->timeout_ms = cfg->check_timeout_ms;
 	c->threshold = cfg->check_threshold;
+	if (kind == CHECK_POOL) {
+		/* A busy pool is not a wedged one: a tight --check-timeout
+		 * meant for a dependency must not restart the process. One
+		 * failure is enough, as the kubelet's failureThreshold and
+		 * WatchdogSec already ask for more than one. */
+		if (c->timeout_ms < POOL_TIMEOUT_MIN_MS)
+			c->timeout_ms = POOL_TIMEOUT_MIN_MS;
+		c->threshold = 1;
+	}
 	c->owner = cs;
 	return c;
 }

@@ -228,9 +228,9 @@ parse_example_routes(struct config *cfg, const char *s)
 }
 
 /* One or more checks, separated by blanks or newlines (the variable's form,
- * as a YAML block leaves it); appended. */
+ * as a YAML block leaves it); appended. -1 with *why the rule broken. */
 static int
-parse_check(struct config *cfg, const char *s)
+parse_checks(struct config *cfg, const char *s, const char **why)
 {
 	char one[HEALTH_NAME_MAX + HEALTH_HOST_MAX + HEALTH_PATH_MAX + 32];
 	int any = 0;
@@ -238,26 +238,47 @@ parse_check(struct config *cfg, const char *s)
 	for (;;) {
 		size_t n;
 		struct health_target t;
-		const char *why;
 
 		s += strspn(s, " \t\r\n");
 		n = strcspn(s, " \t\r\n");
-		if (n == 0)
+		if (n == 0) {
+			*why = "no check given";
 			return any ? 0 : -1;
-		if (n >= sizeof(one) || cfg->n_checks == CONFIG_CHECKS_MAX)
+		}
+		if (cfg->n_checks == CONFIG_CHECKS_MAX) {
+			*why = "16 checks at most";
 			return -1;
+		}
+		if (n >= sizeof(one)) {
+			*why = "longer than a check can be";
+			return -1;
+		}
 		memcpy(one, s, n);
 		one[n] = '\0';
-		if (health_parse_target(one, &t, &why) != 0 ||
-		    strcmp(t.name, "pool") == 0 || strcmp(t.name, "drain") == 0)
+		if (health_parse_target(one, &t, why) != 0)
 			return -1;
+		if (strcmp(t.name, "pool") == 0 ||
+		    strcmp(t.name, "drain") == 0) {
+			*why = "pool and drain are the built-in checks' names";
+			return -1;
+		}
 		for (size_t i = 0; i < cfg->n_checks; i++)
-			if (strcmp(cfg->checks[i].name, t.name) == 0)
-				return -1; /* a name twice */
+			if (strcmp(cfg->checks[i].name, t.name) == 0) {
+				*why = "a check of that name is given already";
+				return -1;
+			}
 		cfg->checks[cfg->n_checks++] = t;
 		any = 1;
 		s += n;
 	}
+}
+
+static int
+parse_check(struct config *cfg, const char *s)
+{
+	const char *why;
+
+	return parse_checks(cfg, s, &why);
 }
 
 static int
@@ -415,8 +436,8 @@ static const struct option options[] = {
      parse_log_format},
     {"log-probes", "MICROD_LOG_PROBES", NULL, NULL,
      "true or false (also 1/0, yes/no; any case)",
-     "access-log successful /health and /ready requests too (by default "
-     "only failed probes are logged)",
+     "access-log every probe request (by default successful probes are "
+     "not logged, and failed ones once a second at most)",
      parse_log_probes},
     {"shutdown-timeout", "MICROD_SHUTDOWN_TIMEOUT", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 10 or 2.5",
@@ -452,11 +473,13 @@ static const struct option options[] = {
      parse_check_interval},
     {"check-timeout", "MICROD_CHECK_TIMEOUT", NULL, "SECONDS",
      "seconds from 0.01 to 60",
-     "how long one run of a check may take before it fails (default 1)",
+     "how long one run of a check may take before it fails (default 1; "
+     "the pool check's never less than 1)",
      parse_check_timeout},
     {"check-threshold", "MICROD_CHECK_THRESHOLD", NULL, "N",
      "an integer from 1 to 100",
-     "failed runs in a row before a check that passed fails (default 1)",
+     "failed runs in a row before a --check that passed fails (default "
+     "1)",
      parse_check_threshold},
     {"health-details", "MICROD_HEALTH_DETAILS", NULL, NULL,
      "true or false (also 1/0, yes/no; any case)",
@@ -537,9 +560,11 @@ index_of(const char *flag)
 	return (size_t)(option_find(flag, strlen(flag)) - options);
 }
 
+/* "WHAT: invalid value 'VALUE' (expected ...)", or with why instead of
+ * what the option expects: the rule the value broke. */
 static enum config_result
-bad_value(char *err, size_t errlen, const char *what, const char *value,
-          const struct option *opt)
+bad_value_why(char *err, size_t errlen, const char *what, const char *value,
+              const struct option *opt, const char *why)
 {
 	char shown[80];
 	size_t n = 0;
@@ -556,9 +581,21 @@ bad_value(char *err, size_t errlen, const char *what, const char *value,
 			                      "\\x%02x", *p);
 	}
 	shown[n] = '\0';
-	snprintf(err, errlen, "%s: invalid value '%s%s' (expected %s)", what,
-	         shown, strlen(value) > n ? "..." : "", opt->accepts);
+	if (why != NULL)
+		snprintf(err, errlen, "%s: invalid value '%s%s': %s", what,
+		         shown, strlen(value) > n ? "..." : "", why);
+	else
+		snprintf(err, errlen, "%s: invalid value '%s%s' (expected %s)",
+		         what, shown, strlen(value) > n ? "..." : "",
+		         opt->accepts);
 	return CONFIG_ERROR;
+}
+
+static enum config_result
+bad_value(char *err, size_t errlen, const char *what, const char *value,
+          const struct option *opt)
+{
+	return bad_value_why(err, errlen, what, value, opt, NULL);
 }
 
 /*
@@ -731,10 +768,12 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		/* --check adds up, flag by flag: every one must be valid
 		 * and its name new. */
 		if (!address_only && opt == &options[index_of("check")]) {
-			if (parse_check(cfg, value) != 0)
-				return bad_value(err, errlen,
-				                 flags[opt - options], value,
-				                 opt);
+			const char *why;
+
+			if (parse_checks(cfg, value, &why) != 0)
+				return bad_value_why(err, errlen,
+				                     flags[opt - options],
+				                     value, opt, why);
 			given[opt - options] = value;
 			continue;
 		}
@@ -765,7 +804,13 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			v = env_value(cfg, opt, &name);
 		if (v == NULL)
 			continue;
-		if (opt->parse(cfg, v) != 0)
+		if (i == index_of("check")) {
+			const char *why;
+
+			if (parse_checks(cfg, v, &why) != 0)
+				return bad_value_why(err, errlen, name, v, opt,
+				                     why);
+		} else if (opt->parse(cfg, v) != 0)
 			return bad_value(err, errlen, name, v, opt);
 		from[i] = name;
 		if (i == index_of("threads"))

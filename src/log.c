@@ -578,6 +578,8 @@ log_access(const struct access_entry *e)
 	field_str(&l, "request_id", e->request_id);
 	if (e->user_agent != NULL) /* "when sent" */
 		field_str(&l, "user_agent", e->user_agent);
+	if (e->skipped > 0)
+		field_num(&l, "skipped", "%llu", e->skipped);
 	finish(&l);
 	emit(&l, 1);
 }

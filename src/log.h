@@ -13,6 +13,7 @@ struct access_entry {
 	const char *method, *path, *route, *remote, *request_id, *user_agent;
 	unsigned int status;
 	unsigned long long bytes;
+	unsigned long long skipped; /* like lines left out before this one */
 	double duration_ms;
 };
 

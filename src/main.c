@@ -462,6 +462,20 @@ main(int argc, char **argv)
 		server_stop(sv.srv);
 		sv.srv = NULL;
 	}
+	/* With a watchdog its rounds are the pool check's runs: a watchdog
+	 * that cannot run would leave /livez blind, so no start. */
+	if (sv.srv != NULL && sv.ping_every_ms > 0) {
+		log_info("watchdog: GET /health through each worker thread "
+		         "every %lld ms",
+		         sv.ping_every_ms);
+		sv.watchdog = watchdog_start(sv.srv, &sv.notifier,
+		                             sv.ping_every_ms, sv.app->checks);
+		if (sv.watchdog == NULL) {
+			checks_halt(sv.app->checks);
+			server_stop(sv.srv);
+			sv.srv = NULL;
+		}
+	}
 	if (sv.srv == NULL) {
 		checks_free(sv.app->checks);
 		app_stop(sv.app);
@@ -474,13 +488,6 @@ main(int argc, char **argv)
 	state_set(STATE_READY);
 	notify_send(&sv.notifier, "READY=1\nSTATUS=serving on %s, %u threads",
 	            server_address(sv.srv), cfg.threads);
-	if (sv.ping_every_ms > 0) {
-		log_info("watchdog: GET /health through each worker thread "
-		         "every %lld ms",
-		         sv.ping_every_ms);
-		sv.watchdog = watchdog_start(sv.srv, &sv.notifier,
-		                             sv.ping_every_ms, sv.app->checks);
-	}
 
 	do
 		sig = wait_signal(sv.srv, &sigs);

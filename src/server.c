@@ -66,6 +66,9 @@
  */
 #define RENDER_STACK 2048
 
+/* Failed probe answers are access-logged once in this long at most. */
+#define PROBE_LOG_EVERY_NS 1000000000LL
+
 struct server {
 	struct MHD_Daemon *daemon;
 	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
@@ -92,9 +95,12 @@ struct server {
 	atomic_uint peak_conns;   /* most connections since the last trim */
 	atomic_bool draining;
 	atomic_uint waiting; /* connections that have not begun a request yet */
-	struct app *app;     /* the handlers' context; not ours */
-	struct pool *pool;   /* runs the ROUTE_BLOCKING handlers */
-	unsigned int hide;   /* route flags left out: ROUTE_EXAMPLE, or 0 */
+	/* Failed probe answers' log lines: see probe_log_gate */
+	atomic_llong probe_log_next_ns;
+	atomic_ullong probe_log_skipped;
+	struct app *app;   /* the handlers' context; not ours */
+	struct pool *pool; /* runs the ROUTE_BLOCKING handlers */
+	unsigned int hide; /* route flags left out: ROUTE_EXAMPLE, or 0 */
 };
 
 /*
@@ -1156,13 +1162,44 @@ on_target(void *cls, const char *uri, struct MHD_Connection *conn)
 	return ex; /* libmicrohttpd's reference: on_completed */
 }
 
+/*
+ * A probe that fails is asked again every few seconds by every prober, and
+ * a load balancer or a loop can ask thousands of times a second: its answer
+ * is the checks' state, whose changes are logged once by the checks
+ * themselves. So failed probe answers get one access-log line a second, the
+ * first at once; the line says how many were left out before it. 1: log this
+ * one, with *skipped set.
+ */
+static int
+probe_log_gate(struct server *srv, long long now, unsigned long long *skipped)
+{
+	long long next = atomic_load(&srv->probe_log_next_ns);
+
+	if (now >= next &&
+	    atomic_compare_exchange_strong(&srv->probe_log_next_ns, &next,
+	                                   now + PROBE_LOG_EVERY_NS)) {
+		*skipped = atomic_exchange(&srv->probe_log_skipped, 0);
+		return 1;
+	}
+	atomic_fetch_add(&srv->probe_log_skipped, 1);
+	return 0;
+}
+
 /* One access-log line; only built when the level lets it through. */
 static void
-log_request(struct MHD_Connection *conn, struct exchange *ex, long long took_ns)
+log_request(struct server *srv, struct MHD_Connection *conn,
+            struct exchange *ex, long long took_ns)
 {
 	struct access_entry e = {0};
+	int probe = ex->res.match == ROUTE_FOUND && ex->res.route != NULL &&
+	            (ex->res.route->flags & ROUTE_PROBE);
 
+	if (probe && ex->status >= 200 && ex->status < 400 && !srv->log_probes)
+		return;
 	if (!log_enabled(ex->status >= 500 ? LOG_WARN : LOG_INFO))
+		return;
+	if (probe && ex->status == 503 && !srv->log_probes &&
+	    !probe_log_gate(srv, ex->start_ns + took_ns, &e.skipped))
 		return;
 	e.method = ex->method;
 	e.path = ex->target;
@@ -1201,10 +1238,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 		                    ? router_index(ex->res.route)
 		                    : METRICS_UNMATCHED,
 		                ex->status, took);
-	if (!(ex->res.match == ROUTE_FOUND && ex->res.route != NULL &&
-	      (ex->res.route->flags & ROUTE_PROBE) && ex->status >= 200 &&
-	      ex->status < 400 && !srv->log_probes))
-		log_request(conn, ex, took);
+	log_request(srv, conn, ex, took);
 	if (ex->reserved > 0) {
 		atomic_fetch_sub(&srv->body_bytes, ex->reserved);
 		/* glibc keeps what a large body freed: let the main thread
@@ -1465,6 +1499,8 @@ server_start(const struct config *cfg, int listen_fd, struct app *app)
 	srv->passed = listen_fd >= 0;
 	atomic_init(&srv->draining, 0);
 	atomic_init(&srv->waiting, 0);
+	atomic_init(&srv->probe_log_next_ns, 0);
+	atomic_init(&srv->probe_log_skipped, 0);
 	atomic_init(&srv->refused, 0);
 	srv->app = app;
 	srv->hide = cfg->example_routes ? 0 : ROUTE_EXAMPLE;

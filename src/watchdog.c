@@ -105,6 +105,13 @@ watchdog_start(struct server *srv, const struct notifier *n, long long every_ms,
 
 	if (wd == NULL)
 		goto fail;
+#if MICROD_TEST_HOOKS
+	/* Test builds only: a watchdog that cannot start, for the suite. */
+	if (getenv("MICROD_TEST_WATCHDOG_FAIL") != NULL) {
+		free(wd);
+		goto fail;
+	}
+#endif
 	wd->srv = srv;
 	wd->checks = checks;
 	wd->notifier = n;

@@ -129,6 +129,9 @@ def test_dependencies():
                and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c.get("time") or "")
                for c in checks.values()),
        "?verbose: each check's status, time and duration: %s" % sorted(checks))
+    st, body, _ = get(port, "/readyz?verbose=false")
+    ok(st == 200 and set((body or {}).get("checks", {})) == {"drain", "db", "api"},
+       "?verbose=false is verbose too, as kube-apiserver reads it")
 
     tcp.close()  # the database goes away
     t0 = time.monotonic()
@@ -362,24 +365,68 @@ def test_wedged():
     stop_microd(proc, log)
 
 
+def test_pool_timeout_floor():
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1", "--threads", "2",
+                                    "--check-interval", "0.1", "--check-timeout", "0.05"])
+    if not ok(port is not None, "the test build with --check-timeout 0.05"):
+        return
+    ok(poll(lambda: (get(port, "/livez/pool?verbose")[1] or {}).get("time"), FOLLOWS, 0.05), "the pool check ran")
+    seen = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        blockers = []
+        for _ in range(2):  # each worker busy for 300 ms: busy, not wedged
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /test/block?ms=300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            blockers.append(s)
+        for _ in range(6):
+            seen.append(status_of(port, "/livez"))
+            time.sleep(0.05)
+        for s in blockers:
+            recv_all(s)
+            s.close()
+    ok(seen and set(seen) == {200}, "a pool busy for 300 ms stays live: the pool check waits 1 s at least, "
+       "whatever --check-timeout says (%d probes: %s)" % (len(seen), sorted(set(seen), key=str)))
+    stop_microd(proc, log)
+
+
+def test_watchdog_fails():
+    env = dict(os.environ, NOTIFY_SOCKET="/nonexistent/notify", WATCHDOG_USEC="400000",
+               MICROD_TEST_WATCHDOG_FAIL="1")
+    env.pop("WATCHDOG_PID", None)
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1"], env=env)
+    status = wait_exit(proc, 10)
+    with open(log) as f:
+        text = f.read()
+    ok(status == 1 and "watchdog: cannot start its thread" in text and "-> ready" not in text,
+       "a watchdog that cannot start (its rounds are the pool check's): exit 1, never ready (%s)" % status)
+    os.unlink(log)
+
+
 def test_bad_input():
-    for spec, name in (("db=udp://127.0.0.1:53", "bad scheme"), ("db=tcp://127.0.0.1", "no port"),
-                       ("DB=tcp://127.0.0.1:1", "a name outside [a-z0-9_-]"),
-                       ("pool=tcp://127.0.0.1:1", "a built-in's name")):
+    for spec, why in (("db=udp://127.0.0.1:53", "the scheme must be tcp:// or http://"),
+                      ("db=tcp://127.0.0.1", "no :PORT"),
+                      ("DB=tcp://127.0.0.1:1", "the name must be 1 to 32 of a-z, 0-9, '_', '-'"),
+                      ("pool=tcp://127.0.0.1:1", "pool and drain are the built-in checks' names")):
         r = subprocess.run([BIN, "--port", "0", "--check", spec], capture_output=True, timeout=10)
         lines = r.stderr.decode().strip().splitlines()
-        ok(r.returncode == 2 and len(lines) == 1 and lines[0].startswith("microd: --check: invalid value '%s'" % spec),
-           "--check %s (%s): exit 2, one line" % (spec, name))
+        ok(r.returncode == 2 and lines == ["microd: --check: invalid value '%s': %s" % (spec, why)],
+           "--check %s: exit 2, one line: %s" % (spec, lines))
     r = subprocess.run([BIN, "--port", "0", "--check", "a=tcp://127.0.0.1:1", "--check", "a=tcp://127.0.0.1:2"],
                        capture_output=True, timeout=10)
-    ok(r.returncode == 2 and b"--check: invalid value 'a=tcp://127.0.0.1:2'" in r.stderr,
-       "a name twice: exit 2, naming the second")
+    ok(r.returncode == 2 and r.stderr == b"microd: --check: invalid value 'a=tcp://127.0.0.1:2': "
+       b"a check of that name is given already\n", "a name twice: exit 2, naming the second: %r" % r.stderr)
     many = []
     for i in range(17):
         many += ["--check", "c%d=tcp://127.0.0.1:%d" % (i, i + 1)]
     r = subprocess.run([BIN, "--port", "0"] + many, capture_output=True, timeout=10)
-    ok(r.returncode == 2 and b"--check: invalid value 'c16=tcp://127.0.0.1:17'" in r.stderr,
-       "a 17th --check: exit 2")
+    ok(r.returncode == 2 and r.stderr == b"microd: --check: invalid value 'c16=tcp://127.0.0.1:17': "
+       b"16 checks at most\n", "a 17th --check: exit 2: %r" % r.stderr)
+    env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 a=tcp://127.0.0.1:2")
+    r = subprocess.run([BIN, "--port", "0"], capture_output=True, timeout=10, env=env)
+    ok(r.returncode == 2 and r.stderr.endswith(b"': a check of that name is given already\n")
+       and r.stderr.startswith(b"microd: MICROD_CHECKS: invalid value 'a=tcp://"),
+       "MICROD_CHECKS with a name twice: exit 2 with the reason: %r" % r.stderr)
     env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 b=http://[::1]:2/x\n")
     r = subprocess.run([BIN, "--check-config"], capture_output=True, timeout=10, env=env)
     ok(r.returncode == 0 and "check a: tcp://127.0.0.1:1\n" in r.stdout.decode()
@@ -392,6 +439,54 @@ def test_bad_input():
     stop_microd(proc, log)
 
 
+def request_lines(log, route):
+    """The access-log lines (JSON) of route."""
+    out = []
+    with open(log) as f:
+        for line in f:
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            if j.get("msg") == "request" and j.get("route") == route:
+                out.append(j)
+    return out
+
+
+def test_failed_probe_log():
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "json",
+                                    "--check", "gone=tcp://127.0.0.1:1", "--check-interval", "0.2"])
+    if not ok(port is not None, "microd with a check that fails"):
+        return
+    t0 = time.monotonic()
+    sent = [0]
+
+    def ask():
+        sent[0] += 1
+        return get(port, "/readyz")[0]
+    ok(poll(lambda: ask() == 503, FOLLOWS, 0.05), "/readyz fails")
+    for _ in range(40):
+        ask()
+    # Every failed answer is either logged or counted as skipped in the
+    # next line that is: one line a second at most, the first at once.
+    ok(poll(lambda: ask() and any(j.get("skipped") for j in request_lines(log, "/readyz")), 5, 0.1),
+       "a later line says how many failed probes were left out")
+    elapsed = time.monotonic() - t0
+    lines = request_lines(log, "/readyz")
+    skipped = sum(j.get("skipped", 0) for j in lines)
+    ok(1 <= len(lines) <= elapsed + 1 and skipped >= 40 and len(lines) + skipped <= sent[0]
+       and all(j["status"] == 503 and j["level"] == "warn" for j in lines),
+       "%d failed /readyz: %d lines in %.1f s, %d skipped" % (sent[0], len(lines), elapsed, skipped))
+    stop_microd(proc, log)
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "json",
+                                    "--log-probes", "--check", "gone=tcp://127.0.0.1:1"])
+    for _ in range(10):
+        get(port, "/readyz")
+    ok(poll(lambda: len(request_lines(log, "/readyz")) == 10, 5, 0.05),
+       "with --log-probes every failed probe is logged: %d of 10" % len(request_lines(log, "/readyz")))
+    stop_microd(proc, log)
+
+
 def main():
     test_dependencies()
     test_details()
@@ -401,7 +496,10 @@ def main():
     test_stop_cuts_a_run()
     test_ipv6_host()
     test_wedged()
+    test_pool_timeout_floor()
+    test_watchdog_fails()
     test_bad_input()
+    test_failed_probe_log()
     return done()
 
 
