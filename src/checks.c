@@ -28,6 +28,9 @@ enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
 /* The pool check waits at least this long for a worker's answer. */
 #define POOL_TIMEOUT_MIN_MS 1000
 
+/* How much of an HTTP check's answer is read past its status line. */
+#define ANSWER_READ_MAX (64 * 1024)
+
 struct check {
 	enum check_kind kind;
 	unsigned int groups;
@@ -180,6 +183,27 @@ http_get(const struct check *c, int fd, long long deadline_ms, char *why,
 	return 0;
 }
 
+/*
+ * Reads the rest of an answer, to the peer's close (ANSWER_READ_MAX bytes at
+ * most, by the deadline): a socket closed with bytes unread sends a reset,
+ * which the dependency would log as an error on every run.
+ */
+static void
+read_rest(const struct check *c, int fd, long long deadline_ms)
+{
+	char buf[4096];
+	size_t total = 0;
+
+	while (total < ANSWER_READ_MAX &&
+	       ready_by(c, fd, POLLIN, deadline_ms)) {
+		ssize_t r = recv(fd, buf, sizeof(buf), 0);
+
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+			return;
+		total += r > 0 ? (size_t)r : 0;
+	}
+}
+
 /* One run of a check: 0 when it passed, else -1 with why. */
 static int
 run_once(struct check *c, char *why, size_t len)
@@ -206,9 +230,11 @@ run_once(struct check *c, char *why, size_t len)
 	fd = dial(c, deadline, why, len);
 	if (fd < 0)
 		return -1;
-	ret = c->target.kind == HEALTH_HTTP
-	          ? http_get(c, fd, deadline, why, len)
-	          : 0;
+	ret = 0;
+	if (c->target.kind == HEALTH_HTTP) {
+		ret = http_get(c, fd, deadline, why, len);
+		read_rest(c, fd, deadline);
+	}
 	close(fd);
 	return ret;
 }

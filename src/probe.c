@@ -46,7 +46,7 @@ usage(FILE *out)
 	    "server's\n"
 	    "                     own --bind/--port and environment, with "
 	    "0.0.0.0\n"
-	    "                     and :: mapped to loopback, and /health)\n"
+	    "                     and :: mapped to loopback, and /livez)\n"
 	    "  --timeout SECONDS  for the whole exchange (default 1)\n"
 	    "  --port, --bind     as for the server (flag, else MICROD_PORT,\n"
 	    "                     PORT, MICROD_BIND); other server options "
@@ -119,7 +119,7 @@ default_target(const struct config *cfg, struct target *t)
 		host = "::1";
 	snprintf(t->host, sizeof(t->host), "%s", host);
 	snprintf(t->port, sizeof(t->port), "%u", cfg->port);
-	snprintf(t->path, sizeof(t->path), "/health");
+	snprintf(t->path, sizeof(t->path), "/livez");
 }
 
 /*

@@ -55,6 +55,8 @@ class Http:
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
         self.mode = 200
+        self.body = b""
+        self.ends = {"eof": 0, "reset": 0}  # how microd's side closed
         self.held = []
         self.running = True
         self.thread = threading.Thread(target=self.serve)
@@ -73,8 +75,12 @@ class Http:
             reason = b"\xff\xfe" if self.mode == 502 else b"X"  # 502: bytes that are not UTF-8
             try:
                 c.recv(4096)
-                c.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                          % (self.mode, reason))
+                c.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                          % (self.mode, reason, len(self.body), self.body))
+                c.shutdown(socket.SHUT_WR)
+                self.ends["eof" if c.recv(1) == b"" else "reset"] += 1
+            except ConnectionResetError:
+                self.ends["reset"] += 1
             except OSError:
                 pass
             c.close()
@@ -233,6 +239,18 @@ def test_details():
     st, body, _ = get(port, "/livez/pool")
     ok(st == 200 and body == {"status": "pass"}, "/livez/pool: 200")
     stop_microd(proc, log)
+
+
+def test_reads_the_answer():
+    http = Http()
+    http.body = b"x" * 3000
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "0.1",
+                                    "--check", "api=http://127.0.0.1:%d/" % http.port])
+    ok(poll(lambda: http.ends["eof"] + http.ends["reset"] >= 5, FOLLOWS, 0.05) and status_of(port, "/readyz") == 200,
+       "an http:// check of an answer with a 3000-byte body passes")
+    ok(http.ends["reset"] == 0, "  and reads it to the end before it closes: no reset (%s)" % http.ends)
+    stop_microd(proc, log)
+    http.close()
 
 
 def test_first_run_and_threshold():
@@ -490,6 +508,7 @@ def test_failed_probe_log():
 def main():
     test_dependencies()
     test_details()
+    test_reads_the_answer()
     test_first_run_and_threshold()
     test_watchdog_feeds_pool()
     test_drain()

@@ -416,7 +416,7 @@ test_probe(void)
 	snprintf(env_port, sizeof(env_port), "PORT=%u", m.port);
 	st = probe(NULL, NULL, env, out, sizeof(out));
 	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-	   "with no --url it follows the server's PORT and /health");
+	   "with no --url it follows the server's PORT");
 	snprintf(url, sizeof(url), "%s/ready", m.base);
 	kill(m.pid, SIGTERM);
 	microd_wait_log(&m, "ready -> draining", 5000);
@@ -452,6 +452,13 @@ test_probe(void)
 		st = probe(url, "1", NULL, out, sizeof(out));
 		ok(WIFEXITED(st) && WEXITSTATUS(st) == 1,
 		   "probe exits 1 on a 500");
+		snprintf(env_port, sizeof(env_port), "PORT=%u", f.port);
+		st = probe(NULL, NULL, env, out, sizeof(out));
+		snprintf(url, sizeof(url),
+		         "http://127.0.0.1:%u/livez: status 500", f.port);
+		ok(WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+		       strstr(out, url) != NULL,
+		   "with no --url it asks /livez: %s", out);
 		fake_stop(&f);
 	}
 	if (fake_start(&f, "HTTP/1.1 302 Found\r\nLocation: /x\r\n"

@@ -181,7 +181,31 @@ def test_kubernetes_env():
        "one warning names the ignored MICROD_PORT")
     rc, out, err = podman("exec", "m-k8s", "microd", "probe", "--url", "http://127.0.0.1:8080/ready")
     ok(rc == 0, "microd probe --url in the same environment: %s" % (out + err).strip())
+    probes = dict((kind, spec["containers"][0][kind]["httpGet"]["path"])
+                  for kind in ("startupProbe", "livenessProbe", "readinessProbe"))
+    for kind, path in sorted(probes.items()):
+        rc, out, err = podman("exec", "m-k8s", "microd", "probe", "--url", "http://127.0.0.1:8080" + path)
+        ok(rc == 0, "the manifest's %s (%s) passes in the container: %s" % (kind, path, (out + err).strip()))
     podman("rm", "-f", "-t", "0", "m-k8s")
+    # A dependency that is away, inside the container's own network: the
+    # readiness probe fails, liveness and the image's HEALTHCHECK do not.
+    port = run("m-dep", ("--read-only",), env=env + injected + [("MICROD_CHECKS", "db=tcp://127.0.0.1:1"),
+                                                                 ("MICROD_CHECK_INTERVAL", "0.2")])
+    up = poll(lambda: http(port)[0] == 200, 30)
+    why = "check db: not run -> fail: connect to 127.0.0.1:1: Connection refused"
+    ok(poll(lambda: why in logs("m-dep"), 10), "the check ran and failed: %s" % why)
+    rc, out, err = podman("exec", "m-dep", "microd", "probe", "--url", "http://127.0.0.1:8080" + probes["readinessProbe"])
+    ok(up and rc == 1 and "status 503" in err, "MICROD_CHECKS=db=tcp://127.0.0.1:1: the readiness probe fails: %s"
+       % (out + err).strip())
+    rc, out, err = podman("exec", "m-dep", "microd", "probe", "--url", "http://127.0.0.1:8080" + probes["livenessProbe"])
+    h = healthy("m-dep")
+    ok(rc == 0 and h[0], "  while the liveness probe passes and the container is healthy %s" % h[1])
+    runs = poll(lambda: (lambda m: m and int(m.group(1)) >= 3 and int(m.group(1)))(
+        re.search(rb'microd_check_failures_total\{check="db"\} (\d+)', http(port, "/metrics")[1])), 10)
+    text = logs("m-dep")
+    ok(runs and text.count("check db:") == 1, "  and after %s failed runs its failure is logged once: %s"
+       % (runs, [l for l in text.splitlines() if "check db" in l][:3]))
+    podman("rm", "-f", "-t", "0", "m-dep")
 
 
 def load(port, stop, counts):
