@@ -219,8 +219,19 @@ def test_cgroup_limits(vm):
     vm.ssh("rm -r /etc/systemd/system/microd.service.d && systemctl daemon-reload && systemctl restart microd.service")
 
 
+def pool_ran_at(vm):
+    """When the pool check last ran, from /livez/pool?verbose (or None)."""
+    st, data = http(vm.http_port, "/livez/pool?verbose")
+    m = re.search(rb'"time":"([^"]+)"', data) if st == 200 else None
+    return m and m.group(1).decode()
+
+
 def test_watchdog(vm):
+    # The pool check's own thread would run once an hour: under systemd
+    # its runs are the watchdog's rounds (every 5 s of WatchdogSec=10).
+    vm.ssh("echo MICROD_CHECK_INTERVAL=3600 > /etc/default/microd && systemctl restart microd.service")
     http(vm.http_port)
+    first = poll(lambda: pool_ran_at(vm), 10, 0.5)
     pid = show(vm, "MainPID")
     restarts = int(show(vm, "NRestarts"))
     ok(pid != "0" and show(vm, "WatchdogUSec") in ("10s", "10000000"),
@@ -231,6 +242,11 @@ def test_watchdog(vm):
         time.sleep(1)
     ok(show(vm, "MainPID") == pid and int(show(vm, "NRestarts")) == restarts,
        "a healthy microd is not restarted over 21 s")
+    later = pool_ran_at(vm)
+    ok(first and later and later > first and http(vm.http_port, "/livez")[0] == 200,
+       "the watchdog's rounds are /livez's pool check (ran at %s, then %s, with MICROD_CHECK_INTERVAL=3600)"
+       % (first, later))
+    vm.ssh("rm /etc/default/microd")
     vm.ssh("kill -STOP %s" % pid)
     new = poll(lambda: (show(vm, "MainPID") not in ("0", pid) and show(vm, "ActiveState") == "active"
                         and show(vm, "MainPID")), 45, 1)
