@@ -17,19 +17,11 @@
 
 /* What ?exclude= named, for one request. */
 struct excluded {
-	const char *names[CHECKS_MAX];
+	const char *names[CHECKS_MAX]; /* each once */
 	size_t n;
+	int overflow;  /* more different names than a table can hold */
 	json_t *notes; /* "exclude=x: no such check", for the verbose body */
 };
-
-static void
-take_exclude(void *arg, const char *value)
-{
-	struct excluded *e = arg;
-
-	if (value != NULL && e->n < CHECKS_MAX)
-		e->names[e->n++] = value;
-}
 
 static int
 is_excluded(const struct excluded *e, const char *name)
@@ -38,6 +30,19 @@ is_excluded(const struct excluded *e, const char *name)
 		if (strcmp(e->names[i], name) == 0)
 			return 1;
 	return 0;
+}
+
+static void
+take_exclude(void *arg, const char *value)
+{
+	struct excluded *e = arg;
+
+	if (value == NULL || is_excluded(e, value))
+		return;
+	if (e->n == CHECKS_MAX)
+		e->overflow = 1;
+	else
+		e->names[e->n++] = value;
 }
 
 static void
@@ -144,6 +149,11 @@ group_reply(const struct request *req, unsigned int group, struct reply *rep)
 	json_t *body, *checks = NULL;
 
 	request_query_each(req, "exclude", take_exclude, &e);
+	if (e.overflow) { /* a name left out could be the one that fails */
+		reply_error(rep, 400, "?exclude= names more than %d checks",
+		            CHECKS_MAX);
+		return 0;
+	}
 	pass = group_passes(req, group, &e);
 	body = json_pack("{s:s}", "status", pass ? "pass" : "fail");
 	if (verbose && body != NULL) {

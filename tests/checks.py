@@ -151,6 +151,10 @@ def test_dependencies():
        "  the reason stays out of the body without --health-details")
     ok(status_of(port, "/ready") == 503, "  /ready, the old face of readiness, too")
     ok(get(port, "/readyz?exclude=db")[0] == 200, "?exclude=db leaves it out: 200")
+    ok(get(port, "/readyz?" + "&".join(["exclude=db"] * 30))[0] == 200, "  also named 30 times: each name counts once")
+    st, body, _ = get(port, "/readyz?" + "&".join("exclude=x%d" % i for i in range(20)) + "&exclude=db")
+    ok(st == 400 and (body or {}).get("detail") == "?exclude= names more than 20 checks",
+       "  21 different names: 400, rather than a name left out unread: %s %s" % (st, body))
     st, body, _ = get(port, "/readyz?verbose&exclude=db&exclude=nosuch")
     ok(st == 200 and body.get("notes") == ["exclude=nosuch: no such check, ignored"]
        and body["checks"]["db"].get("excluded") is True,
