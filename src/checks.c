@@ -28,8 +28,10 @@ enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
 /* The pool check waits at least this long for a worker's answer. */
 #define POOL_TIMEOUT_MIN_MS 1000
 
-/* How much of an HTTP check's answer is read past its status line. */
-#define ANSWER_READ_MAX (64 * 1024)
+/* How much of an HTTP check's answer is read past its status line, and
+ * for how long at most once the run is recorded. */
+#define ANSWER_READ_MAX ((size_t)64 * 1024)
+#define ANSWER_READ_MS 250
 
 struct check {
 	enum check_kind kind;
@@ -184,33 +186,42 @@ http_get(const struct check *c, int fd, long long deadline_ms, char *why,
 }
 
 /*
- * Reads the rest of an answer, to the peer's close (ANSWER_READ_MAX bytes at
- * most, by the deadline): a socket closed with bytes unread sends a reset,
- * which the dependency would log as an error on every run.
+ * Reads the rest of an answer to the peer's close (ANSWER_READ_MAX bytes and
+ * ANSWER_READ_MS at most), then closes: a socket closed with bytes unread
+ * sends a reset, which the dependency would log as an error on every run.
+ * The run is recorded before, so a peer that keeps the connection open
+ * delays neither the result nor its duration.
  */
 static void
-read_rest(const struct check *c, int fd, long long deadline_ms)
+close_after_answer(const struct check *c, int fd)
 {
 	char buf[4096];
 	size_t total = 0;
+	long long deadline_ms = now_ms() + ANSWER_READ_MS;
 
 	while (total < ANSWER_READ_MAX &&
 	       ready_by(c, fd, POLLIN, deadline_ms)) {
 		ssize_t r = recv(fd, buf, sizeof(buf), 0);
 
 		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
-			return;
+			break;
 		total += r > 0 ? (size_t)r : 0;
 	}
+	close(fd);
 }
 
-/* One run of a check: 0 when it passed, else -1 with why. */
+/*
+ * One run of a check: 0 when it passed, else -1 with why. *answered is the
+ * socket of an http:// check, whose answer is still to be read to its end
+ * (close_after_answer), else -1.
+ */
 static int
-run_once(struct check *c, char *why, size_t len)
+run_once(struct check *c, char *why, size_t len, int *answered)
 {
 	long long deadline = now_ms() + c->timeout_ms;
 	int fd, ret;
 
+	*answered = -1;
 	if (c->kind == CHECK_POOL) {
 		struct pool_check pc;
 
@@ -230,12 +241,12 @@ run_once(struct check *c, char *why, size_t len)
 	fd = dial(c, deadline, why, len);
 	if (fd < 0)
 		return -1;
-	ret = 0;
-	if (c->target.kind == HEALTH_HTTP) {
-		ret = http_get(c, fd, deadline, why, len);
-		read_rest(c, fd, deadline);
+	if (c->target.kind != HEALTH_HTTP) {
+		close(fd);
+		return 0;
 	}
-	close(fd);
+	ret = http_get(c, fd, deadline, why, len);
+	*answered = fd;
 	return ret;
 }
 
@@ -274,14 +285,21 @@ check_main(void *arg)
 		struct timespec until;
 		long long start = now_ns();
 		char why[160] = "";
-		int passed = run_once(c, why, sizeof(why)) == 0, stopping;
+		int answered, stopping;
+		int passed = run_once(c, why, sizeof(why), &answered) == 0;
+		long long took = now_ns() - start;
 
 		pthread_mutex_lock(&cs->lock);
 		stopping = cs->stop;
 		pthread_mutex_unlock(&cs->lock);
-		if (stopping)
+		if (stopping) {
+			if (answered >= 0)
+				close(answered);
 			return NULL; /* a run cut short is no result */
-		record(c, passed, now_ns() - start, why);
+		}
+		record(c, passed, took, why);
+		if (answered >= 0)
+			close_after_answer(c, answered);
 		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec += (time_t)(c->interval_ms / 1000);
 		until.tv_nsec += (long)(c->interval_ms % 1000) * 1000000L;

@@ -227,14 +227,22 @@ parse_example_routes(struct config *cfg, const char *s)
 	return parse_bool(s, &cfg->example_routes);
 }
 
-/* One or more checks, separated by blanks or newlines (the variable's form,
- * as a YAML block leaves it); appended. -1 with *why the rule broken. */
+/* Room for the longest check a value can hold, and one byte over. */
+#define CHECK_SPEC_MAX                                                         \
+	(HEALTH_NAME_MAX + HEALTH_HOST_MAX + HEALTH_PATH_MAX + 32)
+
+/*
+ * One or more checks, separated by blanks or newlines (the variable's form,
+ * as a YAML block leaves it); appended. -1 with *why the rule broken and
+ * bad the check that broke it (CHECK_SPEC_MAX bytes: cut if longer).
+ */
 static int
-parse_checks(struct config *cfg, const char *s, const char **why)
+parse_checks(struct config *cfg, const char *s, const char **why, char *bad)
 {
-	char one[HEALTH_NAME_MAX + HEALTH_HOST_MAX + HEALTH_PATH_MAX + 32];
+	char one[CHECK_SPEC_MAX];
 	int any = 0;
 
+	snprintf(bad, CHECK_SPEC_MAX, "%s", s);
 	for (;;) {
 		size_t n;
 		struct health_target t;
@@ -245,6 +253,7 @@ parse_checks(struct config *cfg, const char *s, const char **why)
 			*why = "no check given";
 			return any ? 0 : -1;
 		}
+		snprintf(bad, CHECK_SPEC_MAX, "%.*s", (int)n, s);
 		if (cfg->n_checks == CONFIG_CHECKS_MAX) {
 			*why = "16 checks at most";
 			return -1;
@@ -277,8 +286,9 @@ static int
 parse_check(struct config *cfg, const char *s)
 {
 	const char *why;
+	char bad[CHECK_SPEC_MAX];
 
-	return parse_checks(cfg, s, &why);
+	return parse_checks(cfg, s, &why, bad);
 }
 
 static int
@@ -474,7 +484,8 @@ static const struct option options[] = {
     {"check-timeout", "MICROD_CHECK_TIMEOUT", NULL, "SECONDS",
      "seconds from 0.01 to 60",
      "how long one run of a check may take before it fails (default 1; "
-     "the pool check's never less than 1)",
+     "the pool check's never less than 1, or half the watchdog interval "
+     "under one)",
      parse_check_timeout},
     {"check-threshold", "MICROD_CHECK_THRESHOLD", NULL, "N",
      "an integer from 1 to 100",
@@ -568,12 +579,13 @@ bad_value_why(char *err, size_t errlen, const char *what, const char *value,
 {
 	char shown[80];
 	size_t n = 0;
+	const unsigned char *p = (const unsigned char *)value;
+	const char *cut;
 
 	/* The value as printable ASCII, bounded: the error stays one line,
 	 * with no byte that could pose as a journald priority or break the
 	 * JSON of a refusal. */
-	for (const unsigned char *p = (const unsigned char *)value;
-	     *p != '\0' && n + 5 < sizeof(shown); p++) {
+	for (; *p != '\0' && n + 5 < sizeof(shown); p++) {
 		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
 			shown[n++] = (char)*p;
 		else
@@ -581,13 +593,13 @@ bad_value_why(char *err, size_t errlen, const char *what, const char *value,
 			                      "\\x%02x", *p);
 	}
 	shown[n] = '\0';
+	cut = *p != '\0' ? "..." : "";
 	if (why != NULL)
 		snprintf(err, errlen, "%s: invalid value '%s%s': %s", what,
-		         shown, strlen(value) > n ? "..." : "", why);
+		         shown, cut, why);
 	else
 		snprintf(err, errlen, "%s: invalid value '%s%s' (expected %s)",
-		         what, shown, strlen(value) > n ? "..." : "",
-		         opt->accepts);
+		         what, shown, cut, opt->accepts);
 	return CONFIG_ERROR;
 }
 
@@ -769,11 +781,12 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		 * and its name new. */
 		if (!address_only && opt == &options[index_of("check")]) {
 			const char *why;
+			char bad[CHECK_SPEC_MAX];
 
-			if (parse_checks(cfg, value, &why) != 0)
+			if (parse_checks(cfg, value, &why, bad) != 0)
 				return bad_value_why(err, errlen,
-				                     flags[opt - options],
-				                     value, opt, why);
+				                     flags[opt - options], bad,
+				                     opt, why);
 			given[opt - options] = value;
 			continue;
 		}
@@ -806,10 +819,11 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			continue;
 		if (i == index_of("check")) {
 			const char *why;
+			char bad[CHECK_SPEC_MAX];
 
-			if (parse_checks(cfg, v, &why) != 0)
-				return bad_value_why(err, errlen, name, v, opt,
-				                     why);
+			if (parse_checks(cfg, v, &why, bad) != 0)
+				return bad_value_why(err, errlen, name, bad,
+				                     opt, why);
 		} else if (opt->parse(cfg, v) != 0)
 			return bad_value(err, errlen, name, v, opt);
 		from[i] = name;
@@ -875,7 +889,9 @@ config_usage(FILE *out)
 	fputs("Usage: microd [OPTION]...\n"
 	      "       microd probe [--url URL] [--timeout SECONDS]\n"
 	      "A small JSON-over-HTTP service: GET /health, GET /ready,\n"
-	      "GET /version, GET /metrics (Prometheus), POST /echo.\n"
+	      "GET /livez[/NAME] and /readyz[/NAME] (liveness and readiness\n"
+	      "checks; ?verbose, ?exclude=NAME), GET /version, GET /metrics\n"
+	      "(Prometheus), POST /echo.\n"
 	      "'microd probe --help' explains the probe.\n"
 	      "\n"
 	      "Each option can also be set through the environment variable\n"

@@ -2,6 +2,7 @@
 /* health.c -- check targets from the configuration; runs -> status */
 #include "health.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,13 +53,24 @@ parse_authority(const char *s, const char *end, struct health_target *out,
 		*why = "no host, or one longer than 253 bytes";
 		return -1;
 	}
-	for (const char *p = host; p < host_end; p++)
-		if ((unsigned char)*p <= ' ' || *p == '/' || *p == '@' ||
-		    (unsigned char)*p >= 0x7f) {
-			*why = "a host holds letters, digits, '.', '-' or an "
-			       "address";
+	for (const char *p = host; p < host_end; p++) {
+		unsigned char b = (unsigned char)*p;
+
+		if (host != s && !isxdigit(b) && b != ':' && b != '.') {
+			*why = "an IPv6 address holds hex digits, ':' and '.'";
 			return -1;
 		}
+		if (host == s && !isalnum(b) && b != '.' && b != '-' &&
+		    b != '_') {
+			*why = "a host holds letters, digits, '.', '-', '_' or "
+			       "an address";
+			return -1;
+		}
+	}
+	if (host != s && memchr(host, ':', (size_t)(host_end - host)) == NULL) {
+		*why = "an IPv6 address holds hex digits, ':' and '.'";
+		return -1;
+	}
 	if ((size_t)(end - colon - 1) >= sizeof(port)) {
 		*why = "the port must be 1 to 65535";
 		return -1;

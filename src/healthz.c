@@ -14,6 +14,7 @@
 #include "checks.h"
 #include "reply.h"
 #include "state.h"
+#include "utf8.h"
 
 /* What ?exclude= named, for one request. */
 struct excluded {
@@ -170,7 +171,8 @@ group_reply(const struct request *req, unsigned int group, struct reply *rep)
 		json_object_set_new(body, "checks", checks);
 		for (size_t i = 0; i < e.n; i++) {
 			int known = 0;
-			char note[HEALTH_NAME_MAX + 64];
+			char note[HEALTH_NAME_MAX + 64],
+			    clean[3 * sizeof(note)];
 
 			for (size_t j = 0; j < n; j++)
 				known |= strcmp(r[j].name, e.names[i]) == 0;
@@ -181,7 +183,10 @@ group_reply(const struct request *req, unsigned int group, struct reply *rep)
 			snprintf(note, sizeof(note),
 			         "exclude=%.*s: no such check, ignored",
 			         HEALTH_NAME_MAX, e.names[i]);
-			json_array_append_new(e.notes, json_string(note));
+			/* The name is the client's bytes, and may be cut
+			 * inside a character: JSON wants UTF-8. */
+			utf8_sanitize(clean, sizeof(clean), note);
+			json_array_append_new(e.notes, json_string(clean));
 		}
 		if (e.notes != NULL)
 			json_object_set_new(body, "notes", e.notes);

@@ -1857,6 +1857,7 @@ int
 server_stop(struct server *srv)
 {
 	unsigned int running = 0;
+	unsigned long long skipped;
 
 	/*
 	 * 0.9.75 aborts in MHD_stop_daemon while a connection is suspended:
@@ -1886,6 +1887,11 @@ server_stop(struct server *srv)
 		}
 	}
 	MHD_stop_daemon(srv->daemon);
+	skipped = atomic_load(&srv->probe_log_skipped);
+	if (skipped > 0) /* the count no later access-log line will carry */
+		log_warn("%llu failed probe answers since the last one "
+		         "logged were not access-logged",
+		         skipped);
 	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
 		close(srv->quiesced_fd);
 	pool_stop(srv->pool); /* NULL-safe; leaves running handlers be */

@@ -71,6 +71,11 @@ class Http:
             if self.mode == "hang":
                 self.held.append(c)
                 continue
+            if self.mode == "open":  # a whole answer, and the connection kept
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self.held.append(c)
+                continue
             c.settimeout(2)
             reason = b"\xff\xfe" if self.mode == 502 else b"X"  # 502: bytes that are not UTF-8
             try:
@@ -159,6 +164,10 @@ def test_dependencies():
     ok(st == 200 and body.get("notes") == ["exclude=nosuch: no such check, ignored"]
        and body["checks"]["db"].get("excluded") is True,
        "  an unknown name is ignored and said so: %s" % (body or {}).get("notes"))
+    st, body, _ = get(port, "/readyz?verbose&exclude=db&exclude=%FF%FE&exclude=" + "x" * 31 + "%C3%A9")
+    ok(st == 200 and (body or {}).get("notes") == ["exclude=\ufffd\ufffd: no such check, ignored",
+                                                   "exclude=" + "x" * 31 + "\ufffd: no such check, ignored"],
+       "  also a name that is not UTF-8, or is cut inside a character: %s" % (body or {}).get("notes"))
 
     tcp = listener(tcp_port)  # it comes back
     t0 = time.monotonic()
@@ -255,6 +264,20 @@ def test_reads_the_answer():
     ok(http.ends["reset"] == 0, "  and reads it to the end before it closes: no reset (%s)" % http.ends)
     stop_microd(proc, log)
     http.close()
+    http = Http()
+    http.mode = "open"
+    t0 = time.monotonic()
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "0.2",
+                                    "--check-timeout", "3", "--check", "ko=http://127.0.0.1:%d/" % http.port])
+    ok(poll(lambda: status_of(port, "/readyz") == 200, FOLLOWS, 0.05), "a peer that answers and keeps the "
+       "connection open passes at once (%.2f s; --check-timeout 3)" % (time.monotonic() - t0))
+    runs = poll(lambda: len(http.held) >= 4 and len(http.held), FOLLOWS, 0.05)
+    st, body, _ = get(port, "/readyz/ko?verbose")
+    ok(runs and (body or {}).get("duration_us", 10 ** 7) < 1000000,
+       "  its runs are not held to the timeout: %s runs in %.2f s, the last took %s us"
+       % (runs, time.monotonic() - t0, (body or {}).get("duration_us")))
+    stop_microd(proc, log)
+    http.close()
 
 
 def test_first_run_and_threshold():
@@ -304,12 +327,22 @@ def test_watchdog_feeds_pool():
     env.pop("WATCHDOG_PID", None)
     # The pool check's own thread would run once an hour: its runs come
     # from the watchdog, every 200 ms.
-    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "3600"], env=env)
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "3600",
+                                    "--check-timeout", "5", "--threads", "2"], env=env)
     first = poll(lambda: (get(port, "/livez/pool?verbose")[1] or {}).get("time"), 3, 0.05)
     later = poll(lambda: (lambda t: t if t not in (None, first) else None)(
         (get(port, "/livez/pool?verbose")[1] or {}).get("time")), 3, 0.05)
     ok(first and later and later > first, "with WATCHDOG_USEC the watchdog's rounds are the pool check's runs "
        "(%s, then %s, with --check-interval 3600)" % (first, later))
+    blockers = []
+    for _ in range(2):  # 1 s on each worker: longer than the round
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /test/block?ms=1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        blockers.append(s)
+    ok(poll(lambda: status_of(port, "/livez") == 503, FOLLOWS, 0.05),
+       "  and its timeout is the round (200 ms), not --check-timeout 5: a worker busy for 1 s fails /livez")
+    for s in blockers:
+        s.close()
     stop_microd(proc, log)
     reading[0] = False
     t.join()
@@ -446,9 +479,9 @@ def test_bad_input():
        b"16 checks at most\n", "a 17th --check: exit 2: %r" % r.stderr)
     env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 a=tcp://127.0.0.1:2")
     r = subprocess.run([BIN, "--port", "0"], capture_output=True, timeout=10, env=env)
-    ok(r.returncode == 2 and r.stderr.endswith(b"': a check of that name is given already\n")
-       and r.stderr.startswith(b"microd: MICROD_CHECKS: invalid value 'a=tcp://"),
-       "MICROD_CHECKS with a name twice: exit 2 with the reason: %r" % r.stderr)
+    ok(r.returncode == 2 and r.stderr == b"microd: MICROD_CHECKS: invalid value 'a=tcp://127.0.0.1:2': "
+       b"a check of that name is given already\n",
+       "MICROD_CHECKS with a name twice: exit 2, naming the check and the reason: %r" % r.stderr)
     env = dict(os.environ, MICROD_CHECKS="a=tcp://127.0.0.1:1 b=http://[::1]:2/x\n")
     r = subprocess.run([BIN, "--check-config"], capture_output=True, timeout=10, env=env)
     ok(r.returncode == 0 and "check a: tcp://127.0.0.1:1\n" in r.stdout.decode()
@@ -499,7 +532,19 @@ def test_failed_probe_log():
     ok(1 <= len(lines) <= elapsed + 1 and skipped >= 40 and len(lines) + skipped <= sent[0]
        and all(j["status"] == 503 and j["level"] == "warn" for j in lines),
        "%d failed /readyz: %d lines in %.1f s, %d skipped" % (sent[0], len(lines), elapsed, skipped))
-    stop_microd(proc, log)
+    for _ in range(3):  # not logged: within a second of the last line
+        ask()
+    ok(stop_microd_keep(proc) == 0, "  microd stops")
+    lines = request_lines(log, "/readyz")
+    with open(log) as f:
+        m = re.search(r'"msg":"(\d+) failed probe answers since the last one logged were not access-logged"',
+                      f.read())
+    rest = int(m.group(1)) if m else 0
+    ok(len(lines) + sum(j.get("skipped", 0) for j in lines) + rest == sent[0],
+       "  every failed answer is a line, or counted in a later one or in the last words at the stop "
+       "(%d lines, %d skipped, %d at the stop, of %d)"
+       % (len(lines), sum(j.get("skipped", 0) for j in lines), rest, sent[0]))
+    os.unlink(log)
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "json",
                                     "--log-probes", "--check", "gone=tcp://127.0.0.1:1"])
     for _ in range(10):
