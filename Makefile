@@ -12,7 +12,7 @@ BUILD   ?= build
 VERSION  = 0.1.0
 # The commit built: git describe in a checkout, else set it (COMMIT=abc123).
 COMMIT  ?= $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
-PKGS     = libmicrohttpd jansson
+PKGS     = libmicrohttpd jansson gnutls
 TEST_PKGS = libcurl
 RUN_ARGS ?= --port 8080
 
@@ -56,7 +56,7 @@ LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
            src/probe.c src/refusal.c src/resources.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/status.c src/app.c src/examples.c src/pool.c src/health.c \
-           src/checks.c src/healthz.c \
+           src/checks.c src/healthz.c src/tls.c \
            src/utf8.c src/watchdog.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
@@ -67,7 +67,7 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/routes.py tests/checks.py
 
 # Debian packages: what a build needs, and what the tests need on top.
-DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev
+DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
 DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
             systemd man-db wrk valgrind $(DEB_ENGINES)

@@ -11,6 +11,7 @@
 
 struct checks;
 struct config;
+struct tls;
 struct notes;
 
 /*
@@ -25,6 +26,7 @@ struct app {
 	 * the probes read (NULL: none), and --health-details. */
 	struct checks *checks;
 	int health_details;
+	struct tls *tls; /* the HTTPS certificate, for /metrics; NULL: none */
 };
 
 /*

@@ -320,6 +320,48 @@ parse_check_threshold(struct config *cfg, const char *s)
 	return 0;
 }
 
+/* A path as given: only an empty one is refused here; tls_open reads it. */
+static int
+parse_path(const char *s, const char **out)
+{
+	if (*s == '\0' || strlen(s) >= 4096)
+		return -1;
+	*out = s;
+	return 0;
+}
+
+static int
+parse_tls_cert(struct config *cfg, const char *s)
+{
+	return parse_path(s, &cfg->tls_cert);
+}
+
+static int
+parse_tls_key(struct config *cfg, const char *s)
+{
+	return parse_path(s, &cfg->tls_key);
+}
+
+static int
+parse_tls_port(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (number_parse(s, 65535, &v) != 0)
+		return -1;
+	cfg->tls_port = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_tls_priorities(struct config *cfg, const char *s)
+{
+	if (*s == '\0' || strlen(s) >= 1024)
+		return -1;
+	cfg->tls_priorities = s; /* checked by GnuTLS at start */
+	return 0;
+}
+
 static int
 parse_health_details(struct config *cfg, const char *s)
 {
@@ -497,6 +539,22 @@ static const struct option options[] = {
      "show why a check fails in the ?verbose body of /livez and /readyz "
      "(by default only in the log, as callers need not be trusted)",
      parse_health_details},
+    {"tls-cert", "MICROD_TLS_CERT", NULL, "FILE",
+     "a path to a PEM certificate chain, leaf first",
+     "serve HTTPS on --tls-port with this certificate (with --tls-key); "
+     "reloaded when the file changes and on SIGHUP",
+     parse_tls_cert},
+    {"tls-key", "MICROD_TLS_KEY", NULL, "FILE", "a path to a PEM private key",
+     "the certificate's private key (with --tls-cert)", parse_tls_key},
+    {"tls-port", "MICROD_TLS_PORT", NULL, "N", "an integer from 0 to 65535",
+     "HTTPS port, beside HTTP on --port; 0 picks a free one (default "
+     "8443)",
+     parse_tls_port},
+    {"tls-priorities", "MICROD_TLS_PRIORITIES", NULL, "STRING",
+     "a GnuTLS priority string",
+     "the TLS versions and ciphers offered (default "
+     "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2: TLS 1.2 and 1.3 only)",
+     parse_tls_priorities},
     {"drain-delay", "MICROD_DRAIN_DELAY", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 5 or 0.5",
      "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
@@ -540,6 +598,10 @@ set_defaults(struct config *cfg)
 	cfg->example_routes = 0;
 	cfg->n_checks = 0;
 	cfg->health_details = 0;
+	cfg->tls_cert = NULL;
+	cfg->tls_key = NULL;
+	cfg->tls_port = 8443;
+	cfg->tls_priorities = CONFIG_TLS_PRIORITIES;
 	cfg->check_interval_ms = 5000;
 	cfg->check_timeout_ms = 1000;
 	cfg->check_threshold = 1;
@@ -834,6 +896,15 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 	if (address_only)
 		return CONFIG_RUN;
 	fit_resources(cfg, res, from);
+	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+		snprintf(err, errlen,
+		         "%s without %s: HTTPS needs both the certificate and "
+		         "its key",
+		         from[index_of(cfg->tls_cert != NULL ? "tls-cert"
+		                                             : "tls-key")],
+		         cfg->tls_cert != NULL ? "--tls-key" : "--tls-cert");
+		return CONFIG_ERROR;
+	}
 	if (cfg->body_budget < cfg->max_body) {
 		snprintf(err, errlen,
 		         "%s (%zu bytes) is below %s (%zu bytes): no body of "

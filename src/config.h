@@ -34,7 +34,10 @@ struct config {
 	size_t n_checks;
 	unsigned int check_interval_ms, check_timeout_ms;
 	unsigned int check_threshold;
-	int health_details; /* failure reasons in ?verbose bodies */
+	int health_details;             /* failure reasons in ?verbose bodies */
+	const char *tls_cert, *tls_key; /* HTTPS when set (both or none) */
+	unsigned int tls_port;
+	const char *tls_priorities; /* GnuTLS's syntax */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 	int check_only; /* --check-config: validate, serve nothing */
@@ -51,6 +54,9 @@ struct config {
 };
 
 struct resources;
+
+/* TLS 1.2 and 1.3 only: GnuTLS's NORMAL alone offers 1.0 and 1.1 too. */
+#define CONFIG_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 enum config_result { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
 

@@ -12,6 +12,7 @@
 #include "reply.h"
 #include "server.h"
 #include "state.h"
+#include "tls.h"
 #include "version.h"
 
 void
@@ -25,20 +26,38 @@ handle_version(const struct request *req, struct reply *rep)
 	                     "jansson", jansson_version_str()));
 }
 
+/* microd's own families past the request metrics: checks, TLS. */
 static void
-render_checks(void *arg, FILE *f)
+render_app(void *arg, FILE *f)
 {
-	checks_render_metrics(arg, f);
+	const struct app *app = arg;
+	unsigned long long ok, failed;
+
+	if (app->checks != NULL)
+		checks_render_metrics(app->checks, f);
+	if (app->tls == NULL)
+		return;
+	tls_reloads(app->tls, &ok, &failed);
+	fprintf(f,
+	        "# HELP microd_tls_certificate_expiry_timestamp_seconds When "
+	        "the HTTPS certificate in use expires (notAfter).\n"
+	        "# TYPE microd_tls_certificate_expiry_timestamp_seconds "
+	        "gauge\n"
+	        "microd_tls_certificate_expiry_timestamp_seconds %lld\n"
+	        "# HELP microd_tls_reloads_total Reloads of the certificate "
+	        "and key: ok replaced the pair, failed kept the old one.\n"
+	        "# TYPE microd_tls_reloads_total counter\n"
+	        "microd_tls_reloads_total{result=\"ok\"} %llu\n"
+	        "microd_tls_reloads_total{result=\"failed\"} %llu\n",
+	        tls_expiry(app->tls), ok, failed);
 }
 
 void
 handle_metrics(const struct request *req, struct reply *rep)
 {
 	size_t len = 0;
-	char *text = metrics_render(
-	    &len,
-	    req->app != NULL && req->app->checks != NULL ? render_checks : NULL,
-	    req->app != NULL ? req->app->checks : NULL);
+	char *text = metrics_render(&len, req->app != NULL ? render_app : NULL,
+	                            req->app);
 
 	reply_text(rep, 200, text, len,
 	           "text/plain; version=0.0.4; charset=utf-8");

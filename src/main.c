@@ -24,6 +24,7 @@
 #include "router.h"
 #include "server.h"
 #include "state.h"
+#include "tls.h"
 #include "version.h"
 #include "watchdog.h"
 
@@ -70,6 +71,7 @@ struct supervisor {
 	long long ping_every_ms; /* 0: no watchdog */
 	struct watchdog *watchdog;
 	long long next_extend_ms;
+	struct tls *tls; /* with --tls-cert: the HTTPS certificate */
 };
 
 /* $JOURNAL_STREAM names stderr's device and inode when journald reads it. */
@@ -140,7 +142,7 @@ flush_log(const sigset_t *sigs)
 
 /* Waits for a stop signal, trimming memory now and then. */
 static int
-wait_signal(struct server *srv, const sigset_t *sigs)
+wait_signal(struct supervisor *sv, const sigset_t *sigs)
 {
 	const struct timespec ts = {TRIM_EVERY_S, 0};
 
@@ -153,8 +155,32 @@ wait_signal(struct server *srv, const sigset_t *sigs)
 			log_error("sigtimedwait failed: %s", strerror(errno));
 			return SIGTERM;
 		}
-		server_trim(srv);
+		server_trim(sv->srv);
+		if (sv->tls != NULL) /* a changed file is a new certificate */
+			tls_reload(sv->tls, 0);
 	}
+}
+
+/*
+ * SIGHUP: the certificate and key read again, whether or not they changed,
+ * with the service manager told (Type=notify-reload's protocol; harmless
+ * under ExecReload=kill -HUP). Without TLS there is nothing to reload.
+ */
+static void
+reload(struct supervisor *sv)
+{
+	struct timespec now;
+
+	if (sv->tls == NULL) {
+		log_info("SIGHUP: nothing to reload (no --tls-cert)");
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	notify_send(&sv->notifier, "RELOADING=1\nMONOTONIC_USEC=%lld",
+	            (long long)now.tv_sec * 1000000LL + now.tv_nsec / 1000);
+	log_info("SIGHUP: reading the certificate and key again");
+	tls_reload(sv->tls, 1);
+	notify_send(&sv->notifier, "READY=1");
 }
 
 /*
@@ -375,8 +401,20 @@ main(int argc, char **argv)
 	case CONFIG_RUN:
 		break;
 	}
+	/* A certificate or key that cannot serve is bad usage, said as
+	 * the configuration's errors are. */
+	if (cfg.tls_cert != NULL) {
+		sv.tls = tls_open(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
+		if (sv.tls == NULL) {
+			fprintf(stderr, "%smicrod: %s\n",
+			        stderr_is_journal() ? "<3>" : "", err);
+			refuse_waiting(err);
+			return 2;
+		}
+	}
 	if (cfg.check_only) {
 		print_settings(&cfg);
+		tls_close(sv.tls);
 		return 0;
 	}
 	log_setup(cfg.log_level,
@@ -407,6 +445,7 @@ main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
 	sigaddset(&sigs, SIGPIPE);
 	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0) {
 		log_error("cannot block signals");
@@ -454,6 +493,9 @@ main(int argc, char **argv)
 	/* The checks exist before the first probe can read them; they run
 	 * once there is a server to check. */
 	sv.app->health_details = cfg.health_details;
+	sv.app->tls = sv.tls;
+	if (sv.tls != NULL)
+		tls_install(sv.tls);
 	sv.app->checks = checks_new(&cfg);
 	sv.srv = sv.app->checks != NULL ? server_start(&cfg, listen_fd, sv.app)
 	                                : NULL;
@@ -479,6 +521,7 @@ main(int argc, char **argv)
 	if (sv.srv == NULL) {
 		checks_free(sv.app->checks);
 		app_stop(sv.app);
+		tls_close(sv.tls);
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
 		return 1;
@@ -489,9 +532,13 @@ main(int argc, char **argv)
 	notify_send(&sv.notifier, "READY=1\nSTATUS=serving on %s, %u threads",
 	            server_address(sv.srv), cfg.threads);
 
-	do
-		sig = wait_signal(sv.srv, &sigs);
-	while (sig != SIGTERM && sig != SIGINT);
+	for (;;) {
+		sig = wait_signal(&sv, &sigs);
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+		if (sig == SIGHUP)
+			reload(&sv);
+	}
 
 	log_info("%s: drain delay %u ms, then at most %u ms for requests in "
 	         "flight",
@@ -506,6 +553,7 @@ main(int argc, char **argv)
 	} else
 		log_warn("the application is not torn down: a handler that "
 		         "did not finish still uses it");
+	tls_close(sv.tls); /* no handshake any more: the daemons stopped */
 	state_set(STATE_STOPPED);
 	notify_close(&sv.notifier);
 	flush_log(&sigs);

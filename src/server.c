@@ -31,6 +31,7 @@
 #include "reply.h"
 #include "reqid.h"
 #include "router.h"
+#include "tls.h"
 
 /*
  * A chunked body that passes max_body cannot be answered until it ends:
@@ -72,7 +73,13 @@
 struct server {
 	struct MHD_Daemon *daemon;
 	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
-	int passed;             /* the listening socket came from systemd */
+	/* HTTPS beside it, with --tls-cert: NULL without. */
+	struct MHD_Daemon *tls_daemon;
+	MHD_socket tls_quiesced_fd;
+	unsigned int tls_port;
+	char tls_address[128];
+	char *tls_priorities; /* ours: libmicrohttpd takes a char * */
+	int passed;           /* the listening socket came from systemd */
 	size_t max_body;
 	unsigned int port;
 	unsigned int workers; /* threads libmicrohttpd runs: 1 means no pool */
@@ -1374,9 +1381,9 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	errno = saved;
 }
 
-/* srv->address and srv->port from the socket itself. */
+/* The address as logged, and the port, from the socket itself. */
 static void
-describe_socket(struct server *srv, int fd)
+describe_socket(int fd, char *address, size_t alen, unsigned int *port)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
@@ -1384,24 +1391,22 @@ describe_socket(struct server *srv, int fd)
 
 	memset(&ss, 0, sizeof(ss));
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
-		snprintf(srv->address, sizeof(srv->address), "fd %d", fd);
+		snprintf(address, alen, "fd %d", fd);
 		return;
 	}
 	if (ss.ss_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
 
 		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		srv->port = ntohs(sin->sin_port);
-		snprintf(srv->address, sizeof(srv->address), "%s:%u", host,
-		         srv->port);
+		*port = ntohs(sin->sin_port);
+		snprintf(address, alen, "%s:%u", host, *port);
 	} else if (ss.ss_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 =
 		    (const struct sockaddr_in6 *)&ss;
 
 		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		srv->port = ntohs(sin6->sin6_port);
-		snprintf(srv->address, sizeof(srv->address), "[%s]:%u", host,
-		         srv->port);
+		*port = ntohs(sin6->sin6_port);
+		snprintf(address, alen, "[%s]:%u", host, *port);
 	} else if (ss.ss_family == AF_UNIX) {
 		const struct sockaddr_un *sun = (const struct sockaddr_un *)&ss;
 		size_t n = len > offsetof(struct sockaddr_un, sun_path)
@@ -1410,21 +1415,20 @@ describe_socket(struct server *srv, int fd)
 
 		/* An abstract name starts with NUL; show it as '@'. */
 		if (n > 0 && sun->sun_path[0] == '\0')
-			snprintf(srv->address, sizeof(srv->address),
-			         "unix:@%.*s", (int)(n - 1), sun->sun_path + 1);
+			snprintf(address, alen, "unix:@%.*s", (int)(n - 1),
+			         sun->sun_path + 1);
 		else
-			snprintf(srv->address, sizeof(srv->address),
-			         "unix:%.*s", (int)strnlen(sun->sun_path, n),
-			         sun->sun_path);
+			snprintf(address, alen, "unix:%.*s",
+			         (int)strnlen(sun->sun_path, n), sun->sun_path);
 	} else {
-		snprintf(srv->address, sizeof(srv->address), "fd %d", fd);
+		snprintf(address, alen, "fd %d", fd);
 	}
 }
 
 /* Fills ss from the configured address; adds the IPv6 flags it needs. */
 static int
-bind_address(const struct config *cfg, struct sockaddr_storage *ss,
-             unsigned int *flags)
+bind_address(const struct config *cfg, unsigned int port,
+             struct sockaddr_storage *ss, unsigned int *flags)
 {
 	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
@@ -1432,12 +1436,12 @@ bind_address(const struct config *cfg, struct sockaddr_storage *ss,
 	memset(ss, 0, sizeof(*ss));
 	if (inet_pton(AF_INET, cfg->bind, &sin->sin_addr) == 1) {
 		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)cfg->port);
+		sin->sin_port = htons((uint16_t)port);
 		return 0;
 	}
 	if (inet_pton(AF_INET6, cfg->bind, &sin6->sin6_addr) == 1) {
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)cfg->port);
+		sin6->sin6_port = htons((uint16_t)port);
 		/* "::" serves IPv4 too; a specific address only itself. */
 		*flags |= IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)
 		              ? MHD_USE_DUAL_STACK
@@ -1460,11 +1464,73 @@ needs_pool(unsigned int hide)
 	return 0;
 }
 
+/*
+ * One daemon on the access handlers: on listen_fd when one was passed, else
+ * bound to --bind and port; HTTPS with tls, its certificate from
+ * tls_retrieve. Logs why on failure. Fills address and *port_out.
+ */
+static struct MHD_Daemon *
+start_daemon(struct server *srv, const struct config *cfg, unsigned int flags,
+             const struct MHD_OptionItem *limits, int listen_fd,
+             unsigned int port, int tls, char *address, size_t alen,
+             unsigned int *port_out)
+{
+	struct sockaddr_storage ss;
+	struct MHD_OptionItem where[4] = {{MHD_OPTION_END, 0, NULL},
+	                                  {MHD_OPTION_END, 0, NULL},
+	                                  {MHD_OPTION_END, 0, NULL},
+	                                  {MHD_OPTION_END, 0, NULL}};
+	struct MHD_Daemon *d;
+	const union MHD_DaemonInfo *info;
+
+	if (listen_fd >= 0) {
+		/* The socket's family decides; the bind address is unused. */
+		where[0] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
+		                                   (intptr_t)listen_fd, NULL};
+	} else if (bind_address(cfg, port, &ss, &flags) == 0) {
+		where[0] =
+		    (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+	} else {
+		log_error("%s: bad bind address %s", __func__, cfg->bind);
+		return NULL;
+	}
+	if (tls) {
+		flags |= MHD_USE_TLS;
+		where[1] = (struct MHD_OptionItem){
+		    MHD_OPTION_HTTPS_CERT_CALLBACK2, 0, (void *)tls_retrieve};
+		where[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES,
+		                                   0, srv->tls_priorities};
+	}
+	d = MHD_start_daemon(flags, (uint16_t)port, on_accept, srv, on_request,
+	                     srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	                     MHD_OPTION_URI_LOG_CALLBACK, on_target, srv,
+	                     MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+	                     MHD_OPTION_ARRAY, where, MHD_OPTION_ARRAY, limits,
+	                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	                     MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+	                     MHD_OPTION_END);
+	if (d == NULL) {
+		if (listen_fd >= 0)
+			log_error("%s: cannot serve the socket passed as "
+			          "descriptor %d",
+			          __func__, listen_fd);
+		else
+			log_error("%s: cannot listen on %s port %u%s", __func__,
+			          cfg->bind, port,
+			          tls ? " for HTTPS (see the lines above)"
+			              : "");
+		return NULL;
+	}
+	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
+	describe_socket(info != NULL ? (int)info->listen_fd : listen_fd,
+	                address, alen, port_out);
+	return d;
+}
+
 struct server *
 server_start(const struct config *cfg, int listen_fd, struct app *app)
 {
 	struct server *srv;
-	struct sockaddr_storage ss;
 	/*
 	 * poll by default: in epoll mode libmicrohttpd 0.9.75 reads events
 	 * 128 at a time and, when a batch comes back full, waits again with
@@ -1477,7 +1543,6 @@ server_start(const struct config *cfg, int listen_fd, struct app *app)
 	    MHD_ALLOW_SUSPEND_RESUME |
 	    (cfg->event_loop == EVENT_LOOP_EPOLL ? MHD_USE_EPOLL
 	                                         : MHD_USE_POLL);
-	const union MHD_DaemonInfo *info;
 
 	srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -1485,6 +1550,7 @@ server_start(const struct config *cfg, int listen_fd, struct app *app)
 		return NULL;
 	}
 	srv->quiesced_fd = MHD_INVALID_SOCKET;
+	srv->tls_quiesced_fd = MHD_INVALID_SOCKET;
 	srv->max_body = cfg->max_body;
 	srv->body_budget = cfg->body_budget;
 	atomic_init(&srv->body_bytes, 0);
@@ -1536,47 +1602,32 @@ server_start(const struct config *cfg, int listen_fd, struct app *app)
 	    {MHD_OPTION_END, 0, NULL},
 	};
 
-	if (srv->passed) {
-		/* The socket's family decides; the bind address is unused. */
-		srv->daemon = MHD_start_daemon(
-		    flags, 0, on_accept, srv, on_request, srv,
-		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-		    MHD_OPTION_URI_LOG_CALLBACK, on_target, srv,
-		    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
-		    MHD_OPTION_ARRAY, limits, MHD_OPTION_NOTIFY_COMPLETED,
-		    on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
-		    on_connection, srv, MHD_OPTION_END);
-	} else if (bind_address(cfg, &ss, &flags) == 0) {
-		srv->daemon = MHD_start_daemon(
-		    flags, (uint16_t)cfg->port, on_accept, srv, on_request, srv,
-		    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-		    MHD_OPTION_URI_LOG_CALLBACK, on_target, srv,
-		    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		    MHD_OPTION_ARRAY, limits, MHD_OPTION_NOTIFY_COMPLETED,
-		    on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
-		    on_connection, srv, MHD_OPTION_END);
-	} else {
-		log_error("%s: bad bind address %s", __func__, cfg->bind);
+	srv->daemon =
+	    start_daemon(srv, cfg, flags, limits, listen_fd, cfg->port, 0,
+	                 srv->address, sizeof(srv->address), &srv->port);
+	if (srv->daemon == NULL)
 		goto fail;
-	}
-	if (srv->daemon == NULL) {
-		if (srv->passed)
-			log_error("%s: cannot serve the socket passed as "
-			          "descriptor %d",
-			          __func__, listen_fd);
-		else
-			log_error("%s: cannot listen on %s port %u", __func__,
-			          cfg->bind, cfg->port);
-		goto fail;
-	}
-	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_LISTEN_FD);
-	describe_socket(srv, info != NULL ? (int)info->listen_fd : listen_fd);
 	log_info("listening on %s%s", srv->address,
 	         srv->passed ? " (socket passed by the service manager)" : "");
+	if (cfg->tls_cert != NULL) {
+		srv->tls_priorities = strdup(cfg->tls_priorities);
+		if (srv->tls_priorities == NULL) {
+			log_error("%s: out of memory", __func__);
+			goto fail;
+		}
+		srv->tls_daemon = start_daemon(
+		    srv, cfg, flags, limits, -1, cfg->tls_port, 1,
+		    srv->tls_address, sizeof(srv->tls_address), &srv->tls_port);
+		if (srv->tls_daemon == NULL)
+			goto fail;
+		log_info("listening on %s for HTTPS (%s)", srv->tls_address,
+		         srv->tls_priorities);
+	}
 	return srv;
 fail:
+	if (srv->daemon != NULL)
+		MHD_stop_daemon(srv->daemon);
+	free(srv->tls_priorities);
 	if (srv->pool != NULL) {
 		pool_close(srv->pool, NULL);
 		pool_stop(srv->pool);
@@ -1597,10 +1648,27 @@ server_port(const struct server *srv)
 	return srv->port;
 }
 
+unsigned int
+server_tls_port(const struct server *srv)
+{
+	return srv->tls_daemon != NULL ? srv->tls_port : 0;
+}
+
 int
 server_quiesce(struct server *srv)
 {
 	atomic_store(&srv->draining, 1);
+	if (srv->tls_daemon != NULL) {
+		/* Never passed by the service manager: ours to shut. */
+		srv->tls_quiesced_fd = MHD_quiesce_daemon(srv->tls_daemon);
+		if (srv->tls_quiesced_fd == MHD_INVALID_SOCKET)
+			log_error("%s: cannot stop accepting HTTPS connections",
+			          __func__);
+		else if (shutdown(srv->tls_quiesced_fd, SHUT_RDWR) != 0)
+			log_warn("%s: shutdown of the HTTPS listening socket: "
+			         "%s",
+			         __func__, strerror(errno));
+	}
 	srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
 	if (srv->quiesced_fd == MHD_INVALID_SOCKET) {
 		log_error("%s: cannot stop accepting connections", __func__);
@@ -1887,6 +1955,11 @@ server_stop(struct server *srv)
 		}
 	}
 	MHD_stop_daemon(srv->daemon);
+	if (srv->tls_daemon != NULL)
+		MHD_stop_daemon(srv->tls_daemon);
+	if (srv->tls_quiesced_fd != MHD_INVALID_SOCKET)
+		close(srv->tls_quiesced_fd);
+	free(srv->tls_priorities);
 	skipped = atomic_load(&srv->probe_log_skipped);
 	if (skipped > 0) /* the count no later access-log line will carry */
 		log_warn("%llu failed probe answers since the last one "
