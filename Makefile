@@ -64,11 +64,11 @@ TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
-               tests/routes.py tests/checks.py
+               tests/routes.py tests/checks.py tests/tls.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
-DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl clang-format \
+DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl openssl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
             systemd man-db wrk valgrind $(DEB_ENGINES)
 # The engine suites: a Debian 12 VM with systemd as PID 1, and podman.
@@ -109,7 +109,8 @@ check: deps-test
 	    TSAN_OPTIONS=halt_on_error=1:atexit_sleep_ms=0 \
 	    MICROD_HOOKS_BIN=$(BUILD)/tsan/hooks/microd \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
-	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py
+	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py \
+	    tests/tls.py
 
 # podman builds dist/Dockerfile and runs the image; a qemu VM boots systemd
 # and installs microd as the README says. Both start from one debootstrap

@@ -404,7 +404,10 @@ main(int argc, char **argv)
 	/* A certificate or key that cannot serve is bad usage, said as
 	 * the configuration's errors are. */
 	if (cfg.tls_cert != NULL) {
-		sv.tls = tls_open(cfg.tls_cert, cfg.tls_key, err, sizeof(err));
+		if (tls_check_priorities(cfg.tls_priorities, err,
+		                         sizeof(err)) == 0)
+			sv.tls = tls_open(cfg.tls_cert, cfg.tls_key, err,
+			                  sizeof(err));
 		if (sv.tls == NULL) {
 			fprintf(stderr, "%smicrod: %s\n",
 			        stderr_is_journal() ? "<3>" : "", err);

@@ -291,6 +291,23 @@ fail:
 	return NULL;
 }
 
+int
+tls_check_priorities(const char *priorities, char *err, size_t len)
+{
+	gnutls_priority_t p;
+	const char *at = NULL;
+
+	if (gnutls_priority_init(&p, priorities, &at) != 0) {
+		snprintf(err, len,
+		         "--tls-priorities: GnuTLS refuses '%.200s' at "
+		         "'%.100s'",
+		         priorities, at != NULL ? at : "");
+		return -1;
+	}
+	gnutls_priority_deinit(p);
+	return 0;
+}
+
 void
 tls_install(struct tls *t)
 {

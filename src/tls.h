@@ -18,6 +18,9 @@ enum tls_reload { TLS_UNCHANGED, TLS_RELOADED, TLS_FAILED };
 struct tls *tls_open(const char *cert_path, const char *key_path, char *err,
                      size_t len);
 
+/* 0 when GnuTLS takes the priority string, else -1 with err. */
+int tls_check_priorities(const char *priorities, char *err, size_t len);
+
 /*
  * Makes t the pair tls_retrieve hands out, and logs it: once, once the log
  * runs and before the HTTPS daemon starts. The one piece of process-wide

@@ -195,6 +195,12 @@ def test_journal(vm):
                   "| grep -m1 'service link'")
     ok('"PRIORITY":"4"' in warn, "journald: a warning at priority 4: %s" % warn[-160:])
     vm.ssh("rm /etc/default/microd && systemctl restart microd.service")
+    http(vm.http_port)
+    pid = show(vm, "MainPID")
+    rc, _, err = vm.ssh("systemctl reload microd.service")
+    ok(rc == 0 and show(vm, "MainPID") == pid and show(vm, "ActiveState") == "active"
+       and poll(lambda: "SIGHUP: nothing to reload" in journal(vm), 10, 0.5),
+       "systemctl reload: SIGHUP to the same process, which stays active (%s)" % err.strip()[-200:])
     prios = vm.out("journalctl -q --no-pager -u microd.service -o json --output-fields=PRIORITY,MESSAGE "
                    "| grep -m1 'listening on'")
     ok('"PRIORITY":"6"' in prios, "journald: info lines at priority 6: %s" % prios[:160])

@@ -1,0 +1,440 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# tls.py -- HTTPS beside HTTP with certificates made at test time by
+# openssl: curl with --cacert, the refused TLS versions with openssl
+# s_client, bad bytes on either port, a symlink-swap rotation under load
+# with no failure, a pair that does not match kept out, SIGHUP (TAP)
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+from server import BIN, poll, recv_all, start_microd, stop_microd, wait_exit
+from tap import done, ok
+
+DIR = tempfile.mkdtemp(prefix="microd-tls-")
+CA_CNF = """[ca]
+default_ca = c
+[c]
+dir = %s/ca
+database = $dir/index
+new_certs_dir = $dir
+serial = $dir/serial
+default_md = sha256
+policy = p
+copy_extensions = copy
+unique_subject = no
+[p]
+commonName = supplied
+""" % DIR
+
+
+def openssl(*args, **kw):
+    return subprocess.run(["openssl"] + list(args), capture_output=True, timeout=60, **kw)
+
+
+def make_ca():
+    os.makedirs(os.path.join(DIR, "ca"))
+    open(os.path.join(DIR, "ca", "index"), "w").close()
+    with open(os.path.join(DIR, "ca", "serial"), "w") as f:
+        f.write("1000\n")
+    with open(os.path.join(DIR, "ca.cnf"), "w") as f:
+        f.write(CA_CNF)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", os.path.join(DIR, "ca.key"), "-out", os.path.join(DIR, "ca.crt"), "-days", "30",
+            "-subj", "/CN=microd test CA")
+    return os.path.join(DIR, "ca.crt")
+
+
+def make_leaf(name, start="-startdate", start_v=None, end_v=None, days=20):
+    """A key and a certificate for localhost and 127.0.0.1, signed by the
+    test CA: (cert path, key path)."""
+    key, csr, crt = (os.path.join(DIR, name + ext) for ext in (".key", ".csr", ".crt"))
+    ext = os.path.join(DIR, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("[e]\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", csr, "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    dates = ["-startdate", start_v, "-enddate", end_v] if start_v else ["-days", str(days)]
+    r = openssl("ca", "-batch", "-config", os.path.join(DIR, "ca.cnf"), "-cert", os.path.join(DIR, "ca.crt"),
+                "-keyfile", os.path.join(DIR, "ca.key"), "-in", csr, "-out", crt, "-notext", *dates)
+    assert r.returncode == 0, r.stderr
+    return crt, key
+
+
+def serial_of(path):
+    out = openssl("x509", "-in", path, "-noout", "-serial").stdout.decode()
+    return int(out.strip().split("=")[1], 16)
+
+
+def not_after(path):
+    out = openssl("x509", "-in", path, "-noout", "-enddate").stdout.decode().strip().split("=", 1)[1]
+    return int(time.mktime(time.strptime(out, "%b %d %H:%M:%S %Y GMT")) - time.timezone)
+
+
+def tls_port(log):
+    with open(log) as f:
+        m = re.search(r"listening on \S*?:(\d+) for HTTPS", f.read())
+    return int(m.group(1)) if m else None
+
+
+def context(ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    return ctx
+
+
+def served_serial(port, ca):
+    """The serial of the certificate a new handshake gets, or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            with context(ca).wrap_socket(s, server_hostname="localhost") as t:
+                der = t.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    r = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"], input=der,
+                       capture_output=True, timeout=10)
+    return int(r.stdout.decode().strip().split("=")[1], 16)
+
+
+def https_get(port, ca, path="/health", sock=None):
+    """One GET over a new TLS connection (or sock): (status, body)."""
+    own = sock is None
+    if own:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock = context(ca).wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (path.encode(), b"Connection: close\r\n" if own else b""))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = sock.recv(4096)
+        if not b:
+            break
+        data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.search(rb"content-length: (\d+)", head, re.I)
+    while m and len(body) < int(m.group(1)):
+        b = sock.recv(4096)
+        if not b:
+            break
+        body += b
+    if own:
+        sock.close()
+    st = re.match(rb"HTTP/1\.1 (\d{3})", head)
+    return (int(st.group(1)) if st else None), body
+
+
+def curl(port, ca, path="/health"):
+    r = subprocess.run(["curl", "-sS", "--max-time", "5", "--cacert", ca, "-o", "-", "-w", "\n%{http_code}",
+                        "https://localhost:%d%s" % (port, path)], capture_output=True, timeout=20)
+    out = r.stdout.decode()
+    body, _, code = out.rpartition("\n")
+    return code, body, r.stderr.decode()
+
+
+def s_client(port, version):
+    """Whether openssl s_client, offering only this version (and allowing it
+    ciphers at security level 0), completes a handshake."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-" + version,
+                        "-cipher", "DEFAULT@SECLEVEL=0"], input=b"", capture_output=True, timeout=20)
+    m = re.search(rb"Cipher is (\S+)", r.stdout)
+    return m is not None and m.group(1) != b"(NONE)"
+
+
+def start(cert, key, *extra):
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--tls-port", "0",
+                                    "--tls-cert", cert, "--tls-key", key, "--log-format", "json"] + list(extra))
+    # The HTTPS line comes after the HTTP one, through the log's own
+    # writer thread: polled for, not read once.
+    return proc, port, poll(lambda: tls_port(log), 10, 0.02) if port else None, log
+
+
+def metrics(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    text = recv_all(s).decode()
+    s.close()
+    return text
+
+
+def reloads(port):
+    text = metrics(port)
+    got = dict(re.findall(r'microd_tls_reloads_total\{result="(\w+)"\} (\d+)', text))
+    return int(got.get("ok", -1)), int(got.get("failed", -1))
+
+
+def test_serve(ca, a):
+    proc, port, tport, log = start(*a)
+    if not ok(tport is not None, "microd with --tls-cert and --tls-key logs its HTTPS port"):
+        return
+    code, body, err = curl(tport, ca)
+    ok(code == "200" and json.loads(body or "{}") == {"status": "ok"},
+       "curl --cacert https://localhost:PORT/health: 200 %s %s" % (body, err))
+    ok(status_http(port) == 200, "  and HTTP on --port still answers")
+    st, body = https_get(tport, ca, "/nope")
+    ok(st == 404 and json.loads(body).get("request_id"), "  a 404 over HTTPS is problem details with a request id")
+    text = metrics(port)
+    m = re.search(r"microd_tls_certificate_expiry_timestamp_seconds (\d+)", text)
+    ok(m and int(m.group(1)) == not_after(a[0]),
+       "microd_tls_certificate_expiry_timestamp_seconds is the certificate's notAfter (%s, %d)"
+       % (m and m.group(1), not_after(a[0])))
+    ok('http_requests_total{method="GET",route="unmatched",code="404"} 1\n' in text,
+       "  the HTTPS request is counted in http_requests_total")
+    lines = [json.loads(l) for l in open(log) if '"msg":"request"' in l]
+    ok(any(j.get("path") == "/nope" and j.get("status") == 404 for j in lines),
+       "  and access-logged like any other")
+    for v, want in (("tls1", False), ("tls1_1", False), ("tls1_2", True), ("tls1_3", True)):
+        ok(s_client(tport, v) == want, "openssl s_client -%s: %s" % (v, "handshake" if want else "refused"))
+    stop_microd(proc, log)
+    # The same offers succeed once the priorities allow them: what refused
+    # them above was the default priority string.
+    proc, port, tport, log = start(*a, "--tls-priorities", "NORMAL")
+    ok(tport and s_client(tport, "tls1"), "  with --tls-priorities NORMAL the TLS 1.0 offer succeeds")
+    stop_microd(proc, log)
+
+
+def status_http(port, path="/health"):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
+        got = recv_all(s)
+        s.close()
+    except OSError:
+        return None
+    m = re.match(rb"HTTP/1\.1 (\d{3})", got)
+    return int(m.group(1)) if m else None
+
+
+def client_hello():
+    """The first bytes a real TLS client sends."""
+    ctx = ssl.create_default_context()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def test_bad_bytes(ca, a):
+    proc, port, tport, log = start(*a, "--idle-timeout", "2", "--threads", "2")
+    if not ok(tport is not None, "microd for the bad-bytes tests"):
+        return
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", tport), timeout=10)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+    got = recv_all(s)
+    s.close()
+    ok(not got.startswith(b"HTTP/") and time.monotonic() - t0 < 3,
+       "plain HTTP to the HTTPS port: no HTTP answer, closed in %.2f s (%r)" % (time.monotonic() - t0, got[:16]))
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(client_hello())
+    got = recv_all(s)
+    s.close()
+    ok(got.startswith(b"HTTP/1.1 400") and time.monotonic() - t0 < 3,
+       "a ClientHello to the HTTP port: 400 and closed in %.2f s (%r)" % (time.monotonic() - t0, got[:40]))
+    # Handshakes that stall: more than there are worker threads.
+    stalled = []
+    for i in range(6):
+        s = socket.create_connection(("127.0.0.1", tport), timeout=10)
+        if i % 2:
+            s.sendall(client_hello()[:20])  # half a ClientHello
+        stalled.append(s)
+    t0 = time.monotonic()
+    code, _, _ = curl(tport, ca)
+    ok(code == "200" and status_http(port) == 200 and time.monotonic() - t0 < 3,
+       "6 stalled handshakes on 2 worker threads: HTTPS and HTTP /health still answer (%.2f s)"
+       % (time.monotonic() - t0))
+    closed = []
+    for s in stalled:
+        s.settimeout(10)
+        recv_all(s)  # to the close; a TLS alert may come before it
+        closed.append(round(time.monotonic() - t0, 1))
+        s.close()
+    ok(max(closed) < 5, "  and each is closed by the idle timeout (2 s): after %s s" % closed)
+    stop_microd(proc, log)
+
+
+def secret_dir(cert, key, name):
+    """A Kubernetes Secret volume: tls.crt and tls.key links through ..data
+    to a timestamped directory."""
+    d = os.path.join(DIR, name)
+    os.makedirs(d)
+    swap_secret(d, cert, key, "v0")
+    os.symlink("..data/tls.crt", os.path.join(d, "tls.crt"))
+    os.symlink("..data/tls.key", os.path.join(d, "tls.key"))
+    return d
+
+
+def swap_secret(d, cert, key, version):
+    """What the kubelet does on an update: a new directory, then ..data
+    renamed onto it in one step."""
+    ts = os.path.join(d, "..%s" % version)
+    os.makedirs(ts)
+    shutil.copy(cert, os.path.join(ts, "tls.crt"))
+    shutil.copy(key, os.path.join(ts, "tls.key"))
+    tmp = os.path.join(d, "..data_tmp")
+    os.symlink("..%s" % version, tmp)
+    os.rename(tmp, os.path.join(d, "..data"))
+
+
+def test_rotation(ca, a, b, wrong_key):
+    d = secret_dir(a[0], a[1], "secret")
+    proc, port, tport, log = start(os.path.join(d, "tls.crt"), os.path.join(d, "tls.key"), "--threads", "2")
+    if not ok(tport is not None, "microd on a Secret volume (..data links)"):
+        return
+    pairs = {serial_of(a[0]): a, serial_of(b[0]): b}
+    ok(served_serial(tport, ca) == serial_of(a[0]), "it serves the first certificate")
+    stop = threading.Event()
+    counts = {"ok": 0, "failed": 0, "why": []}
+    lock = threading.Lock()
+
+    def keepalive():
+        while not stop.is_set():
+            try:
+                raw = socket.create_connection(("127.0.0.1", tport), timeout=5)
+                sock = context(ca).wrap_socket(raw, server_hostname="localhost")
+                for _ in range(50):
+                    if stop.is_set():
+                        break
+                    st, _ = https_get(tport, ca, "/health", sock)
+                    with lock:
+                        counts["ok" if st == 200 else "failed"] += 1
+                        if st != 200:
+                            counts["why"].append(st)
+                sock.close()
+            except (OSError, ssl.SSLError) as e:
+                with lock:
+                    counts["failed"] += 1
+                    counts["why"].append(repr(e)[:80])
+
+    def handshakes():
+        while not stop.is_set():
+            try:
+                st, _ = https_get(tport, ca)
+            except (OSError, ssl.SSLError) as e:
+                st = repr(e)[:80]
+            with lock:
+                counts["ok" if st == 200 else "failed"] += 1
+                if st != 200:
+                    counts["why"].append(st)
+
+    threads = [threading.Thread(target=f) for f in (keepalive, keepalive, handshakes, handshakes)]
+    for t in threads:
+        t.start()
+    seen = []
+    for i in range(10):
+        new = b if i % 2 == 0 else a
+        swap_secret(d, new[0], new[1], "v%d" % (i + 1))
+        got = poll(lambda: served_serial(tport, ca) == serial_of(new[0]), 10, 0.05)
+        seen.append(bool(got))
+    stop.set()
+    for t in threads:
+        t.join()
+    ok(all(seen), "10 ..data swaps: each new certificate is served within the poll (%s)" % seen)
+    ok(counts["failed"] == 0 and counts["ok"] > 100,
+       "  under load (2 keep-alive clients, 2 new connections at a time): %d requests, %d failed %s"
+       % (counts["ok"], counts["failed"], counts["why"][:5]))
+    ok(reloads(port) == (10, 0), "  microd_tls_reloads_total: 10 ok, 0 failed (%s)" % (reloads(port),))
+    # A pair that does not match: refused, the old one kept.
+    serving = served_serial(tport, ca)
+    swap_secret(d, b[0], wrong_key, "bad")
+    why = "tls: keeping the certificate in use: the key in %s is not the key of the certificate in %s" % (
+        os.path.join(d, "tls.key"), os.path.join(d, "tls.crt"))
+    ok(poll(lambda: why in open(log).read(), 10, 0.1), "a mismatched pair is refused: %s" % why)
+    ok(served_serial(tport, ca) == serving and reloads(port) == (10, 1),
+       "  the certificate in use keeps serving; reloads failed 1 (%s)" % (reloads(port),))
+    swap_secret(d, a[0], a[1], "good")
+    ok(poll(lambda: served_serial(tport, ca) == serial_of(a[0]), 10, 0.1), "  and a good pair after it is taken")
+    # SIGHUP reads the files again even when nothing changed.
+    before = reloads(port)[0]
+    proc.send_signal(signal.SIGHUP)
+    ok(poll(lambda: reloads(port)[0] == before + 1, 5, 0.05)
+       and "SIGHUP: reading the certificate and key again" in open(log).read(),
+       "SIGHUP reloads the pair (reloads ok %d -> %d)" % (before, reloads(port)[0]))
+    # A copy in place (the same inode, new bytes) is seen too; a touch
+    # that changes no byte reloads nothing.
+    shutil.copyfile(b[1], os.path.join(d, "tls.key"))
+    shutil.copyfile(b[0], os.path.join(d, "tls.crt"))
+    ok(poll(lambda: served_serial(tport, ca) == serial_of(b[0]), 10, 0.1),
+       "files copied over in place (same inodes) are taken")
+    before = reloads(port)  # b is served: both copies were looked at
+    os.utime(os.path.join(d, "tls.crt"))
+    os.utime(os.path.join(d, "tls.key"))
+    # Two looks at least (one a second) must pass with nothing reloaded.
+    ok(not poll(lambda: reloads(port) != before, 2.5, 0.1) and served_serial(tport, ca) == serial_of(b[0]),
+       "  a touch that changes no byte is no reload (%s, then %s)" % (before, reloads(port)))
+    del pairs
+    stop_microd(proc, log)
+
+
+def test_bad_start(ca, a, wrong_key, expired, soon):
+    def run(*args):
+        r = subprocess.run([BIN, "--port", "0"] + list(args), capture_output=True, timeout=10)
+        return r.returncode, r.stderr.decode().strip().splitlines()
+
+    missing = os.path.join(DIR, "missing.key")
+    rc, lines = run("--tls-cert", a[0], "--tls-key", missing)
+    ok(rc == 2 and lines == ["microd: cannot read %s: No such file or directory" % missing],
+       "a missing key: exit 2, one line naming it: %s" % lines)
+    unreadable = os.path.join(DIR, "unreadable.key")
+    shutil.copy(a[1], unreadable)
+    os.chmod(unreadable, 0)
+    if os.geteuid() != 0:
+        rc, lines = run("--tls-cert", a[0], "--tls-key", unreadable)
+        ok(rc == 2 and lines == ["microd: cannot read %s: Permission denied" % unreadable],
+           "an unreadable key: exit 2, one line naming it: %s" % lines)
+    rc, lines = run("--tls-cert", a[0], "--tls-key", wrong_key)
+    ok(rc == 2 and lines == ["microd: the key in %s is not the key of the certificate in %s" % (wrong_key, a[0])],
+       "a key that is not the certificate's: exit 2: %s" % lines)
+    rc, lines = run("--tls-cert", expired[0], "--tls-key", expired[1])
+    ok(rc == 2 and lines == ["microd: %s: the certificate expired at 2020-01-02T00:00:00Z" % expired[0]],
+       "an expired certificate: exit 2: %s" % lines)
+    rc, lines = run("--tls-cert", a[0])
+    ok(rc == 2 and lines == ["microd: --tls-cert without --tls-key: HTTPS needs both the certificate and its key"],
+       "--tls-cert alone: exit 2: %s" % lines)
+    rc, lines = run("--tls-cert", a[0], "--tls-key", a[1], "--tls-priorities", "NORMAL:+NONSENSE")
+    ok(rc == 2 and lines == ["microd: --tls-priorities: GnuTLS refuses 'NORMAL:+NONSENSE' at '+NONSENSE'"],
+       "a priority string GnuTLS refuses: exit 2: %s" % lines)
+    proc, port, tport, log = start(*soon)
+    ok(tport is not None and "expires at" in open(log).read() and "within 7 days" in open(log).read(),
+       "a certificate that ends within 7 days is served, with a warning")
+    stop_microd(proc, log)
+
+
+def test_drain(ca, a):
+    proc, port, tport, log = start(*a, "--drain-delay", "2")
+    if not ok(tport is not None, "microd for the drain"):
+        return
+    proc.send_signal(signal.SIGTERM)
+    ok(poll(lambda: https_get(tport, ca, "/ready")[0] == 503, 3, 0.05), "SIGTERM: HTTPS /ready is 503 during the delay")
+    ok(https_get(tport, ca, "/health")[0] == 200, "  while HTTPS still serves")
+    ok(wait_exit(proc, 15) == 0, "  and the drain ends with exit 0")
+    os.unlink(log)
+
+
+def main():
+    ca = make_ca()
+    a = make_leaf("a")
+    b = make_leaf("b")
+    wrong = make_leaf("wrong")
+    expired = make_leaf("expired", start_v="20200101000000Z", end_v="20200102000000Z")
+    soon = make_leaf("soon", days=3)
+    test_serve(ca, a)
+    test_bad_bytes(ca, a)
+    test_rotation(ca, a, b, wrong[1])
+    test_bad_start(ca, a, wrong[1], expired, soon)
+    test_drain(ca, a)
+    shutil.rmtree(DIR, ignore_errors=True)
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
