@@ -19,6 +19,8 @@
  * chosen are closed.
  */
 enum { ACTIVATION_NONE = -1, ACTIVATION_ERROR = -2 };
-int activation_listen_fd(char *err, size_t errlen);
+/* *tls_fd: the socket named "https", if one was passed beside it, else
+ * ACTIVATION_NONE. */
+int activation_listen_fd(char *err, size_t errlen, int *tls_fd);
 
 #endif

@@ -958,7 +958,8 @@ void
 config_usage(FILE *out)
 {
 	fputs("Usage: microd [OPTION]...\n"
-	      "       microd probe [--url URL] [--timeout SECONDS]\n"
+	      "       microd probe [--url URL] [--timeout SECONDS] [--cacert "
+	      "FILE]\n"
 	      "A small JSON-over-HTTP service: GET /health, GET /ready,\n"
 	      "GET /livez[/NAME] and /readyz[/NAME] (liveness and readiness\n"
 	      "checks; ?verbose, ?exclude=NAME), GET /version, GET /metrics\n"

@@ -321,8 +321,10 @@ static void
 refuse_waiting(const char *why)
 {
 	char err[256], detail[320];
-	int fd = activation_listen_fd(err, sizeof(err));
+	int tls_fd, fd = activation_listen_fd(err, sizeof(err), &tls_fd);
 
+	if (tls_fd >= 0) /* a 503 over plain text would not be TLS */
+		close(tls_fd);
 	if (fd < 0)
 		return;
 	snprintf(detail, sizeof(detail), "microd cannot start: %s", why);
@@ -378,7 +380,7 @@ main(int argc, char **argv)
 	struct supervisor sv = {.watchdog = NULL};
 	sigset_t sigs;
 	char err[256];
-	int sig, listen_fd;
+	int sig, listen_fd, tls_listen_fd;
 
 	if (argc > 1 && strcmp(argv[1], "probe") == 0)
 		return probe_main(argc - 1, argv + 1);
@@ -429,10 +431,16 @@ main(int argc, char **argv)
 		log_error("the route table outgrew the metrics table");
 		return 1;
 	}
-	listen_fd = activation_listen_fd(err, sizeof(err));
+	listen_fd = activation_listen_fd(err, sizeof(err), &tls_listen_fd);
 	if (listen_fd == ACTIVATION_ERROR) {
 		log_error("socket activation: %s", err);
 		return 1;
+	}
+	if (tls_listen_fd >= 0 && cfg.tls_cert == NULL) {
+		log_warn("socket activation: a socket named https was passed, "
+		         "but there is no --tls-cert: not served");
+		close(tls_listen_fd);
+		tls_listen_fd = ACTIVATION_NONE;
 	}
 	if (notify_open(&sv.notifier, err, sizeof(err)) != 0) {
 		log_error("service manager: %s", err);
@@ -500,8 +508,9 @@ main(int argc, char **argv)
 	if (sv.tls != NULL)
 		tls_install(sv.tls);
 	sv.app->checks = checks_new(&cfg);
-	sv.srv = sv.app->checks != NULL ? server_start(&cfg, listen_fd, sv.app)
-	                                : NULL;
+	sv.srv = sv.app->checks != NULL
+	             ? server_start(&cfg, listen_fd, tls_listen_fd, sv.app)
+	             : NULL;
 	if (sv.srv != NULL &&
 	    checks_run(sv.app->checks, sv.srv, sv.ping_every_ms > 0) != 0) {
 		server_stop(sv.srv);

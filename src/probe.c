@@ -2,8 +2,10 @@
 /* probe.c -- `microd probe`: one GET with a deadline, for health checks */
 #include "probe.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -26,6 +28,15 @@ struct target {
 	char host[256];
 	char port[8];
 	char path[1024];
+	int tls;            /* https:// */
+	const char *cacert; /* --cacert: verify against it; NULL: do not */
+};
+
+/* The connection a probe talks over: plain, or TLS on top of fd. */
+struct link {
+	int fd;
+	gnutls_session_t tls; /* NULL: plain */
+	gnutls_certificate_credentials_t cred;
 };
 
 static void
@@ -42,12 +53,18 @@ usage(FILE *out)
 	    "Kubernetes\n"
 	    "exec probes in images without curl.\n"
 	    "\n"
-	    "  --url URL          http://HOST[:PORT]/PATH (default: the "
-	    "server's\n"
+	    "  --url URL          http://HOST[:PORT]/PATH or https://... "
+	    "(default: the server's\n"
 	    "                     own --bind/--port and environment, with "
 	    "0.0.0.0\n"
 	    "                     and :: mapped to loopback, and /livez)\n"
 	    "  --timeout SECONDS  for the whole exchange (default 1)\n"
+	    "  --cacert FILE      for https://: verify the server's "
+	    "certificate\n"
+	    "                     and name against these PEM CAs (default: "
+	    "no\n"
+	    "                     verification, as the kubelet's HTTPS "
+	    "probes)\n"
 	    "  --port, --bind     as for the server (flag, else MICROD_PORT,\n"
 	    "                     PORT, MICROD_BIND); other server options "
 	    "are\n"
@@ -61,16 +78,22 @@ usage(FILE *out)
 	    out);
 }
 
-/* http://host[:port]/path, host may be [v6]. 0 or -1. */
+/* http[s]://host[:port]/path, host may be [v6]. 0 or -1. */
 static int
 parse_url(const char *url, struct target *t)
 {
 	const char *p, *host, *host_end, *path;
 	size_t hl;
 
-	if (strncmp(url, "http://", 7) != 0)
+	if (strncmp(url, "http://", 7) == 0) {
+		host = url + 7;
+		t->tls = 0;
+	} else if (strncmp(url, "https://", 8) == 0) {
+		host = url + 8;
+		t->tls = 1;
+	} else {
 		return -1;
-	host = url + 7;
+	}
 	path = strchr(host, '/');
 	if (path == NULL)
 		path = host + strlen(host);
@@ -100,7 +123,7 @@ parse_url(const char *url, struct target *t)
 		memcpy(t->port, p + 1, pl);
 		t->port[pl] = '\0';
 	} else if (p == path) {
-		snprintf(t->port, sizeof(t->port), "80");
+		snprintf(t->port, sizeof(t->port), "%s", t->tls ? "443" : "80");
 	} else {
 		return -1;
 	}
@@ -120,6 +143,7 @@ default_target(const struct config *cfg, struct target *t)
 	snprintf(t->host, sizeof(t->host), "%s", host);
 	snprintf(t->port, sizeof(t->port), "%u", cfg->port);
 	snprintf(t->path, sizeof(t->path), "/livez");
+	t->tls = 0;
 }
 
 /*
@@ -196,6 +220,115 @@ fail:
 	return -1;
 }
 
+/*
+ * The TLS handshake over l->fd by the deadline: with --cacert the chain and
+ * the name are verified, else nothing is (the kubelet's HTTPS probes do
+ * not either). 0, or -1 with why.
+ */
+static int
+tls_start(struct link *l, const struct target *t, long long deadline, char *why,
+          size_t wl)
+{
+	unsigned char addr[16];
+	int rc;
+
+	if (gnutls_certificate_allocate_credentials(&l->cred) != 0 ||
+	    gnutls_init(&l->tls, GNUTLS_CLIENT | GNUTLS_NONBLOCK) != 0 ||
+	    gnutls_set_default_priority(l->tls) != 0 ||
+	    gnutls_credentials_set(l->tls, GNUTLS_CRD_CERTIFICATE, l->cred) !=
+	        0) {
+		snprintf(why, wl, "TLS: cannot set up a session");
+		return -1;
+	}
+	if (t->cacert != NULL) {
+		rc = gnutls_certificate_set_x509_trust_file(
+		    l->cred, t->cacert, GNUTLS_X509_FMT_PEM);
+		if (rc <= 0) {
+			snprintf(why, wl, "--cacert %.128s: %s", t->cacert,
+			         rc == 0 ? "no certificate in it"
+			                 : gnutls_strerror(rc));
+			return -1;
+		}
+		gnutls_session_set_verify_cert(l->tls, t->host, 0);
+	}
+	/* SNI takes a name, never an address. */
+	if (inet_pton(AF_INET, t->host, addr) != 1 &&
+	    inet_pton(AF_INET6, t->host, addr) != 1)
+		gnutls_server_name_set(l->tls, GNUTLS_NAME_DNS, t->host,
+		                       strlen(t->host));
+	gnutls_transport_set_int(l->tls, l->fd);
+	for (;;) {
+		rc = gnutls_handshake(l->tls);
+		if (rc == GNUTLS_E_SUCCESS)
+			return 0;
+		if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED) {
+			if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR)
+				snprintf(why, wl,
+				         "TLS: the certificate does not verify "
+				         "against --cacert for %.64s",
+				         t->host);
+			else
+				snprintf(why, wl, "TLS: %s",
+				         gnutls_strerror(rc));
+			return -1;
+		}
+		if (!wait_fd(l->fd,
+		             gnutls_record_get_direction(l->tls) ? POLLOUT
+		                                                 : POLLIN,
+		             deadline)) {
+			snprintf(why, wl, "TLS handshake: timed out");
+			return -1;
+		}
+	}
+}
+
+/* send() or its TLS form: bytes written, 0 to wait, -1 failed. */
+static ssize_t
+link_send(struct link *l, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (l->tls == NULL) {
+		n = send(l->fd, buf, len, MSG_NOSIGNAL);
+		return n >= 0 ? n : errno == EAGAIN || errno == EINTR ? 0 : -1;
+	}
+	n = gnutls_record_send(l->tls, buf, len);
+	return n >= 0                                             ? n
+	       : n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED ? 0
+	                                                          : -1;
+}
+
+/* recv() or its TLS form: bytes read, 0 at the end, -2 to wait, -1
+ * failed. */
+static ssize_t
+link_recv(struct link *l, char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (l->tls == NULL) {
+		n = recv(l->fd, buf, len, 0);
+		return n >= 0 ? n : errno == EAGAIN || errno == EINTR ? -2 : -1;
+	}
+	/* Bytes GnuTLS has decrypted already need no poll. */
+	n = gnutls_record_recv(l->tls, buf, len);
+	if (n == GNUTLS_E_PREMATURE_TERMINATION)
+		return 0;
+	return n >= 0                                             ? n
+	       : n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED ? -2
+	                                                          : -1;
+}
+
+static void
+link_close(struct link *l)
+{
+	if (l->tls != NULL)
+		gnutls_deinit(l->tls);
+	if (l->cred != NULL)
+		gnutls_certificate_free_credentials(l->cred);
+	if (l->fd >= 0)
+		close(l->fd);
+}
+
 /* One GET; returns the status code, or -1 with why filled in. */
 static int
 probe_once(const struct target *t, unsigned int timeout_ms, char *why,
@@ -205,7 +338,8 @@ probe_once(const struct target *t, unsigned int timeout_ms, char *why,
 	long long deadline = now_ms() + timeout_ms;
 	char req[1536], resp[512];
 	size_t got = 0, sent = 0;
-	int fd = -1, status = -1, rc, reqlen;
+	struct link l = {.fd = -1, .tls = NULL, .cred = NULL};
+	int status = -1, rc, reqlen;
 
 	hints.ai_socktype = SOCK_STREAM;
 	rc = getaddrinfo(t->host, t->port, &hints, &res);
@@ -213,11 +347,14 @@ probe_once(const struct target *t, unsigned int timeout_ms, char *why,
 		snprintf(why, wl, "%.64s: %s", t->host, gai_strerror(rc));
 		return -1;
 	}
-	for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-		fd = connect_by(ai, deadline, why, wl);
+	for (struct addrinfo *ai = res; ai != NULL && l.fd < 0;
+	     ai = ai->ai_next)
+		l.fd = connect_by(ai, deadline, why, wl);
 	freeaddrinfo(res);
-	if (fd < 0)
+	if (l.fd < 0)
 		return -1;
+	if (t->tls && tls_start(&l, t, deadline, why, wl) != 0)
+		goto out;
 
 	reqlen =
 	    snprintf(req, sizeof(req),
@@ -232,35 +369,40 @@ probe_once(const struct target *t, unsigned int timeout_ms, char *why,
 	while (sent < (size_t)reqlen) {
 		ssize_t n;
 
-		if (!wait_fd(fd, POLLOUT, deadline)) {
+		if (!wait_fd(l.fd, POLLOUT, deadline)) {
 			snprintf(why, wl, "send: timed out");
 			goto out;
 		}
-		n = send(fd, req + sent, (size_t)reqlen - sent, MSG_NOSIGNAL);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			snprintf(why, wl, "send: %s", strerror(errno));
+		n = link_send(&l, req + sent, (size_t)reqlen - sent);
+		if (n < 0) {
+			snprintf(why, wl, "send: %s",
+			         l.tls != NULL ? "TLS failed"
+			                       : strerror(errno));
 			goto out;
 		}
-		if (n > 0)
-			sent += (size_t)n;
+		sent += (size_t)n;
 	}
 	/* The status line is all a probe needs. */
 	while (memchr(resp, '\n', got) == NULL && got < sizeof(resp) - 1) {
 		ssize_t n;
 
-		if (!wait_fd(fd, POLLIN, deadline)) {
+		n = link_recv(&l, resp + got, sizeof(resp) - 1 - got);
+		if (n == 0)
+			break;
+		if (n == -1) {
+			snprintf(why, wl, "recv: %s",
+			         l.tls != NULL ? "TLS failed"
+			                       : strerror(errno));
+			goto out;
+		}
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		if (!wait_fd(l.fd, POLLIN, deadline)) {
 			snprintf(why, wl, "no answer within %u ms", timeout_ms);
 			goto out;
 		}
-		n = recv(fd, resp + got, sizeof(resp) - 1 - got, 0);
-		if (n == 0)
-			break;
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			snprintf(why, wl, "recv: %s", strerror(errno));
-			goto out;
-		}
-		if (n > 0)
-			got += (size_t)n;
 	}
 	resp[got] = '\0';
 	if (sscanf(resp, "HTTP/1.%*1[01] %3d", &status) != 1 || status < 100) {
@@ -268,7 +410,7 @@ probe_once(const struct target *t, unsigned int timeout_ms, char *why,
 		status = -1;
 	}
 out:
-	close(fd);
+	link_close(&l);
 	return status;
 }
 
@@ -276,7 +418,7 @@ int
 probe_main(int argc, char **argv)
 {
 	char *rest[MAX_ARGS];
-	const char *url = NULL, *a = NULL;
+	const char *url = NULL, *a = NULL, *cacert = NULL;
 	unsigned int timeout_ms = 1000;
 	struct config cfg;
 	struct target t;
@@ -290,7 +432,8 @@ probe_main(int argc, char **argv)
 			usage(stdout);
 			return PROBE_OK;
 		} else if ((strcmp(a, "--url") == 0 ||
-		            strcmp(a, "--timeout") == 0) &&
+		            strcmp(a, "--timeout") == 0 ||
+		            strcmp(a, "--cacert") == 0) &&
 		           i + 1 == argc) {
 			fprintf(stderr,
 			        "microd probe: %s: missing value (see microd "
@@ -301,6 +444,10 @@ probe_main(int argc, char **argv)
 			url = argv[++i];
 		} else if (strncmp(a, "--url=", 6) == 0) {
 			url = a + 6;
+		} else if (strcmp(a, "--cacert") == 0) {
+			cacert = argv[++i];
+		} else if (strncmp(a, "--cacert=", 9) == 0) {
+			cacert = a + 9;
 		} else if (strcmp(a, "--timeout") == 0) {
 			a = argv[++i];
 			if (config_parse_seconds(a, 3600, &timeout_ms) != 0 ||
@@ -321,7 +468,7 @@ probe_main(int argc, char **argv)
 			fprintf(
 			    stderr,
 			    "microd probe: --url: invalid value '%s' (expected "
-			    "http://HOST[:PORT]/PATH)\n",
+			    "http://HOST[:PORT]/PATH or https://...)\n",
 			    url);
 			return PROBE_FAIL;
 		}
@@ -342,12 +489,14 @@ probe_main(int argc, char **argv)
 		}
 		default_target(&cfg, &t);
 	}
+	t.cacert = cacert;
 	status = probe_once(&t, timeout_ms, why, sizeof(why));
 	if (status >= 200 && status <= 399)
 		return PROBE_OK;
 	if (status > 0)
 		snprintf(why, sizeof(why), "status %d", status);
-	fprintf(stderr, "microd probe: http://%s%s%s:%s%s: %s\n",
+	fprintf(stderr, "microd probe: %s://%s%s%s:%s%s: %s\n",
+	        t.tls ? "https" : "http",
 	        strchr(t.host, ':') != NULL ? "[" : "", t.host,
 	        strchr(t.host, ':') != NULL ? "]" : "", t.port, t.path, why);
 	return PROBE_FAIL;

@@ -76,6 +76,7 @@ struct server {
 	/* HTTPS beside it, with --tls-cert: NULL without. */
 	struct MHD_Daemon *tls_daemon;
 	MHD_socket tls_quiesced_fd;
+	int tls_passed; /* its socket came from systemd: left listening */
 	unsigned int tls_port;
 	char tls_address[128];
 	char *tls_priorities; /* ours: libmicrohttpd takes a char * */
@@ -1528,7 +1529,8 @@ start_daemon(struct server *srv, const struct config *cfg, unsigned int flags,
 }
 
 struct server *
-server_start(const struct config *cfg, int listen_fd, struct app *app)
+server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
+             struct app *app)
 {
 	struct server *srv;
 	/*
@@ -1615,13 +1617,17 @@ server_start(const struct config *cfg, int listen_fd, struct app *app)
 			log_error("%s: out of memory", __func__);
 			goto fail;
 		}
+		srv->tls_passed = tls_listen_fd >= 0;
 		srv->tls_daemon = start_daemon(
-		    srv, cfg, flags, limits, -1, cfg->tls_port, 1,
+		    srv, cfg, flags, limits, tls_listen_fd, cfg->tls_port, 1,
 		    srv->tls_address, sizeof(srv->tls_address), &srv->tls_port);
 		if (srv->tls_daemon == NULL)
 			goto fail;
-		log_info("listening on %s for HTTPS (%s)", srv->tls_address,
-		         srv->tls_priorities);
+		log_info("listening on %s for HTTPS (%s)%s", srv->tls_address,
+		         srv->tls_priorities,
+		         srv->tls_passed
+		             ? " (socket passed by the service manager)"
+		             : "");
 	}
 	return srv;
 fail:
@@ -1659,12 +1665,13 @@ server_quiesce(struct server *srv)
 {
 	atomic_store(&srv->draining, 1);
 	if (srv->tls_daemon != NULL) {
-		/* Never passed by the service manager: ours to shut. */
+		/* As the HTTP socket below: a passed one stays listening. */
 		srv->tls_quiesced_fd = MHD_quiesce_daemon(srv->tls_daemon);
 		if (srv->tls_quiesced_fd == MHD_INVALID_SOCKET)
 			log_error("%s: cannot stop accepting HTTPS connections",
 			          __func__);
-		else if (shutdown(srv->tls_quiesced_fd, SHUT_RDWR) != 0)
+		else if (!srv->tls_passed &&
+		         shutdown(srv->tls_quiesced_fd, SHUT_RDWR) != 0)
 			log_warn("%s: shutdown of the HTTPS listening socket: "
 			         "%s",
 			         __func__, strerror(errno));

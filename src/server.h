@@ -17,7 +17,7 @@ struct app;
  * is handed to every handler. NULL on error.
  */
 struct server *server_start(const struct config *cfg, int listen_fd,
-                            struct app *app);
+                            int tls_listen_fd, struct app *app);
 
 unsigned int server_port(const struct server *srv);
 

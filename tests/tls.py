@@ -53,6 +53,13 @@ def make_ca():
     return os.path.join(DIR, "ca.crt")
 
 
+def make_other_ca():
+    key, crt = os.path.join(DIR, "other.key"), os.path.join(DIR, "other.crt")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=another CA")
+    return crt
+
+
 def make_leaf(name, start="-startdate", start_v=None, end_v=None, days=20):
     """A key and a certificate for localhost and 127.0.0.1, signed by the
     test CA: (cert path, key path)."""
@@ -188,6 +195,19 @@ def test_serve(ca, a):
     lines = [json.loads(l) for l in open(log) if '"msg":"request"' in l]
     ok(any(j.get("path") == "/nope" and j.get("status") == 404 for j in lines),
        "  and access-logged like any other")
+    def probe(*args):
+        r = subprocess.run([BIN, "probe"] + list(args), capture_output=True, timeout=20)
+        return r.returncode, r.stderr.decode().strip()
+    ok(probe("--url", "https://127.0.0.1:%d/livez" % tport) == (0, ""),
+       "microd probe --url https://...: exit 0, verifying nothing, as the kubelet")
+    ok(probe("--url", "https://localhost:%d/livez" % tport, "--cacert", ca) == (0, ""),
+       "  with --cacert the chain and the name verify: exit 0")
+    other = make_other_ca()
+    rc, err = probe("--url", "https://localhost:%d/livez" % tport, "--cacert", other)
+    ok(rc == 1 and err.endswith("TLS: the certificate does not verify against --cacert for localhost"),
+       "  against another CA: exit 1, saying so: %s" % err)
+    rc, err = probe("--url", "https://127.0.0.1:%d/livez" % port)
+    ok(rc == 1 and "TLS" in err, "  https:// to the HTTP port: exit 1: %s" % err)
     for v, want in (("tls1", False), ("tls1_1", False), ("tls1_2", True), ("tls1_3", True)):
         ok(s_client(tport, v) == want, "openssl s_client -%s: %s" % (v, "handshake" if want else "refused"))
     stop_microd(proc, log)
@@ -420,6 +440,37 @@ def test_drain(ca, a):
     os.unlink(log)
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_activation(ca, a):
+    """systemd passes both sockets, named http and https."""
+    if shutil.which("systemd-socket-activate") is None:
+        ok(True, "# SKIP systemd-socket-activate is not installed")
+        return
+    hp, tp = free_port(), free_port()
+    log = tempfile.NamedTemporaryFile(prefix="microd-test-", delete=False)
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % hp, "-l", "127.0.0.1:%d" % tp,
+                             "--fdname=http:https", BIN, "--tls-cert", a[0], "--tls-key", a[1]],
+                            stderr=log)
+    ok(poll(lambda: subprocess.run(["ss", "-Hltn", "sport = :%d" % tp], capture_output=True,
+                                   text=True).stdout.strip(), 10, 0.02), "systemd-socket-activate listens")
+    st = poll(lambda: status_http(hp), 10, 0.1)  # the first connection starts microd
+    got = poll(lambda: https_get(tp, ca)[0], 10, 0.1)
+    text = open(log.name).read()
+    ok(st == 200 and got == 200 and re.search(r"listening on 127\.0\.0\.1:%d for HTTPS \(.*\) \(socket passed "
+                                              r"by the service manager\)" % tp, text),
+       "with --fdname=http:https both passed sockets are served, HTTPS on the one named https (%s, %s)" % (st, got))
+    proc.send_signal(signal.SIGTERM)
+    wait_exit(proc, 15)
+    os.unlink(log.name)
+
+
 def main():
     ca = make_ca()
     a = make_leaf("a")
@@ -432,6 +483,7 @@ def main():
     test_rotation(ca, a, b, wrong[1])
     test_bad_start(ca, a, wrong[1], expired, soon)
     test_drain(ca, a)
+    test_activation(ca, a)
     shutil.rmtree(DIR, ignore_errors=True)
     return done()
 

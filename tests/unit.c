@@ -1076,25 +1076,26 @@ static void
 test_activation(void)
 {
 	char err[256] = "", pid[32];
+	int tls_fd;
 
-	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_NONE,
+	is(activation_listen_fd(err, sizeof(err), &tls_fd), ACTIVATION_NONE,
 	   "activation: nothing passed");
 	setenv("LISTEN_PID", "1", 1);
 	setenv("LISTEN_FDS", "1", 1);
-	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_NONE,
+	is(activation_listen_fd(err, sizeof(err), &tls_fd), ACTIVATION_NONE,
 	   "LISTEN_PID of another process: ignored");
 	ok(getenv("LISTEN_PID") == NULL && getenv("LISTEN_FDS") == NULL,
 	   "and the variables are removed");
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	setenv("LISTEN_PID", pid, 1);
 	setenv("LISTEN_FDS", "two", 1);
-	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_ERROR,
+	is(activation_listen_fd(err, sizeof(err), &tls_fd), ACTIVATION_ERROR,
 	   "LISTEN_FDS=two is an error");
 	is_str(err, "LISTEN_FDS: invalid value 'two'", "naming the variable");
 	setenv("LISTEN_PID", pid, 1);
 	setenv("LISTEN_FDS", "0", 1);
 	setenv("LISTEN_FDNAMES", "", 1);
-	is(activation_listen_fd(err, sizeof(err)), ACTIVATION_NONE,
+	is(activation_listen_fd(err, sizeof(err), &tls_fd), ACTIVATION_NONE,
 	   "LISTEN_FDS=0: nothing passed");
 	ok(getenv("LISTEN_FDNAMES") == NULL, "LISTEN_FDNAMES removed too");
 }

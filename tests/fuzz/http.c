@@ -42,7 +42,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	log_setup(cfg.log_level, LOG_FORMAT_JSON, 0);
 	if (metrics_init() != 0)
 		abort();
-	srv = server_start(&cfg, -1, NULL); /* no example routes: no app */
+	srv = server_start(&cfg, -1, -1, NULL); /* no example routes: no app */
 	if (srv == NULL)
 		abort();
 	state_set(STATE_READY);
