@@ -187,9 +187,46 @@ def test_kubernetes():
        % (time.monotonic() - t0))
 
 
+def test_kubernetes_https():
+    """The HTTPS patch: a Secret volume (no subPath) whose files the env
+    names, served by a real microd with certificates made here, the mount
+    moved to a temporary directory."""
+    import tls  # tests/tls.py: the test CA
+    patch = yaml.safe_load(open(os.path.join(ROOT, "dist/kubernetes-https.yaml")))
+    pod = patch["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    mount = [m for m in c["volumeMounts"] if m["name"] == "tls"][0]
+    vol = [v for v in pod["volumes"] if v["name"] == "tls"][0]
+    ok("secret" in vol and "subPath" not in mount and mount.get("readOnly") is True,
+       "kubernetes-https.yaml mounts the Secret %s as a directory, read-only, without subPath"
+       % vol.get("secret", {}).get("secretName"))
+    env = env_of(c)
+    ok(env.get("MICROD_TLS_CERT") == mount["mountPath"] + "/tls.crt"
+       and env.get("MICROD_TLS_KEY") == mount["mountPath"] + "/tls.key",
+       "  MICROD_TLS_CERT and MICROD_TLS_KEY name the Secret's tls.crt and tls.key")
+    ok([p["containerPort"] for p in c["ports"] if p["name"] == "https"] == [int(env["MICROD_TLS_PORT"])],
+       "  the https container port is MICROD_TLS_PORT")
+    ca = tls.make_ca()
+    crt, key = tls.make_leaf("k8s")
+    d = tls.secret_dir(crt, key, "mount")
+    run_env = dict(os.environ)
+    run_env.update({k: v.replace(mount["mountPath"], d) for k, v in env.items()})
+    run_env["MICROD_TLS_PORT"] = "0"
+    proc, got, log = start_dist(["--bind", "127.0.0.1", "--port", "0"], run_env)
+    tport = got and tls.poll(lambda: tls.tls_port(log), 10, 0.05)
+    ok(tport and tls.https_get(tport, ca)[0] == 200, "  microd with that environment serves HTTPS from the mount")
+    b = tls.make_leaf("k8s-next")
+    tls.swap_secret(d, b[0], b[1], "next")
+    ok(tport and tls.poll(lambda: tls.served_serial(tport, ca) == tls.serial_of(b[0]), 10, 0.05),
+       "  and a kubelet-style ..data swap of the Secret is served")
+    stop_microd(proc, log)
+    shutil.rmtree(tls.DIR, ignore_errors=True)
+
+
 def main():
     test_image()
     test_kubernetes()
+    test_kubernetes_https()
     return done()
 
 

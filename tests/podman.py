@@ -208,6 +208,32 @@ def test_kubernetes_env():
     podman("rm", "-f", "-t", "0", "m-dep")
 
 
+def test_https():
+    """The image with a certificate directory mounted: HTTPS from the
+    host with --cacert, microd probe over TLS inside, and a ..data swap in
+    the mounted directory served without a restart."""
+    import tls  # tests/tls.py: the test CA and the Secret layout
+    ca = tls.make_ca()
+    a, b = tls.make_leaf("podman-a"), tls.make_leaf("podman-b")
+    for path in a + b:
+        os.chmod(path, 0o644)  # for the image's uid 65532
+    d = tls.secret_dir(a[0], a[1], "mount")
+    hp = free_port()
+    port = run("m-tls", ("--read-only", "-p", "127.0.0.1:%d:8443" % hp, "-v", "%s:/tls:ro" % d),
+               env=(("MICROD_TLS_CERT", "/tls/tls.crt"), ("MICROD_TLS_KEY", "/tls/tls.key")))
+    up = poll(lambda: http(port)[0] == 200, 30)
+    got = poll(lambda: tls.https_get(hp, ca)[0], 10, 0.1) if up else None
+    ok(up and got == 200, "the image with MICROD_TLS_CERT/KEY on a mounted directory: HTTPS 200 from the host (%s)"
+       % got)
+    rc, out, err = podman("exec", "m-tls", "microd", "probe", "--url", "https://127.0.0.1:8443/livez")
+    ok(rc == 0, "  microd probe --url https:// inside the container: exit %d %s" % (rc, (out + err).strip()))
+    tls.swap_secret(d, b[0], b[1], "next")
+    ok(poll(lambda: tls.served_serial(hp, ca) == tls.serial_of(b[0]), 10, 0.1),
+       "  a ..data swap in the mounted directory is served without a restart")
+    podman("rm", "-f", "-t", "0", "m-tls")
+    shutil.rmtree(tls.DIR, ignore_errors=True)
+
+
 def load(port, stop, counts):
     while not stop.is_set():
         status, data = http(port)
@@ -323,7 +349,7 @@ def main():
     note("podman: base image %s (%.0f s)" % (how, time.monotonic() - t))
     if not test_build():
         return
-    for test in (test_run_and_health, test_port_settings, test_kubernetes_env, test_stop_under_load,
+    for test in (test_run_and_health, test_port_settings, test_kubernetes_env, test_https, test_stop_under_load,
                  test_limits_flood):
         t1 = time.monotonic()
         test()
