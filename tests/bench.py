@@ -8,9 +8,12 @@
 # alternating pairs against a build without them, and so is /health against
 # the code before the router and request view (build/bench/before/). GET
 # /health on a new connection is timed while the handler pool is saturated,
-# and while a handler blocks the I/O thread (the test-hooks build). Every load
-# is bounded in time and targets 127.0.0.1 only. Writes build/bench/results.md
-# and build/bench/results.svg.
+# and while a handler blocks the I/O thread (the test-hooks build). HTTPS
+# (TLS 1.3, one certificate for both) is measured against nginx in
+# alternating pairs, keep-alive and a handshake per request, and microd's
+# certificate rotation under load (`python3 tests/bench.py tls` alone). Every
+# load is bounded in time and targets 127.0.0.1 only. Writes
+# build/bench/results.md and build/bench/results.svg.
 import json
 import math
 import os
@@ -21,6 +24,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -160,11 +164,17 @@ class Server:
             self.proc.wait()
 
 
-def wrk(port, conns, path="/health", extra=(), seconds=None):
+def wrk(port, conns, path="/health", extra=(), seconds=None, scheme="http", env=None):
     seconds = seconds or SECONDS
     cmd = LOAD_CPU + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "5s"] \
-        + list(extra) + ["http://127.0.0.1:%d%s" % (port, path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+        + list(extra) + ["%s://127.0.0.1:%d%s" % (scheme, port, path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, env=env).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out):
+    """wrk's report: req/s, latency (ms), the requests it completed, its
+    socket errors by kind and the non-2xx/3xx answers."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
 
@@ -176,8 +186,14 @@ def wrk(port, conns, path="/health", extra=(), seconds=None):
 
     m = re.search(r"^\s+Latency\s+([\d.]+)(us|ms|s)\s", out, re.M)
     mean = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)] if m else None
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50": pct(50), "p99": pct(99), "mean": mean,
-            "errors": errors.group(0) if errors else ""}
+            "errors": errors.group(0) if errors else "",
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "socket": dict(zip(("connect", "read", "write", "timeout"),
+                               (int(v) for v in sock.groups()) if sock else (0, 0, 0, 0))),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
 def idle_rss_per_conn(server, n):
@@ -584,6 +600,336 @@ def checks_main():
     return 0
 
 
+# HTTPS: microd against nginx with the same certificate, TLS 1.3 forced on
+# the client (wrk's OpenSSL, through OPENSSL_CONF), then a rotation under
+# load. Certificates come from tests/tls.py's CA at run time, in its
+# temporary directory, which also holds nginx's config, pid, log and temp
+# paths; all of it is removed at the end.
+TLS_PAIRS = int(os.environ.get("BENCH_TLS_PAIRS", "8"))
+TLS_SWAPS = 10
+# Seconds a swap may take to show in a new handshake (microd looks once a
+# second) before it counts as not taken; the rotation's wrk loads stop by
+# themselves after TLS_LOAD_BOUND seconds whatever happens.
+TLS_SWAP_TIMEOUT = 5.0
+TLS_LOAD_BOUND = 70
+TLS_ROTATION_CONNS = 32  # each of the two loads: 64 connections in all
+TLS13_CNF = """openssl_conf = bench_conf
+[bench_conf]
+ssl_conf = bench_ssl
+[bench_ssl]
+system_default = bench_tls13
+[bench_tls13]
+MinProtocol = TLSv1.3
+"""
+
+
+class TlsServer(Server):
+    """A Server that serves HTTPS too, on tls_port (chosen at each start;
+    cmd(port, tls_port)); start() returns once a TLS handshake completes."""
+
+    def __init__(self, name, cmd, prepare=None):
+        Server.__init__(self, name, lambda p: cmd(p, self.tls_port),
+                        prepare and (lambda p: prepare(p, self.tls_port)))
+
+    def start(self):
+        self.tls_port = free_port()
+        t = Server.start(self)
+        deadline = time.monotonic() + 10
+        while tls_serial(self.tls_port, None) is None:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("%s: no TLS handshake on %d" % (self.name, self.tls_port))
+            time.sleep(0.02)
+        return t
+
+
+def tls_serial(port, ctx):
+    """The serial of the certificate a new TLS 1.3 handshake gets (verified
+    against the CA when ctx is given), or None when the handshake fails."""
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                cert = t.getpeercert()
+                return int(cert["serialNumber"], 16) if cert else -1
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process so far (all its threads), seconds."""
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def https_wrk(srv, conns, extra, env):
+    """wrk over HTTPS to srv for PAIR_SECONDS, with the server's CPU per
+    request (µs) and the CPU share (of one core) of server and of wrk."""
+    own = resource.getrusage(resource.RUSAGE_CHILDREN)
+    s0, w0 = cpu_seconds(srv.proc.pid), time.monotonic()
+    r = wrk(srv.tls_port, conns, extra=extra, seconds=PAIR_SECONDS, scheme="https", env=env)
+    server, wall = cpu_seconds(srv.proc.pid) - s0, time.monotonic() - w0
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = now.ru_utime + now.ru_stime - own.ru_utime - own.ru_stime
+    r["server_us"] = server / r["requests"] * 1e6 if r["requests"] else None
+    r["server_cpu"], r["client_cpu"] = server / wall * 100, client / wall * 100
+    return r
+
+
+def tls_pairs(a, b, extra, env, conns=64):
+    """a and b (both running) loaded in turn A B B A ... for TLS_PAIRS pairs
+    of PAIR_SECONDS: each one's wrk results, and a/b req/s of each pair."""
+    got, ratios = {a.name: [], b.name: []}, []
+    for i in range(TLS_PAIRS):
+        order = (a, b) if i % 2 == 0 else (b, a)
+        r = {srv.name: https_wrk(srv, conns, extra, env) for srv in order}
+        for name in r:
+            got[name].append(r[name])
+        ratios.append(r[a.name]["rps"] / r[b.name]["rps"])
+    return got, ratios
+
+
+def negotiated(port, env):
+    """Protocol, cipher and key exchange group that OpenSSL's client (with
+    the same OPENSSL_CONF as wrk) gets from the server on port."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port], input=b"",
+                       capture_output=True, timeout=20, env=env)
+    out = r.stdout.decode("utf-8", "replace")
+    new = re.search(r"New, (\S+), Cipher is (\S+)", out)
+    group = re.search(r"(?:Server Temp Key|Negotiated TLS1.3 group): (\w+)", out)
+    return "%s %s %s" % (new.group(1), new.group(2), group.group(1) if group else "?") if new else "no handshake"
+
+
+def nginx_tls_conf(d, cert, key):
+    """nginx-light as the reference: one process (master_process off), both
+    ports on 127.0.0.1 (plain HTTP for start-up, like every server here),
+    TLS 1.3 only, no session tickets (microd sends none and wrk never
+    resumes), keep-alive connections not closed after 1000 requests."""
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf + ".in", "w") as f:
+        f.write("""# generated by tests/bench.py tls
+worker_processes 1;
+daemon off;
+master_process off;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:@PORT@ backlog=4096;
+        listen 127.0.0.1:@TLSPORT@ ssl backlog=4096;
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets off;
+        location = /health {
+            default_type application/json;
+            add_header Cache-Control no-store;
+            return 200 '{"status":"ok"}\\n';
+        }
+    }
+}
+""" % {"d": d, "cert": cert, "key": key})
+
+    def prepare(p, tp):
+        open(conf, "w").write(open(conf + ".in").read().replace("@PORT@", str(p)).replace("@TLSPORT@", str(tp)))
+
+    return TlsServer("nginx", lambda p, tp: ["nginx", "-p", d, "-e", os.path.join(d, "error.log"), "-c", conf],
+                     prepare)
+
+
+def microd_tls(cert, key, *extra):
+    return TlsServer("microd", lambda p, tp: [
+        MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", "1", "--log-level", "warn",
+        "--tls-port", str(tp), "--tls-cert", cert, "--tls-key", key] + list(extra))
+
+
+class WrkRun:
+    """wrk in the background over HTTPS, stopped by SIGINT (it then reports
+    as at the end of its time) or by itself after seconds."""
+
+    def __init__(self, port, conns, extra, seconds, env):
+        self.proc = subprocess.Popen(
+            LOAD_CPU + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--timeout", "5s"] + list(extra)
+            + ["https://127.0.0.1:%d/health" % port], stdout=subprocess.PIPE, text=True, env=env)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return parse_wrk(out)
+
+
+def tls_rotation(tls, ca, a, b, env):
+    """microd on a Secret-style directory (tls.crt and tls.key through
+    ..data) under two wrk loads at once, keep-alive and a new connection
+    per request, while ..data is swapped TLS_SWAPS times between a and b;
+    after each swap, new verifying handshakes until one gets the new
+    serial. The loads' results, the checker's handshakes and failures, the
+    seconds each swap took to show, and microd_tls_reloads_total."""
+    d = tls.secret_dir(a[0], a[1], "bench-secret")
+    srv = microd_tls(os.path.join(d, "tls.crt"), os.path.join(d, "tls.key"))
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    serial = (tls.serial_of(a[0]), tls.serial_of(b[0]))
+    checks, failed, waits = 0, 0, []
+    srv.start()
+    try:
+        if tls_serial(srv.tls_port, ctx) != serial[0]:
+            raise RuntimeError("microd does not serve the first certificate")
+        keep = WrkRun(srv.tls_port, TLS_ROTATION_CONNS, [], TLS_LOAD_BOUND, env)
+        new = WrkRun(srv.tls_port, TLS_ROTATION_CONNS, ["-H", "Connection: close"], TLS_LOAD_BOUND, env)
+        try:
+            time.sleep(1)  # both loads running before the first swap
+            for i in range(TLS_SWAPS):
+                want, pair = (serial[1], b) if i % 2 == 0 else (serial[0], a)
+                tls.swap_secret(d, pair[0], pair[1], "bench%d" % (i + 1))
+                t0 = time.monotonic()
+                while True:
+                    got = tls_serial(srv.tls_port, ctx)
+                    checks += 1
+                    failed += got is None
+                    if got == want:
+                        waits.append(time.monotonic() - t0)
+                        break
+                    if time.monotonic() - t0 > TLS_SWAP_TIMEOUT:
+                        waits.append(None)
+                        break
+                    time.sleep(0.05)
+                time.sleep(0.2)  # the loads see each certificate for a while
+            time.sleep(0.5)
+        finally:
+            loads = (keep.stop(), new.stop())
+        text = http_get(srv.port, "/metrics", PROBE_TIMEOUT).decode("utf-8", "replace")
+        reloads = dict(re.findall(r'microd_tls_reloads_total\{result="(\w+)"\} (\d+)', text))
+    finally:
+        srv.stop()
+    return loads, checks, failed, waits, reloads, serial
+
+
+def tls_bench():
+    """The HTTPS rows: keep-alive req/s and handshakes/s (Connection: close,
+    one TLS handshake per request) at 64 connections, microd against nginx
+    with the same certificate, in alternating pairs; then the rotation.
+    Markdown lines."""
+    import tls  # tests/tls.py: its CA, leaves and Secret directory (its DIR)
+    t_start = time.monotonic()
+    try:
+        ca = tls.make_ca()
+        a, b = tls.make_leaf("a"), tls.make_leaf("b")
+        cnf = os.path.join(tls.DIR, "tls13.cnf")
+        open(cnf, "w").write(TLS13_CNF)
+        env = dict(os.environ, OPENSSL_CONF=cnf)
+        ngx_dir = os.path.join(tls.DIR, "nginx")
+        os.makedirs(ngx_dir)
+        m, n = microd_tls(*a), nginx_tls_conf(ngx_dir, *a)
+        m.start()
+        try:
+            n.start()
+            try:
+                proto = {s.name: negotiated(s.tls_port, env) for s in (m, n)}
+                keep, keep_r = tls_pairs(m, n, [], env)
+                print("tls keep-alive pairs done", file=sys.stderr, flush=True)
+                hand, hand_r = tls_pairs(m, n, ["-H", "Connection: close"], env)
+                print("tls handshake pairs done", file=sys.stderr, flush=True)
+            finally:
+                n.stop()
+        finally:
+            m.stop()
+        rot = tls_rotation(tls, ca, a, b, env)
+        print("tls rotation done", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tls.DIR, ignore_errors=True)
+    return tls_lines(proto, keep, keep_r, hand, hand_r, rot, time.monotonic() - t_start)
+
+
+def tls_lines(proto, keep, keep_r, hand, hand_r, rot, took):
+    def col(got, key, spec="%.0f"):
+        return fmt_range([r[key] for r in got], spec)
+
+    def cost_ratio(got, key):
+        return fmt_range([x[key] / y[key] for x, y in zip(got["microd"], got["nginx"]) if x[key] and y[key]],
+                         "%.3f")
+
+    def errs(got):
+        return sum(sum(r["socket"].values()) + r["non2xx"] for r in got)
+
+    rows = []
+    for what, got, ratios, unit in (("keep-alive", keep, keep_r, "request"),
+                                    ("new connection per request (one full handshake each)", hand, hand_r,
+                                     "handshake")):
+        rows.append(("HTTPS %s c=64, %s/s" % (what, "req" if unit == "request" else "handshakes"),
+                     col(got["microd"], "rps"), col(got["nginx"], "rps"), fmt_range(ratios, "%.3f")))
+        rows.append(("  server CPU per %s, µs" % unit, col(got["microd"], "server_us", "%.1f"),
+                     col(got["nginx"], "server_us", "%.1f"), cost_ratio(got, "server_us")))
+        rows.append(("  server / wrk CPU, % of a core",
+                     "%s / %s" % (col(got["microd"], "server_cpu"), col(got["microd"], "client_cpu")),
+                     "%s / %s" % (col(got["nginx"], "server_cpu"), col(got["nginx"], "client_cpu")), ""))
+        rows.append(("  wrk errors (socket + non-2xx), all runs", str(errs(got["microd"])),
+                     str(errs(got["nginx"])), ""))
+    (ka, nc), checks, failed, waits, reloads, serial = rot
+    taken = [w for w in waits if w is not None]
+    ka_failed = sum(ka["socket"].values()) + ka["non2xx"]
+    nc_hs_failed = nc["socket"]["connect"]
+    nc_req_failed = nc["socket"]["read"] + nc["socket"]["write"] + nc["socket"]["timeout"] + nc["non2xx"]
+    total = ka_failed + nc_hs_failed + nc_req_failed + failed + len(waits) - len(taken)
+    lines = ["`python3 tests/bench.py tls` (or `make bench`): HTTPS, the same EC P-256 certificate (made by "
+             "tests/tls.py's CA) in both servers; TLS 1.3 forced on the client (wrk's OpenSSL, "
+             "`OPENSSL_CONF` with `MinProtocol = TLSv1.3`); negotiated: microd %s, nginx %s. microd "
+             "`--threads 1` (default priorities), nginx one process (`master_process off`, `ssl_protocols "
+             "TLSv1.3`, `ssl_session_tickets off`, `keepalive_requests 1000000`), both on CPU 0; "
+             "`wrk -t1 -c64 -d%ds` on CPU 1 (`-H 'Connection: close'` for handshakes). %d alternating pairs "
+             "of %d s; median (min-max); the ratio column is the median (min-max) of the pairs' ratios."
+             % (proto["microd"], proto["nginx"], PAIR_SECONDS, TLS_PAIRS, PAIR_SECONDS), "",
+             "| HTTPS figure | microd | nginx | microd/nginx |", "|---|---|---|---|"]
+    lines += ["| %s | %s | %s | %s |" % r for r in rows]
+    busy = [med([r["client_cpu"] for r in hand[name]]) for name in ("microd", "nginx")]
+    if min(busy) >= 90:
+        lines += ["", "wrk itself used %.0f%% and %.0f%% of its core for the handshakes (OpenSSL's client "
+                  "side of a handshake costs more than either server's): handshakes/s is bounded by the "
+                  "client there, and the server CPU per handshake is what compares the two servers."
+                  % tuple(busy)]
+    lines += ["", "Rotation under load: microd `--threads 1` serving tls.crt/tls.key through a Secret-style `..data` "
+              "link, %d swaps between serials %d and %d; after each, verifying TLS 1.3 handshakes every 50 ms "
+              "until one gets the new serial (taken: %d of %d; %s s after the swap, median (min-max)); "
+              "microd_tls_reloads_total ok %s, failed %s. Load meanwhile, both at once for %.1f s: "
+              "`wrk -c%d` keep-alive and `wrk -c%d -H 'Connection: close'`."
+              % (TLS_SWAPS, serial[0], serial[1], len(taken), len(waits), fmt_range(taken, "%.2f"),
+                 reloads.get("ok", "?"), reloads.get("failed", "?"),
+                 ka["requests"] / ka["rps"] if ka["rps"] else 0, TLS_ROTATION_CONNS, TLS_ROTATION_CONNS), "",
+              "| during the %d swaps | done | failed |" % TLS_SWAPS, "|---|---|---|",
+              "| keep-alive requests (wrk: socket errors + non-2xx) | %d | %d |" % (ka["requests"], ka_failed),
+              "| new-connection handshakes (wrk connect errors) | %d | %d |"
+              % (nc["requests"] + nc_hs_failed, nc_hs_failed),
+              "| requests on those new connections (read/write/timeout + non-2xx) | %d | %d |"
+              % (nc["requests"], nc_req_failed),
+              "| verifying handshakes of the checker | %d | %d |" % (checks, failed),
+              "", "Rotation target, 0 failed: %s. HTTPS part took %.0f s."
+              % ("met" if total == 0 else "NOT met (%d)" % total, took)]
+    return lines
+
+
+def tls_main():
+    """python3 tests/bench.py tls: only the HTTPS rows."""
+    os.makedirs(OUT, exist_ok=True)
+    print("\n".join(tls_bench()))
+    return 0
+
+
 def latency_main():
     """python3 tests/bench.py latency: only the table of blocked_latency()."""
     os.makedirs(OUT, exist_ok=True)
@@ -678,6 +1024,7 @@ def main():
         for loop in ("poll", "epoll"):
             sweeps[(threads, loop)] = sweep(microd_server(MICROD, "--event-loop", loop, threads=threads))
     print("sweeps done", file=sys.stderr, flush=True)
+    tls_section = tls_bench()
 
     stripped = os.path.join(OUT, "microd.stripped")
     shutil.copy(MICROD, stripped)
@@ -776,6 +1123,7 @@ def main():
               "|---|---|---|"]
     lines += ["| %s | %.1f | %d |" % p for p in pools]
     lines += [""] + blocked_latency_lines(*latency)
+    lines += [""] + tls_section
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
@@ -839,4 +1187,6 @@ if __name__ == "__main__":
         raise SystemExit(latency_main())
     if sys.argv[1:2] == ["checks"]:
         raise SystemExit(checks_main())
+    if sys.argv[1:2] == ["tls"]:
+        raise SystemExit(tls_main())
     raise SystemExit(main())

@@ -258,8 +258,10 @@ def test_bad_bytes(ca, a):
     s.sendall(client_hello())
     got = recv_all(s)
     s.close()
-    ok(got.startswith(b"HTTP/1.1 400") and time.monotonic() - t0 < 3,
-       "a ClientHello to the HTTP port: 400 and closed in %.2f s (%r)" % (time.monotonic() - t0, got[:40]))
+    # libmicrohttpd answers 400 or just closes, by where the random bytes
+    # put a line end; either way at once, not after the idle timeout.
+    ok((got.startswith(b"HTTP/1.1 400") or got == b"") and time.monotonic() - t0 < 1.5,
+       "a ClientHello to the HTTP port: 400 or a close, in %.2f s (%r)" % (time.monotonic() - t0, got[:40]))
     # Handshakes that stall: more than there are worker threads.
     stalled = []
     for i in range(6):
