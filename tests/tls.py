@@ -413,6 +413,9 @@ def test_bad_start(ca, a, wrong_key, expired, soon):
         rc, lines = run("--tls-cert", a[0], "--tls-key", unreadable)
         ok(rc == 2 and lines == ["microd: cannot read %s: Permission denied" % unreadable],
            "an unreadable key: exit 2, one line naming it: %s" % lines)
+    rc, lines = run("--tls-cert", a[0], "--tls-key", DIR)  # unreadable, also to root
+    ok(rc == 2 and lines == ["microd: cannot read %s: Is a directory" % DIR],
+       "a key path that cannot be read (a directory): exit 2, one line naming it: %s" % lines)
     rc, lines = run("--tls-cert", a[0], "--tls-key", wrong_key)
     ok(rc == 2 and lines == ["microd: the key in %s is not the key of the certificate in %s" % (wrong_key, a[0])],
        "a key that is not the certificate's: exit 2: %s" % lines)
@@ -429,6 +432,54 @@ def test_bad_start(ca, a, wrong_key, expired, soon):
     ok(tport is not None and "expires at" in open(log).read() and "within 7 days" in open(log).read(),
        "a certificate that ends within 7 days is served, with a warning")
     stop_microd(proc, log)
+
+
+def test_notify_and_limit(ca, a):
+    """SIGHUP under a service manager: RELOADING=1 with MONOTONIC_USEC,
+    then READY=1; and --connection-limit counts both ports' clients."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = os.path.join(DIR, "notify")
+    sock.bind(path)
+    sock.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--tls-port", "0", "--tls-cert", a[0],
+                                    "--tls-key", a[1], "--connection-limit", "2", "--log-format", "json"], env=env)
+    tport = port and poll(lambda: tls_port(log), 10, 0.02)
+    msgs = []
+
+    def drain_notify():
+        try:
+            while True:
+                msgs.append(sock.recv(4096).decode())
+        except socket.timeout:
+            return msgs
+    poll(lambda: any("READY=1" in m for m in drain_notify()), 5, 0.05)
+    del msgs[:]
+    proc.send_signal(signal.SIGHUP)
+    poll(lambda: any(m == "READY=1" for m in drain_notify()), 5, 0.05)
+    first = msgs[0] if msgs else ""
+    ok(re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", first) and msgs[1:2] == ["READY=1"],
+       "SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1, to NOTIFY_SOCKET: %s" % msgs)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    for s in held:  # both accepted and counted before the next
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.recv(4096)
+    try:
+        st = https_get(tport, ca)[0]
+    except (OSError, ssl.SSLError) as e:
+        st = type(e).__name__
+    m = re.search(r"microd_connections_refused_total (\d+)", metrics_after_close(held, port))
+    ok(st != 200 and m and int(m.group(1)) >= 1,
+       "--connection-limit 2 counts both ports: with 2 HTTP clients an HTTPS one is refused (%s; refused %s)"
+       % (st, m and m.group(1)))
+    stop_microd(proc, log)
+    sock.close()
+
+
+def metrics_after_close(held, port):
+    for s in held:
+        s.close()
+    return poll(lambda: (lambda t: t if "microd_connections_refused_total" in t else None)(metrics(port)), 5, 0.05)
 
 
 def test_drain(ca, a):
@@ -485,6 +536,7 @@ def main():
     test_rotation(ca, a, b, wrong[1])
     test_bad_start(ca, a, wrong[1], expired, soon)
     test_drain(ca, a)
+    test_notify_and_limit(ca, a)
     test_activation(ca, a)
     shutil.rmtree(DIR, ignore_errors=True)
     return done()
