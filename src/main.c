@@ -368,6 +368,11 @@ print_settings(const struct config *cfg)
 	printf("checks every %u ms, timeout %u ms, %u failures in a row\n",
 	       cfg->check_interval_ms, cfg->check_timeout_ms,
 	       cfg->check_threshold);
+	if (cfg->tls_cert != NULL)
+		printf("https on port %u: certificate %s, key %s, priorities "
+		       "%s\n",
+		       cfg->tls_port, cfg->tls_cert, cfg->tls_key,
+		       cfg->tls_priorities);
 	if (cfg->ignored_env != NULL)
 		printf("ignored %s=%s (a Kubernetes service link)\n",
 		       cfg->ignored_env, cfg->ignored_value);

@@ -422,6 +422,14 @@ def test_bad_start(ca, a, wrong_key, expired, soon):
     rc, lines = run("--tls-cert", expired[0], "--tls-key", expired[1])
     ok(rc == 2 and lines == ["microd: %s: the certificate expired at 2020-01-02T00:00:00Z" % expired[0]],
        "an expired certificate: exit 2: %s" % lines)
+    r = subprocess.run([BIN, "--check-config", "--tls-cert", a[0], "--tls-key", a[1]], capture_output=True,
+                       timeout=10)
+    ok(r.returncode == 0 and ("https on port 8443: certificate %s, key %s, priorities "
+                              "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2\n" % (a[0], a[1])) in r.stdout.decode(),
+       "--check-config reads the pair and lists the HTTPS settings")
+    rc, lines = run("--check-config", "--tls-cert", a[0], "--tls-key", wrong_key)
+    ok(rc == 2 and lines[-1:] == ["microd: the key in %s is not the key of the certificate in %s" % (wrong_key, a[0])],
+       "  and refuses a bad pair with exit 2 as the start would")
     rc, lines = run("--tls-cert", a[0])
     ok(rc == 2 and lines == ["microd: --tls-cert without --tls-key: HTTPS needs both the certificate and its key"],
        "--tls-cert alone: exit 2: %s" % lines)
