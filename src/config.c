@@ -896,6 +896,15 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 	if (address_only)
 		return CONFIG_RUN;
 	fit_resources(cfg, res, from);
+	if (cfg->tls_cert != NULL && cfg->tls_port != 0 &&
+	    cfg->tls_port == cfg->port) {
+		snprintf(
+		    err, errlen,
+		    "--tls-port %u is the HTTP port too: HTTPS needs a port "
+		    "of its own",
+		    cfg->tls_port);
+		return CONFIG_ERROR;
+	}
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
 		snprintf(err, errlen,
 		         "%s without %s: HTTPS needs both the certificate and "

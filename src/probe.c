@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -241,6 +242,19 @@ tls_start(struct link *l, const struct target *t, long long deadline, char *why,
 		return -1;
 	}
 	if (t->cacert != NULL) {
+		struct stat st;
+
+		/* GnuTLS reads it with no deadline: a FIFO would block. */
+		if (stat(t->cacert, &st) != 0) {
+			snprintf(why, wl, "--cacert %.128s: %s", t->cacert,
+			         strerror(errno));
+			return -1;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			snprintf(why, wl, "--cacert %.128s: not a regular file",
+			         t->cacert);
+			return -1;
+		}
 		rc = gnutls_certificate_set_x509_trust_file(
 		    l->cred, t->cacert, GNUTLS_X509_FMT_PEM);
 		if (rc <= 0) {

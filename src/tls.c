@@ -7,6 +7,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <pthread.h>
@@ -16,9 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
-#include "resources.h"
 
 /* A PEM file larger than this is not a certificate chain or a key. */
 #define TLS_FILE_MAX ((size_t)64 * 1024)
@@ -41,8 +42,8 @@ struct seen {
 	dev_t dev;
 	ino_t ino;
 	off_t size;
-	struct timespec mtime;
-	int ok; /* stat succeeded */
+	struct timespec mtime, ctime; /* ctime: a chmod or chown too */
+	int ok;                       /* stat succeeded */
 };
 
 struct tls {
@@ -53,6 +54,10 @@ struct tls {
 	atomic_llong not_after;
 	atomic_ullong reloads_ok, reloads_failed;
 	long long warned_day; /* the day of the last expiry warning */
+	/* The last reload failed, and why: tried again each look, since a
+	 * pair may become valid, or readable, with nothing else changing. */
+	int failing;
+	char why[512];
 };
 
 /* Set once by tls_install, before the HTTPS daemon's threads start. */
@@ -65,38 +70,81 @@ pair_free(struct pair *p)
 		return;
 	for (unsigned int i = 0; i < p->n; i++)
 		gnutls_free(p->certs[i].data);
+	if (p->key.data != NULL) /* no key bytes left in freed memory */
+		gnutls_memset(p->key.data, 0, p->key.size);
 	gnutls_free(p->key.data);
+	if (p->key_pem != NULL)
+		gnutls_memset(p->key_pem, 0, strlen(p->key_pem));
 	free(p->cert_pem);
 	free(p->key_pem);
 	free(p);
 }
 
-/* The file's bytes, NUL-terminated, in *out (the caller's); -1 with err. */
+/*
+ * The file's bytes, NUL-terminated, in *out (the caller's); -1 with err.
+ * Only a regular file is read, opened without blocking: a FIFO put in the
+ * key's place must not hang the main thread, which also takes signals.
+ */
 static int
 read_pem(const char *path, char **out, char *err, size_t len)
 {
-	char *buf = malloc(TLS_FILE_MAX + 1);
-	int n;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	size_t got = 0;
+	char *buf = NULL;
 
 	*out = NULL;
+	if (fd < 0) {
+		snprintf(err, len, "cannot read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0) {
+		snprintf(err, len, "cannot read %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, len, "cannot read %s: %s", path,
+		         S_ISDIR(st.st_mode) ? strerror(EISDIR)
+		                             : "not a regular file");
+		goto fail;
+	}
+	if ((size_t)st.st_size > TLS_FILE_MAX) {
+		snprintf(err, len, "%s is larger than %zu bytes", path,
+		         TLS_FILE_MAX);
+		goto fail;
+	}
+	buf = malloc(TLS_FILE_MAX + 1);
 	if (buf == NULL) {
 		snprintf(err, len, "%s: out of memory", path);
-		return -1;
+		goto fail;
 	}
-	errno = 0;
-	n = resources_read_text(path, buf, TLS_FILE_MAX + 1);
-	if (n < 0) {
-		if (errno != 0)
+	for (;;) { /* to the end: the file may have grown since fstat */
+		ssize_t n = read(fd, buf + got, TLS_FILE_MAX + 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
 			snprintf(err, len, "cannot read %s: %s", path,
 			         strerror(errno));
-		else
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got > TLS_FILE_MAX) {
 			snprintf(err, len, "%s is larger than %zu bytes", path,
 			         TLS_FILE_MAX);
-		free(buf);
-		return -1;
+			goto fail;
+		}
 	}
+	close(fd);
+	buf[got] = '\0';
 	*out = buf;
 	return 0;
+fail:
+	close(fd);
+	free(buf);
+	return -1;
 }
 
 static void
@@ -143,6 +191,11 @@ pair_load(const char *cert_path, const char *key_path, char *err, size_t len)
 	ret =
 	    gnutls_x509_crt_list_import(crts, &n, &cert_d, GNUTLS_X509_FMT_PEM,
 	                                GNUTLS_X509_CRT_LIST_FAIL_IF_UNSORTED);
+	if (ret == GNUTLS_E_SHORT_MEMORY_BUFFER) {
+		snprintf(err, len, "%s: more than %d certificates", cert_path,
+		         TLS_CHAIN_MAX);
+		goto fail;
+	}
 	if (ret <= 0) {
 		snprintf(err, len, "%s: no certificate: %s", cert_path,
 		         ret == 0 ? "no PEM certificate in it"
@@ -231,6 +284,7 @@ look(const char *path)
 		s.ino = st.st_ino;
 		s.size = st.st_size;
 		s.mtime = st.st_mtim;
+		s.ctime = st.st_ctim;
 	}
 	return s;
 }
@@ -240,17 +294,21 @@ same(const struct seen *a, const struct seen *b)
 {
 	return a->ok == b->ok && a->dev == b->dev && a->ino == b->ino &&
 	       a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
-	       a->mtime.tv_nsec == b->mtime.tv_nsec;
+	       a->mtime.tv_nsec == b->mtime.tv_nsec &&
+	       a->ctime.tv_sec == b->ctime.tv_sec &&
+	       a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-/* Once a day at most: the certificate ends within TLS_WARN_S. */
+/* The certificate ends within TLS_WARN_S: said when loaded (always), and
+ * else once a day. */
 static void
-warn_expiry(struct tls *t, long long not_after)
+warn_expiry(struct tls *t, long long not_after, int always)
 {
 	long long now = (long long)time(NULL);
 	char when[40];
 
-	if (not_after - now > TLS_WARN_S || now / 86400 == t->warned_day)
+	if (not_after - now > TLS_WARN_S ||
+	    (!always && now / 86400 == t->warned_day))
 		return;
 	t->warned_day = now / 86400;
 	utc_time(not_after, when, sizeof(when));
@@ -318,7 +376,7 @@ tls_install(struct tls *t)
 	log_info("tls: certificate %s (%u in the chain, valid until %s), key "
 	         "%s",
 	         t->cert_path, t->cur->n, when, t->key_path);
-	warn_expiry(t, t->cur->not_after);
+	warn_expiry(t, t->cur->not_after, 1);
 }
 
 int
@@ -379,18 +437,28 @@ tls_reload(struct tls *t, int force)
 	struct pair *p, *old;
 	char err[512], when[40];
 
-	if (!force && same(&cs, &t->cert_seen) && same(&ks, &t->key_seen)) {
-		warn_expiry(t, atomic_load(&t->not_after));
+	int looked_same = same(&cs, &t->cert_seen) && same(&ks, &t->key_seen);
+
+	if (!force && looked_same && !t->failing) {
+		warn_expiry(t, atomic_load(&t->not_after), 0);
 		return TLS_UNCHANGED;
 	}
 	t->cert_seen = cs;
 	t->key_seen = ks;
 	p = pair_load(t->cert_path, t->key_path, err, sizeof(err));
 	if (p == NULL) {
+		/* The same failure of the same files, tried again: no new
+		 * line, no new count. */
+		if (!force && looked_same && t->failing &&
+		    strcmp(err, t->why) == 0)
+			return TLS_FAILED;
+		t->failing = 1;
+		snprintf(t->why, sizeof(t->why), "%s", err);
 		atomic_fetch_add(&t->reloads_failed, 1);
 		log_warn("tls: keeping the certificate in use: %s", err);
 		return TLS_FAILED;
 	}
+	t->failing = 0;
 	/* Touched but not changed (a copy of the same files): no reload. */
 	if (!force && strcmp(p->cert_pem, t->cur->cert_pem) == 0 &&
 	    strcmp(p->key_pem, t->cur->key_pem) == 0) {
@@ -408,7 +476,7 @@ tls_reload(struct tls *t, int force)
 	log_info("tls: new certificate from %s (%u in the chain, valid until "
 	         "%s)",
 	         t->cert_path, p->n, when);
-	warn_expiry(t, p->not_after);
+	warn_expiry(t, p->not_after, 1);
 	return TLS_RELOADED;
 }
 

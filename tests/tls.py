@@ -490,6 +490,63 @@ def metrics_after_close(held, port):
     return poll(lambda: (lambda t: t if "microd_connections_refused_total" in t else None)(metrics(port)), 5, 0.05)
 
 
+def test_odd_files(ca, a, soon):
+    """FIFOs, a pair that becomes valid later, the warning at each reload,
+    the ports."""
+    fifo = os.path.join(DIR, "fifo.key")
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    r = subprocess.run([BIN, "--port", "0", "--tls-cert", a[0], "--tls-key", fifo], capture_output=True, timeout=20)
+    ok(r.returncode == 2 and r.stderr.decode() == "microd: cannot read %s: not a regular file\n" % fifo
+       and time.monotonic() - t0 < 5, "a FIFO as the key: exit 2 at once, never waited on: %r" % r.stderr)
+    r = subprocess.run([BIN, "--port", "9443", "--tls-port", "9443", "--tls-cert", a[0], "--tls-key", a[1]],
+                       capture_output=True, timeout=20)
+    ok(r.returncode == 2 and r.stderr == b"microd: --tls-port 9443 is the HTTP port too: HTTPS needs a port of its own\n",
+       "--tls-port the same as --port: exit 2: %r" % r.stderr)
+    d = secret_dir(soon[0], soon[1], "odd")
+    proc, port, tport, log = start(os.path.join(d, "tls.crt"), os.path.join(d, "tls.key"), "--per-ip-limit", "1")
+    if not ok(tport is not None, "microd on a certificate that ends within 7 days"):
+        return
+    # --per-ip-limit is per port: one client on each from 127.0.0.1.
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+    held.recv(4096)
+    ok(https_get(tport, ca)[0] == 200, "--per-ip-limit 1 applies to each port: with an HTTP client held, HTTPS "
+       "still answers the same address")
+    held.close()
+    t0 = time.monotonic()
+    r = subprocess.run([BIN, "probe", "--url", "https://127.0.0.1:%d/livez" % tport, "--cacert", fifo,
+                        "--timeout", "1"], capture_output=True, timeout=20)
+    ok(r.returncode == 1 and r.stderr.decode().strip().endswith("--cacert %s: not a regular file" % fifo)
+       and time.monotonic() - t0 < 3, "microd probe --cacert FIFO: exit 1 at once: %s" % r.stderr.decode().strip())
+    # A FIFO swapped in: refused, and the main thread still takes signals.
+    ts = os.path.join(d, "..fifo")
+    os.makedirs(ts)
+    shutil.copy(soon[0], os.path.join(ts, "tls.crt"))
+    os.mkfifo(os.path.join(ts, "tls.key"))
+    os.symlink("..fifo", os.path.join(d, "..data_tmp"))
+    os.rename(os.path.join(d, "..data_tmp"), os.path.join(d, "..data"))
+    why = "tls: keeping the certificate in use: cannot read %s: not a regular file" % os.path.join(d, "tls.key")
+    ok(poll(lambda: why in open(log).read(), 5, 0.1), "a FIFO swapped in as the key is refused: %s" % why)
+    # A pair that becomes valid 3 s from now: refused once, taken later.
+    later = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + 3))
+    until = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + 5 * 86400))
+    future = make_leaf("future", start_v=later, end_v=until)
+    swap_secret(d, future[0], future[1], "future")
+    ok(poll(lambda: "the certificate is not valid before" in open(log).read(), 5, 0.1),
+       "a certificate valid only from 3 s on is refused")
+    ok(poll(lambda: served_serial(tport, ca) == serial_of(future[0]), 10, 0.2),
+       "  and served once it is valid, with nothing else changed (each look tries a failing pair again)")
+    text = open(log).read()
+    ok(text.count("not valid before") == 1, "  its failure logged once, not at every try (%d)"
+       % text.count("not valid before"))
+    ok(text.count("within 7 days") >= 2, "the 7-day warning comes at the start and again at the reload (%d)"
+       % text.count("within 7 days"))
+    proc.send_signal(signal.SIGTERM)
+    ok(wait_exit(proc, 15) == 0, "  and SIGTERM still stops it: exit 0")
+    os.unlink(log)
+
+
 def test_drain(ca, a):
     proc, port, tport, log = start(*a, "--drain-delay", "2")
     if not ok(tport is not None, "microd for the drain"):
@@ -544,6 +601,7 @@ def main():
     test_rotation(ca, a, b, wrong[1])
     test_bad_start(ca, a, wrong[1], expired, soon)
     test_drain(ca, a)
+    test_odd_files(ca, a, soon)
     test_notify_and_limit(ca, a)
     test_activation(ca, a)
     shutil.rmtree(DIR, ignore_errors=True)
