@@ -548,7 +548,7 @@ static const struct option options[] = {
      "the certificate's private key (with --tls-cert)", parse_tls_key},
     {"tls-port", "MICROD_TLS_PORT", NULL, "N", "an integer from 0 to 65535",
      "HTTPS port, beside HTTP on --port; 0 picks a free one (default "
-     "8443)",
+     "8443). A Kubernetes service link (tcp://...) is ignored",
      parse_tls_port},
     {"tls-priorities", "MICROD_TLS_PRIORITIES", NULL, "STRING",
      "a GnuTLS priority string",
@@ -675,7 +675,8 @@ bad_value(char *err, size_t errlen, const char *what, const char *value,
 /*
  * Kubernetes gives every pod started after a Service NAME the variable
  * NAME_PORT=tcp://ADDR:PORT (a docker link): a Service named microd sets
- * MICROD_PORT. Such a value is never a port.
+ * MICROD_PORT, one named microd-tls MICROD_TLS_PORT. Such a value is never
+ * a port.
  */
 static int
 is_service_link(const char *v)
@@ -696,7 +697,9 @@ env_value(struct config *cfg, const struct option *opt, const char **name)
 	const char *v = getenv(opt->env);
 
 	*name = opt->env;
-	if (v != NULL && opt->alt_env != NULL && is_service_link(v)) {
+	if (v != NULL &&
+	    (opt->alt_env != NULL || opt == &options[index_of("tls-port")]) &&
+	    is_service_link(v)) {
 		cfg->ignored_env = opt->env;
 		cfg->ignored_value = v;
 		v = NULL;

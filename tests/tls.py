@@ -427,6 +427,12 @@ def test_bad_start(ca, a, wrong_key, expired, soon):
     ok(r.returncode == 0 and ("https on port 8443: certificate %s, key %s, priorities "
                               "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2\n" % (a[0], a[1])) in r.stdout.decode(),
        "--check-config reads the pair and lists the HTTPS settings")
+    r = subprocess.run([BIN, "--check-config", "--tls-cert", a[0], "--tls-key", a[1]], capture_output=True,
+                       timeout=10, env=dict(os.environ, MICROD_TLS_PORT="tcp://10.96.0.9:443"))
+    out = r.stdout.decode()
+    ok(r.returncode == 0 and "https on port 8443:" in out
+       and "ignored MICROD_TLS_PORT=tcp://10.96.0.9:443 (a Kubernetes service link)\n" in out,
+       "  MICROD_TLS_PORT=tcp://... (a Service named microd-tls) is ignored as a service link")
     rc, lines = run("--check-config", "--tls-cert", a[0], "--tls-key", wrong_key)
     ok(rc == 2 and lines[-1:] == ["microd: the key in %s is not the key of the certificate in %s" % (wrong_key, a[0])],
        "  and refuses a bad pair with exit 2 as the start would")
