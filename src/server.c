@@ -1654,11 +1654,6 @@ server_port(const struct server *srv)
 	return srv->port;
 }
 
-unsigned int
-server_tls_port(const struct server *srv)
-{
-	return srv->tls_daemon != NULL ? srv->tls_port : 0;
-}
 
 int
 server_quiesce(struct server *srv)

@@ -21,9 +21,6 @@ struct server *server_start(const struct config *cfg, int listen_fd,
 
 unsigned int server_port(const struct server *srv);
 
-/* The HTTPS port, 0 without --tls-cert. */
-unsigned int server_tls_port(const struct server *srv);
-
 /* The address served, as logged: "0.0.0.0:8080", "[::1]:80", "unix:/x". */
 const char *server_address(const struct server *srv);
 
