@@ -135,9 +135,12 @@ flush_log(const sigset_t *sigs)
 	const struct timespec none = {0, 0};
 	long long until = now_ms() + LOG_FLUSH_MS;
 
-	while (log_stop(FLUSH_SLICE_MS) != 0 && now_ms() < until)
-		if (sigtimedwait(sigs, NULL, &none) > 0)
+	while (log_stop(FLUSH_SLICE_MS) != 0 && now_ms() < until) {
+		int sig = sigtimedwait(sigs, NULL, &none);
+
+		if (sig > 0 && sig != SIGHUP) /* a second stop signal */
 			_exit(1);
+	}
 }
 
 /* Waits for a stop signal, trimming memory now and then. */
@@ -193,6 +196,10 @@ tick(struct supervisor *sv, const sigset_t *sigs)
 	const struct timespec ts = {0, DRAIN_TICK_NS};
 	int sig = sigtimedwait(sigs, NULL, &ts);
 
+	if (sig == SIGHUP) { /* a reload asks nothing of a stop */
+		log_info("SIGHUP during the stop: ignored");
+		return;
+	}
 	if (sig > 0) {
 		/* Acted on first; the line gets a moment, never more. */
 		log_warn("%s again: exiting at once", signal_name(sig));
