@@ -62,7 +62,7 @@ def test_image():
     ok("dist/rootfs.sh build/microd /rootfs" in dockerfile, "the rootfs comes from dist/rootfs.sh")
     user = re.search(r"^USER\s+(\d+)(?::(\d+))?$", final, re.M)
     ok(user is not None and int(user.group(1)) != 0, "runs as a numeric non-root user")
-    ok(re.search(r"^EXPOSE 8080$", final, re.M) is not None, "EXPOSE 8080")
+    ok(re.search(r"^EXPOSE 8080 8443$", final, re.M) is not None, "EXPOSE 8080 8443 (HTTP, and HTTPS with a certificate)")
     ok(re.search(r"^STOPSIGNAL SIGTERM$", final, re.M) is not None, "STOPSIGNAL SIGTERM")
     ok(re.search(r'^\s*CMD \["microd", "probe"\]$', final, re.M) is not None,
        'HEALTHCHECK CMD ["microd", "probe"]')
