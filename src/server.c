@@ -1654,7 +1654,6 @@ server_port(const struct server *srv)
 	return srv->port;
 }
 
-
 int
 server_quiesce(struct server *srv)
 {
