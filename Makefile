@@ -56,7 +56,7 @@ LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
            src/probe.c src/refusal.c src/resources.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/status.c src/app.c src/examples.c src/pool.c src/health.c \
-           src/checks.c src/healthz.c src/tls.c \
+           src/checks.c src/healthz.c src/tls.c src/trace.c \
            src/utf8.c src/watchdog.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
@@ -64,7 +64,7 @@ TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
-               tests/routes.py tests/checks.py tests/tls.py
+               tests/routes.py tests/checks.py tests/tls.py tests/trace.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev

@@ -578,6 +578,11 @@ log_access(const struct access_entry *e)
 	field_str(&l, "request_id", e->request_id);
 	if (e->user_agent != NULL) /* "when sent" */
 		field_str(&l, "user_agent", e->user_agent);
+	if (e->trace_id != NULL) {
+		field_str(&l, "trace_id", e->trace_id);
+		field_str(&l, "span_id", e->span_id);
+		field_str(&l, "trace_flags", e->trace_flags);
+	}
 	if (e->skipped > 0)
 		field_num(&l, "skipped", "%llu", e->skipped);
 	finish(&l);

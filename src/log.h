@@ -11,6 +11,8 @@ enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
 /* One request, as the access log writes it. Strings may be NULL. */
 struct access_entry {
 	const char *method, *path, *route, *remote, *request_id, *user_agent;
+	/* A valid traceparent's fields (OpenTelemetry's names), or NULL. */
+	const char *trace_id, *span_id, *trace_flags;
 	unsigned int status;
 	unsigned long long bytes;
 	unsigned long long skipped; /* like lines left out before this one */

@@ -32,6 +32,7 @@
 #include "reqid.h"
 #include "router.h"
 #include "tls.h"
+#include "trace.h"
 
 /*
  * A chunked body that passes max_body cannot be answered until it ends:
@@ -201,6 +202,7 @@ struct exchange {
 	unsigned int status; /* sent; 0 while none is */
 	size_t bytes;        /* body bytes of the response */
 	char request_id[REQID_MAX + 1];
+	struct trace trace; /* a valid traceparent's; trace_id "" if none */
 	/* The raw target as sent, cut at its '?': what the log shows. Then
 	 * room for path and params. */
 	char target[];
@@ -366,10 +368,15 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	unsigned int status = rep->status;
 	const char *type = reply_content_type(rep);
 
-	/* Every problem names its request, so a report can be traced. */
-	if (rep->problem && rep->body != NULL)
+	/* Every problem names its request, and its trace when one came, so
+	 * a report can be traced. */
+	if (rep->problem && rep->body != NULL) {
 		json_object_set_new(rep->body, "request_id",
 		                    json_string(ex->request_id));
+		if (ex->trace.trace_id[0] != '\0')
+			json_object_set_new(rep->body, "trace_id",
+			                    json_string(ex->trace.trace_id));
+	}
 	resp = response_from_reply(rep, &ex->bytes);
 	if (resp == NULL) {
 		log_error("%s: cannot render a %u reply", __func__, status);
@@ -1089,6 +1096,10 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 		memcpy(ex->request_id, id, strlen(id) + 1);
 	else
 		reqid_new(ex->request_id);
+	/* A traceparent that breaks a rule counts as absent. */
+	(void)trace_parse(
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
+	    &ex->trace);
 }
 
 /* The connection's first request has begun: it no longer counts as waiting. */
@@ -1217,6 +1228,11 @@ log_request(struct server *srv, struct MHD_Connection *conn,
 	e.duration_ms = (double)took_ns / 1e6;
 	e.remote = exchange_peer(ex);
 	e.request_id = ex->request_id;
+	if (ex->trace.trace_id[0] != '\0') {
+		e.trace_id = ex->trace.trace_id;
+		e.span_id = ex->trace.span_id;
+		e.trace_flags = ex->trace.flags;
+	}
 	e.user_agent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	                                           MHD_HTTP_HEADER_USER_AGENT);
 	log_access(&e);

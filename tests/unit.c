@@ -29,6 +29,7 @@
 #include "resources.h"
 #include "router.h"
 #include "status.h"
+#include "trace.h"
 
 static void
 h_any(const struct request *req, struct reply *rep)
@@ -391,6 +392,70 @@ static const struct target_spec {
     {"abcdefghijabcdefghijabcdefghijabc=tcp://h:1",
      "the name must be 1 to 32 of a-z, 0-9, '_', '-'", NULL, NULL, 0, 0},
 };
+
+/* traceparent values from the Trace Context Level 1 recommendation and
+ * around its rules; NULL trace id: the whole header is invalid. */
+#define TP_ID "4bf92f3577b34da6a3ce929d0e0e4736"
+#define TP_PARENT "00f067aa0ba902b7"
+static const struct traceparent_case {
+	const char *value, *why;
+	const char *trace_id, *span_id, *flags;
+} traceparents[] = {
+    {"00-" TP_ID "-" TP_PARENT "-01", "the recommendation's example", TP_ID,
+     TP_PARENT, "01"},
+    {"00-" TP_ID "-" TP_PARENT "-00", "not sampled", TP_ID, TP_PARENT, "00"},
+    {"01-" TP_ID "-" TP_PARENT "-01", "a later version, 55 characters", TP_ID,
+     TP_PARENT, "01"},
+    {"cc-" TP_ID "-" TP_PARENT "-01-what-the-future-will-be-like",
+     "a later version with more after a '-'", TP_ID, TP_PARENT, "01"},
+    {"cc-" TP_ID "-" TP_PARENT "-01.what-the-future-will-be-like",
+     "a later version with more, not after a '-'", NULL, NULL, NULL},
+    {"00-" TP_ID "-" TP_PARENT "-01-", "version 00 longer than 55", NULL, NULL,
+     NULL},
+    {"ff-" TP_ID "-" TP_PARENT "-01", "version ff", NULL, NULL, NULL},
+    {"00-00000000000000000000000000000000-" TP_PARENT "-01",
+     "an all-zero trace-id", NULL, NULL, NULL},
+    {"00-" TP_ID "-0000000000000000-01", "an all-zero parent-id", NULL, NULL,
+     NULL},
+    {"00-4BF92F3577B34DA6A3CE929D0E0E4736-" TP_PARENT "-01",
+     "uppercase hex in the trace-id", NULL, NULL, NULL},
+    {"00-" TP_ID "-00F067AA0BA902B7-01", "uppercase hex in the parent-id", NULL,
+     NULL, NULL},
+    {"0g-" TP_ID "-" TP_PARENT "-01", "a version that is not hex", NULL, NULL,
+     NULL},
+    {"00-" TP_ID "-" TP_PARENT "-0x", "flags that are not hex", NULL, NULL,
+     NULL},
+    {"00_" TP_ID "-" TP_PARENT "-01", "a delimiter other than '-'", NULL, NULL,
+     NULL},
+    {"00-" TP_ID "-" TP_PARENT "-1", "54 characters", NULL, NULL, NULL},
+    {"00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+     "a field boundary moved", NULL, NULL, NULL},
+    {"", "empty", NULL, NULL, NULL},
+};
+
+static void
+test_trace(void)
+{
+	struct trace t;
+
+	for (size_t i = 0; i < sizeof(traceparents) / sizeof(traceparents[0]);
+	     i++) {
+		const struct traceparent_case *c = &traceparents[i];
+		int r = trace_parse(c->value, &t);
+
+		if (c->trace_id == NULL) {
+			ok(r == -1 && t.trace_id[0] == '\0',
+			   "traceparent %s: ignored", c->why);
+			continue;
+		}
+		ok(r == 0 && strcmp(t.trace_id, c->trace_id) == 0 &&
+		       strcmp(t.span_id, c->span_id) == 0 &&
+		       strcmp(t.flags, c->flags) == 0,
+		   "traceparent %s: %s/%s/%s", c->why, t.trace_id, t.span_id,
+		   t.flags);
+	}
+	ok(trace_parse(NULL, &t) == -1, "no traceparent: none");
+}
 
 static void
 test_health(void)
@@ -1756,5 +1821,6 @@ main(void)
 	test_policy_fields();
 	test_policy_json_cost();
 	test_policy_target();
+	test_trace();
 	return done_testing();
 }

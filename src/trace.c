@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/* trace.c -- W3C Trace Context: the traceparent header, parsed */
+#include "trace.h"
+
+#include <string.h>
+
+/* The length of a version 00 traceparent. */
+#define TRACEPARENT_LEN 55
+
+/* n lowercase hex digits at s, and not all of them '0' when nonzero. */
+static int
+is_hex(const char *s, size_t n, int nonzero)
+{
+	int any = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return 0;
+		any |= c != '0';
+	}
+	return !nonzero || any;
+}
+
+int
+trace_parse(const char *v, struct trace *out)
+{
+	size_t len = v != NULL ? strlen(v) : 0;
+
+	memset(out, 0, sizeof(*out));
+	if (len < TRACEPARENT_LEN || !is_hex(v, 2, 0) || v[2] != '-' ||
+	    v[35] != '-' || v[52] != '-')
+		return -1;
+	if (strncmp(v, "ff", 2) == 0)
+		return -1; /* the version that is forbidden */
+	if (strncmp(v, "00", 2) == 0
+	        ? len != TRACEPARENT_LEN
+	        : len > TRACEPARENT_LEN && v[TRACEPARENT_LEN] != '-')
+		return -1;
+	if (!is_hex(v + 3, 32, 1) || !is_hex(v + 36, 16, 1) ||
+	    !is_hex(v + 53, 2, 0))
+		return -1;
+	memcpy(out->trace_id, v + 3, 32);
+	memcpy(out->span_id, v + 36, 16);
+	memcpy(out->flags, v + 53, 2);
+	return 0;
+}

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/* trace.h -- W3C Trace Context: the traceparent header, parsed */
+#ifndef MICROD_TRACE_H
+#define MICROD_TRACE_H
+
+/* A valid traceparent's fields, as lowercase hex strings. */
+struct trace {
+	char trace_id[33];
+	char span_id[17]; /* the caller's parent-id */
+	char flags[3];
+};
+
+/*
+ * Parses a traceparent value as Trace Context Level 1 says: version 00 is
+ * exactly "00-" 32 hex "-" 16 hex "-" 2 hex, lowercase; a later version
+ * has at least those 55 characters, and a '-' after them if more follow;
+ * version ff, an all-zero trace-id or parent-id, or any other byte makes
+ * the whole header invalid. 0 with out filled, or -1 (out zeroed). NULL is
+ * invalid.
+ */
+int trace_parse(const char *value, struct trace *out);
+
+#endif
