@@ -1096,7 +1096,12 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 		memcpy(ex->request_id, id, strlen(id) + 1);
 	else
 		reqid_new(ex->request_id);
-	/* A traceparent that breaks a rule counts as absent. */
+}
+
+/* The client's traceparent; one that breaks a rule counts as absent. */
+static void
+start_trace(struct MHD_Connection *conn, struct exchange *ex)
+{
 	(void)trace_parse(
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
 	    &ex->trace);
@@ -1136,6 +1141,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ex->start_ns = now_ns();
 		ex->method = method;
 		start_request_id(conn, ex);
+		start_trace(conn, ex);
 		ex->conn = conn;
 		/* url: the raw path (unescape() leaves it as sent); ex->path
 		 * is decoded by microd. */
