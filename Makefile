@@ -53,18 +53,19 @@ TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
            src/handlers.c \
            src/log.c src/metrics.c src/notify.c src/number.c src/policy.c \
-           src/probe.c src/refusal.c src/resources.c \
+           src/probe.c src/ratelimit.c src/refusal.c src/resources.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
            src/status.c src/app.c src/examples.c src/pool.c src/health.c \
-           src/checks.c src/healthz.c src/tls.c src/trace.c \
-           src/utf8.c src/watchdog.c
+           src/checks.c src/healthz.c src/tls.c src/trace.c src/file.c \
+           src/auth.c src/middleware.c src/utf8.c src/watchdog.c
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
-               tests/routes.py tests/checks.py tests/tls.py tests/trace.py
+               tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
+               tests/middleware.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
@@ -110,7 +111,7 @@ check: deps-test
 	    MICROD_HOOKS_BIN=$(BUILD)/tsan/hooks/microd \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
 	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py \
-	    tests/tls.py
+	    tests/tls.py tests/middleware.py
 
 # podman builds dist/Dockerfile and runs the image; a qemu VM boots systemd
 # and installs microd as the README says. Both start from one debootstrap
@@ -134,6 +135,10 @@ test-progs: $(BUILD)/microd $(TESTS)
 # the I/O thread against one on the handler pool.
 DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux valgrind
 BENCH_BEFORE = a65e14b
+# The last commit before the before-handler chain: /health against it.
+BENCH_PRECHAIN = 3ba251b
+BENCH_COMMIT_before = $(BENCH_BEFORE)
+BENCH_COMMIT_prechain = $(BENCH_PRECHAIN)
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
 	$(MAKE) --no-print-directory $(BUILD)/microd
@@ -142,19 +147,22 @@ bench: deps
 	    $(BUILD)/bench/nometrics/microd
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/hooks \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
-	$(MAKE) --no-print-directory $(BUILD)/bench/before/microd
-	BENCH_BEFORE=$(BENCH_BEFORE) python3 tests/bench.py
+	$(MAKE) --no-print-directory $(BUILD)/bench/before/microd \
+	    $(BUILD)/bench/prechain/microd
+	BENCH_BEFORE=$(BENCH_BEFORE) BENCH_PRECHAIN=$(BENCH_PRECHAIN) \
+	    python3 tests/bench.py
 
 # git archive, not a worktree: nothing to register or prune, and the commit's
 # own Makefile builds it. Its COMMIT is given: git describe would see ours.
-$(BUILD)/bench/before/microd:
-	@if git rev-parse -q --verify '$(BENCH_BEFORE)^{commit}' >/dev/null; then \
+$(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd: \
+    $(BUILD)/bench/%/microd:
+	@if git rev-parse -q --verify '$(BENCH_COMMIT_$*)^{commit}' >/dev/null; then \
 	    rm -rf $(@D) && mkdir -p $(@D)/src && \
-	    git archive $(BENCH_BEFORE) | tar -x -C $(@D)/src && \
-	    $(MAKE) --no-print-directory -C $(@D)/src COMMIT=$(BENCH_BEFORE) \
+	    git archive $(BENCH_COMMIT_$*) | tar -x -C $(@D)/src && \
+	    $(MAKE) --no-print-directory -C $(@D)/src COMMIT=$(BENCH_COMMIT_$*) \
 	        BUILD=$(abspath $(@D)) $(abspath $@); \
 	else \
-	    echo "microd: commit $(BENCH_BEFORE) is not in this clone;" \
+	    echo "microd: commit $(BENCH_COMMIT_$*) is not in this clone;" \
 	        "bench skips /health against it" >&2; \
 	fi
 

@@ -12,6 +12,7 @@
 struct checks;
 struct config;
 struct tls;
+struct middleware;
 struct notes;
 
 /*
@@ -27,6 +28,9 @@ struct app {
 	struct checks *checks;
 	int health_details;
 	struct tls *tls; /* the HTTPS certificate, for /metrics; NULL: none */
+	/* The before-handler chain's state (rate limit, tokens); NULL: the
+	 * chain is not run. */
+	struct middleware *middleware;
 };
 
 /*

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "server.h"
 #include "state.h"
+#include "trace.h"
 #include "utf8.h"
 
 enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
@@ -124,22 +125,49 @@ dial(const struct check *c, long long deadline_ms, char *why, size_t len)
 	return fd;
 }
 
+static int http_exchange(const struct check *c, int fd, const char *req,
+                         size_t n, long long deadline_ms, char *why,
+                         size_t len);
+
 /* GET the target's path: passes on a 2xx or 3xx status line in time. */
 static int
 http_get(const struct check *c, int fd, long long deadline_ms, char *why,
          size_t len)
 {
 	const struct health_target *t = &c->target;
-	char req[HEALTH_PATH_MAX + HEALTH_HOST_MAX + 128], got[64];
-	size_t have = 0, sent = 0;
+	char req[HEALTH_PATH_MAX + HEALTH_HOST_MAX + 192];
+	char tp[TRACE_HEADER_LEN + 1];
 	int v6 = strchr(t->host, ':') != NULL; /* an IPv6 address: [::1]:80 */
-	int n =
-	    snprintf(req, sizeof(req),
-	             "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
-	             "User-Agent: microd-check\r\nConnection: close\r\n\r\n",
-	             t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
+	int n;
 
-	while (sent < (size_t)n) {
+	/* Each run is a trace of its own, so the dependency's log can be
+	 * matched with the run's: a failure names it. */
+	trace_outbound(NULL, tp);
+	n = snprintf(req, sizeof(req),
+	             "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
+	             "User-Agent: microd-check\r\ntraceparent: %s\r\n"
+	             "Connection: close\r\n\r\n",
+	             t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port,
+	             tp);
+	if (http_exchange(c, fd, req, (size_t)n, deadline_ms, why, len) == 0)
+		return 0;
+	/* "(trace " + 32 hex + ")": the trace-id is 3 + 32 into tp. */
+	if (strlen(why) + 41 < len)
+		snprintf(why + strlen(why), len - strlen(why), " (trace %.32s)",
+		         tp + 3);
+	return -1;
+}
+
+/* Sends req, then reads a status line: 0 for 2xx or 3xx in time. */
+static int
+http_exchange(const struct check *c, int fd, const char *req, size_t n,
+              long long deadline_ms, char *why, size_t len)
+{
+	const struct health_target *t = &c->target;
+	char got[64];
+	size_t have = 0, sent = 0;
+
+	while (sent < n) {
 		ssize_t w;
 
 		if (!ready_by(c, fd, POLLOUT, deadline_ms)) {
@@ -147,7 +175,7 @@ http_get(const struct check *c, int fd, long long deadline_ms, char *why,
 			         t->path, c->timeout_ms);
 			return -1;
 		}
-		w = send(fd, req + sent, (size_t)n - sent, MSG_NOSIGNAL);
+		w = send(fd, req + sent, n - sent, MSG_NOSIGNAL);
 		if (w < 0 && errno != EAGAIN && errno != EINTR) {
 			snprintf(why, len, "GET %.64s: %s", t->path,
 			         strerror(errno));

@@ -362,6 +362,97 @@ parse_tls_priorities(struct config *cfg, const char *s)
 	return 0;
 }
 
+/*
+ * One or more proxy address blocks, separated by blanks (the variable's
+ * form); appended. -1 with *why and bad as parse_checks.
+ */
+static int
+parse_proxies(struct config *cfg, const char *s, const char **why, char *bad)
+{
+	char one[64];
+	int any = 0;
+
+	snprintf(bad, CHECK_SPEC_MAX, "%s", s);
+	for (;;) {
+		size_t n;
+
+		s += strspn(s, " \t\r\n");
+		n = strcspn(s, " \t\r\n");
+		if (n == 0) {
+			*why = "no address block given";
+			return any ? 0 : -1;
+		}
+		snprintf(bad, CHECK_SPEC_MAX, "%.*s", (int)n, s);
+		if (cfg->n_trusted == CONFIG_TRUSTED_MAX) {
+			*why = "16 trusted proxy blocks at most";
+			return -1;
+		}
+		if (n >= sizeof(one)) {
+			*why = "longer than an address block can be";
+			return -1;
+		}
+		memcpy(one, s, n);
+		one[n] = '\0';
+		if (ratelimit_parse_cidr(one, &cfg->trusted[cfg->n_trusted],
+		                         why) != 0)
+			return -1;
+		cfg->n_trusted++;
+		any = 1;
+		s += n;
+	}
+}
+
+static int
+parse_trusted_proxy(struct config *cfg, const char *s)
+{
+	const char *why;
+	char bad[CHECK_SPEC_MAX];
+
+	return parse_proxies(cfg, s, &why, bad);
+}
+
+static int
+parse_auth_token_file(struct config *cfg, const char *s)
+{
+	return parse_path(s, &cfg->auth_token_file);
+}
+
+static int
+parse_auth_metrics(struct config *cfg, const char *s)
+{
+	return parse_bool(s, &cfg->auth_metrics);
+}
+
+static int
+parse_rate_limit(struct config *cfg, const char *s)
+{
+	/* Thousandths, as seconds are read into milliseconds. */
+	return config_parse_seconds(s, 1000000, &cfg->rate_milli);
+}
+
+static int
+parse_rate_burst(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (number_parse(s, RATELIMIT_BURST_MAX, &v) != 0 || v == 0)
+		return -1;
+	cfg->rate_burst = (unsigned int)v;
+	return 0;
+}
+
+static int
+parse_rate_clients(struct config *cfg, const char *s)
+{
+	uintmax_t v;
+
+	if (number_parse(s, RATELIMIT_SLOTS_MAX, &v) != 0 ||
+	    v < RATELIMIT_SET_SIZE)
+		return -1;
+	cfg->rate_clients = (size_t)v;
+	return 0;
+}
+
 static int
 parse_health_details(struct config *cfg, const char *s)
 {
@@ -555,6 +646,42 @@ static const struct option options[] = {
      "the TLS versions and ciphers offered (default "
      "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2: TLS 1.2 and 1.3 only)",
      parse_tls_priorities},
+    {"auth-token-file", "MICROD_AUTH_TOKEN_FILE", NULL, "FILE",
+     "a path to a file of bearer tokens, one a line",
+     "require \"Authorization: Bearer TOKEN\" with one of the file's "
+     "tokens on every route but the probes (and /metrics, unless "
+     "--auth-metrics); 401 otherwise. Lines that are empty or start "
+     "with # are skipped; read again on SIGHUP",
+     parse_auth_token_file},
+    {"auth-metrics", "MICROD_AUTH_METRICS", NULL, NULL,
+     "true or false (also 1/0, yes/no; any case)",
+     "/metrics needs a bearer token too (default off: a scraper often "
+     "has none)",
+     parse_auth_metrics},
+    {"rate-limit", "MICROD_RATE_LIMIT", NULL, "RATE",
+     "requests a second from 0 to 1000000, up to 3 decimals, e.g. 50 "
+     "or 0.5",
+     "requests a second each client may make, on average, on every "
+     "route but the probes; more get 429 with Retry-After. 0 = no limit "
+     "(default 0)",
+     parse_rate_limit},
+    {"rate-burst", "MICROD_RATE_BURST", NULL, "N",
+     "an integer from 1 to 1000000",
+     "requests a client may make at once before --rate-limit holds it "
+     "back (default: the rate, rounded up)",
+     parse_rate_burst},
+    {"rate-limit-clients", "MICROD_RATE_LIMIT_CLIENTS", NULL, "N",
+     "an integer from 8 to 16777216",
+     "clients the rate limit remembers, in a table of fixed size (about "
+     "40 bytes each); past it the idlest are forgotten (default 16384)",
+     parse_rate_clients},
+    {"trusted-proxy", "MICROD_TRUSTED_PROXIES", NULL, "CIDR",
+     "an address or address/prefix (10.0.0.0/8, ::1), no host bits past "
+     "the prefix (the variable: several, separated by spaces)",
+     "a proxy whose X-Forwarded-For is believed: a request from it is "
+     "rate-limited by the first address in that field, from the right, "
+     "that is not a trusted proxy; repeatable, 16 at most",
+     parse_trusted_proxy},
     {"drain-delay", "MICROD_DRAIN_DELAY", NULL, "SECONDS",
      "seconds from 0 to 3600, e.g. 5 or 0.5",
      "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
@@ -605,6 +732,12 @@ set_defaults(struct config *cfg)
 	cfg->check_interval_ms = 5000;
 	cfg->check_timeout_ms = 1000;
 	cfg->check_threshold = 1;
+	cfg->auth_token_file = NULL;
+	cfg->auth_metrics = 0;
+	cfg->rate_milli = 0;
+	cfg->rate_burst = 0;
+	cfg->rate_clients = 16384;
+	cfg->n_trusted = 0;
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->drain_delay_ms = 0;
 	cfg->check_only = 0;
@@ -631,6 +764,23 @@ static size_t
 index_of(const char *flag)
 {
 	return (size_t)(option_find(flag, strlen(flag)) - options);
+}
+
+/* The options that add up, flag by flag, and several to a variable. */
+static int
+is_list(const struct option *opt)
+{
+	return opt == &options[index_of("check")] ||
+	       opt == &options[index_of("trusted-proxy")];
+}
+
+static int
+parse_list(struct config *cfg, const struct option *opt, const char *s,
+           const char **why, char *bad)
+{
+	return opt == &options[index_of("check")]
+	           ? parse_checks(cfg, s, why, bad)
+	           : parse_proxies(cfg, s, why, bad);
 }
 
 /* "WHAT: invalid value 'VALUE' (expected ...)", or with why instead of
@@ -842,13 +992,13 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			         opt->accepts);
 			return CONFIG_ERROR;
 		}
-		/* --check adds up, flag by flag: every one must be valid
-		 * and its name new. */
-		if (!address_only && opt == &options[index_of("check")]) {
+		/* --check and --trusted-proxy add up, flag by flag: every
+		 * one must be valid (and a check's name new). */
+		if (!address_only && is_list(opt)) {
 			const char *why;
 			char bad[CHECK_SPEC_MAX];
 
-			if (parse_checks(cfg, value, &why, bad) != 0)
+			if (parse_list(cfg, opt, value, &why, bad) != 0)
 				return bad_value_why(err, errlen,
 				                     flags[opt - options], bad,
 				                     opt, why);
@@ -872,7 +1022,7 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		if (address_only && i != index_of("bind") &&
 		    i != index_of("port"))
 			continue;
-		if (v != NULL && i == index_of("check")) {
+		if (v != NULL && is_list(opt)) {
 			from[i] = flags[i]; /* taken in the loop above */
 			continue;
 		}
@@ -882,11 +1032,11 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			v = env_value(cfg, opt, &name);
 		if (v == NULL)
 			continue;
-		if (i == index_of("check")) {
+		if (is_list(opt)) {
 			const char *why;
 			char bad[CHECK_SPEC_MAX];
 
-			if (parse_checks(cfg, v, &why, bad) != 0)
+			if (parse_list(cfg, opt, v, &why, bad) != 0)
 				return bad_value_why(err, errlen, name, bad,
 				                     opt, why);
 		} else if (opt->parse(cfg, v) != 0)
@@ -917,6 +1067,8 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		         cfg->tls_cert != NULL ? "--tls-key" : "--tls-cert");
 		return CONFIG_ERROR;
 	}
+	if (cfg->rate_milli > 0 && cfg->rate_burst == 0)
+		cfg->rate_burst = (cfg->rate_milli + 999) / 1000;
 	if (cfg->body_budget < cfg->max_body) {
 		snprintf(err, errlen,
 		         "%s (%zu bytes) is below %s (%zu bytes): no body of "

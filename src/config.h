@@ -7,11 +7,14 @@
 #include <stdio.h>
 
 #include "health.h"
+#include "ratelimit.h"
 
 enum event_loop { EVENT_LOOP_POLL, EVENT_LOOP_EPOLL };
 
 /* Most --check dependency checks. */
 #define CONFIG_CHECKS_MAX 16
+/* Most --trusted-proxy blocks. */
+#define CONFIG_TRUSTED_MAX 16
 
 struct config {
 	const char *bind;     /* numeric IPv4 or IPv6 address */
@@ -38,6 +41,16 @@ struct config {
 	const char *tls_cert, *tls_key; /* HTTPS when set (both or none) */
 	unsigned int tls_port;
 	const char *tls_priorities; /* GnuTLS's syntax */
+	/* The before-handler chain (src/middleware.c). */
+	const char *auth_token_file; /* NULL: no bearer-token check */
+	int auth_metrics;            /* /metrics needs a token too */
+	unsigned int rate_milli;     /* requests a second per client, in
+	                              * thousandths; 0: no rate limit */
+	unsigned int rate_burst;     /* at once; 0 until decided: the rate,
+	                              * rounded up */
+	size_t rate_clients;         /* clients the table remembers */
+	struct cidr trusted[CONFIG_TRUSTED_MAX]; /* --trusted-proxy */
+	size_t n_trusted;
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 	int check_only; /* --check-config: validate, serve nothing */

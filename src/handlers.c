@@ -8,6 +8,7 @@
 #include "app.h"
 #include "checks.h"
 #include "metrics.h"
+#include "middleware.h"
 #include "number.h"
 #include "reply.h"
 #include "server.h"
@@ -35,6 +36,8 @@ render_app(void *arg, FILE *f)
 
 	if (app->checks != NULL)
 		checks_render_metrics(app->checks, f);
+	if (app->middleware != NULL)
+		middleware_render_metrics(app->middleware, f);
 	if (app->tls == NULL)
 		return;
 	tls_reloads(app->tls, &ok, &failed);
@@ -90,6 +93,23 @@ handle_test_block(const struct request *req, struct reply *rep)
 	while (nanosleep(&ts, &ts) != 0)
 		;
 	reply_json(rep, 200, json_pack("{s:I}", "blocked_ms", (json_int_t)ms));
+}
+
+/*
+ * Test builds only: what a handler sees of the trace context, and the
+ * traceparent it would send on a request of its own.
+ */
+void
+handle_test_trace(const struct request *req, struct reply *rep)
+{
+	char out[TRACE_HEADER_LEN + 1];
+	const char *state = request_tracestate(req);
+
+	trace_outbound(req->trace, out);
+	reply_json(rep, 200,
+	           json_pack("{s:s?,s:s?,s:s}", "trace_id",
+	                     req->trace != NULL ? req->trace->trace_id : NULL,
+	                     "tracestate", state, "outbound", out));
 }
 
 /*

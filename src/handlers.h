@@ -11,6 +11,7 @@ handler_fn handle_echo;
 #if MICROD_TEST_HOOKS
 handler_fn handle_test_block;
 handler_fn handle_test_status;
+handler_fn handle_test_trace;
 #endif
 
 #endif

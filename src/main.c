@@ -18,6 +18,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "middleware.h"
 #include "notify.h"
 #include "probe.h"
 #include "refusal.h"
@@ -72,6 +73,7 @@ struct supervisor {
 	struct watchdog *watchdog;
 	long long next_extend_ms;
 	struct tls *tls; /* with --tls-cert: the HTTPS certificate */
+	struct middleware *middleware; /* the before-handler chain's state */
 };
 
 /* $JOURNAL_STREAM names stderr's device and inode when journald reads it. */
@@ -165,24 +167,32 @@ wait_signal(struct supervisor *sv, const sigset_t *sigs)
 }
 
 /*
- * SIGHUP: the certificate and key read again, whether or not they changed,
- * with the service manager told (Type=notify-reload's protocol; harmless
- * under ExecReload=kill -HUP). Without TLS there is nothing to reload.
+ * SIGHUP: the certificate and key, and the token file, read again, whether
+ * or not they changed, with the service manager told (Type=notify-reload's
+ * protocol; harmless under ExecReload=kill -HUP). Without either there is
+ * nothing to reload.
  */
 static void
 reload(struct supervisor *sv)
 {
 	struct timespec now;
 
-	if (sv->tls == NULL) {
-		log_info("SIGHUP: nothing to reload (no --tls-cert)");
+	if (sv->tls == NULL && !middleware_has_auth(sv->middleware)) {
+		log_info("SIGHUP: nothing to reload (no --tls-cert, no "
+		         "--auth-token-file)");
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	notify_send(&sv->notifier, "RELOADING=1\nMONOTONIC_USEC=%lld",
 	            (long long)now.tv_sec * 1000000LL + now.tv_nsec / 1000);
-	log_info("SIGHUP: reading the certificate and key again");
-	tls_reload(sv->tls, 1);
+	if (sv->tls != NULL) {
+		log_info("SIGHUP: reading the certificate and key again");
+		tls_reload(sv->tls, 1);
+	}
+	if (middleware_has_auth(sv->middleware)) {
+		log_info("SIGHUP: reading the token file again");
+		(void)middleware_reload(sv->middleware); /* logs a failure */
+	}
 	notify_send(&sv->notifier, "READY=1");
 }
 
@@ -429,8 +439,18 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* So is a token file that does not read. */
+	sv.middleware = middleware_open(&cfg, err, sizeof(err));
+	if (sv.middleware == NULL) {
+		fprintf(stderr, "%smicrod: %s\n",
+		        stderr_is_journal() ? "<3>" : "", err);
+		refuse_waiting(err);
+		tls_close(sv.tls);
+		return 2;
+	}
 	if (cfg.check_only) {
 		print_settings(&cfg);
+		middleware_close(sv.middleware);
 		tls_close(sv.tls);
 		return 0;
 	}
@@ -519,6 +539,8 @@ main(int argc, char **argv)
 	sv.app->tls = sv.tls;
 	if (sv.tls != NULL)
 		tls_install(sv.tls);
+	sv.app->middleware = sv.middleware;
+	middleware_describe(sv.middleware);
 	sv.app->checks = checks_new(&cfg);
 	sv.srv = sv.app->checks != NULL
 	             ? server_start(&cfg, listen_fd, tls_listen_fd, sv.app)
@@ -545,6 +567,7 @@ main(int argc, char **argv)
 	if (sv.srv == NULL) {
 		checks_free(sv.app->checks);
 		app_stop(sv.app);
+		middleware_close(sv.middleware);
 		tls_close(sv.tls);
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
@@ -573,7 +596,8 @@ main(int argc, char **argv)
 	if (server_stop(sv.srv) == 0) {
 		checks_free(sv.app->checks); /* no probe reads them any more */
 		sv.app->checks = NULL;
-		app_stop(sv.app); /* no handler runs any more */
+		app_stop(sv.app);                /* no handler runs any more */
+		middleware_close(sv.middleware); /* nor the chain */
 	} else
 		log_warn("the application is not torn down: a handler that "
 		         "did not finish still uses it");

@@ -44,9 +44,9 @@ reply_release(struct reply *rep)
 
 /* Fields microd itself writes, or that only the framing may decide. */
 static const char *const reserved[] = {
-    "Connection", "Content-Length",    "Content-Type",
-    "Date",       "Transfer-Encoding", "X-Request-Id",
-    "Keep-Alive", "Upgrade",           "Trailer",
+    "Connection",        "Content-Length", "Content-Type",     "Date",
+    "Transfer-Encoding", "X-Request-Id",   "Keep-Alive",       "Upgrade",
+    "Trailer",           "RateLimit",      "RateLimit-Policy",
 };
 
 /* NULL when name: value may go into a reply, else why not. */

@@ -44,9 +44,9 @@ void reply_release(struct reply *rep);
  * REPLY_HEADERS_MAX or REPLY_HEADERS_BYTES already, or name is one microd
  * writes itself (Content-Type, Content-Length,
  * Connection, Date, Transfer-Encoding, X-Request-Id, Keep-Alive, Upgrade,
- * Trailer). A Cache-Control of the handler's replaces microd's "no-store",
- * a Retry-After replaces retry_after; other names may repeat (Set-Cookie).
- * 0 when added.
+ * Trailer, RateLimit, RateLimit-Policy). A Cache-Control of the handler's
+ * replaces microd's "no-store", a Retry-After replaces retry_after; other names
+ * may repeat (Set-Cookie). 0 when added.
  */
 int reply_header(struct reply *rep, const char *name, const char *value);
 

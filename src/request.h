@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "trace.h"
+
 enum request_field { REQUEST_HEADER, REQUEST_QUERY, REQUEST_PEER };
 
 /* Most {name} segments one route may have. */
@@ -33,6 +35,10 @@ struct request {
 	const char *method;
 	const char *path; /* percent-decoded; the query is not part of it */
 	const char *id; /* the request id: X-Request-Id, the client's or new */
+	/* A valid traceparent's fields; NULL when none came. For a request
+	 * the handler makes: trace_outbound(req->trace, buf), and
+	 * request_tracestate(req) passed on as it came. */
+	const struct trace *trace;
 	struct app *app;
 	const struct request_params *params; /* never NULL once dispatched */
 	json_t *body; /* parsed JSON, for ROUTE_JSON_BODY routes; borrowed */
@@ -44,9 +50,9 @@ struct request {
 	 * NULL when absent. */
 	const char *(*lookup)(void *ctx, enum request_field field,
 	                      const char *name);
-	/* Calls fn with the value of every query argument named name, in
-	 * order (NULL for one given without '='). */
-	void (*each)(void *ctx, const char *name,
+	/* Calls fn with the value of every header line or query argument
+	 * named name, in order (NULL for an argument given without '='). */
+	void (*each)(void *ctx, enum request_field field, const char *name,
 	             void (*fn)(void *arg, const char *value), void *arg);
 	void *ctx;
 };
@@ -95,7 +101,24 @@ request_query_each(const struct request *req, const char *name,
                    void (*fn)(void *arg, const char *value), void *arg)
 {
 	if (req->each != NULL)
-		req->each(req->ctx, name, fn, arg);
+		req->each(req->ctx, REQUEST_QUERY, name, fn, arg);
+}
+
+/* Every line of a repeated header (X-Forwarded-For), in the order sent. */
+static inline void
+request_header_each(const struct request *req, const char *name,
+                    void (*fn)(void *arg, const char *value), void *arg)
+{
+	if (req->each != NULL)
+		req->each(req->ctx, REQUEST_HEADER, name, fn, arg);
+}
+
+/* The tracestate that came beside a valid traceparent (its first line);
+ * NULL when none did, or the traceparent was absent or invalid. */
+static inline const char *
+request_tracestate(const struct request *req)
+{
+	return req->trace != NULL ? request_header(req, "tracestate") : NULL;
 }
 
 /* The client's address ("127.0.0.1", "::1"), worked out when asked; ""

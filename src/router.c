@@ -24,7 +24,7 @@ static const struct route routes[] = {
     {"GET", "/livez/{name}", handle_livez_one, ROUTE_PROBE, 0},
     {"GET", "/readyz/{name}", handle_readyz_one, ROUTE_PROBE, 0},
     {"GET", "/version", handle_version, 0, 0},
-    {"GET", "/metrics", handle_metrics, 0, 0},
+    {"GET", "/metrics", handle_metrics, ROUTE_METRICS, 0},
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY, 0},
     /* --example-routes: see src/examples.c and the README. */
     {"GET", "/status/{code}", handle_status, ROUTE_EXAMPLE, 0},
@@ -37,6 +37,7 @@ static const struct route routes[] = {
 #if MICROD_TEST_HOOKS
     {"GET", "/test/block", handle_test_block, 0, 0},
     {"GET", "/test/status/{code}", handle_test_status, 0, 0},
+    {"GET", "/test/trace", handle_test_trace, 0, 0},
 #endif
 };
 

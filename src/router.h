@@ -13,6 +13,11 @@ enum route_flag {
 	ROUTE_RAW_BODY = 4,  /* the body, any type, as sent: req->raw */
 	ROUTE_BLOCKING = 8,  /* may block: runs on the handler pool */
 	ROUTE_EXAMPLE = 16,  /* served only with --example-routes */
+	/* The before-handler chain (src/middleware.c) skips probe routes'
+	 * rate limit and token check; these skip one on other routes. */
+	ROUTE_NO_AUTH = 32,  /* open without a bearer token */
+	ROUTE_NO_LIMIT = 64, /* not rate limited */
+	ROUTE_METRICS = 128, /* needs a token only with --auth-metrics */
 };
 
 /*

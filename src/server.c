@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "middleware.h"
 #include "policy.h"
 #include "pool.h"
 #include "reply.h"
@@ -203,6 +204,10 @@ struct exchange {
 	size_t bytes;        /* body bytes of the response */
 	char request_id[REQID_MAX + 1];
 	struct trace trace; /* a valid traceparent's; trace_id "" if none */
+	/* What the before-handler chain asked of the reply, and its answer
+	 * when it stopped a request with no body: sent at the second call. */
+	struct middleware_fields fields;
+	struct reply *early;
 	/* The raw target as sent, cut at its '?': what the log shows. Then
 	 * room for path and params. */
 	char target[];
@@ -219,6 +224,9 @@ exchange_unref(struct exchange *ex)
 	if (ex->job_reply != NULL)
 		reply_release(ex->job_reply);
 	free(ex->job_reply);
+	if (ex->early != NULL)
+		reply_release(ex->early);
+	free(ex->early);
 	free(ex);
 }
 
@@ -287,14 +295,16 @@ each_value(void *cls, enum MHD_ValueKind kind, const char *key,
 
 /* The request view's each() on the connection's own thread. */
 static void
-each_field(void *ctx, const char *name, void (*fn)(void *, const char *),
-           void *arg)
+each_field(void *ctx, enum request_field field, const char *name,
+           void (*fn)(void *, const char *), void *arg)
 {
 	struct exchange *ex = ctx;
 	struct each_arg a = {name, fn, arg};
 
-	MHD_get_connection_values(ex->conn, MHD_GET_ARGUMENT_KIND, each_value,
-	                          &a);
+	MHD_get_connection_values(
+	    ex->conn,
+	    field == REQUEST_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
+	    each_value, &a);
 }
 
 /*
@@ -417,6 +427,16 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	if (rep->allow[0] != '\0' &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) !=
 	        MHD_YES)
+		goto out;
+	if (ex->fields.ratelimit[0] != '\0' &&
+	    (MHD_add_response_header(resp, "RateLimit-Policy",
+	                             ex->fields.ratelimit_policy) != MHD_YES ||
+	     MHD_add_response_header(resp, "RateLimit", ex->fields.ratelimit) !=
+	         MHD_YES))
+		goto out;
+	if (ex->fields.www_authenticate[0] != '\0' &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+	                            ex->fields.www_authenticate) != MHD_YES)
 		goto out;
 	if ((close_after || atomic_load(&srv->draining)) &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
@@ -662,6 +682,40 @@ nul_in_target(const char *url, const char *version, const char *target)
 	       v - u - 1 <= strlen(target) + VALUE_HIDE_MAX;
 }
 
+static void request_view(struct exchange *ex, const char *method,
+                         struct request *req);
+
+/*
+ * The before-handler chain, on the headers alone, so a refused request's
+ * body is never read. 1 when a link answered: sent at once with the
+ * connection closed when a body follows, else kept for the second call,
+ * which keeps the connection (see the notes on the first call).
+ */
+static int
+run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
+          const char *method, int has_body, enum MHD_Result *ret)
+{
+	struct request req = {
+	    .lookup = lookup_field, .each = each_field, .ctx = ex};
+	struct reply rep = {0};
+
+	request_view(ex, method, &req);
+	if (!middleware_run(ex->app->middleware, &req, ex->res.route->flags,
+	                    &rep, &ex->fields))
+		return 0;
+	if (!has_body) {
+		ex->early = malloc(sizeof(*ex->early));
+		if (ex->early != NULL) {
+			*ex->early = rep; /* the exchange's now */
+			ex->takes_body = 0;
+			*ret = MHD_YES;
+			return 1;
+		}
+	}
+	*ret = send_reply(srv, conn, ex, &rep, 1);
+	return 1;
+}
+
 static enum MHD_Result
 on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
            const char *method, const char *url, const char *version)
@@ -694,6 +748,14 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		ex->takes_body =
 		    (rt->flags & (ROUTE_JSON_BODY | ROUTE_RAW_BODY)) != 0;
 		ex->nul = (rt->flags & ROUTE_RAW_BODY) != 0;
+	}
+	if (ex->res.match == ROUTE_FOUND && ex->app != NULL &&
+	    ex->app->middleware != NULL) {
+		enum MHD_Result ret;
+
+		if (run_chain(srv, conn, ex, method, f.chunked || f.length > 0,
+		              &ret))
+			return ret;
 	}
 	if (f.sized && f.length > ex->max_body)
 		return send_error(srv, conn, ex, 413, 1,
@@ -806,6 +868,7 @@ request_view(struct exchange *ex, const char *method, struct request *req)
 	req->method = strcmp(method, "HEAD") == 0 ? "HEAD" : rt->method;
 	req->path = ex->path;
 	req->id = ex->request_id;
+	req->trace = ex->trace.trace_id[0] != '\0' ? &ex->trace : NULL;
 	req->app = ex->app;
 	req->params = &ex->res.params;
 	if (rt->flags & ROUTE_RAW_BODY) {
@@ -884,13 +947,13 @@ lookup_snapshot(void *ctx, enum request_field field, const char *name)
 
 /* The request view's each() on a handler thread. */
 static void
-each_snapshot(void *ctx, const char *name, void (*fn)(void *, const char *),
-              void *arg)
+each_snapshot(void *ctx, enum request_field field, const char *name,
+              void (*fn)(void *, const char *), void *arg)
 {
 	const struct exchange *ex = ctx;
 
 	for (size_t i = 0; i < ex->snap.n; i++)
-		if (ex->snap.at[i].kind == REQUEST_QUERY &&
+		if (ex->snap.at[i].kind == field &&
 		    strcasecmp(ex->snap.at[i].name, name) == 0)
 			fn(arg, ex->snap.at[i].value);
 }
@@ -1042,6 +1105,12 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 
 	if (atomic_load(&ex->job_state) != JOB_NONE)
 		return on_resumed(srv, conn, ex);
+	if (ex->early != NULL) { /* the chain's answer, from on_headers */
+		rep = *ex->early;
+		free(ex->early);
+		ex->early = NULL;
+		return send_reply(srv, conn, ex, &rep, close_after);
+	}
 	if (ex->received > ex->max_body)
 		return send_error(srv, conn, ex, 413, 1,
 		                  "the request body is larger than the limit");

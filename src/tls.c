@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "log.h"
 
 /* A PEM file larger than this is not a certificate chain or a key. */
@@ -80,73 +81,6 @@ pair_free(struct pair *p)
 	free(p);
 }
 
-/*
- * The file's bytes, NUL-terminated, in *out (the caller's); -1 with err.
- * Only a regular file is read, opened without blocking: a FIFO put in the
- * key's place must not hang the main thread, which also takes signals.
- */
-static int
-read_pem(const char *path, char **out, char *err, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	struct stat st;
-	size_t got = 0;
-	char *buf = NULL;
-
-	*out = NULL;
-	if (fd < 0) {
-		snprintf(err, len, "cannot read %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) != 0) {
-		snprintf(err, len, "cannot read %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, len, "cannot read %s: %s", path,
-		         S_ISDIR(st.st_mode) ? strerror(EISDIR)
-		                             : "not a regular file");
-		goto fail;
-	}
-	if ((size_t)st.st_size > TLS_FILE_MAX) {
-		snprintf(err, len, "%s is larger than %zu bytes", path,
-		         TLS_FILE_MAX);
-		goto fail;
-	}
-	buf = malloc(TLS_FILE_MAX + 1);
-	if (buf == NULL) {
-		snprintf(err, len, "%s: out of memory", path);
-		goto fail;
-	}
-	for (;;) { /* to the end: the file may have grown since fstat */
-		ssize_t n = read(fd, buf + got, TLS_FILE_MAX + 1 - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			snprintf(err, len, "cannot read %s: %s", path,
-			         strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-		if (got > TLS_FILE_MAX) {
-			snprintf(err, len, "%s is larger than %zu bytes", path,
-			         TLS_FILE_MAX);
-			goto fail;
-		}
-	}
-	close(fd);
-	buf[got] = '\0';
-	*out = buf;
-	return 0;
-fail:
-	close(fd);
-	free(buf);
-	return -1;
-}
-
 static void
 utc_time(long long t, char *buf, size_t len)
 {
@@ -181,8 +115,8 @@ pair_load(const char *cert_path, const char *key_path, char *err, size_t len)
 		snprintf(err, len, "out of memory");
 		return NULL;
 	}
-	if (read_pem(cert_path, &p->cert_pem, err, len) != 0 ||
-	    read_pem(key_path, &p->key_pem, err, len) != 0)
+	if (file_read(cert_path, TLS_FILE_MAX, &p->cert_pem, err, len) != 0 ||
+	    file_read(key_path, TLS_FILE_MAX, &p->key_pem, err, len) != 0)
 		goto fail;
 	cert_d = (gnutls_datum_t){(unsigned char *)p->cert_pem,
 	                          (unsigned int)strlen(p->cert_pem)};

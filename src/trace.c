@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* trace.c -- W3C Trace Context: the traceparent header, parsed */
+/* trace.c -- W3C Trace Context: the traceparent header, parsed, and made
+ * for outgoing requests */
 #include "trace.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "reqid.h"
 
 /* The length of a version 00 traceparent. */
 #define TRACEPARENT_LEN 55
@@ -45,4 +49,32 @@ trace_parse(const char *v, struct trace *out)
 	memcpy(out->span_id, v + 36, 16);
 	memcpy(out->flags, v + 53, 2);
 	return 0;
+}
+
+/* n random lowercase hex digits into out (n <= 32), not all '0'. */
+static void
+random_hex(char *out, size_t n)
+{
+	char r[33];
+
+	do
+		reqid_new(r); /* 128 random bits as 32 hex digits */
+	while (!is_hex(r, n, 1));
+	memcpy(out, r, n);
+	out[n] = '\0';
+}
+
+void
+trace_outbound(const struct trace *parent, char *out)
+{
+	char trace_id[33], span_id[17];
+	int have = parent != NULL && parent->trace_id[0] != '\0';
+
+	if (have)
+		memcpy(trace_id, parent->trace_id, sizeof(trace_id));
+	else
+		random_hex(trace_id, 32);
+	random_hex(span_id, 16);
+	snprintf(out, TRACE_HEADER_LEN + 1, "00-%s-%s-%s", trace_id, span_id,
+	         have ? parent->flags : "00");
 }

@@ -20,4 +20,16 @@ struct trace {
  */
 int trace_parse(const char *value, struct trace *out);
 
+/* The length of a version 00 traceparent, without its NUL. */
+#define TRACE_HEADER_LEN 55
+
+/*
+ * The traceparent for a request microd (or a handler) makes: with a parent
+ * (the incoming request's), its trace-id and flags and a new parent-id,
+ * the outgoing request's own; with parent NULL or holding none, a new
+ * trace-id too, and flags 00 (microd records no spans). out gets
+ * TRACE_HEADER_LEN + 1 bytes. The ids are random, never all zero.
+ */
+void trace_outbound(const struct trace *parent, char *out);
+
 #endif

@@ -11,8 +11,12 @@
 # and while a handler blocks the I/O thread (the test-hooks build). HTTPS
 # (TLS 1.3, one certificate for both) is measured against nginx in
 # alternating pairs, keep-alive and a handshake per request, and microd's
-# certificate rotation under load (`python3 tests/bench.py tls` alone). Every
-# load is bounded in time and targets 127.0.0.1 only. Writes
+# certificate rotation under load (`python3 tests/bench.py tls` alone). The
+# before-handler chain (rate limit, bearer tokens) is measured on GET /health
+# and GET /version against the last commit before it (the same binary with
+# nothing enabled when that is not built), in alternating pairs and in
+# instructions (`python3 tests/bench.py middleware` alone). Every load is bounded in time
+# and targets 127.0.0.1 only. Writes
 # build/bench/results.md and build/bench/results.svg.
 import json
 import math
@@ -28,6 +32,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -39,6 +44,9 @@ MICROD = os.path.join(ROOT, "build/microd")
 NOMETRICS = os.path.join(ROOT, "build/bench/nometrics/microd")
 BEFORE = os.path.join(ROOT, "build/bench/before/microd")
 BEFORE_COMMIT = os.environ.get("BENCH_BEFORE", "a65e14b")
+# The last commit before the before-handler chain (make bench builds it).
+PRECHAIN = os.path.join(ROOT, "build/bench/prechain/microd")
+PRECHAIN_COMMIT = os.environ.get("BENCH_PRECHAIN", "3ba251b")
 HOOKS = os.path.join(ROOT, "build/hooks/microd")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
@@ -77,14 +85,16 @@ def get_health(port, timeout=0.2):
         s.close()
 
 
-def http_get(port, path, timeout):
-    """GET path on a new connection: the whole reply as bytes, b"" when it
-    is not complete within timeout seconds of the connect."""
+def http_get(port, path, timeout, head=""):
+    """GET path on a new connection, with head's header lines (each ending
+    in CRLF) if any: the whole reply as bytes, b"" when it is not complete
+    within timeout seconds of the connect."""
     deadline = time.monotonic() + timeout
     reply = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"GET %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n" % path.encode())
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: b\r\n%sConnection: close\r\n\r\n"
+                      % (path.encode(), head.encode()))
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -254,16 +264,18 @@ def largest_header_block(port):
     return status(lo)[1]
 
 
-def instructions_per_request(binary, n=2000):
+def instructions_per_request(binary, n=2000, extra=()):
     """Instructions per GET /health under callgrind: repeatable whatever else
     the machine does. Two runs, 200 and 200 + n requests, on one keep-alive
-    connection; the difference over n leaves start-up and shutdown out."""
+    connection; the difference over n leaves start-up and shutdown out.
+    extra: more of microd's flags."""
     def run(count):
         out = os.path.join(OUT, "callgrind.out")
         log = os.path.join(OUT, "callgrind.log")
         with open(log, "w") as err:
             proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, binary,
-                                     "--bind", "127.0.0.1", "--port", "0", "--threads", "1"], stderr=err)
+                                     "--bind", "127.0.0.1", "--port", "0", "--threads", "1", *extra],
+                                    stderr=err)
         port, deadline = None, time.monotonic() + 60
         while port is None and time.monotonic() < deadline and proc.poll() is None:
             m = re.search(r"listening on \S*?:(\d+)\b", open(log).read())
@@ -598,6 +610,142 @@ def checks_main():
         print("GET %s with 5 checks / GET /health, c=64: req/s %s, p99 %s"
               % (path, fmt_range(rps, "%.3f"), fmt_range(p99, "%.3f")))
     return 0
+
+
+# The before-handler chain (src/middleware.c) with every link on, against
+# microd before the chain (BENCH_PRECHAIN): three bearer tokens, /metrics behind them too, a rate
+# limit that refuses nothing and two trusted proxy blocks (127.0.0.1, wrk's
+# address, among them, so X-Forwarded-For is looked up on every request).
+# The requirement: GET /health, a probe that both links skip, within 3%.
+MW_TOKENS = ("bench-1-5d0c9a7e41b2f386", "bench-2-c83e1f60a9d4b725", "bench-3-1f7a4c2e9b06d853")
+MW_ARGS = ["--auth-metrics", "--rate-limit", "1000000", "--rate-burst", "1000000",
+           "--rate-limit-clients", "16384", "--trusted-proxy", "127.0.0.1/32", "--trusted-proxy", "10.0.0.0/8"]
+MW_TARGET = 0.97
+MW_PAIRS = int(os.environ.get("BENCH_MW_PAIRS", "8"))
+
+
+def reply_status(reply):
+    """The status code of a whole reply from http_get, None if there is none."""
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", reply)
+    return int(m.group(1)) if m else None
+
+
+def middleware_check(on, off, token):
+    """Fails loudly unless the chain is at work on on and absent from off:
+    /version 401 without a token and 200 with one, RateLimit on its answers,
+    /metrics 401 without a token, 3 tokens and nothing limited once in;
+    /health 200 without a token and without RateLimit (a probe); off answers
+    /version 200 without a token."""
+    bearer = "Authorization: Bearer %s\r\n" % token
+    want = [(on, "/version", "", 401, b"\r\nratelimit: "), (on, "/version", bearer, 200, b"\r\nratelimit: "),
+            (on, "/metrics", "", 401, None), (on, "/metrics", bearer, 200, b"\nmicrod_auth_tokens 3\n"),
+            (on, "/metrics", bearer, 200, b"\nmicrod_rate_limited_total 0\n"),
+            (on, "/health", "", 200, None), (off, "/version", "", 200, None)]
+    for srv, path, head, status, needle in want:
+        reply = http_get(srv.port, path, 5, head)
+        got = reply_status(reply)
+        if got != status or (needle is not None and needle not in reply.lower()):
+            raise RuntimeError("middleware bench: GET %s %s on the %s server: %s, not %d%s; the chain "
+                               "is not as configured (%s)" % (
+                                   path, "with a token" if head else "without a token",
+                                   "chain-on" if srv is on else "baseline", got, status,
+                                   " with %r" % needle.strip().decode() if needle else "",
+                                   " ".join(srv.cmd(srv.port))))
+    reply = http_get(on.port, "/health", 5)
+    if b"\r\nratelimit: " in reply.lower():
+        raise RuntimeError("middleware bench: GET /health carries RateLimit: the probe is not exempt")
+
+
+def middleware_paths(pairs=MW_PAIRS):
+    """GET /health (exempt from both links), then GET /version with a valid
+    bearer token (through both), on microd with the whole chain on against
+    microd before the chain; both run at once, started alike, and
+    are loaded in turn for pairs pairs of PAIR_SECONDS at c=64 (the same
+    request to both: the baseline ignores the token). For each path: the
+    ratios on/off of req/s and of p99, each side's median req/s, and what
+    wrk saw fail on each side (non-2xx answers, socket errors), so that a
+    401 or 429 cannot pass for speed."""
+    res = {}
+    with tempfile.TemporaryDirectory(prefix="microd-bench-") as tmp:
+        tokens = os.path.join(tmp, "tokens")
+        with open(tokens, "w") as f:
+            f.write("# tests/bench.py middleware\n" + "\n".join(MW_TOKENS) + "\n")
+        # The baseline is today's microd before the chain when make bench
+        # built it, else this build with nothing of the chain enabled.
+        base = PRECHAIN if os.path.exists(PRECHAIN) else MICROD
+        res["baseline"] = ("commit %s" % PRECHAIN_COMMIT if base == PRECHAIN
+                           else "this build, nothing enabled")
+        on = microd_server(MICROD, "--auth-token-file", tokens, *MW_ARGS)
+        off = microd_server(base)
+        on.start()
+        off.start()
+        try:
+            middleware_check(on, off, MW_TOKENS[-1])
+            for path, extra in (("/health", []), ("/version", ["-H", "Authorization: Bearer " + MW_TOKENS[-1]])):
+                r = res[path] = {"rps": [], "p99": [], "on": [], "off": [],
+                                 "non2xx": {"on": 0, "off": 0}, "socket": {"on": 0, "off": 0}}
+                for i in range(pairs):
+                    order = (on, off) if i % 2 == 0 else (off, on)
+                    got = {s: wrk(s.port, 64, path=path, extra=extra, seconds=PAIR_SECONDS) for s in order}
+                    r["rps"].append(got[on]["rps"] / got[off]["rps"])
+                    if got[on]["p99"] and got[off]["p99"]:
+                        r["p99"].append(got[on]["p99"] / got[off]["p99"])
+                    for side, s in (("on", on), ("off", off)):
+                        r[side].append(got[s]["rps"])
+                        r["non2xx"][side] += got[s]["non2xx"]
+                        r["socket"][side] += sum(got[s]["socket"].values())
+            m = re.search(rb"\nmicrod_rate_limited_total (\d+)\n",
+                          http_get(on.port, "/metrics", 5, "Authorization: Bearer %s\r\n" % MW_TOKENS[0]))
+            res["limited"] = int(m.group(1)) if m else None
+        finally:
+            on.stop()
+            off.stop()
+        # Instructions, which the machine's load does not change: the
+        # figure that settles a few percent.
+        res["instr"] = (instructions_per_request(MICROD, extra=["--auth-token-file", tokens] + MW_ARGS),
+                        instructions_per_request(base))
+    print("middleware pairs done", file=sys.stderr, flush=True)
+    return res
+
+
+def middleware_rows(res):
+    """Rows of the summary table (figure, microd, nginx, ratio) for
+    middleware_paths()'s result."""
+    rows = []
+    for path, what in (("/health", "a probe, exempt from both links; target: within 3%"),
+                       ("/version", "with a valid bearer token to both, through both links; informative")):
+        r = res[path]
+        failed = r["non2xx"]["on"] + r["non2xx"]["off"] + r["socket"]["on"] + r["socket"]["off"]
+        verdict = ""
+        if path == "/health" and failed == 0:
+            verdict = "; target %s" % ("met" if med(r["rps"]) >= MW_TARGET else "NOT met")
+        rows.append(("keep-alive c=64 GET %s req/s (%s), chain on / %s, %d alternating pairs of "
+                     "%d s (microd only)" % (path, what, res["baseline"], len(r["rps"]), PAIR_SECONDS),
+                     "on %s / off %s" % (fmt_range(r["on"]), fmt_range(r["off"])), "",
+                     "req/s: %s; p99: %s%s; non-2xx on/off: %d/%d, socket errors on/off: %d/%d%s" % (
+                         fmt_range(r["rps"], "%.3f"), fmt_range(r["p99"], "%.3f"), verdict,
+                         r["non2xx"]["on"], r["non2xx"]["off"], r["socket"]["on"], r["socket"]["off"],
+                         "" if failed == 0 else " (NOT all answered 200: ratio invalid)")))
+    on, off = res["instr"]
+    rows.append(("instructions per GET /health (callgrind, 2000 requests on one connection), chain on / %s"
+                 % res["baseline"],
+                 "on %.0f / off %.0f" % (on, off), "", "%.4f" % (on / off)))
+    return rows
+
+
+def middleware_main():
+    """python3 tests/bench.py middleware: only the before-handler chain rows;
+    exit status 1 if any request of the loads failed."""
+    os.makedirs(OUT, exist_ok=True)
+    res = middleware_paths()
+    for label, sides, _, ratio in middleware_rows(res):
+        print("%s:\n  %s\n  %s" % (label, sides, ratio))
+    for path in ("/health", "/version"):
+        print("  %s on/off by pair: %s" % (path, " ".join("%.3f" % x for x in res[path]["rps"])))
+    print("microd_rate_limited_total on the chain-on server after the loads: %s" % res["limited"])
+    bad = sum(res[p][k][side] for p in ("/health", "/version") for k in ("non2xx", "socket")
+              for side in ("on", "off"))
+    return 1 if bad or res["limited"] != 0 else 0
 
 
 # HTTPS: microd against nginx with the same certificate, TLS 1.3 forced on
@@ -1019,6 +1167,7 @@ def main():
     latency = blocked_latency()
     checks_rps, checks_p99, _ = checks_paths()
     failing_rps, failing_p99, _ = checks_paths("/readyz")
+    middleware = middleware_paths()
     sweeps = {}
     for threads in (1, os.cpu_count() or 1):
         for loop in ("poll", "epoll"):
@@ -1085,6 +1234,7 @@ def main():
                  "", "", "req/s: %s; p99: %s" % (fmt_range(checks_rps, "%.3f"), fmt_range(checks_p99, "%.3f"))))
     rows.append(("the same, GET /readyz, which answers 503 while hangs fails / GET /health",
                  "", "", "req/s: %s; p99: %s" % (fmt_range(failing_rps, "%.3f"), fmt_range(failing_p99, "%.3f"))))
+    rows += middleware_rows(middleware)
     if shutil.which("valgrind"):
         with_m, without_m = instructions_per_request(MICROD), instructions_per_request(NOMETRICS)
         rows.append(("instructions per GET /health (callgrind), with / without request metrics",
@@ -1189,4 +1339,6 @@ if __name__ == "__main__":
         raise SystemExit(checks_main())
     if sys.argv[1:2] == ["tls"]:
         raise SystemExit(tls_main())
+    if sys.argv[1:2] == ["middleware"]:
+        raise SystemExit(middleware_main())
     raise SystemExit(main())

@@ -244,7 +244,8 @@ def test_details():
     ok(poll(lambda: (lambda r: r[0] == 503 and (r[1] or {}).get("time"))(get(port, "/readyz/odd?verbose")),
             FOLLOWS, 0.05), "a 502 whose reason phrase is not UTF-8 fails the check")
     st, body, _ = get(port, "/readyz/odd?verbose")
-    ok(body is not None and body.get("output") == "GET /: HTTP/1.1 502 \ufffd\ufffd",
+    ok(body is not None and re.fullmatch("GET /: HTTP/1.1 502 \ufffd\ufffd \\(trace [0-9a-f]{32}\\)",
+                                         body.get("output", "")),
        "  and its output is valid JSON, the bytes replaced: %r" % (body or {}).get("output"))
     http.close()
     st, body, _ = get(port, "/readyz/nosuch")
@@ -397,6 +398,37 @@ def test_ipv6_host():
         pass
     ok(seen and (b"\r\nHost: [::1]:%d\r\n" % srv.getsockname()[1]) in seen[0],
        "an IPv6 target gets Host: [::1]:PORT: %r" % (seen[0].split(b"\r\n")[1] if seen else None))
+    stop_microd(proc, log)
+    srv.close()
+
+
+def test_trace_outbound():
+    """Each run of an http:// check is a trace of its own: it sends a valid
+    traceparent, and the failure's log line names its trace-id."""
+    seen = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(5)
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--check-interval", "0.2",
+                                    "--check", "traced=http://127.0.0.1:%d/p" % srv.getsockname()[1]])
+    try:
+        for _ in range(2):
+            c, _ = srv.accept()
+            c.settimeout(5)
+            seen.append(c.recv(4096))
+            c.sendall(b"HTTP/1.1 500 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            c.close()
+    except OSError:
+        pass
+    ids = [re.search(rb"\r\ntraceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-00\r\n", r) for r in seen]
+    ok(len(ids) == 2 and all(ids) and ids[0].group(1) != ids[1].group(1) and
+       all(m.group(1) != b"0" * 32 and m.group(2) != b"0" * 16 for m in ids),
+       "an http:// check sends a Level 1 traceparent, a new trace each run: %s"
+       % [m.group(0).strip() if m else None for m in ids])
+    first = ids[0].group(1).decode() if ids and ids[0] else "none"
+    ok(poll(lambda: ("(trace %s)" % first) in open(log).read(), FOLLOWS, 0.05),
+       "  and the failure's log line names the run's trace-id")
     stop_microd(proc, log)
     srv.close()
 
@@ -563,6 +595,7 @@ def main():
     test_stop_cuts_a_run()
     test_ipv6_host()
     test_wedged()
+    test_trace_outbound()
     test_pool_timeout_floor()
     test_watchdog_fails()
     test_bad_input()

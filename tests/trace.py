@@ -10,6 +10,8 @@ import socket
 from server import BIN, poll, recv_all, start_microd, stop_microd
 from tap import done, ok
 
+HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
+
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
 
@@ -58,6 +60,29 @@ def main():
         line = poll(lambda: line_of(log, rid), 5, 0.05)
         ok(st == 404 and "trace_id" not in j and line and "trace_id" not in line and "span_id" not in line,
            "a traceparent with %s is ignored: no trace fields in the body or the log" % why)
+    stop_microd(proc, log)
+
+    # What a handler sees (the test build's /test/trace): tracestate only
+    # beside a valid traceparent, and a child traceparent for its own calls.
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1"])
+    if not ok(port is not None, "the test build starts"):
+        return done()
+    st, body = ask(port, "/test/trace", [("traceparent", tp), ("tracestate", "congo=t61rcWkgMzE")])
+    j = json.loads(body or b"{}")
+    out = re.match(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$", j.get("outbound", ""))
+    ok(st == 200 and j.get("trace_id") == TRACE and j.get("tracestate") == "congo=t61rcWkgMzE",
+       "a handler gets the trace and its tracestate: %s" % j)
+    ok(out and out.group(1) == TRACE and out.group(2) not in (SPAN, "0" * 16) and out.group(3) == "01",
+       "  and its outbound traceparent keeps the trace-id and flags, with a span id of its own: %s"
+       % j.get("outbound"))
+    st, body = ask(port, "/test/trace", [("traceparent", "00-%s-%s-01" % (TRACE.upper(), SPAN)),
+                                         ("tracestate", "congo=t61rcWkgMzE")])
+    j = json.loads(body or b"{}")
+    out = re.match(r"00-([0-9a-f]{32})-([0-9a-f]{16})-00$", j.get("outbound", ""))
+    ok(st == 200 and j.get("trace_id") is None and j.get("tracestate") is None,
+       "beside an invalid traceparent, tracestate is dropped too: %s" % j)
+    ok(out and out.group(1) not in (TRACE, "0" * 32), "  and an outbound request starts a new trace: %s"
+       % j.get("outbound"))
     stop_microd(proc, log)
     return done()
 

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * unit.c -- the pure modules without a server: router, config, reply, the
- * request policy, the number parser, and the environment parsing of socket
- * activation and sd_notify
+ * request policy, the number parser, the rate limits and the client's key,
+ * and the environment parsing of socket activation and sd_notify
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/crypto.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +17,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "auth.h"
 #include "check.h"
 #include "clock.h"
 #include "config.h"
@@ -25,6 +30,7 @@
 #include "number.h"
 #include "policy.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "reply.h"
 #include "resources.h"
 #include "router.h"
@@ -526,6 +532,8 @@ test_reply_header(void)
 	    {"Connection", "close"},
 	    {"Transfer-Encoding", "chunked"},
 	    {"X-Request-Id", "x"},
+	    {"RateLimit", "\"per-client\";r=1;t=1"},
+	    {"ratelimit-policy", "\"per-client\";q=1;w=1"},
 	    {"Date", "x"},
 	    {"X-Empty", ""},
 	};
@@ -1801,6 +1809,717 @@ test_number(void)
 	   "sign, space, trailing junk and hex are refused");
 }
 
+/* Rate limits: the bucket arithmetic, the table, the client's key. */
+static const unsigned char rl_seed[RATELIMIT_SEED_LEN] = {
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+#define RL_T0 (1000 * 1000000000LL) /* a "now" 1000 s after boot */
+#define RL_MS 1000000LL
+
+/* The IPv4-mapped address 100.0.0.0 + n, n < 2^24: one key per n. */
+static void
+rl_key(unsigned char k[RATELIMIT_KEY_LEN], unsigned int n)
+{
+	memset(k, 0, RATELIMIT_KEY_LEN);
+	k[10] = 0xff;
+	k[11] = 0xff;
+	k[12] = 100;
+	k[13] = (unsigned char)(n >> 16);
+	k[14] = (unsigned char)(n >> 8);
+	k[15] = (unsigned char)n;
+}
+
+/* One request; its verdict against the one wanted, as one test. */
+static void
+rl_take_is(struct ratelimit *rl, const unsigned char *key, long long now,
+           int allowed, unsigned int remaining, long long reset_s,
+           long long retry_s, const char *what)
+{
+	struct ratelimit_verdict v;
+	int r = ratelimit_take(rl, key, now, &v);
+	int good = r == allowed && v.allowed == allowed &&
+	           v.remaining == remaining && v.reset_s == reset_s &&
+	           v.retry_after_s == retry_s;
+
+	ok(good, "%s: %s, remaining %u, reset %lld s, retry after %lld s", what,
+	   v.allowed ? "allowed" : "refused", v.remaining, v.reset_s,
+	   v.retry_after_s);
+	if (!good)
+		diag(
+		    "  want %s, remaining %u, reset %lld s, retry after %lld s",
+		    allowed ? "allowed" : "refused", remaining, reset_s,
+		    retry_s);
+}
+
+/* Takes n times at now; returns how many were allowed. */
+static unsigned int
+rl_take_n(struct ratelimit *rl, const unsigned char *key, long long now,
+          unsigned int n)
+{
+	unsigned int allowed = 0;
+
+	for (unsigned int i = 0; i < n; i++)
+		allowed += (unsigned int)ratelimit_take(rl, key, now, NULL);
+	return allowed;
+}
+
+static void
+test_ratelimit_new(void)
+{
+	static const struct {
+		double rate;
+		unsigned int burst;
+		size_t slots;
+		const char *why;
+	} bad[] = {
+	    {0, 1, 8, "rate 0"},
+	    {-1, 1, 8, "a negative rate"},
+	    {NAN, 1, 8, "rate NaN"},
+	    {INFINITY, 1, 8, "an infinite rate"},
+	    {0.0009, 1, 8, "a rate under 0.001/s"},
+	    {1000001, 1, 8, "a rate over 1e6/s"},
+	    {10, 0, 8, "burst 0"},
+	    {10, RATELIMIT_BURST_MAX + 1, 8, "a burst over the maximum"},
+	    {10, 1, 0, "0 slots"},
+	    {10, 1, RATELIMIT_SLOTS_MAX + 1, "slots over the maximum"},
+	};
+	struct ratelimit *rl;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		errno = 0;
+		rl = ratelimit_new(bad[i].rate, bad[i].burst, bad[i].slots,
+		                   rl_seed);
+		ok(rl == NULL && errno == EINVAL, "ratelimit_new refuses %s",
+		   bad[i].why);
+		ratelimit_free(rl);
+	}
+	rl = ratelimit_new(RATELIMIT_RATE_MIN, RATELIMIT_BURST_MAX, 1, rl_seed);
+	ok(rl != NULL && ratelimit_slots(rl) == 8,
+	   "rate 0.001/s, the largest burst, 1 slot: made, with 8 slots");
+	ratelimit_free(rl);
+	rl = ratelimit_new(RATELIMIT_RATE_MAX, 1, 9, rl_seed);
+	ok(rl != NULL && ratelimit_slots(rl) == 16,
+	   "rate 1e6/s, 9 slots: made, with 16 slots");
+	ratelimit_free(rl);
+	ratelimit_free(NULL);
+}
+
+static void
+test_ratelimit_bucket(void)
+{
+	unsigned char a[RATELIMIT_KEY_LEN];
+	struct ratelimit *rl;
+	struct ratelimit_verdict v;
+	unsigned int n;
+
+	rl_key(a, 1);
+	/* T = 100 ms, burst * T = 300 ms. */
+	rl = ratelimit_new(10, 3, 8, rl_seed);
+	if (rl == NULL) {
+		ok(0, "ratelimit_new(10, 3)");
+		return;
+	}
+	rl_take_is(rl, a, RL_T0, 1, 2, 1, 0, "10/s burst 3: 1st");
+	rl_take_is(rl, a, RL_T0, 1, 1, 1, 0, "10/s burst 3: 2nd");
+	rl_take_is(rl, a, RL_T0, 1, 0, 1, 0, "10/s burst 3: 3rd");
+	rl_take_is(rl, a, RL_T0, 0, 0, 1, 1, "10/s burst 3: 4th");
+	rl_take_is(rl, a, RL_T0 + 100 * RL_MS - 1, 0, 0, 1, 1,
+	           "1 ns short of 100 ms later");
+	rl_take_is(rl, a, RL_T0 + 100 * RL_MS, 1, 0, 1, 0,
+	           "exactly 100 ms later: one more");
+	rl_take_is(rl, a, RL_T0 + 100 * RL_MS, 0, 0, 1, 1, "and no more");
+	/* A caller whose now is behind another's: refused, without a wrap. */
+	rl_take_is(rl, a, RL_T0 - 1000 * RL_MS, 0, 0, 2, 2,
+	           "a now 1 s behind the last");
+	rl_take_is(rl, a, RL_T0 + 400 * RL_MS, 1, 2, 1, 0,
+	           "300 ms after the debt was full: 1st of 3 again");
+	rl_take_is(rl, a, RL_T0 + 400 * RL_MS, 1, 1, 1, 0, "2nd of 3 again");
+	rl_take_is(rl, a, RL_T0 + 400 * RL_MS, 1, 0, 1, 0, "3rd of 3 again");
+	rl_take_is(rl, a, RL_T0 + 400 * RL_MS, 0, 0, 1, 1, "4th refused");
+	ratelimit_free(rl);
+
+	/* T = 2.5 s: reset and retry round up, and not past a whole second. */
+	rl = ratelimit_new(0.4, 2, 8, rl_seed);
+	if (rl != NULL) {
+		rl_take_is(rl, a, RL_T0, 1, 1, 3, 0, "0.4/s burst 2: 1st");
+		rl_take_is(rl, a, RL_T0, 1, 0, 5, 0, "0.4/s burst 2: 2nd");
+		rl_take_is(rl, a, RL_T0, 0, 0, 5, 3, "0.4/s burst 2: 3rd");
+		rl_take_is(rl, a, RL_T0 + 2500 * RL_MS, 1, 0, 5, 0,
+		           "0.4/s: 2.5 s later one more");
+	}
+	ratelimit_free(rl);
+
+	rl = ratelimit_new(0.5, 1, 8, rl_seed);
+	if (rl != NULL) {
+		rl_take_is(rl, a, RL_T0, 1, 0, 2, 0, "0.5/s burst 1: 1st");
+		rl_take_is(rl, a, RL_T0, 0, 0, 2, 2, "0.5/s burst 1: 2nd");
+		rl_take_is(rl, a, RL_T0 + 2000 * RL_MS - 1, 0, 0, 1, 1,
+		           "0.5/s: 1 ns short of 2 s: retry after 1 s");
+		rl_take_is(rl, a, RL_T0 + 2000 * RL_MS, 1, 0, 2, 0,
+		           "0.5/s: 2 s later");
+	}
+	ratelimit_free(rl);
+
+	/* T = 1 us. */
+	rl = ratelimit_new(1e6, 1, 8, rl_seed);
+	if (rl != NULL) {
+		rl_take_is(rl, a, RL_T0, 1, 0, 1, 0, "1e6/s burst 1: 1st");
+		rl_take_is(rl, a, RL_T0, 0, 0, 1, 1, "1e6/s burst 1: 2nd");
+		rl_take_is(rl, a, RL_T0 + 1000, 1, 0, 1, 0,
+		           "1e6/s: 1 us later");
+	}
+	ratelimit_free(rl);
+	rl = ratelimit_new(1e6, 1000000, 8, rl_seed);
+	if (rl != NULL) {
+		n = rl_take_n(rl, a, RL_T0, 999999);
+		is(n, 999999, "1e6/s burst 1e6: 999999 at once");
+		rl_take_is(rl, a, RL_T0, 1, 0, 1, 0,
+		           "the millionth: a debt of exactly 1 s");
+		rl_take_is(rl, a, RL_T0, 0, 0, 1, 1, "and no more");
+	}
+	ratelimit_free(rl);
+
+	/* T = 1000 s, burst * T = 1e18 ns, at the end of the clock. */
+	rl = ratelimit_new(0.001, 1, 8, rl_seed);
+	if (rl != NULL) {
+		rl_take_is(rl, a, RL_T0, 1, 0, 1000, 0, "0.001/s burst 1: 1st");
+		rl_take_is(rl, a, RL_T0, 0, 0, 1000, 1000,
+		           "0.001/s burst 1: retry after 1000 s");
+		rl_take_is(rl, a, RL_T0 + 999 * 1000000000LL, 0, 0, 1, 1,
+		           "0.001/s: 999 s later, 1 s to go");
+		rl_take_is(rl, a, RL_T0 + 1000 * 1000000000LL, 1, 0, 1000, 0,
+		           "0.001/s: 1000 s later");
+	}
+	ratelimit_free(rl);
+	rl = ratelimit_new(0.001, RATELIMIT_BURST_MAX, 8, rl_seed);
+	if (rl != NULL) {
+		n = rl_take_n(rl, a, LLONG_MAX, RATELIMIT_BURST_MAX - 1);
+		is(n, RATELIMIT_BURST_MAX - 1,
+		   "0.001/s burst 1e6 at now LLONG_MAX: all but one allowed");
+		rl_take_is(rl, a, LLONG_MAX, 1, 0, 1000000000LL, 0,
+		           "the last: a debt of 1e9 s, no overflow");
+		rl_take_is(rl, a, LLONG_MAX, 0, 0, 1000000000LL, 1000,
+		           "then refused for 1000 s");
+		rl_key(a, 2);
+		n = (unsigned int)ratelimit_take(rl, a, LLONG_MIN, &v);
+		ok(n == 1 && v.remaining == RATELIMIT_BURST_MAX - 1 &&
+		       v.reset_s == 1000,
+		   "now LLONG_MIN counts as 0: remaining %u, reset %lld s",
+		   v.remaining, v.reset_s);
+	}
+	ratelimit_free(rl);
+}
+
+static void
+test_ratelimit_evict(void)
+{
+	unsigned char k[10][RATELIMIT_KEY_LEN], a[RATELIMIT_KEY_LEN];
+	unsigned long long total = 99, debt = 99;
+	struct ratelimit *rl;
+	unsigned int i, n;
+	size_t set;
+
+	for (i = 0; i < 10; i++)
+		rl_key(k[i], i);
+	/* One set of 8; T = 100 ms. k3 is the least in debt, then k5. */
+	rl = ratelimit_new(10, 3, 8, rl_seed);
+	if (rl == NULL) {
+		ok(0, "ratelimit_new(10, 3, 8)");
+		return;
+	}
+	for (i = 0; i < 8; i++)
+		rl_take_n(rl, k[i], RL_T0, i == 3 ? 1 : i == 5 ? 2 : 3);
+	ratelimit_stats(rl, &total, &debt);
+	ok(total == 0 && debt == 0, "8 keys in 8 slots: no eviction (%llu)",
+	   total);
+	rl_take_is(rl, k[8], RL_T0, 1, 2, 1, 0, "a 9th key: a full bucket");
+	ratelimit_stats(rl, &total, &debt);
+	ok(total == 1 && debt == 1,
+	   "it evicted one in debt: %llu evicted, %llu in debt", total, debt);
+	n = 0;
+	for (i = 0; i < 8; i++)
+		if (i != 3 && i != 5)
+			n +=
+			    (unsigned int)ratelimit_take(rl, k[i], RL_T0, NULL);
+	is(n, 0, "the 6 keys deepest in debt kept their state");
+	rl_take_is(rl, k[5], RL_T0, 1, 0, 1, 0,
+	           "the next least in debt kept its state");
+	rl_take_is(rl, k[3], RL_T0, 1, 2, 1, 0,
+	           "the least in debt was the one evicted: back full");
+	ratelimit_stats(rl, &total, &debt);
+	ok(total == 2 && debt == 2,
+	   "coming back evicted the 9th key: %llu/%llu", total, debt);
+	/* 100 ms on, k3's bucket (TAT = now) is full again; the rest are in
+	 * debt. */
+	rl_take_is(rl, k[9], RL_T0 + 100 * RL_MS, 1, 2, 1, 0,
+	           "a 10th key when one bucket has refilled");
+	ratelimit_stats(rl, &total, &debt);
+	ok(total == 3 && debt == 2,
+	   "the full bucket went, not counted in debt: %llu/%llu", total, debt);
+	n = (unsigned int)ratelimit_take(rl, k[0], RL_T0 + 100 * RL_MS, NULL);
+	n += (unsigned int)ratelimit_take(rl, k[0], RL_T0 + 100 * RL_MS, NULL);
+	is(n, 1, "a key in debt kept its state (one request refilled, not 3)");
+	ratelimit_free(rl);
+
+	/* 64 slots, 100000 clients: nothing grows, the deepest debt stays. */
+	rl = ratelimit_new(10, 3, 64, rl_seed);
+	if (rl == NULL) {
+		ok(0, "ratelimit_new(10, 3, 64)");
+		return;
+	}
+	rl_key(a, 0);
+	rl_take_n(rl, a, RL_T0, 3);
+	for (i = 1; i <= 100000; i++) {
+		rl_key(k[0], i);
+		rl_take_n(rl, k[0], RL_T0 + RL_MS, 1);
+	}
+	is(ratelimit_slots(rl), 64, "100000 keys later: still 64 slots");
+	ok(ratelimit_take(rl, a, RL_T0 + RL_MS, NULL) == 0,
+	   "a key deeper in debt than all of them kept its state");
+	for (i = 1; i <= 100000; i++) {
+		rl_key(k[0], i + 100000);
+		rl_take_n(rl, k[0], RL_T0 + RL_MS, 3);
+	}
+	rl_take_is(rl, a, RL_T0 + RL_MS, 1, 2, 1, 0,
+	           "after 100000 deeper in debt: evicted, back full");
+	ratelimit_stats(rl, &total, &debt);
+	ok(total == 200001 - 64 + 1 && debt == total,
+	   "every insert past 64 evicted one in debt: %llu/%llu", total, debt);
+	ratelimit_free(rl);
+
+	/* 128 sets: keys in other sets never touch a key's state. */
+	rl = ratelimit_new(10, 3, 1024, rl_seed);
+	if (rl == NULL) {
+		ok(0, "ratelimit_new(10, 3, 1024)");
+		return;
+	}
+	rl_key(a, 0);
+	rl_key(k[1], 1);
+	rl_take_n(rl, a, RL_T0, 3);
+	rl_take_n(rl, k[1], RL_T0, 3);
+	ok(ratelimit_take(rl, a, RL_T0, NULL) == 0 &&
+	       ratelimit_take(rl, k[1], RL_T0, NULL) == 0,
+	   "2 keys in 1024 slots: both keep their state");
+	set = ratelimit_set_of(rl, a);
+	n = 0;
+	for (i = 2; n < 20000 && i < 1000000; i++) {
+		rl_key(k[0], i);
+		if (ratelimit_set_of(rl, k[0]) == set)
+			continue;
+		rl_take_n(rl, k[0], RL_T0 + RL_MS, 3);
+		n++;
+	}
+	ok(n == 20000 && ratelimit_take(rl, a, RL_T0 + RL_MS, NULL) == 0,
+	   "%u keys deeper in debt in the other sets: the state stays", n);
+	for (i = 2, n = 0; n < 8 && i < 1000000; i++) {
+		rl_key(k[0], i);
+		if (ratelimit_set_of(rl, k[0]) != set)
+			continue;
+		rl_take_n(rl, k[0], RL_T0 + RL_MS, 3);
+		n++;
+	}
+	rl_take_is(rl, a, RL_T0 + RL_MS, 1, 2, 1, 0,
+	           "8 deeper in debt in its own set: evicted, back full");
+	ratelimit_free(rl);
+}
+
+/* Threads that race for one key's bucket, started together. */
+#define RL_THREADS 8
+#define RL_THREAD_TAKES 100000u
+
+struct rl_thread {
+	struct ratelimit *rl;
+	pthread_barrier_t *start;
+	unsigned int allowed;
+};
+
+static void *
+rl_thread_main(void *arg)
+{
+	struct rl_thread *t = arg;
+	unsigned char k[RATELIMIT_KEY_LEN];
+	int r;
+
+	rl_key(k, 7);
+	r = pthread_barrier_wait(t->start);
+	if (r != 0 && r != PTHREAD_BARRIER_SERIAL_THREAD)
+		return NULL;
+	t->allowed = rl_take_n(t->rl, k, RL_T0, RL_THREAD_TAKES);
+	return NULL;
+}
+
+static void
+test_ratelimit_threads(void)
+{
+	const unsigned int burst = RL_THREADS * RL_THREAD_TAKES / 2;
+	struct rl_thread t[RL_THREADS];
+	pthread_t tid[RL_THREADS];
+	pthread_barrier_t start;
+	unsigned int allowed = 0, started = 0, joined = 0;
+	struct ratelimit *rl = ratelimit_new(1, burst, 64, rl_seed);
+
+	if (rl == NULL || pthread_barrier_init(&start, NULL, RL_THREADS) != 0) {
+		ok(0, "ratelimit_new(1, %u, 64) and a barrier", burst);
+		ratelimit_free(rl);
+		return;
+	}
+	for (; started < RL_THREADS; started++) {
+		t[started].rl = rl;
+		t[started].start = &start;
+		t[started].allowed = 0;
+		if (pthread_create(&tid[started], NULL, rl_thread_main,
+		                   &t[started]) != 0)
+			break;
+	}
+	/* Fewer threads than the barrier's count would wait forever. */
+	if (started < RL_THREADS) {
+		ok(0, "started only %u threads", started);
+		exit(1);
+	}
+	for (unsigned int i = 0; i < started; i++) {
+		if (pthread_join(tid[i], NULL) == 0) {
+			allowed += t[i].allowed;
+			joined++;
+		}
+	}
+	ok(joined == RL_THREADS && allowed == burst,
+	   "%u threads racing for one key, burst %u: %u allowed", joined, burst,
+	   allowed);
+	pthread_barrier_destroy(&start);
+	ratelimit_free(rl);
+}
+
+static void
+test_ratelimit(void)
+{
+	test_ratelimit_new();
+	test_ratelimit_bucket();
+	test_ratelimit_evict();
+	test_ratelimit_threads();
+}
+
+static const struct cidr_case {
+	const char *s;
+	const char *addr;    /* accepted: its address, as text */
+	unsigned int prefix; /* and prefix, IPv4 + 96 */
+	const char *why;     /* refused: the reason */
+} cidr_cases[] = {
+    {"10.0.0.0/8", "10.0.0.0", 104, NULL},
+    {"192.168.1.7", "192.168.1.7", 128, NULL},
+    {"192.168.1.7/32", "192.168.1.7", 128, NULL},
+    {"172.16.0.0/12", "172.16.0.0", 108, NULL},
+    {"0.0.0.0/0", "0.0.0.0", 96, NULL},
+    {"10.0.0.0/008", "10.0.0.0", 104, NULL},
+    {"::1/128", "::1", 128, NULL},
+    {"::1", "::1", 128, NULL},
+    {"fd00::/8", "fd00::", 8, NULL},
+    {"fe80::/10", "fe80::", 10, NULL},
+    {"2001:db8::/32", "2001:db8::", 32, NULL},
+    {"::/0", "::", 0, NULL},
+    {"::ffff:10.0.0.0/104", "10.0.0.0", 104, NULL},
+    {"", NULL, 0, "empty"},
+    {"garbage", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"/8", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"10.0.0/8", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"10.0.0.256/32", NULL, 0, "not an IPv4 or IPv6 address"},
+    {" 10.0.0.0/8", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"10.0.0.0 /8", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"[::1]/128", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"fd00::%eth0/8", NULL, 0, "not an IPv4 or IPv6 address"},
+    {"10.0.0.0/", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/+8", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/-8", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/ 8", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/8 ", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/0008", NULL, 0,
+     "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/0x8", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/8/8", NULL, 0, "the prefix length is not 1 to 3 decimal digits"},
+    {"10.0.0.0/33", NULL, 0, "an IPv4 prefix length over 32"},
+    {"::/129", NULL, 0, "an IPv6 prefix length over 128"},
+    {"10.0.0.1/8", NULL, 0, "host bits set past the prefix length"},
+    {"11.0.0.0/7", NULL, 0, "host bits set past the prefix length"},
+    {"10.0.0.0/7", "10.0.0.0", 103, NULL},
+    {"fd00::1/8", NULL, 0, "host bits set past the prefix length"},
+    {"fe80::/8", NULL, 0, "host bits set past the prefix length"},
+    {"fe80::/9", "fe80::", 9, NULL},
+};
+
+static const struct addr_case {
+	const char *s;
+	size_t n;         /* 0: strlen(s) */
+	const char *want; /* NULL: refused */
+} addr_cases[] = {
+    {"1.2.3.4", 0, "::ffff:1.2.3.4"},
+    {"::1", 0, "::1"},
+    {"[::1]", 0, "::1"},
+    {"[2001:db8::1]", 0, "2001:db8::1"},
+    {"::ffff:1.2.3.4", 0, "::ffff:1.2.3.4"},
+    {"1.2.3.4, 5.6.7.8", 7, "::ffff:1.2.3.4"},
+    {"[1.2.3.4]", 0, NULL},
+    {"1.2.3.4:80", 0, NULL},
+    {"[::1]:80", 0, NULL},
+    {"[::1", 0, NULL},
+    {"::1]", 0, NULL},
+    {"[]", 0, NULL},
+    {"[", 0, NULL},
+    {"", 0, NULL},
+    {" 1.2.3.4", 0, NULL},
+    {"1.2.3.4\0", 8, NULL},
+    {"fe80::1%eth0", 0, NULL},
+    {"unknown", 0, NULL},
+    {"0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:"
+     "0000:0000:0000:0000",
+     0, NULL}, /* 89 bytes: past the buffer */
+};
+
+static const struct xff_case {
+	const char *why, *peer;
+	const char *xff; /* its lines, a '\n' between them; NULL: none */
+	const char *want;
+} xff_cases[] = {
+    {"untrusted peer: XFF ignored", "203.0.113.9", "1.2.3.4", "203.0.113.9"},
+    {"untrusted peer, XFF of proxies", "203.0.113.9", "10.0.0.2",
+     "203.0.113.9"},
+    {"untrusted IPv6 peer", "2001:db8::9", "1.2.3.4", "2001:db8::9"},
+    {"just past a single trusted host", "192.168.1.8", "1.2.3.4",
+     "192.168.1.8"},
+    {"just past a /12", "172.32.0.1", "1.2.3.4", "172.32.0.1"},
+    {"just before a /12", "172.15.255.255", "1.2.3.4", "172.15.255.255"},
+    {"the top of a /12", "172.31.255.255", "1.2.3.4", "1.2.3.4"},
+    {"just past an IPv6 /10", "fec0::1", "1.2.3.4", "fec0::1"},
+    {"the top of an IPv6 /10", "febf:ffff::1", "1.2.3.4", "1.2.3.4"},
+    {"trusted peer, no XFF", "10.0.0.1", NULL, "10.0.0.1"},
+    {"trusted peer, one client", "10.0.0.1", "1.2.3.4", "1.2.3.4"},
+    {"a single trusted host as peer", "192.168.1.7", "1.2.3.4", "1.2.3.4"},
+    {"a chain of proxies", "10.0.0.1", "1.2.3.4, 10.0.0.2, 10.0.0.3",
+     "1.2.3.4"},
+    {"the rightmost untrusted, not a spoofed leftmost", "10.0.0.1",
+     "6.6.6.6, 1.2.3.4, 10.0.0.2", "1.2.3.4"},
+    {"garbage in the middle: the proxy right of it", "10.0.0.1",
+     "1.2.3.4, garbage, 10.0.0.2, 10.0.0.3", "10.0.0.2"},
+    {"unknown rightmost: the peer", "10.0.0.1", "1.2.3.4, unknown", "10.0.0.1"},
+    {"an empty entry ends the walk", "10.0.0.1", "1.2.3.4,,10.0.0.2",
+     "10.0.0.2"},
+    {"a trailing comma ends the walk", "10.0.0.1", "1.2.3.4,", "10.0.0.1"},
+    {"an empty line ends the walk", "10.0.0.1", "1.2.3.4\n", "10.0.0.1"},
+    {"an address with a port is garbage", "10.0.0.1", "1.2.3.4:5678, 10.0.0.2",
+     "10.0.0.2"},
+    {"a space inside an entry is garbage", "10.0.0.1", "1.2. 3.4", "10.0.0.1"},
+    {"all trusted: the leftmost", "10.0.0.1", "10.0.0.5, 10.0.0.2", "10.0.0.5"},
+    {"all trusted over lines: the leftmost", "10.0.0.1",
+     "10.0.0.5\n192.168.1.7, 10.0.0.2", "10.0.0.5"},
+    {"two lines: the last line is the rightmost", "10.0.0.1",
+     "1.2.3.4\n5.6.7.8", "5.6.7.8"},
+    {"two lines, proxies in the second", "10.0.0.1",
+     "6.6.6.6, 1.2.3.4\n10.0.0.2, 10.0.0.3", "1.2.3.4"},
+    {"three lines, garbage in the first", "10.0.0.1",
+     "junk\n10.0.0.4\n10.0.0.2", "10.0.0.4"},
+    {"spaces and tabs around entries", "10.0.0.1",
+     " \t1.2.3.4\t ,  10.0.0.2 \t", "1.2.3.4"},
+    {"IPv6 peer and client", "fd00::1", "2001:db8::1", "2001:db8::1"},
+    {"bracketed IPv6 behind an IPv6 proxy", "fd00::1", "[2001:db8::2], fd00::5",
+     "2001:db8::2"},
+    {"IPv4 client behind an IPv6 proxy", "fd00::1", "1.2.3.4, fd00::2",
+     "1.2.3.4"},
+    {"IPv4-mapped peer in an IPv4 block", "::ffff:10.0.0.1", "1.2.3.4",
+     "1.2.3.4"},
+    {"IPv4-mapped IPv6 text is a trusted IPv4 address", "10.0.0.1",
+     "1.2.3.4, ::ffff:10.0.0.9", "1.2.3.4"},
+};
+
+static void
+rl_addr(const char *s, unsigned char out[RATELIMIT_KEY_LEN])
+{
+	memset(out, 0xee, RATELIMIT_KEY_LEN);
+	if (ratelimit_addr_parse(s, strlen(s), out) != 0)
+		printf("# bad test address %s\n", s);
+}
+
+static const char *
+rl_ntop(const unsigned char a[RATELIMIT_KEY_LEN], char *buf, size_t len)
+{
+	const char *s = inet_ntop(AF_INET6, a, buf, (socklen_t)len);
+
+	return s != NULL ? s : "?";
+}
+
+static void
+test_client_key(void)
+{
+	static const char *const trusted_text[] = {
+	    "10.0.0.0/8", "fd00::/8", "192.168.1.7", "172.16.0.0/12",
+	    "fe80::/10"};
+#define N_TRUSTED (sizeof(trusted_text) / sizeof(trusted_text[0]))
+	static const unsigned char mapped[RATELIMIT_KEY_LEN] = {
+	    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 0};
+	struct cidr trusted[N_TRUSTED], c;
+	unsigned char a[RATELIMIT_KEY_LEN], want[RATELIMIT_KEY_LEN];
+	char buf[INET6_ADDRSTRLEN];
+	const char *why;
+
+	for (size_t i = 0; i < sizeof(cidr_cases) / sizeof(cidr_cases[0]);
+	     i++) {
+		const struct cidr_case *t = &cidr_cases[i];
+		int r;
+
+		why = NULL;
+		r = ratelimit_parse_cidr(t->s, &c, &why);
+		if (t->why != NULL) {
+			ok(r == -1 && why != NULL && strcmp(why, t->why) == 0 &&
+			       c.prefix == 0,
+			   "cidr '%s' refused: %s", t->s,
+			   why != NULL ? why : "(accepted)");
+			continue;
+		}
+		rl_addr(t->addr, want);
+		ok(r == 0 && c.prefix == t->prefix &&
+		       memcmp(c.addr, want, sizeof(want)) == 0,
+		   "cidr '%s': %s/%u", t->s, rl_ntop(c.addr, buf, sizeof(buf)),
+		   c.prefix);
+	}
+	why = NULL;
+	ok(ratelimit_parse_cidr(NULL, &c, &why) == -1 && why != NULL &&
+	       strcmp(why, "empty") == 0,
+	   "cidr NULL: empty");
+	ok(ratelimit_parse_cidr("10.1.2.0/24", &c, NULL) == 0 &&
+	       memcmp(c.addr, mapped, sizeof(mapped)) == 0,
+	   "IPv4 is kept as ::ffff:a.b.c.d");
+
+	for (size_t i = 0; i < sizeof(addr_cases) / sizeof(addr_cases[0]);
+	     i++) {
+		const struct addr_case *t = &addr_cases[i];
+		size_t n = t->n != 0 ? t->n : strlen(t->s);
+		int r;
+
+		memset(a, 0, sizeof(a));
+		r = ratelimit_addr_parse(t->s, n, a);
+		if (t->want == NULL) {
+			ok(r == -1, "address '%.*s' (%zu bytes) refused",
+			   (int)n, t->s, n);
+			continue;
+		}
+		rl_addr(t->want, want);
+		ok(r == 0 && memcmp(a, want, sizeof(want)) == 0,
+		   "address '%.*s' (%zu bytes): %s", (int)n, t->s, n,
+		   rl_ntop(a, buf, sizeof(buf)));
+	}
+
+	for (size_t i = 0; i < N_TRUSTED; i++)
+		if (ratelimit_parse_cidr(trusted_text[i], &trusted[i], &why) !=
+		    0)
+			ok(0, "trusted %s: %s", trusted_text[i], why);
+	for (size_t i = 0; i < sizeof(xff_cases) / sizeof(xff_cases[0]); i++) {
+		const struct xff_case *t = &xff_cases[i];
+		unsigned char peer[RATELIMIT_KEY_LEN];
+		char text[128];
+		const char *line[4];
+		size_t n = 0;
+
+		if (t->xff != NULL) {
+			snprintf(text, sizeof(text), "%s", t->xff);
+			line[n++] = text;
+			for (char *p = text; (p = strchr(p, '\n')) != NULL;) {
+				*p++ = '\0';
+				if (n < sizeof(line) / sizeof(line[0]))
+					line[n++] = p;
+			}
+		}
+		rl_addr(t->peer, peer);
+		rl_addr(t->want, want);
+		memset(a, 0, sizeof(a));
+		ratelimit_client_key(peer, line, n, trusted, N_TRUSTED, a);
+		ok(memcmp(a, want, sizeof(want)) == 0, "client key, %s: %s",
+		   t->why, rl_ntop(a, buf, sizeof(buf)));
+	}
+	{
+		const char *const lines[] = {"1.2.3.4"};
+
+		rl_addr("10.0.0.1", want);
+		ratelimit_client_key(want, lines, 1, NULL, 0, a);
+		ok(memcmp(a, want, sizeof(want)) == 0,
+		   "client key, nothing trusted: the peer");
+	}
+#undef N_TRUSTED
+}
+
+/* auth_bearer's reading of an Authorization value. */
+static const struct bearer_case {
+	const char *field, *token; /* token NULL: not AUTH_OK */
+	enum auth_verdict want;
+} bearers[] = {
+    {"Bearer abc", "abc", AUTH_OK},
+    {"bearer abc", "abc", AUTH_OK},
+    {"BEARER  abc  ", "abc", AUTH_OK},
+    {"Bearer Zm9v+/~._-==", "Zm9v+/~._-==", AUTH_OK},
+    {NULL, NULL, AUTH_NONE},
+    {"", NULL, AUTH_NONE},
+    {"Basic dXNlcjpwYXNz", NULL, AUTH_NONE},
+    {"Bearerabc", NULL, AUTH_NONE},
+    {"Bearer", NULL, AUTH_MALFORMED},
+    {"Bearer ", NULL, AUTH_MALFORMED},
+    {"Bearer a b", NULL, AUTH_MALFORMED},
+    {"Bearer a,b", NULL, AUTH_MALFORMED},
+    {"Bearer =abc", NULL, AUTH_MALFORMED},
+    {"Bearer ab=c", NULL, AUTH_MALFORMED},
+    {"Bearer a\tb", NULL, AUTH_MALFORMED},
+    {"Bearer \"abc\"", NULL, AUTH_MALFORMED},
+};
+
+static void
+test_auth(void)
+{
+	unsigned char d[4][32], want[32];
+	char big[AUTH_TOKEN_MAX + 16];
+	size_t n = 0, line = 0;
+
+	for (size_t i = 0; i < sizeof(bearers) / sizeof(bearers[0]); i++) {
+		const struct bearer_case *c = &bearers[i];
+		const char *tok = NULL;
+		size_t len = 0;
+		enum auth_verdict v = auth_bearer(c->field, &tok, &len);
+
+		ok(v == c->want &&
+		       (c->token == NULL || (len == strlen(c->token) &&
+		                             memcmp(tok, c->token, len) == 0)),
+		   "auth_bearer '%s': %d",
+		   c->field != NULL ? c->field : "(none)", (int)v);
+	}
+	snprintf(big, sizeof(big), "Bearer %0*d", AUTH_TOKEN_MAX, 0);
+	{
+		const char *tok;
+		size_t len;
+
+		is(auth_bearer(big, &tok, &len), AUTH_OK,
+		   "a token of AUTH_TOKEN_MAX bytes");
+		snprintf(big, sizeof(big), "Bearer %0*d", AUTH_TOKEN_MAX + 1,
+		         0);
+		is(auth_bearer(big, &tok, &len), AUTH_MALFORMED,
+		   "one byte longer is malformed");
+	}
+
+	is(auth_parse("# a comment\n\n one \r\n\ttwo==\nthree", d, 4, &n,
+	              &line),
+	   0, "auth_parse: comments, blank lines, spaces, tabs and a CR");
+	is(n, 3, "  three tokens");
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, "one", 3, want);
+	ok(memcmp(d[0], want, 32) == 0, "  kept as SHA-256 digests");
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, "two==", 5, want);
+	ok(memcmp(d[1], want, 32) == 0, "  the second whole, its '='s too");
+	is(auth_parse("one\nbad token\n", d, 4, &n, &line), -1,
+	   "a line with a space inside is refused");
+	is(line, 2, "  and named by its number");
+	is(auth_parse("one\n#x\nb,ad\n", d, 4, &n, &line), -1,
+	   "a comma in a token is refused");
+	is(line, 3, "  line 3 (comments count)");
+	is(auth_parse("# nothing\n\n", d, 4, &n, &line), -1,
+	   "a file with no token is refused");
+	is(line, 0, "  with no line named");
+	is(auth_parse("a\nb\nc\nd\ne\n", d, 4, &n, &line), -1,
+	   "more tokens than room is refused");
+	is(n, 4, "  after the room was filled");
+}
+
 int
 main(void)
 {
@@ -1822,5 +2541,8 @@ main(void)
 	test_policy_json_cost();
 	test_policy_target();
 	test_trace();
+	test_auth();
+	test_ratelimit();
+	test_client_key();
 	return done_testing();
 }

@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * middleware.c -- the before-handler chain: its table, and microd's own
+ * links, the per-client rate limit and the bearer-token check. A service's
+ * own link (an API-key check, a tenant header) is a function of the
+ * middleware_fn type and a row in chain[] below.
+ */
+#include "middleware.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "auth.h"
+#include "clock.h"
+#include "config.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "reply.h"
+#include "router.h"
+
+/* X-Forwarded-For lines read from one request, at most. */
+#define XFF_LINES_MAX 16
+
+/* The policy's name in RateLimit-Policy, RateLimit and problem details. */
+#define POLICY "per-client"
+#define QUOTA_TYPE                                                             \
+	"https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+struct middleware {
+	struct auth *auth;    /* NULL: no --auth-token-file */
+	int auth_metrics;     /* /metrics needs a token too */
+	struct ratelimit *rl; /* NULL: no --rate-limit */
+	double rate;
+	unsigned int burst, window_s;
+	const struct cidr *trusted;
+	size_t n_trusted;
+	atomic_ullong limited;
+	atomic_ullong refused_missing, refused_invalid, refused_malformed;
+};
+
+struct xff_lines {
+	const char *at[XFF_LINES_MAX];
+	size_t n;
+};
+
+static void
+collect_xff(void *arg, const char *value)
+{
+	struct xff_lines *x = arg;
+
+	if (x->n < XFF_LINES_MAX && value != NULL)
+		x->at[x->n++] = value;
+}
+
+/*
+ * Over its limit a client gets 429 problem details of the registered
+ * quota-exceeded type, with Retry-After; every answer on a limited route
+ * carries RateLimit-Policy and RateLimit.
+ */
+static int
+limit_rate(struct middleware *mw, const struct request *req, unsigned int flags,
+           struct reply *rep, struct middleware_fields *out)
+{
+	unsigned char peer[16] = {0}, key[16];
+	const char *p = request_peer(req);
+	struct xff_lines xff = {.n = 0};
+	struct ratelimit_verdict v;
+
+	(void)flags;
+	if (mw->rl == NULL)
+		return 0;
+	/* A peer with no address (a socket of microd's own) is one key. */
+	(void)ratelimit_addr_parse(p, strlen(p), peer);
+	if (mw->n_trusted > 0)
+		request_header_each(req, "X-Forwarded-For", collect_xff, &xff);
+	ratelimit_client_key(peer, xff.at, xff.n, mw->trusted, mw->n_trusted,
+	                     key);
+	ratelimit_take(mw->rl, key, now_ns(), &v);
+	snprintf(out->ratelimit_policy, sizeof(out->ratelimit_policy),
+	         "\"" POLICY "\";q=%u;w=%u", mw->burst, mw->window_s);
+	snprintf(out->ratelimit, sizeof(out->ratelimit),
+	         "\"" POLICY "\";r=%u;t=%lld", v.remaining, v.reset_s);
+	if (v.allowed)
+		return 0;
+	atomic_fetch_add(&mw->limited, 1);
+	reply_error(rep, 429,
+	            "rate limit: %u requests at once and %g a second from "
+	            "one client; retry in %lld s",
+	            mw->burst, mw->rate, v.retry_after_s);
+	if (rep->body != NULL) {
+		json_object_set_new(rep->body, "type", json_string(QUOTA_TYPE));
+		json_object_set_new(rep->body, "title",
+		                    json_string("Request cannot be satisfied "
+		                                "as assigned quota has been "
+		                                "exceeded"));
+		json_object_set_new(rep->body, "violated-policies",
+		                    json_pack("[s]", POLICY));
+	}
+	rep->retry_after = (unsigned int)v.retry_after_s;
+	return 1;
+}
+
+/*
+ * RFC 6750 3.1: no credentials get a bare challenge; a token that is not
+ * one of the file's, invalid_token; a malformed Authorization, 400
+ * invalid_request. The token is never logged or echoed.
+ */
+static int
+check_token(struct middleware *mw, const struct request *req,
+            unsigned int flags, struct reply *rep,
+            struct middleware_fields *out)
+{
+	if (mw->auth == NULL || ((flags & ROUTE_METRICS) && !mw->auth_metrics))
+		return 0;
+	switch (auth_check(mw->auth, request_header(req, "Authorization"))) {
+	case AUTH_OK:
+		return 0;
+	case AUTH_NONE:
+		atomic_fetch_add(&mw->refused_missing, 1);
+		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
+		         "Bearer realm=\"microd\"");
+		reply_error(rep, 401, "a bearer token is required");
+		return 1;
+	case AUTH_INVALID:
+		atomic_fetch_add(&mw->refused_invalid, 1);
+		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
+		         "Bearer realm=\"microd\", error=\"invalid_token\"");
+		reply_error(rep, 401, "the bearer token is not valid");
+		return 1;
+	default:
+		atomic_fetch_add(&mw->refused_malformed, 1);
+		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
+		         "Bearer realm=\"microd\", error=\"invalid_request\"");
+		reply_error(rep, 400,
+		            "Authorization: not \"Bearer\" and one token "
+		            "(letters, digits, -._~+/ then any '=')");
+		return 1;
+	}
+}
+
+/*
+ * The chain, in order. Probes carry no credentials and must answer however
+ * hard a client pushes, so probe routes skip both links. The rate limit
+ * comes first: a client guessing tokens is limited like any other.
+ */
+static const struct middleware_link chain[] = {
+    {"rate-limit", limit_rate, ROUTE_PROBE | ROUTE_NO_LIMIT},
+    {"auth", check_token, ROUTE_PROBE | ROUTE_NO_AUTH},
+};
+
+int
+middleware_run(struct middleware *mw, const struct request *req,
+               unsigned int flags, struct reply *rep,
+               struct middleware_fields *out)
+{
+	for (size_t i = 0; i < sizeof(chain) / sizeof(chain[0]); i++)
+		if ((flags & chain[i].exempt) == 0 &&
+		    chain[i].fn(mw, req, flags, rep, out) != 0)
+			return 1;
+	return 0;
+}
+
+struct middleware *
+middleware_open(const struct config *cfg, char *err, size_t len)
+{
+	struct middleware *mw = calloc(1, sizeof(*mw));
+	unsigned char seed[RATELIMIT_SEED_LEN];
+
+	if (mw == NULL) {
+		snprintf(err, len, "out of memory");
+		return NULL;
+	}
+	mw->auth_metrics = cfg->auth_metrics;
+	mw->trusted = cfg->trusted;
+	mw->n_trusted = cfg->n_trusted;
+	if (cfg->auth_token_file != NULL) {
+		char why[512];
+
+		mw->auth = auth_open(cfg->auth_token_file, why, sizeof(why));
+		if (mw->auth == NULL) {
+			snprintf(err, len, "--auth-token-file: %s", why);
+			goto fail;
+		}
+	}
+	if (cfg->rate_milli > 0) {
+		mw->rate = (double)cfg->rate_milli / 1000.0;
+		mw->burst = cfg->rate_burst;
+		mw->window_s = (unsigned int)ceil((double)mw->burst / mw->rate);
+		if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+			snprintf(err, len, "--rate-limit: no random seed");
+			goto fail;
+		}
+		mw->rl =
+		    ratelimit_new(mw->rate, mw->burst, cfg->rate_clients, seed);
+		if (mw->rl == NULL) {
+			snprintf(err, len,
+			         "--rate-limit: cannot make a table "
+			         "of that size");
+			goto fail;
+		}
+	}
+	return mw;
+fail:
+	middleware_close(mw);
+	return NULL;
+}
+
+void
+middleware_describe(struct middleware *mw)
+{
+	if (mw->rl != NULL)
+		log_info("rate limit: %g requests a second and %u at once per "
+		         "client, %zu clients remembered, %zu trusted proxy "
+		         "blocks",
+		         mw->rate, mw->burst, ratelimit_slots(mw->rl),
+		         mw->n_trusted);
+	if (mw->auth != NULL)
+		log_info("bearer tokens: %zu, on every route but the probes%s",
+		         auth_count(mw->auth),
+		         mw->auth_metrics ? "" : " and /metrics");
+}
+
+int
+middleware_reload(struct middleware *mw)
+{
+	return mw->auth != NULL ? auth_reload(mw->auth) : 0;
+}
+
+int
+middleware_has_auth(const struct middleware *mw)
+{
+	return mw != NULL && mw->auth != NULL;
+}
+
+void
+middleware_render_metrics(struct middleware *mw, FILE *f)
+{
+	if (mw->rl != NULL) {
+		unsigned long long all = 0, in_debt = 0;
+
+		ratelimit_stats(mw->rl, &all, &in_debt);
+		fprintf(
+		    f,
+		    "# HELP microd_rate_limited_total Requests answered 429 "
+		    "by the per-client rate limit.\n"
+		    "# TYPE microd_rate_limited_total counter\n"
+		    "microd_rate_limited_total %llu\n"
+		    "# HELP microd_rate_limit_evictions_total Clients the "
+		    "full table forgot to make room: idle had a full "
+		    "bucket, limited was still over its rate.\n"
+		    "# TYPE microd_rate_limit_evictions_total counter\n"
+		    "microd_rate_limit_evictions_total{state=\"idle\"} "
+		    "%llu\n"
+		    "microd_rate_limit_evictions_total{state=\"limited\"} "
+		    "%llu\n",
+		    atomic_load(&mw->limited), all - in_debt, in_debt);
+	}
+	if (mw->auth != NULL) {
+		unsigned long long ok = 0, failed = 0;
+
+		auth_reloads(mw->auth, &ok, &failed);
+		fprintf(f,
+		        "# HELP microd_auth_refused_total Requests refused by "
+		        "the bearer-token check, by RFC 6750 error.\n"
+		        "# TYPE microd_auth_refused_total counter\n"
+		        "microd_auth_refused_total{error=\"none\"} %llu\n"
+		        "microd_auth_refused_total{error=\"invalid_token\"} "
+		        "%llu\n"
+		        "microd_auth_refused_total{error=\"invalid_request\"} "
+		        "%llu\n"
+		        "# HELP microd_auth_tokens Bearer tokens in use.\n"
+		        "# TYPE microd_auth_tokens gauge\n"
+		        "microd_auth_tokens %zu\n"
+		        "# HELP microd_auth_reloads_total Reloads of the token "
+		        "file: ok replaced the tokens, failed kept the old "
+		        "ones.\n"
+		        "# TYPE microd_auth_reloads_total counter\n"
+		        "microd_auth_reloads_total{result=\"ok\"} %llu\n"
+		        "microd_auth_reloads_total{result=\"failed\"} %llu\n",
+		        atomic_load(&mw->refused_missing),
+		        atomic_load(&mw->refused_invalid),
+		        atomic_load(&mw->refused_malformed),
+		        auth_count(mw->auth), ok, failed);
+	}
+}
+
+void
+middleware_close(struct middleware *mw)
+{
+	if (mw == NULL)
+		return;
+	auth_close(mw->auth);
+	ratelimit_free(mw->rl);
+	free(mw);
+}
