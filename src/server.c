@@ -204,9 +204,11 @@ struct exchange {
 	size_t bytes;        /* body bytes of the response */
 	char request_id[REQID_MAX + 1];
 	struct trace trace; /* a valid traceparent's; trace_id "" if none */
-	/* What the before-handler chain asked of the reply, and its answer
-	 * when it stopped a request with no body: sent at the second call. */
-	struct middleware_fields fields;
+	/* What the before-handler chain asked of the reply (NULL: nothing,
+	 * as for every probe), and its answer when it stopped a request with
+	 * no body: sent at the second call. Both owned, allocated only when
+	 * needed, so the exchange stays small. */
+	struct middleware_fields *fields;
 	struct reply *early;
 	/* The raw target as sent, cut at its '?': what the log shows. Then
 	 * room for path and params. */
@@ -227,6 +229,7 @@ exchange_unref(struct exchange *ex)
 	if (ex->early != NULL)
 		reply_release(ex->early);
 	free(ex->early);
+	free(ex->fields);
 	free(ex);
 }
 
@@ -365,6 +368,24 @@ response_from_reply(const struct reply *rep, size_t *len)
 	return resp;
 }
 
+/* The fields the before-handler chain asked for: 0, or -1 when one was
+ * refused. */
+static int
+add_chain_fields(struct MHD_Response *resp, const struct middleware_fields *f)
+{
+	if (f->ratelimit[0] != '\0' &&
+	    (MHD_add_response_header(resp, "RateLimit-Policy",
+	                             f->ratelimit_policy) != MHD_YES ||
+	     MHD_add_response_header(resp, "RateLimit", f->ratelimit) !=
+	         MHD_YES))
+		return -1;
+	if (f->www_authenticate[0] != '\0' &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+	                            f->www_authenticate) != MHD_YES)
+		return -1;
+	return 0;
+}
+
 /*
  * The one place a reply becomes an HTTP response. Consumes rep's body.
  * close_after asks the client to go: the request was not read to its end.
@@ -428,15 +449,7 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) !=
 	        MHD_YES)
 		goto out;
-	if (ex->fields.ratelimit[0] != '\0' &&
-	    (MHD_add_response_header(resp, "RateLimit-Policy",
-	                             ex->fields.ratelimit_policy) != MHD_YES ||
-	     MHD_add_response_header(resp, "RateLimit", ex->fields.ratelimit) !=
-	         MHD_YES))
-		goto out;
-	if (ex->fields.www_authenticate[0] != '\0' &&
-	    MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-	                            ex->fields.www_authenticate) != MHD_YES)
+	if (ex->fields != NULL && add_chain_fields(resp, ex->fields) != 0)
 		goto out;
 	if ((close_after || atomic_load(&srv->draining)) &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
@@ -698,10 +711,18 @@ run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	struct request req = {
 	    .lookup = lookup_field, .each = each_field, .ctx = ex};
 	struct reply rep = {0};
+	struct middleware_fields f = {.ratelimit = ""};
+	int answered;
 
 	request_view(ex, method, &req);
-	if (!middleware_run(ex->app->middleware, &req, ex->res.route->flags,
-	                    &rep, &ex->fields))
+	answered = middleware_run(ex->app->middleware, &req,
+	                          ex->res.route->flags, &rep, &f);
+	if (f.ratelimit[0] != '\0' || f.www_authenticate[0] != '\0') {
+		ex->fields = malloc(sizeof(*ex->fields));
+		if (ex->fields != NULL) /* else the reply goes without them */
+			*ex->fields = f;
+	}
+	if (!answered)
 		return 0;
 	if (!has_body) {
 		ex->early = malloc(sizeof(*ex->early));
