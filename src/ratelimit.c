@@ -398,7 +398,8 @@ is_ows(char c)
 
 /*
  * The entry [start, end) of a line: 1 if it is the client (out set), 0 if
- * it is a proxy (out set: the last one so far), -1 if it ends the walk.
+ * it is a proxy (out set: the last one so far) or empty (skipped, as RFC
+ * 9110 5.6.1 has empty list elements ignored), -1 if it ends the walk.
  */
 static int
 xff_entry(const char *start, const char *end, const struct cidr *trusted,
@@ -410,6 +411,8 @@ xff_entry(const char *start, const char *end, const struct cidr *trusted,
 		start++;
 	while (end > start && is_ows(end[-1]))
 		end--;
+	if (start == end)
+		return 0;
 	if (ratelimit_addr_parse(start, (size_t)(end - start), a) != 0)
 		return -1;
 	memcpy(out, a, sizeof(a));

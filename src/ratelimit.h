@@ -122,15 +122,16 @@ int ratelimit_addr_parse(const char *s, size_t n,
  *  - If peer is in no trusted block, the key is peer: X-Forwarded-For is
  *    ignored, since anyone can send one.
  *  - Else the lines are read as one comma-separated list, the first line's
- *    entries first, each entry stripped of the spaces and tabs around it
- *    (so an empty line is one empty entry), and walked from its rightmost
- *    entry (the last line's last) leftwards:
+ *    entries first, each entry stripped of the spaces and tabs around it,
+ *    and walked from its rightmost entry (the last line's last) leftwards:
+ *    - an empty entry (",,", a trailing comma, an empty line) is skipped,
+ *      as RFC 9110 5.6.1 has empty list elements ignored;
  *    - an address (as ratelimit_addr_parse() reads them) in a trusted
  *      block is a proxy: it is skipped, and remembered;
  *    - the first address in no trusted block is the client: the key;
- *    - an entry that is no address ("unknown", garbage, empty) ends the
- *      walk: the key is the last proxy remembered, the entry to its right,
- *      or peer when it was the rightmost.
+ *    - an entry that is no address ("unknown", garbage) ends the walk: the
+ *      key is the last proxy remembered, the entry to its right, or peer
+ *      when it was the rightmost.
  *  - If every entry is a trusted address, the key is the leftmost one; if
  *    there are no entries (n_xff 0), the key is peer.
  */

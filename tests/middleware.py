@@ -267,6 +267,7 @@ def test_forwarded():
        "  trusted proxies on the right are skipped, in one line or on two")
     ok(via(["unknown, 203.0.113.7"]) == 200 and via(["203.0.113.7"]) == 429,
        "  garbage left of the client's address is never reached")
+    ok(via(["203.0.113.7,", ""]) == 429, "  empty entries (a trailing comma, an empty line) are skipped")
     ok(via(["203.0.113.9"], source="127.0.0.2") == 200 and via(["203.0.113.9"], source="127.0.0.2") == 429 and
        via(["203.0.113.10"], source="127.0.0.2") == 429,
        "from an untrusted peer (127.0.0.2), X-Forwarded-For is ignored: the peer is the client")
