@@ -33,7 +33,8 @@ static int
 is_b64token_char(char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	       (c >= '0' && c <= '9') || strchr("-._~+/", c) != NULL;
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("-._~+/", c) != NULL);
 }
 
 /* Whether s[0..n) is a b64token: 1*( tchar ) *"=". */
@@ -65,8 +66,8 @@ auth_bearer(const char *field, const char **tok, size_t *len)
 	while (*p == ' ')
 		p++;
 	end = p + strlen(p);
-	while (end > p && end[-1] == ' ')
-		end--;
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--; /* libmicrohttpd keeps what ends a field's value */
 	if (!is_b64token(p, (size_t)(end - p)))
 		return AUTH_MALFORMED;
 	*tok = p;
@@ -81,17 +82,18 @@ digest(const char *tok, size_t len, unsigned char out[DIGEST_LEN])
 }
 
 int
-auth_parse(const char *text, unsigned char (*digests)[32], size_t max,
-           size_t *n, size_t *line)
+auth_parse(const char *text, size_t len, unsigned char (*digests)[32],
+           size_t max, size_t *n, size_t *line)
 {
+	const char *at = text, *stop = text + len;
 	size_t lineno = 0;
 
 	*n = 0;
 	*line = 0;
-	while (*text != '\0') {
-		const char *eol = strchr(text, '\n');
-		const char *end = eol != NULL ? eol : text + strlen(text);
-		const char *p = text;
+	while (at < stop) {
+		const char *eol = memchr(at, '\n', (size_t)(stop - at));
+		const char *end = eol != NULL ? eol : stop;
+		const char *p = at;
 
 		lineno++;
 		while (p < end && (*p == ' ' || *p == '\t'))
@@ -100,7 +102,10 @@ auth_parse(const char *text, unsigned char (*digests)[32], size_t max,
 		       (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
 			end--;
 		if (p < end && *p != '#') {
-			if (!is_b64token(p, (size_t)(end - p))) {
+			/* A NUL is a byte no token has: a UTF-16 file fails
+			 * here, never as a short token. */
+			if (!is_b64token(p, (size_t)(end - p)) ||
+			    (size_t)(end - p) < AUTH_TOKEN_MIN) {
 				*line = lineno;
 				return -1;
 			}
@@ -111,9 +116,9 @@ auth_parse(const char *text, unsigned char (*digests)[32], size_t max,
 		}
 		if (eol == NULL)
 			break;
-		text = eol + 1;
+		at = eol + 1;
 	}
-	return *n > 0 ? 0 : -1;
+	return 0;
 }
 
 /* The file's digests, fresh: 0, or -1 with err. */
@@ -123,29 +128,28 @@ load(const char *path, unsigned char (**out)[DIGEST_LEN], size_t *n, char *err,
 {
 	unsigned char(*d)[DIGEST_LEN] = NULL;
 	char *text = NULL;
-	size_t line = 0;
+	size_t line = 0, size = 0;
 	int ret = -1;
 
 	*out = NULL;
-	if (file_read(path, AUTH_FILE_MAX, &text, err, len) != 0)
+	if (file_read(path, AUTH_FILE_MAX, &text, &size, err, len) != 0)
 		return -1;
 	d = calloc(AUTH_TOKENS_MAX, sizeof(*d));
 	if (d == NULL) {
 		snprintf(err, len, "%s: out of memory", path);
 		goto out;
 	}
-	if (auth_parse(text, d, AUTH_TOKENS_MAX, n, &line) != 0) {
+	if (auth_parse(text, size, d, AUTH_TOKENS_MAX, n, &line) != 0) {
 		if (line > 0)
 			snprintf(err, len,
 			         "%s line %zu: not a bearer token (letters, "
-			         "digits, -._~+/ then any '=', at most %d "
-			         "bytes)",
-			         path, line, AUTH_TOKEN_MAX);
+			         "digits, -._~+/ then any '=', %d to %d bytes)",
+			         path, line, AUTH_TOKEN_MIN, AUTH_TOKEN_MAX);
 		else if (*n == AUTH_TOKENS_MAX)
 			snprintf(err, len, "%s: more than %d tokens", path,
 			         AUTH_TOKENS_MAX);
 		else
-			snprintf(err, len, "%s: no token in it", path);
+			snprintf(err, len, "%s: cannot hash a token", path);
 		gnutls_memset(d, 0, AUTH_TOKENS_MAX * sizeof(*d));
 		goto out;
 	}
@@ -155,7 +159,7 @@ load(const char *path, unsigned char (**out)[DIGEST_LEN], size_t *n, char *err,
 out:
 	free(d);
 	if (text != NULL) /* the tokens themselves */
-		gnutls_memset(text, 0, strlen(text));
+		gnutls_memset(text, 0, size);
 	free(text);
 	return ret;
 }
@@ -181,6 +185,10 @@ auth_open(const char *path, char *err, size_t len)
 	}
 	if (load(path, &a->digests, &a->n, err, len) != 0)
 		goto fail;
+	if (a->n == 0) { /* at start, surely a mistake */
+		snprintf(err, len, "%s: no token in it", path);
+		goto fail;
+	}
 	return a;
 fail:
 	auth_close(a);
@@ -209,7 +217,12 @@ auth_reload(struct auth *a)
 	gnutls_memset(old, 0, AUTH_TOKENS_MAX * sizeof(*old));
 	free(old);
 	atomic_fetch_add(&a->reloads_ok, 1);
-	log_info("bearer tokens reloaded: %zu from %s", n, a->path);
+	if (n == 0)
+		log_warn("bearer tokens reloaded: none in %s, so every "
+		         "request that needs one is refused",
+		         a->path);
+	else
+		log_info("bearer tokens reloaded: %zu from %s", n, a->path);
 	return 0;
 }
 

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 int
-file_read(const char *path, size_t max, char **out, char *err, size_t len)
+file_read(const char *path, size_t max, char **out, size_t *out_len, char *err,
+          size_t len)
 {
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
@@ -65,9 +66,13 @@ file_read(const char *path, size_t max, char **out, char *err, size_t len)
 	close(fd);
 	buf[got] = '\0';
 	*out = buf;
+	if (out_len != NULL)
+		*out_len = got;
 	return 0;
 fail:
 	close(fd);
+	if (buf != NULL) /* a key's or a token's bytes, maybe */
+		explicit_bzero(buf, got);
 	free(buf);
 	return -1;
 }

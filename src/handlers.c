@@ -102,14 +102,15 @@ handle_test_block(const struct request *req, struct reply *rep)
 void
 handle_test_trace(const struct request *req, struct reply *rep)
 {
-	char out[TRACE_HEADER_LEN + 1];
-	const char *state = request_tracestate(req);
+	char out[TRACE_HEADER_LEN + 1], state[512];
+	size_t n = request_tracestate(req, state, sizeof(state));
 
 	trace_outbound(req->trace, out);
 	reply_json(rep, 200,
 	           json_pack("{s:s?,s:s?,s:s}", "trace_id",
 	                     req->trace != NULL ? req->trace->trace_id : NULL,
-	                     "tracestate", state, "outbound", out));
+	                     "tracestate", n > 0 ? state : NULL, "outbound",
+	                     out));
 }
 
 /*

@@ -41,9 +41,11 @@ struct middleware {
 	atomic_ullong refused_missing, refused_invalid, refused_malformed;
 };
 
+/* The last XFF_LINES_MAX lines, in a ring: a proxy appends its line at
+ * the end, so the lines on the right are the ones to keep. */
 struct xff_lines {
-	const char *at[XFF_LINES_MAX];
-	size_t n;
+	const char *ring[XFF_LINES_MAX];
+	size_t seen;
 };
 
 static void
@@ -51,8 +53,34 @@ collect_xff(void *arg, const char *value)
 {
 	struct xff_lines *x = arg;
 
-	if (x->n < XFF_LINES_MAX && value != NULL)
-		x->at[x->n++] = value;
+	x->ring[x->seen++ % XFF_LINES_MAX] = value != NULL ? value : "";
+}
+
+/*
+ * The kept lines, in order, into at: the count. When lines were left out
+ * on the left and every kept one is a proxy's, the walk ends at the
+ * leftmost of them, never at a line the client wrote.
+ */
+static size_t
+xff_in_order(const struct xff_lines *x, const char **at)
+{
+	size_t n = 0, kept = x->seen < XFF_LINES_MAX ? x->seen : XFF_LINES_MAX;
+
+	for (size_t i = x->seen - kept; i < x->seen; i++)
+		at[n++] = x->ring[i % XFF_LINES_MAX];
+	return n;
+}
+
+/* A rate as people write it: 0.5, 100, 1000000 (not 1e+06). */
+static void
+format_rate(double rate, char *buf, size_t len)
+{
+	size_t n = (size_t)snprintf(buf, len, "%.3f", rate);
+
+	while (n > 0 && n < len && buf[n - 1] == '0')
+		buf[--n] = '\0';
+	if (n > 0 && n < len && buf[n - 1] == '.')
+		buf[--n] = '\0';
 }
 
 /*
@@ -65,31 +93,38 @@ limit_rate(struct middleware *mw, const struct request *req, unsigned int flags,
            struct reply *rep, struct middleware_fields *out)
 {
 	unsigned char peer[16] = {0}, key[16];
-	const char *p = request_peer(req);
-	struct xff_lines xff = {.n = 0};
+	const char *p = request_peer(req), *lines[XFF_LINES_MAX];
+	struct xff_lines xff = {.seen = 0};
 	struct ratelimit_verdict v;
+	size_t n = 0;
+	char rate[32];
 
 	(void)flags;
 	if (mw->rl == NULL)
 		return 0;
-	/* A peer with no address (a socket of microd's own) is one key. */
+	/* A peer with no address (a unix socket's) counts as "::". */
 	(void)ratelimit_addr_parse(p, strlen(p), peer);
-	if (mw->n_trusted > 0)
+	if (mw->n_trusted > 0) {
 		request_header_each(req, "X-Forwarded-For", collect_xff, &xff);
-	ratelimit_client_key(peer, xff.at, xff.n, mw->trusted, mw->n_trusted,
-	                     key);
+		n = xff_in_order(&xff, lines);
+	}
+	ratelimit_client_key(peer, lines, n, mw->trusted, mw->n_trusted, key);
+	ratelimit_key_prefix(key);
 	ratelimit_take(mw->rl, key, now_ns(), &v);
 	snprintf(out->ratelimit_policy, sizeof(out->ratelimit_policy),
 	         "\"" POLICY "\";q=%u;w=%u", mw->burst, mw->window_s);
+	/* Refused, t is when Retry-After points: when one more may pass. */
 	snprintf(out->ratelimit, sizeof(out->ratelimit),
-	         "\"" POLICY "\";r=%u;t=%lld", v.remaining, v.reset_s);
+	         "\"" POLICY "\";r=%u;t=%lld", v.remaining,
+	         v.allowed ? v.reset_s : v.retry_after_s);
 	if (v.allowed)
 		return 0;
 	atomic_fetch_add(&mw->limited, 1);
+	format_rate(mw->rate, rate, sizeof(rate));
 	reply_error(rep, 429,
-	            "rate limit: %u requests at once and %g a second from "
+	            "rate limit: %u requests at once and %s a second from "
 	            "one client; retry in %lld s",
-	            mw->burst, mw->rate, v.retry_after_s);
+	            mw->burst, rate, v.retry_after_s);
 	if (rep->body != NULL) {
 		json_object_set_new(rep->body, "type", json_string(QUOTA_TYPE));
 		json_object_set_new(rep->body, "title",
@@ -103,6 +138,13 @@ limit_rate(struct middleware *mw, const struct request *req, unsigned int flags,
 	return 1;
 }
 
+static void
+count_line(void *arg, const char *value)
+{
+	(void)value;
+	(*(unsigned int *)arg)++;
+}
+
 /*
  * RFC 6750 3.1: no credentials get a bare challenge; a token that is not
  * one of the file's, invalid_token; a malformed Authorization, 400
@@ -113,9 +155,18 @@ check_token(struct middleware *mw, const struct request *req,
             unsigned int flags, struct reply *rep,
             struct middleware_fields *out)
 {
+	unsigned int lines = 0;
+	enum auth_verdict v;
+
 	if (mw->auth == NULL || ((flags & ROUTE_METRICS) && !mw->auth_metrics))
 		return 0;
-	switch (auth_check(mw->auth, request_header(req, "Authorization"))) {
+	/* Authorization is no list: two are a malformed request (RFC 6750
+	 * 3.1), whichever a proxy before microd would have read. */
+	request_header_each(req, "Authorization", count_line, &lines);
+	v = lines > 1
+	        ? AUTH_MALFORMED
+	        : auth_check(mw->auth, request_header(req, "Authorization"));
+	switch (v) {
 	case AUTH_OK:
 		return 0;
 	case AUTH_NONE:
@@ -135,8 +186,11 @@ check_token(struct middleware *mw, const struct request *req,
 		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
 		         "Bearer realm=\"microd\", error=\"invalid_request\"");
 		reply_error(rep, 400,
-		            "Authorization: not \"Bearer\" and one token "
-		            "(letters, digits, -._~+/ then any '=')");
+		            lines > 1
+		                ? "Authorization: more than one"
+		                : "Authorization: not \"Bearer\" and one "
+		                  "token (letters, digits, -._~+/ then any "
+		                  "'=')");
 		return 1;
 	}
 }
@@ -211,12 +265,16 @@ fail:
 void
 middleware_describe(struct middleware *mw)
 {
-	if (mw->rl != NULL)
-		log_info("rate limit: %g requests a second and %u at once per "
+	char rate[32];
+
+	if (mw->rl != NULL) {
+		format_rate(mw->rate, rate, sizeof(rate));
+		log_info("rate limit: %s requests a second and %u at once per "
 		         "client, %zu clients remembered, %zu trusted proxy "
 		         "blocks",
-		         mw->rate, mw->burst, ratelimit_slots(mw->rl),
+		         rate, mw->burst, ratelimit_slots(mw->rl),
 		         mw->n_trusted);
+	}
 	if (mw->auth != NULL)
 		log_info("bearer tokens: %zu, on every route but the probes%s",
 		         auth_count(mw->auth),

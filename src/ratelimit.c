@@ -452,3 +452,13 @@ ratelimit_client_key(const unsigned char peer[RATELIMIT_KEY_LEN],
 out:
 	memcpy(out, key, sizeof(key));
 }
+
+void
+ratelimit_key_prefix(unsigned char key[RATELIMIT_KEY_LEN])
+{
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0,    0,
+	                                         0, 0, 0, 0, 0xff, 0xff};
+
+	if (memcmp(key, mapped, sizeof(mapped)) != 0)
+		memset(key + 8, 0, RATELIMIT_KEY_LEN - 8);
+}

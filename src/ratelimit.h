@@ -140,4 +140,11 @@ void ratelimit_client_key(const unsigned char peer[RATELIMIT_KEY_LEN],
                           const struct cidr *trusted, size_t n_trusted,
                           unsigned char out[RATELIMIT_KEY_LEN]);
 
+/*
+ * The bucket a client address counts in: an IPv4 address (IPv4-mapped) as
+ * it is, an IPv6 address cut to its /64, since one host is given a whole
+ * /64 and could take a new address for each request. In place.
+ */
+void ratelimit_key_prefix(unsigned char key[RATELIMIT_KEY_LEN]);
+
 #endif

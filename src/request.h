@@ -37,7 +37,7 @@ struct request {
 	const char *id; /* the request id: X-Request-Id, the client's or new */
 	/* A valid traceparent's fields; NULL when none came. For a request
 	 * the handler makes: trace_outbound(req->trace, buf), and
-	 * request_tracestate(req) passed on as it came. */
+	 * request_tracestate(req, buf, len) passed on as it came. */
 	const struct trace *trace;
 	struct app *app;
 	const struct request_params *params; /* never NULL once dispatched */
@@ -113,14 +113,6 @@ request_header_each(const struct request *req, const char *name,
 		req->each(req->ctx, REQUEST_HEADER, name, fn, arg);
 }
 
-/* The tracestate that came beside a valid traceparent (its first line);
- * NULL when none did, or the traceparent was absent or invalid. */
-static inline const char *
-request_tracestate(const struct request *req)
-{
-	return req->trace != NULL ? request_header(req, "tracestate") : NULL;
-}
-
 /* The client's address ("127.0.0.1", "::1"), worked out when asked; ""
  * when unknown. */
 static inline const char *
@@ -131,6 +123,51 @@ request_peer(const struct request *req)
 	                    : NULL;
 
 	return p != NULL ? p : "";
+}
+
+struct request_join {
+	char *buf;
+	size_t len, used;
+	int full;
+};
+
+static inline void
+request_join_line(void *arg, const char *value)
+{
+	struct request_join *j = (struct request_join *)arg;
+	size_t n = value != NULL ? strlen(value) : 0;
+	size_t need = n + (j->used > 0 ? 1 : 0);
+
+	if (n == 0 || j->full)
+		return;
+	if (j->used + need >= j->len) { /* this line and the rest left out */
+		j->full = 1;
+		return;
+	}
+	if (j->used > 0)
+		j->buf[j->used++] = ',';
+	memcpy(j->buf + j->used, value, n);
+	j->used += n;
+	j->buf[j->used] = '\0';
+}
+
+/*
+ * The tracestate that came beside a valid traceparent, its lines joined
+ * with ',' (empty ones left out), into buf (len bytes; Level 1 asks for 512
+ * at least): the length, 0 with "" when none came or the traceparent was
+ * absent or invalid. Lines that do not fit whole are left out.
+ */
+static inline size_t
+request_tracestate(const struct request *req, char *buf, size_t len)
+{
+	struct request_join j = {buf, len, 0, 0};
+
+	if (len == 0)
+		return 0;
+	buf[0] = '\0';
+	if (req->trace != NULL)
+		request_header_each(req, "tracestate", request_join_line, &j);
+	return j.used;
 }
 
 /* The path parameter {name} of the route that matched; NULL if it has none.

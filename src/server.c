@@ -712,11 +712,23 @@ run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	    .lookup = lookup_field, .each = each_field, .ctx = ex};
 	struct reply rep = {0};
 	struct middleware_fields f = {.ratelimit = ""};
+	const struct route *rt = ex->res.route;
 	int answered;
 
-	request_view(ex, method, &req);
+	/* A path no route serves goes through it too, with no route flags:
+	 * a flood of 404s is limited, and without a token no one learns
+	 * which paths exist. A wrong method or a bad parameter has the row
+	 * its path matched (a probe's stays exempt). */
+	if (ex->res.match == ROUTE_FOUND) {
+		request_view(ex, method, &req);
+	} else {
+		req.method = method;
+		req.path = ex->path;
+		req.id = ex->request_id;
+		req.app = ex->app;
+	}
 	answered = middleware_run(ex->app->middleware, &req,
-	                          ex->res.route->flags, &rep, &f);
+	                          rt != NULL ? rt->flags : 0, &rep, &f);
 	if (f.ratelimit[0] != '\0' || f.www_authenticate[0] != '\0') {
 		ex->fields = malloc(sizeof(*ex->fields));
 		if (ex->fields != NULL) /* else the reply goes without them */
@@ -770,8 +782,7 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		    (rt->flags & (ROUTE_JSON_BODY | ROUTE_RAW_BODY)) != 0;
 		ex->nul = (rt->flags & ROUTE_RAW_BODY) != 0;
 	}
-	if (ex->res.match == ROUTE_FOUND && ex->app != NULL &&
-	    ex->app->middleware != NULL) {
+	if (ex->app != NULL && ex->app->middleware != NULL) {
 		enum MHD_Result ret;
 
 		if (run_chain(srv, conn, ex, method, f.chunked || f.length > 0,
@@ -1188,13 +1199,28 @@ start_request_id(struct MHD_Connection *conn, struct exchange *ex)
 		reqid_new(ex->request_id);
 }
 
-/* The client's traceparent; one that breaks a rule counts as absent. */
+static void
+count_value(void *arg, const char *value)
+{
+	(void)value;
+	(*(unsigned int *)arg)++;
+}
+
+/* The client's traceparent; one that breaks a rule counts as absent, and
+ * so do two, as Level 1 says. */
 static void
 start_trace(struct MHD_Connection *conn, struct exchange *ex)
 {
-	(void)trace_parse(
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),
-	    &ex->trace);
+	unsigned int lines = 0;
+	struct each_arg a = {"traceparent", count_value, &lines};
+
+	if (trace_parse(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	                                            "traceparent"),
+	                &ex->trace) != 0)
+		return;
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, each_value, &a);
+	if (lines > 1)
+		memset(&ex->trace, 0, sizeof(ex->trace));
 }
 
 /* The connection's first request has begun: it no longer counts as waiting. */

@@ -115,8 +115,9 @@ pair_load(const char *cert_path, const char *key_path, char *err, size_t len)
 		snprintf(err, len, "out of memory");
 		return NULL;
 	}
-	if (file_read(cert_path, TLS_FILE_MAX, &p->cert_pem, err, len) != 0 ||
-	    file_read(key_path, TLS_FILE_MAX, &p->key_pem, err, len) != 0)
+	if (file_read(cert_path, TLS_FILE_MAX, &p->cert_pem, NULL, err, len) !=
+	        0 ||
+	    file_read(key_path, TLS_FILE_MAX, &p->key_pem, NULL, err, len) != 0)
 		goto fail;
 	cert_d = (gnutls_datum_t){(unsigned char *)p->cert_pem,
 	                          (unsigned int)strlen(p->cert_pem)};

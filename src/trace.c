@@ -33,6 +33,13 @@ trace_parse(const char *v, struct trace *out)
 	size_t len = v != NULL ? strlen(v) : 0;
 
 	memset(out, 0, sizeof(*out));
+	/* Spaces and tabs around a field value are not part of it. */
+	while (len > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		len--;
+	}
+	while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
 	if (len < TRACEPARENT_LEN || !is_hex(v, 2, 0) || v[2] != '-' ||
 	    v[35] != '-' || v[52] != '-')
 		return -1;
@@ -75,6 +82,9 @@ trace_outbound(const struct trace *parent, char *out)
 	else
 		random_hex(trace_id, 32);
 	random_hex(span_id, 16);
-	snprintf(out, TRACE_HEADER_LEN + 1, "00-%s-%s-%s", trace_id, span_id,
-	         have ? parent->flags : "00");
+	/* Only the sampled bit is defined in version 00: the others go out
+	 * as zero, whatever came. */
+	snprintf(out, TRACE_HEADER_LEN + 1, "00-%s-%s-0%c", trace_id, span_id,
+	         have && (strchr("13579bdf", parent->flags[1]) != NULL) ? '1'
+	                                                                : '0');
 }

@@ -11,7 +11,8 @@ struct trace {
 };
 
 /*
- * Parses a traceparent value as Trace Context Level 1 says: version 00 is
+ * Parses a traceparent value as Trace Context Level 1 says (spaces and tabs
+ * around it dropped, as around any field value): version 00 is
  * exactly "00-" 32 hex "-" 16 hex "-" 2 hex, lowercase; a later version
  * has at least those 55 characters, and a '-' after them if more follow;
  * version ff, an all-zero trace-id or parent-id, or any other byte makes
@@ -27,7 +28,8 @@ int trace_parse(const char *value, struct trace *out);
  * The traceparent for a request microd (or a handler) makes: with a parent
  * (the incoming request's), its trace-id and flags and a new parent-id,
  * the outgoing request's own; with parent NULL or holding none, a new
- * trace-id too, and flags 00 (microd records no spans). out gets
+ * trace-id too, and flags 00 (microd records no spans). Of the flags only
+ * the sampled bit is passed on (version 00 defines no other). out gets
  * TRACE_HEADER_LEN + 1 bytes. The ids are random, never all zero.
  */
 void trace_outbound(const struct trace *parent, char *out);

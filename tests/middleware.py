@@ -17,7 +17,7 @@ import tempfile
 from server import BIN, poll, recv_all, start_microd, stop_microd, wait_exit
 from tap import done, ok
 
-TOKENS = ["s3cret-token-one", "Zm9vYmFy+/~._-==", "tok3n-Three"]
+TOKENS = ["s3cret-token-one", "Zm9vYmFy+/~._-==", "tok3n-Three-of-them"]
 QUOTA = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 MHD_TOO_BIG = "Your HTTP header was too big"
 
@@ -120,7 +120,13 @@ def test_auth():
     st, _, _ = ask(port, "/metrics")
     ok(st == 200, "/metrics needs no token without --auth-metrics")
     st, f, _ = ask(port, "/nope")
-    ok(st == 404, "a path no route serves is 404, not 401")
+    ok(st == 401, "a path no route serves is 401 too: without a token no one learns which paths exist")
+    st, _, _ = ask(port, "/nope", [bearer(TOKENS[0])])
+    ok(st == 404, "  with one it is 404")
+    st, f, body = ask(port, headers=[("Authorization", "Bearer s3cret-token-onf"), bearer(TOKENS[0])])
+    ok(st == 400 and problem(body).get("detail") == "Authorization: more than one" and
+       f.get("www-authenticate") == ['Bearer realm="microd", error="invalid_request"'],
+       "two Authorization lines, a good one among them: 400 invalid_request (%s)" % st)
     # A refused request with a body is answered before the body is read,
     # and its connection closed; one without keeps its connection.
     st, f, body = ask(port, "/echo", method="POST", body=b'{"a":1}')
@@ -129,7 +135,7 @@ def test_auth():
     ok(st == 200 and json.loads(body) == {"a": 1}, "  with a token: the echo")
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n"
-              b"GET /version HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer tok3n-Three\r\nConnection: close\r\n\r\n")
+              b"GET /version HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer tok3n-Three-of-them\r\nConnection: close\r\n\r\n")
     both = recv_all(s)
     s.close()
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", both)
@@ -140,38 +146,45 @@ def test_auth():
        "a 100 KiB Authorization: 431 from the header limits (libmicrohttpd's own answer), never parsed")
     total = metric(port, 'microd_auth_refused_total{error="invalid_token"}')
     ok(total == 3, "microd_auth_refused_total{error=\"invalid_token\"} counts the wrong tokens: %s" % total)
-    ok(metric(port, 'microd_auth_refused_total{error="invalid_request"}') == 3 and
-       metric(port, 'microd_auth_refused_total{error="none"}') == 4 and metric(port, "microd_auth_tokens") == 3,
+    ok(metric(port, 'microd_auth_refused_total{error="invalid_request"}') == 4 and
+       metric(port, 'microd_auth_refused_total{error="none"}') == 5 and metric(port, "microd_auth_tokens") == 3,
        "  error=\"invalid_request\" the malformed ones, error=\"none\" the missing ones; microd_auth_tokens 3")
 
     # SIGHUP: the file read again; a file that does not parse keeps the old.
     with open(path, "w") as f:
-        f.write("new-token\n")
+        f.write("new-token-0123456789\n")
     proc.send_signal(1)
-    ok(poll(lambda: ask(port, headers=[bearer("new-token")])[0] == 200, 5, 0.05),
+    ok(poll(lambda: ask(port, headers=[bearer("new-token-0123456789")])[0] == 200, 5, 0.05),
        "SIGHUP reads the file again: its new token is taken")
     st, _, _ = ask(port, headers=[bearer(TOKENS[0])])
     ok(st == 401, "  and a token no longer in it refused")
     with open(path, "w") as f:
-        f.write("new-token\nbad token with spaces\n")
+        f.write("new-token-0123456789\nbad token with spaces\n")
     proc.send_signal(1)
     ok(poll(lambda: metric(port, 'microd_auth_reloads_total{result="failed"}') == 1, 5, 0.05),
        "a file with a bad line: the reload fails (microd_auth_reloads_total{result=\"failed\"} 1)")
-    st, _, _ = ask(port, headers=[bearer("new-token")])
+    st, _, _ = ask(port, headers=[bearer("new-token-0123456789")])
     ok(st == 200 and metric(port, 'microd_auth_reloads_total{result="ok"}') == 1,
        "  and the tokens there were are kept")
     text = open(log).read()
     ok("tokens not reloaded" in text and "line 2: not a bearer token" in text,
        "  the log says which line is bad")
+    with open(path, "w") as f:
+        f.write("# every token revoked\n")
+    proc.send_signal(1)
+    ok(poll(lambda: metric(port, "microd_auth_tokens") == 0, 5, 0.05) and
+       ask(port, headers=[bearer("new-token-0123456789")])[0] == 401 and ask(port, "/health")[0] == 200,
+       "a reload of a file with no token revokes them all: 401 for every token, the probes still 200")
+    text = open(log).read()
     leaked = [t for t in TOKENS + ["new-token", "s3cret-token-onf", "bad token"] if t in text]
     ok(not leaked, "no token, right or wrong, is ever in the log: %s" % leaked)
     stop_microd(proc, log)
 
     with open(path, "w") as f:
-        f.write("metrics-token\n")
+        f.write("metrics-token-0123456789\n")
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--auth-token-file", path,
                                     "--auth-metrics"])
-    st, _, body = ask(port, "/metrics", [bearer("metrics-token")])
+    st, _, body = ask(port, "/metrics", [bearer("metrics-token-0123456789")])
     ok(st == 200 and b"microd_auth_tokens 1" in body, "--auth-metrics: /metrics with a token: 200")
     st, f, _ = ask(port, "/metrics")
     ok(st == 401 and f.get("www-authenticate") == ['Bearer realm="microd"'], "  without one: 401")
@@ -180,7 +193,7 @@ def test_auth():
     stop_microd(proc, log)
 
     with open(path, "w") as f:
-        f.write("fine\nthe-secret-part is bad\n")
+        f.write("fine-0123456789abcdef\nthe-secret-part is bad\n")
     r = subprocess.run([BIN, "--port", "0", "--auth-token-file", path], capture_output=True, text=True,
                        timeout=10)
     ok(r.returncode == 2 and "line 2: not a bearer token" in r.stderr and "secret" not in r.stderr,
@@ -194,7 +207,16 @@ def test_auth():
         f.write("# nothing but a comment\n")
     r = subprocess.run([BIN, "--port", "0", "--auth-token-file", path], capture_output=True, text=True,
                        timeout=10)
-    ok(r.returncode == 2 and "no token in it" in r.stderr, "a file with no token: status 2")
+    ok(r.returncode == 2 and "no token in it" in r.stderr, "a file with no token at start: status 2")
+    for content, why in (("long-enough-token-one\nlong-enough-token-two\n".encode("utf-16-le"), "UTF-16"),
+                         (b"long-enough-token-one\0long-enough-token-two\n", "a NUL byte"),
+                         (b"tooshort-15char\n", "a token of 15 bytes")):
+        with open(path, "wb") as f:
+            f.write(content)
+        r = subprocess.run([BIN, "--port", "0", "--auth-token-file", path], capture_output=True, text=True,
+                           timeout=10)
+        ok(r.returncode == 2 and "line 1: not a bearer token" in r.stderr,
+           "a token file with %s: status 2, line 1 named (%r)" % (why, r.stderr.strip()))
     os.unlink(path)
 
 
@@ -219,9 +241,10 @@ def test_rate_limit():
     st, f, body = limited(port, "127.0.0.1")
     p = problem(body)
     ok(st == 429 and p.get("type") == QUOTA and p.get("violated-policies") == ["per-client"] and
-       f.get("retry-after") == ["1000"] and f.get("ratelimit") == ['"per-client";r=0;t=3000'] and
+       f.get("retry-after") == ["1000"] and f.get("ratelimit") == ['"per-client";r=0;t=1000'] and
        p.get("detail", "").startswith("rate limit: 3 requests at once"),
-       "the 4th: 429 problem details of type quota-exceeded, Retry-After 1000 (%s %s %s)"
+       "the 4th: 429 problem details of type quota-exceeded, Retry-After 1000, RateLimit's t the same "
+       "(%s %s %s)"
        % (st, p.get("type"), f.get("retry-after")))
     st, f, _ = limited(port, "127.0.0.2")
     ok(st == 200 and f.get("ratelimit") == ['"per-client";r=2;t=1000'],
@@ -234,9 +257,9 @@ def test_rate_limit():
     ok([p[0] for p in probes] == [200] * 4 and all("ratelimit" not in p[1] for p in probes),
        "the probes from the limited client: 200, and no RateLimit fields")
     st, _, _ = limited(port, "127.0.0.1", "/nope")
-    ok(st == 404, "a path no route serves is 404 (the chain runs for routes only)")
+    ok(st == 429, "a path no route serves is limited too: a flood of 404s gets 429s")
     n = metric(port, "microd_rate_limited_total")
-    ok(n == 51, "microd_rate_limited_total counts every 429: %s (51 sent)" % n)
+    ok(n == 52, "microd_rate_limited_total counts every 429: %s (52 sent)" % n)
     stop_microd(proc, log)
 
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--rate-limit", "1"])
@@ -268,6 +291,17 @@ def test_forwarded():
     ok(via(["unknown, 203.0.113.7"]) == 200 and via(["203.0.113.7"]) == 429,
        "  garbage left of the client's address is never reached")
     ok(via(["203.0.113.7,", ""]) == 429, "  empty entries (a trailing comma, an empty line) are skipped")
+    # A proxy that adds a line of its own puts it last: past 16 lines the
+    # first are left out, and a walk that reaches them ends at the proxy.
+    spoof = ["198.51.100.%d" % i for i in range(100, 116)]
+    ok(via(spoof + ["203.0.113.5"]) == 429,
+       "17 lines, the proxy's last: the client is still the proxy's line, not one of the 16 it sent")
+    ok(via(["2001:db8::1"]) == 200 and via(["2001:db8::2"]) == 429 and via(["2001:db8:0:1::1"]) == 200,
+       "  an IPv6 client is its /64: another address of it is limited, another /64 is not")
+    proxies = ["10.0.0.%d" % i for i in range(1, 17)]
+    ok(via(["198.51.100.1"] + proxies) == 200 and via(["198.51.100.2"] + proxies) == 429,
+       "  16 proxies' lines after the client's: the key is the leftmost kept proxy, never the line the "
+       "client wrote")
     ok(via(["203.0.113.9"], source="127.0.0.2") == 200 and via(["203.0.113.9"], source="127.0.0.2") == 429 and
        via(["203.0.113.10"], source="127.0.0.2") == 429,
        "from an untrusted peer (127.0.0.2), X-Forwarded-For is ignored: the peer is the client")

@@ -60,6 +60,14 @@ def main():
         line = poll(lambda: line_of(log, rid), 5, 0.05)
         ok(st == 404 and "trace_id" not in j and line and "trace_id" not in line and "span_id" not in line,
            "a traceparent with %s is ignored: no trace fields in the body or the log" % why)
+    st, body = ask(port, "/nope", [("traceparent", tp), ("traceparent", tp), ("X-Request-Id", "trace-two")])
+    j = json.loads(body or b"{}")
+    line = poll(lambda: line_of(log, "trace-two"), 5, 0.05)
+    ok(st == 404 and "trace_id" not in j and line and "trace_id" not in line,
+       "two traceparent lines, even valid and equal ones, count as none (Level 1)")
+    st, body = ask(port, "/nope", [("traceparent", tp + " \t"), ("X-Request-Id", "trace-ows")])
+    j = json.loads(body or b"{}")
+    ok(st == 404 and j.get("trace_id") == TRACE, "spaces and a tab after a valid value are not part of it")
     stop_microd(proc, log)
 
     # What a handler sees (the test build's /test/trace): tracestate only
@@ -75,6 +83,15 @@ def main():
     ok(out and out.group(1) == TRACE and out.group(2) not in (SPAN, "0" * 16) and out.group(3) == "01",
        "  and its outbound traceparent keeps the trace-id and flags, with a span id of its own: %s"
        % j.get("outbound"))
+    st, body = ask(port, "/test/trace", [("tracestate", "foo=1,bar=2"), ("traceparent", tp), ("tracestate", ""),
+                                         ("tracestate", "rojo=1")])
+    j = json.loads(body or b"{}")
+    ok(st == 200 and j.get("tracestate") == "foo=1,bar=2,rojo=1",
+       "tracestate lines are joined with ',', an empty one left out: %r" % j.get("tracestate"))
+    st, body = ask(port, "/test/trace", [("traceparent", "01-%s-%s-09" % (TRACE, SPAN))])
+    j = json.loads(body or b"{}")
+    ok(st == 200 and j.get("outbound", "").endswith("-01") and j.get("outbound", "").startswith("00-" + TRACE),
+       "flags 09 from a later version go out as 01: only the sampled bit is passed on (%s)" % j.get("outbound"))
     st, body = ask(port, "/test/trace", [("traceparent", "00-%s-%s-01" % (TRACE.upper(), SPAN)),
                                          ("tracestate", "congo=t61rcWkgMzE")])
     j = json.loads(body or b"{}")

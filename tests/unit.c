@@ -437,6 +437,12 @@ static const struct traceparent_case {
     {"00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
      "a field boundary moved", NULL, NULL, NULL},
     {"", "empty", NULL, NULL, NULL},
+    {" \t00-" TP_ID "-" TP_PARENT "-01", "spaces and a tab before it", TP_ID,
+     TP_PARENT, "01"},
+    {"00-" TP_ID "-" TP_PARENT "-01 \t", "a space and a tab after it", TP_ID,
+     TP_PARENT, "01"},
+    {"00-" TP_ID "-" TP_PARENT " -01", "a space inside it", NULL, NULL, NULL},
+    {"  ", "only spaces", NULL, NULL, NULL},
 };
 
 static void
@@ -461,6 +467,37 @@ test_trace(void)
 		   t.flags);
 	}
 	ok(trace_parse(NULL, &t) == -1, "no traceparent: none");
+	{
+		static const struct {
+			const char *in, *out;
+		} flags[] = {{"01", "01"}, {"00", "00"}, {"09", "01"},
+		             {"02", "00"}, {"ff", "01"}, {"fe", "00"}};
+		char out[TRACE_HEADER_LEN + 1], other[TRACE_HEADER_LEN + 1];
+
+		for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+			char v[64];
+
+			snprintf(v, sizeof(v), "01-%s-%s-%s", TP_ID, TP_PARENT,
+			         flags[i].in);
+			trace_parse(v, &t);
+			trace_outbound(&t, out);
+			ok(strlen(out) == TRACE_HEADER_LEN &&
+			       strncmp(out, "00-" TP_ID "-", 36) == 0 &&
+			       strncmp(out + 36, TP_PARENT, 16) != 0 &&
+			       strcmp(out + 53, flags[i].out) == 0 &&
+			       trace_parse(out, &t) == 0,
+			   "trace_outbound of flags %s: the trace, a new span, "
+			   "flags %s: %s",
+			   flags[i].in, flags[i].out, out);
+		}
+		trace_outbound(NULL, out);
+		trace_outbound(NULL, other);
+		ok(trace_parse(out, &t) == 0 && strcmp(t.flags, "00") == 0 &&
+		       strncmp(out, other, 35) != 0,
+		   "trace_outbound without a parent: a new valid trace each "
+		   "time, flags 00: %s",
+		   out);
+	}
 }
 
 static void
@@ -2454,6 +2491,7 @@ static const struct bearer_case {
     {"Bearer abc", "abc", AUTH_OK},
     {"bearer abc", "abc", AUTH_OK},
     {"BEARER  abc  ", "abc", AUTH_OK},
+    {"Bearer abc \t", "abc", AUTH_OK},
     {"Bearer Zm9v+/~._-==", "Zm9v+/~._-==", AUTH_OK},
     {NULL, NULL, AUTH_NONE},
     {"", NULL, AUTH_NONE},
@@ -2501,26 +2539,72 @@ test_auth(void)
 		   "one byte longer is malformed");
 	}
 
-	is(auth_parse("# a comment\n\n one \r\n\ttwo==\nthree", d, 4, &n,
-	              &line),
-	   0, "auth_parse: comments, blank lines, spaces, tabs and a CR");
-	is(n, 3, "  three tokens");
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, "one", 3, want);
-	ok(memcmp(d[0], want, 32) == 0, "  kept as SHA-256 digests");
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, "two==", 5, want);
-	ok(memcmp(d[1], want, 32) == 0, "  the second whole, its '='s too");
-	is(auth_parse("one\nbad token\n", d, 4, &n, &line), -1,
+#define T16 "0123456789abcdef"
+	{
+		static const char text[] =
+		    "# a comment\n\n " T16 "-one \r\n\t" T16 "-two==\n" T16
+		    "-three";
+		static const char nul[] = T16 "-one\n" T16 "\0-two\n";
+
+		is(auth_parse(text, sizeof(text) - 1, d, 4, &n, &line), 0,
+		   "auth_parse: comments, blank lines, spaces, tabs and a CR");
+		is(n, 3, "  three tokens");
+		gnutls_hash_fast(GNUTLS_DIG_SHA256, T16 "-one", 20, want);
+		ok(memcmp(d[0], want, 32) == 0, "  kept as SHA-256 digests");
+		gnutls_hash_fast(GNUTLS_DIG_SHA256, T16 "-two==", 22, want);
+		ok(memcmp(d[1], want, 32) == 0,
+		   "  the second whole, its '='s too");
+		is(auth_parse(nul, sizeof(nul) - 1, d, 4, &n, &line), -1,
+		   "a NUL byte inside a line is refused");
+		is(line, 2, "  on its line (it does not end the text)");
+		is(auth_parse("s\0h\0o\0r\0t\0", 10, d, 4, &n, &line), -1,
+		   "UTF-16 text is refused, never read as a short token");
+	}
+	is(auth_parse(T16 "\n0123456789abcde\n", 33, d, 4, &n, &line), -1,
+	   "a token of 15 bytes is refused (AUTH_TOKEN_MIN 16)");
+	is(line, 2, "  line 2");
+	is(auth_parse(T16 "\nbad " T16 "\n", 38, d, 4, &n, &line), -1,
 	   "a line with a space inside is refused");
 	is(line, 2, "  and named by its number");
-	is(auth_parse("one\n#x\nb,ad\n", d, 4, &n, &line), -1,
+	is(auth_parse(T16 "\n#x\nb," T16 "\n", 39, d, 4, &n, &line), -1,
 	   "a comma in a token is refused");
 	is(line, 3, "  line 3 (comments count)");
-	is(auth_parse("# nothing\n\n", d, 4, &n, &line), -1,
-	   "a file with no token is refused");
-	is(line, 0, "  with no line named");
-	is(auth_parse("a\nb\nc\nd\ne\n", d, 4, &n, &line), -1,
-	   "more tokens than room is refused");
+	is(auth_parse("# nothing\n\n", 11, d, 4, &n, &line), 0,
+	   "a file with no token parses (a reload takes it: all revoked)");
+	is(n, 0, "  to no token");
+	is(auth_parse(T16 "a\n" T16 "b\n" T16 "c\n" T16 "d\n" T16 "e\n", 90, d,
+	              4, &n, &line),
+	   -1, "more tokens than room is refused");
 	is(n, 4, "  after the room was filled");
+	is(line, 0, "  with no line named");
+#undef T16
+}
+
+static void
+test_key_prefix(void)
+{
+	static const struct {
+		const char *in, *want;
+	} rows[] = {
+	    {"203.0.113.9", "203.0.113.9"},
+	    {"::ffff:203.0.113.9", "203.0.113.9"},
+	    {"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"},
+	    {"2001:db8:1:2::ffff", "2001:db8:1:2::"},
+	    {"::1", "::"},
+	    {"fe80::1", "fe80::"},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		unsigned char a[RATELIMIT_KEY_LEN], want[RATELIMIT_KEY_LEN];
+		char buf[INET6_ADDRSTRLEN];
+
+		rl_addr(rows[i].in, a);
+		rl_addr(rows[i].want, want);
+		ratelimit_key_prefix(a);
+		ok(memcmp(a, want, sizeof(a)) == 0,
+		   "ratelimit_key_prefix %s: %s", rows[i].in,
+		   rl_ntop(a, buf, sizeof(buf)));
+	}
 }
 
 int
@@ -2547,5 +2631,6 @@ main(void)
 	test_auth();
 	test_ratelimit();
 	test_client_key();
+	test_key_prefix();
 	return done_testing();
 }
