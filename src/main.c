@@ -390,9 +390,42 @@ print_settings(const struct config *cfg)
 		       "%s\n",
 		       cfg->tls_port, cfg->tls_cert, cfg->tls_key,
 		       cfg->tls_priorities);
+	if (cfg->auth_token_file != NULL)
+		printf(
+		    "bearer tokens from %s, on every route but the probes%s\n",
+		    cfg->auth_token_file,
+		    cfg->auth_metrics ? "" : " and /metrics");
+	else
+		printf("bearer tokens: off\n");
+	if (cfg->rate_milli > 0)
+		printf("rate limit %u.%03u a second and %u at once per client, "
+		       "%zu clients, %zu trusted proxy blocks\n",
+		       cfg->rate_milli / 1000, cfg->rate_milli % 1000,
+		       cfg->rate_burst, cfg->rate_clients, cfg->n_trusted);
+	else
+		printf("rate limit: off\n");
 	if (cfg->ignored_env != NULL)
 		printf("ignored %s=%s (a Kubernetes service link)\n",
 		       cfg->ignored_env, cfg->ignored_value);
+}
+
+/* Settings of the chain that do nothing as given: one warning each. */
+static void
+warn_middleware(const struct config *cfg)
+{
+	if (cfg->auth_metrics && cfg->auth_token_file == NULL)
+		log_warn("--auth-metrics without --auth-token-file: /metrics "
+		         "is open");
+	if (cfg->rate_milli == 0 && (cfg->rate_burst > 0 || cfg->n_trusted > 0))
+		log_warn("--rate-burst or --trusted-proxy without "
+		         "--rate-limit: nothing is rate limited");
+	for (size_t i = 0; i < cfg->n_trusted; i++)
+		if (cfg->trusted[i].prefix == 0 || cfg->trusted[i].prefix == 96)
+			log_warn("--trusted-proxy %s/0 trusts every peer: any "
+			         "client picks its own key with "
+			         "X-Forwarded-For",
+			         cfg->trusted[i].prefix == 0 ? "::"
+			                                     : "0.0.0.0");
 }
 
 int
@@ -519,6 +552,7 @@ main(int argc, char **argv)
 	         cfg.threads_from, cfg.max_body, cfg.body_budget,
 	         cfg.budget_from, cfg.shutdown_timeout_ms);
 	log_limits(&cfg);
+	warn_middleware(&cfg);
 	raise_fd_limit(cfg.connection_limit);
 	if (check_routes(&cfg) != 0) {
 		notify_close(&sv.notifier);

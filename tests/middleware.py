@@ -329,9 +329,26 @@ def test_config_errors():
         r = subprocess.run([BIN, "--port", "0"] + args, capture_output=True, text=True, timeout=10)
         ok(r.returncode == 2 and r.stderr.startswith("microd: " + want + ": invalid value"),
            "%s: status 2, the flag named (%r)" % (" ".join(args), r.stderr.strip()))
-    env = dict(os.environ, MICROD_TRUSTED_PROXIES="10.0.0.0/8 ::1 fd00::/8")
+    env = dict(os.environ, MICROD_TRUSTED_PROXIES="10.0.0.0/8 ::1 fd00::/8", MICROD_RATE_LIMIT="2.5")
     r = subprocess.run([BIN, "--check-config"], capture_output=True, text=True, timeout=10, env=env)
-    ok(r.returncode == 0, "MICROD_TRUSTED_PROXIES takes several blocks, separated by spaces")
+    ok(r.returncode == 0 and "rate limit 2.500 a second and 3 at once per client, 16384 clients, "
+       "3 trusted proxy blocks" in r.stdout and "bearer tokens: off" in r.stdout,
+       "MICROD_TRUSTED_PROXIES takes several blocks, separated by spaces; --check-config shows the limit "
+       "(burst: the rate rounded up)")
+    path = token_file("a-token-of-twenty-bytes\n")
+    r = subprocess.run([BIN, "--check-config", "--auth-token-file", path], capture_output=True, text=True,
+                       timeout=10)
+    ok(r.returncode == 0 and ("bearer tokens from %s, on every route but the probes and /metrics" % path)
+       in r.stdout and "a-token-of" not in r.stdout, "--check-config names the token file, never a token")
+    os.unlink(path)
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--auth-metrics",
+                                    "--trusted-proxy", "0.0.0.0/0", "--log-format", "text"])
+    text = open(log).read()
+    ok("--auth-metrics without --auth-token-file: /metrics is open" in text and
+       "--rate-burst or --trusted-proxy without --rate-limit" in text and
+       "--trusted-proxy 0.0.0.0/0 trusts every peer" in text,
+       "settings that do nothing, or trust everyone, are warned of at start")
+    stop_microd(proc, log)
 
 
 def main():
