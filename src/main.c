@@ -409,6 +409,16 @@ print_settings(const struct config *cfg)
 		       cfg->ignored_env, cfg->ignored_value);
 }
 
+/* A start that fails before the server runs: what was opened is closed
+ * (the token digests, the certificate), and the exit status is 1. */
+static int
+end_early(struct supervisor *sv)
+{
+	middleware_close(sv->middleware);
+	tls_close(sv->tls);
+	return 1;
+}
+
 /* Settings of the chain that do nothing as given: one warning each. */
 static void
 warn_middleware(const struct config *cfg)
@@ -494,12 +504,12 @@ main(int argc, char **argv)
 	          stderr_is_journal());
 	if (metrics_init() != 0) {
 		log_error("the route table outgrew the metrics table");
-		return 1;
+		return end_early(&sv);
 	}
 	listen_fd = activation_listen_fd(err, sizeof(err), &tls_listen_fd);
 	if (listen_fd == ACTIVATION_ERROR) {
 		log_error("socket activation: %s", err);
-		return 1;
+		return end_early(&sv);
 	}
 	if (tls_listen_fd >= 0 && cfg.tls_cert == NULL) {
 		log_warn("socket activation: a socket named https was passed, "
@@ -509,7 +519,7 @@ main(int argc, char **argv)
 	}
 	if (notify_open(&sv.notifier, err, sizeof(err)) != 0) {
 		log_error("service manager: %s", err);
-		return 1;
+		return end_early(&sv);
 	}
 	/* Pings at half the interval, as sd_watchdog_enabled(3) advises. */
 	sv.ping_every_ms = sv.notifier.watchdog_usec / 2000;
@@ -525,13 +535,13 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGPIPE);
 	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0) {
 		log_error("cannot block signals");
-		return 1;
+		return end_early(&sv);
 	}
 	sigdelset(&sigs, SIGPIPE);
 	/* After the mask, so the writer thread inherits it. */
 	if (log_start() != 0) {
 		log_error("cannot start the log writer");
-		return 1;
+		return end_early(&sv);
 	}
 
 	if (cfg.ignored_env != NULL)
@@ -557,7 +567,7 @@ main(int argc, char **argv)
 	if (check_routes(&cfg) != 0) {
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
-		return 1;
+		return end_early(&sv);
 	}
 	/* The application's start hook, before the first request and before
 	 * READY=1. */
@@ -565,7 +575,7 @@ main(int argc, char **argv)
 	if (sv.app == NULL) {
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
-		return 1;
+		return end_early(&sv);
 	}
 	/* The checks exist before the first probe can read them; they run
 	 * once there is a server to check. */
