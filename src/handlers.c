@@ -102,7 +102,7 @@ handle_test_block(const struct request *req, struct reply *rep)
 void
 handle_test_trace(const struct request *req, struct reply *rep)
 {
-	char out[TRACE_HEADER_LEN + 1], state[512];
+	char out[TRACE_HEADER_LEN + 1], state[513];
 	size_t n = request_tracestate(req, state, sizeof(state));
 
 	trace_outbound(req->trace, out);

@@ -136,8 +136,12 @@ request_join_line(void *arg, const char *value)
 {
 	struct request_join *j = (struct request_join *)arg;
 	size_t n = value != NULL ? strlen(value) : 0;
-	size_t need = n + (j->used > 0 ? 1 : 0);
+	size_t need;
 
+	/* libmicrohttpd keeps the spaces and tabs that end a value. */
+	while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+		n--;
+	need = n + (j->used > 0 ? 1 : 0);
 	if (n == 0 || j->full)
 		return;
 	if (j->used + need >= j->len) { /* this line and the rest left out */
@@ -153,9 +157,11 @@ request_join_line(void *arg, const char *value)
 
 /*
  * The tracestate that came beside a valid traceparent, its lines joined
- * with ',' (empty ones left out), into buf (len bytes; Level 1 asks for 512
- * at least): the length, 0 with "" when none came or the traceparent was
- * absent or invalid. Lines that do not fit whole are left out.
+ * with ',' (empty ones left out, spaces and tabs after each dropped), into
+ * buf: len - 1 characters at most and a NUL (Level 1 asks that 512 be
+ * passed on: len 513). The length; 0 with "" when none came or the
+ * traceparent was absent or invalid. From the first line that does not
+ * fit, the lines are left out.
  */
 static inline size_t
 request_tracestate(const struct request *req, char *buf, size_t len)

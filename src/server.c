@@ -647,12 +647,6 @@ check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
 }
 
 /*
- * First call for a request: route it and decide what can be decided from the
- * headers alone. A refusal is sent at once, before any 100 Continue; MHD then
- * skips the body and closes the connection, which is what a refused body
- * calls for.
- */
-/*
  * Takes n more bytes of the process-wide body budget for ex; 0, or -1 when
  * they would pass it (nothing is taken then).
  */
@@ -725,6 +719,7 @@ run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		req.method = method;
 		req.path = ex->path;
 		req.id = ex->request_id;
+		req.trace = ex->trace.trace_id[0] != '\0' ? &ex->trace : NULL;
 		req.app = ex->app;
 	}
 	answered = middleware_run(ex->app->middleware, &req,
@@ -749,6 +744,12 @@ run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	return 1;
 }
 
+/*
+ * First call for a request: route it and decide what can be decided from the
+ * headers alone. A refusal of a request with a body is sent at once, before
+ * any 100 Continue; MHD then skips the body and closes the connection, which
+ * is what a refused body calls for.
+ */
 static enum MHD_Result
 on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
            const char *method, const char *url, const char *version)

@@ -351,6 +351,12 @@ def test_config_errors():
        "--trusted-proxy 0.0.0.0/0 trusts every peer" in text,
        "settings that do nothing, or trust everyone, are warned of at start")
     stop_microd(proc, log)
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--rate-limit", "1",
+                                    "--trusted-proxy", "2001:db8::/96"])
+    text = open(log).read()
+    ok(port is not None and "trusts every peer" not in text,
+       "  an IPv6 /96 that is not the IPv4 space is no such warning")
+    stop_microd(proc, log)
 
 
 def main():

@@ -88,6 +88,13 @@ def main():
     j = json.loads(body or b"{}")
     ok(st == 200 and j.get("tracestate") == "foo=1,bar=2,rojo=1",
        "tracestate lines are joined with ',', an empty one left out: %r" % j.get("tracestate"))
+    st, body = ask(port, "/test/trace", [("traceparent", tp), ("tracestate", "a=1 \t"), ("tracestate", "b=2")])
+    ok(st == 200 and json.loads(body or b"{}").get("tracestate") == "a=1,b=2",
+       "  the spaces and tabs that end a line are dropped")
+    long_state = "k=" + "v" * 510
+    st, body = ask(port, "/test/trace", [("traceparent", tp), ("tracestate", long_state), ("tracestate", "b=2")])
+    ok(st == 200 and json.loads(body or b"{}").get("tracestate") == long_state,
+       "  512 characters are passed on whole (the handler's 513-byte buffer); the line after them left out")
     st, body = ask(port, "/test/trace", [("traceparent", "01-%s-%s-09" % (TRACE, SPAN))])
     j = json.loads(body or b"{}")
     ok(st == 200 and j.get("outbound", "").endswith("-01") and j.get("outbound", "").startswith("00-" + TRACE),
