@@ -232,63 +232,84 @@ parse_example_routes(struct config *cfg, const char *s)
 	(HEALTH_NAME_MAX + HEALTH_HOST_MAX + HEALTH_PATH_MAX + 32)
 
 /*
- * One or more checks, separated by blanks or newlines (the variable's form,
- * as a YAML block leaves it); appended. -1 with *why the rule broken and
- * bad the check that broke it (CHECK_SPEC_MAX bytes: cut if longer).
+ * Calls add(cfg, word, why) for each word of s, words separated by blanks
+ * or newlines (a variable's form, as a YAML block leaves it; none says
+ * why an empty s is refused): 0, or -1 with *why the rule broken and bad
+ * the word that broke it (CHECK_SPEC_MAX bytes: cut if longer). A word
+ * longer than CHECK_SPEC_MAX - 1 bytes is passed on cut, and refused by
+ * add for its length.
  */
 static int
-parse_checks(struct config *cfg, const char *s, const char **why, char *bad)
+each_word(struct config *cfg, const char *s, const char *none,
+          int (*add)(struct config *, const char *, size_t, const char **),
+          const char **why, char *bad)
 {
-	char one[CHECK_SPEC_MAX];
+	char word[CHECK_SPEC_MAX];
 	int any = 0;
 
 	snprintf(bad, CHECK_SPEC_MAX, "%s", s);
 	for (;;) {
 		size_t n;
-		struct health_target t;
 
 		s += strspn(s, " \t\r\n");
 		n = strcspn(s, " \t\r\n");
 		if (n == 0) {
-			*why = "no check given";
+			*why = none;
 			return any ? 0 : -1;
 		}
 		snprintf(bad, CHECK_SPEC_MAX, "%.*s", (int)n, s);
-		if (cfg->n_checks == CONFIG_CHECKS_MAX) {
-			*why = "16 checks at most";
+		snprintf(word, sizeof(word), "%.*s", (int)n, s);
+		if (add(cfg, word, n, why) != 0)
 			return -1;
-		}
-		if (n >= sizeof(one)) {
-			*why = "longer than a check can be";
-			return -1;
-		}
-		memcpy(one, s, n);
-		one[n] = '\0';
-		if (health_parse_target(one, &t, why) != 0)
-			return -1;
-		if (strcmp(t.name, "pool") == 0 ||
-		    strcmp(t.name, "drain") == 0) {
-			*why = "pool and drain are the built-in checks' names";
-			return -1;
-		}
-		for (size_t i = 0; i < cfg->n_checks; i++)
-			if (strcmp(cfg->checks[i].name, t.name) == 0) {
-				*why = "a check of that name is given already";
-				return -1;
-			}
-		cfg->checks[cfg->n_checks++] = t;
 		any = 1;
 		s += n;
 	}
 }
 
+/* One check (n bytes as given), appended. */
 static int
-parse_check(struct config *cfg, const char *s)
+add_check(struct config *cfg, const char *one, size_t n, const char **why)
+{
+	struct health_target t;
+
+	if (cfg->n_checks == CONFIG_CHECKS_MAX) {
+		*why = "16 checks at most";
+		return -1;
+	}
+	if (n >= CHECK_SPEC_MAX) {
+		*why = "longer than a check can be";
+		return -1;
+	}
+	if (health_parse_target(one, &t, why) != 0)
+		return -1;
+	if (strcmp(t.name, "pool") == 0 || strcmp(t.name, "drain") == 0) {
+		*why = "pool and drain are the built-in checks' names";
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_checks; i++)
+		if (strcmp(cfg->checks[i].name, t.name) == 0) {
+			*why = "a check of that name is given already";
+			return -1;
+		}
+	cfg->checks[cfg->n_checks++] = t;
+	return 0;
+}
+
+/* each_word without the reasons: for the options table's parse. */
+static int
+each_word_of(struct config *cfg, const char *s,
+             int (*add)(struct config *, const char *, size_t, const char **))
 {
 	const char *why;
 	char bad[CHECK_SPEC_MAX];
 
-	return parse_checks(cfg, s, &why, bad);
+	return each_word(cfg, s, "", add, &why, bad);
+}
+
+static int
+parse_check(struct config *cfg, const char *s)
+{
+	return each_word_of(cfg, s, add_check);
 }
 
 static int
@@ -362,53 +383,28 @@ parse_tls_priorities(struct config *cfg, const char *s)
 	return 0;
 }
 
-/*
- * One or more proxy address blocks, separated by blanks (the variable's
- * form); appended. -1 with *why and bad as parse_checks.
- */
+/* One proxy address block (n bytes as given), appended. */
 static int
-parse_proxies(struct config *cfg, const char *s, const char **why, char *bad)
+add_proxy(struct config *cfg, const char *one, size_t n, const char **why)
 {
-	char one[64];
-	int any = 0;
-
-	snprintf(bad, CHECK_SPEC_MAX, "%s", s);
-	for (;;) {
-		size_t n;
-
-		s += strspn(s, " \t\r\n");
-		n = strcspn(s, " \t\r\n");
-		if (n == 0) {
-			*why = "no address block given";
-			return any ? 0 : -1;
-		}
-		snprintf(bad, CHECK_SPEC_MAX, "%.*s", (int)n, s);
-		if (cfg->n_trusted == CONFIG_TRUSTED_MAX) {
-			*why = "16 trusted proxy blocks at most";
-			return -1;
-		}
-		if (n >= sizeof(one)) {
-			*why = "longer than an address block can be";
-			return -1;
-		}
-		memcpy(one, s, n);
-		one[n] = '\0';
-		if (ratelimit_parse_cidr(one, &cfg->trusted[cfg->n_trusted],
-		                         why) != 0)
-			return -1;
-		cfg->n_trusted++;
-		any = 1;
-		s += n;
+	if (cfg->n_trusted == CONFIG_TRUSTED_MAX) {
+		*why = "16 trusted proxy blocks at most";
+		return -1;
 	}
+	if (n >= 64) {
+		*why = "longer than an address block can be";
+		return -1;
+	}
+	if (ratelimit_parse_cidr(one, &cfg->trusted[cfg->n_trusted], why) != 0)
+		return -1;
+	cfg->n_trusted++;
+	return 0;
 }
 
 static int
 parse_trusted_proxy(struct config *cfg, const char *s)
 {
-	const char *why;
-	char bad[CHECK_SPEC_MAX];
-
-	return parse_proxies(cfg, s, &why, bad);
+	return each_word_of(cfg, s, add_proxy);
 }
 
 static int
@@ -779,8 +775,9 @@ parse_list(struct config *cfg, const struct option *opt, const char *s,
            const char **why, char *bad)
 {
 	return opt == &options[index_of("check")]
-	           ? parse_checks(cfg, s, why, bad)
-	           : parse_proxies(cfg, s, why, bad);
+	           ? each_word(cfg, s, "no check given", add_check, why, bad)
+	           : each_word(cfg, s, "no address block given", add_proxy, why,
+	                       bad);
 }
 
 /* "WHAT: invalid value 'VALUE' (expected ...)", or with why instead of
