@@ -710,8 +710,8 @@ run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	int answered;
 
 	/* A path no route serves goes through it too, with no route flags:
-	 * a flood of 404s is limited, and without a token no one learns
-	 * which paths exist. A wrong method or a bad parameter has the row
+	 * a flood of 404s is limited, and a client without a token gets 401
+	 * whatever the path. A wrong method or a bad parameter has the row
 	 * its path matched (a probe's stays exempt). */
 	if (ex->res.match == ROUTE_FOUND) {
 		request_view(ex, method, &req);
