@@ -645,7 +645,7 @@ static const struct option options[] = {
     {"auth-token-file", "MICROD_AUTH_TOKEN_FILE", NULL, "FILE",
      "a path to a file of bearer tokens, one a line",
      "require \"Authorization: Bearer TOKEN\" with one of the file's "
-     "tokens on every route but the probes (and /metrics, unless "
+     "tokens on every request but the probes (and /metrics, unless "
      "--auth-metrics); 401 otherwise. Lines that are empty or start "
      "with # are skipped; read again on SIGHUP",
      parse_auth_token_file},
@@ -658,7 +658,7 @@ static const struct option options[] = {
      "requests a second from 0 to 1000000, up to 3 decimals, e.g. 50 "
      "or 0.5",
      "requests a second each client may make, on average, on every "
-     "route but the probes; more get 429 with Retry-After. 0 = no limit "
+     "request but the probes; more get 429 with Retry-After. 0 = no limit "
      "(default 0)",
      parse_rate_limit},
     {"rate-burst", "MICROD_RATE_BURST", NULL, "N",

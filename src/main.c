@@ -391,10 +391,10 @@ print_settings(const struct config *cfg)
 		       cfg->tls_port, cfg->tls_cert, cfg->tls_key,
 		       cfg->tls_priorities);
 	if (cfg->auth_token_file != NULL)
-		printf(
-		    "bearer tokens from %s, on every route but the probes%s\n",
-		    cfg->auth_token_file,
-		    cfg->auth_metrics ? "" : " and /metrics");
+		printf("bearer tokens from %s, on every request but the "
+		       "probes%s\n",
+		       cfg->auth_token_file,
+		       cfg->auth_metrics ? "" : " and /metrics");
 	else
 		printf("bearer tokens: off\n");
 	if (cfg->rate_milli > 0)

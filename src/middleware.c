@@ -276,9 +276,10 @@ middleware_describe(struct middleware *mw)
 		         mw->n_trusted);
 	}
 	if (mw->auth != NULL)
-		log_info("bearer tokens: %zu, on every route but the probes%s",
-		         auth_count(mw->auth),
-		         mw->auth_metrics ? "" : " and /metrics");
+		log_info(
+		    "bearer tokens: %zu, on every request but the probes%s",
+		    auth_count(mw->auth),
+		    mw->auth_metrics ? "" : " and /metrics");
 }
 
 int

@@ -340,7 +340,7 @@ def test_config_errors():
     path = token_file("a-token-of-twenty-bytes\n")
     r = subprocess.run([BIN, "--check-config", "--auth-token-file", path], capture_output=True, text=True,
                        timeout=10)
-    ok(r.returncode == 0 and ("bearer tokens from %s, on every route but the probes and /metrics" % path)
+    ok(r.returncode == 0 and ("bearer tokens from %s, on every request but the probes and /metrics" % path)
        in r.stdout and "a-token-of" not in r.stdout, "--check-config names the token file, never a token")
     os.unlink(path)
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--auth-metrics",
