@@ -43,21 +43,17 @@ HARDEN   = -fsanitize=$(SANITIZE) -fno-sanitize-recover=all \
 LDHARD  += -fsanitize=$(SANITIZE)
 endif
 
-ALL_CFLAGS = $(WARN) $(HARDEN) -pthread -I$(BUILD) \
+ALL_CFLAGS = $(WARN) $(HARDEN) -pthread -I$(BUILD) -Isrc \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
              $(CPPFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
-LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
-           src/handlers.c \
-           src/log.c src/metrics.c src/notify.c src/number.c src/policy.c \
-           src/probe.c src/ratelimit.c src/refusal.c src/resources.c \
-           src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
-           src/status.c src/app.c src/examples.c src/pool.c src/health.c \
-           src/checks.c src/healthz.c src/tls.c src/trace.c src/file.c \
-           src/auth.c src/middleware.c src/utf8.c src/watchdog.c
+# Every .c of the engine (src/, src/server/) and of the service (src/app/):
+# a new file is built without editing this list.
+LIB_SRC  = $(filter-out src/main.c,$(sort $(wildcard src/*.c src/server/*.c \
+           src/app/*.c)))
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
@@ -205,7 +201,7 @@ endef
 $(BUILD)/microd: $(BUILD)/obj/main.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/handlers.o: \
+$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/builtin.o: \
     $(BUILD)/version.h
 $(BUILD)/obj/%.o: src/%.c Makefile
 	@mkdir -p $(@D)
@@ -265,7 +261,8 @@ $(BUILD)/version.h: FORCE
 	    '$(VERSION)' '$(COMMIT)' > $@.tmp; \
 	cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
-C_FILES = $(wildcard src/*.c src/*.h tests/*.c tests/*.h tests/fuzz/*.c \
+C_FILES = $(wildcard src/*.c src/*.h src/server/*.c src/server/*.h \
+          src/app/*.c src/app/*.h tests/*.c tests/*.h tests/fuzz/*.c \
           tests/fuzz/*.h)
 
 fmt:
@@ -296,4 +293,5 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/tests/fuzz/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/*/*.d $(BUILD)/tests/*.d \
+    $(BUILD)/tests/fuzz/*.d)

@@ -19,7 +19,7 @@
 #include "clock.h"
 #include "config.h"
 #include "log.h"
-#include "server.h"
+#include "server/server.h"
 #include "state.h"
 #include "trace.h"
 #include "utf8.h"

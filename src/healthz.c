@@ -10,9 +10,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "app.h"
 #include "checks.h"
 #include "reply.h"
+#include "runtime.h"
 #include "state.h"
 #include "utf8.h"
 
@@ -112,7 +112,7 @@ check_json(const struct check_report *r, unsigned int group, int details)
 static struct checks *
 checks_of(const struct request *req)
 {
-	return req->app != NULL ? req->app->checks : NULL;
+	return req->runtime != NULL ? req->runtime->checks : NULL;
 }
 
 static size_t
@@ -124,7 +124,7 @@ reports(const struct request *req, unsigned int group, struct check_report *out)
 static int
 details_allowed(const struct request *req)
 {
-	return req->app != NULL && req->app->health_details;
+	return req->runtime != NULL && req->runtime->health_details;
 }
 
 /* Whether the group passes, minus the excluded; no copies, no JSON. */

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include "activation.h"
-#include "app.h"
+#include "app/app.h"
+#include "builtin.h"
 #include "checks.h"
 #include "clock.h"
 #include "config.h"
@@ -23,7 +24,8 @@
 #include "probe.h"
 #include "refusal.h"
 #include "router.h"
-#include "server.h"
+#include "runtime.h"
+#include "server/server.h"
 #include "state.h"
 #include "tls.h"
 #include "version.h"
@@ -69,6 +71,7 @@ struct supervisor {
 	struct notifier notifier;
 	struct server *srv;
 	struct app *app;
+	struct runtime runtime;  /* microd's own, for its routes */
 	long long ping_every_ms; /* 0: no watchdog */
 	struct watchdog *watchdog;
 	long long next_extend_ms;
@@ -508,6 +511,11 @@ main(int argc, char **argv)
 	          : isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT
 	                                  : LOG_FORMAT_JSON,
 	          stderr_is_journal());
+	if (router_join(builtin_routes, builtin_routes_count, app_routes,
+	                app_routes_count) != 0) {
+		log_error("the route table has more than %d rows", ROUTER_MAX);
+		return end_early(&sv);
+	}
 	if (metrics_init() != 0) {
 		log_error("the route table outgrew the metrics table");
 		return end_early(&sv);
@@ -585,18 +593,19 @@ main(int argc, char **argv)
 	}
 	/* The checks exist before the first probe can read them; they run
 	 * once there is a server to check. */
-	sv.app->health_details = cfg.health_details;
-	sv.app->tls = sv.tls;
+	sv.runtime.health_details = cfg.health_details;
+	sv.runtime.tls = sv.tls;
 	if (sv.tls != NULL)
 		tls_install(sv.tls);
-	sv.app->middleware = sv.middleware;
+	sv.runtime.middleware = sv.middleware;
 	middleware_describe(sv.middleware);
-	sv.app->checks = checks_new(&cfg);
-	sv.srv = sv.app->checks != NULL
-	             ? server_start(&cfg, listen_fd, tls_listen_fd, sv.app)
+	sv.runtime.checks = checks_new(&cfg);
+	sv.srv = sv.runtime.checks != NULL
+	             ? server_start(&cfg, listen_fd, tls_listen_fd, &sv.runtime,
+	                            sv.app)
 	             : NULL;
 	if (sv.srv != NULL &&
-	    checks_run(sv.app->checks, sv.srv, sv.ping_every_ms > 0) != 0) {
+	    checks_run(sv.runtime.checks, sv.srv, sv.ping_every_ms > 0) != 0) {
 		server_stop(sv.srv);
 		sv.srv = NULL;
 	}
@@ -606,16 +615,16 @@ main(int argc, char **argv)
 		log_info("watchdog: GET /health through each worker thread "
 		         "every %lld ms",
 		         sv.ping_every_ms);
-		sv.watchdog = watchdog_start(sv.srv, &sv.notifier,
-		                             sv.ping_every_ms, sv.app->checks);
+		sv.watchdog = watchdog_start(
+		    sv.srv, &sv.notifier, sv.ping_every_ms, sv.runtime.checks);
 		if (sv.watchdog == NULL) {
-			checks_halt(sv.app->checks);
+			checks_halt(sv.runtime.checks);
 			server_stop(sv.srv);
 			sv.srv = NULL;
 		}
 	}
 	if (sv.srv == NULL) {
-		checks_free(sv.app->checks);
+		checks_free(sv.runtime.checks);
 		app_stop(sv.app);
 		middleware_close(sv.middleware);
 		tls_close(sv.tls);
@@ -641,11 +650,12 @@ main(int argc, char **argv)
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
-	watchdog_stop(sv.watchdog);  /* it talks to the pool: stop it first */
-	checks_halt(sv.app->checks); /* so does the pool check */
+	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
+	checks_halt(sv.runtime.checks); /* so does the pool check */
 	if (server_stop(sv.srv) == 0) {
-		checks_free(sv.app->checks); /* no probe reads them any more */
-		sv.app->checks = NULL;
+		checks_free(
+		    sv.runtime.checks); /* no probe reads them any more */
+		sv.runtime.checks = NULL;
 		app_stop(sv.app);                /* no handler runs any more */
 		middleware_close(sv.middleware); /* nor the chain */
 	} else

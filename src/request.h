@@ -25,11 +25,12 @@ struct request_params {
 };
 
 /*
- * The application's own context, set up once by app_start (src/app.h) and
+ * The application's own context, set up once by app_start (src/app/app.h) and
  * handed to every handler. Handlers run on many threads at once: what they
  * change in it must be atomic or locked.
  */
 struct app;
+struct runtime;
 
 struct request {
 	const char *method;
@@ -39,7 +40,8 @@ struct request {
 	 * the handler makes: trace_outbound(req->trace, buf), and
 	 * request_tracestate(req, buf, len) passed on as it came. */
 	const struct trace *trace;
-	struct app *app;
+	struct app *app;                     /* the service's (src/app/app.h) */
+	struct runtime *runtime;             /* microd's own (src/runtime.h) */
 	const struct request_params *params; /* never NULL once dispatched */
 	json_t *body; /* parsed JSON, for ROUTE_JSON_BODY routes; borrowed */
 	/* The body as sent, for ROUTE_RAW_BODY routes: raw_len bytes and a NUL

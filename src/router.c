@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * router.c -- the route table; map method + raw path to a handler and its
- * path parameters
+ * router.c -- the matcher: map method + raw path to a row of the joined
+ * route table and its path parameters
  */
 #include "router.h"
 
@@ -10,38 +10,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "examples.h"
-#include "handlers.h"
-#include "healthz.h"
 #include "policy.h"
 #include "reply.h"
 
-static const struct route routes[] = {
-    {"GET", "/health", handle_health, ROUTE_PROBE, 0},
-    {"GET", "/ready", handle_ready, ROUTE_PROBE, 0},
-    {"GET", "/livez", handle_livez, ROUTE_PROBE, 0},
-    {"GET", "/readyz", handle_readyz, ROUTE_PROBE, 0},
-    {"GET", "/livez/{name}", handle_livez_one, ROUTE_PROBE, 0},
-    {"GET", "/readyz/{name}", handle_readyz_one, ROUTE_PROBE, 0},
-    {"GET", "/version", handle_version, 0, 0},
-    {"GET", "/metrics", handle_metrics, ROUTE_METRICS, 0},
-    {"POST", "/echo", handle_echo, ROUTE_JSON_BODY, 0},
-    /* --example-routes: see src/examples.c and the README. */
-    {"GET", "/status/{code}", handle_status, ROUTE_EXAMPLE, 0},
-    {"GET", "/delay/{ms}", handle_delay, ROUTE_EXAMPLE | ROUTE_BLOCKING, 0},
-    {"GET", "/resolve/{host}", handle_resolve, ROUTE_EXAMPLE | ROUTE_BLOCKING,
-     0},
-    {"PUT", "/notes/{name}", handle_note_put,
-     ROUTE_EXAMPLE | ROUTE_RAW_BODY | ROUTE_BLOCKING, 4096},
-    {"GET", "/notes/{name}", handle_note_get, ROUTE_EXAMPLE, 0},
-#if MICROD_TEST_HOOKS
-    {"GET", "/test/block", handle_test_block, 0, 0},
-    {"GET", "/test/status/{code}", handle_test_status, 0, 0},
-    {"GET", "/test/trace", handle_test_trace, 0, 0},
-#endif
-};
-
-#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+/*
+ * The table served: microd's own rows, then the service's, joined once by
+ * router_join at start, before any thread reads it; read-only after.
+ */
+static struct route routes[ROUTER_MAX];
+static size_t n_routes;
 
 /* Longest literal segment a template may have: decoded on the stack. */
 #define LITERAL_MAX 128
@@ -284,7 +261,7 @@ enum route_match
 router_find(const char *method, const char *raw, unsigned int hide, char *buf,
             size_t len, struct route_result *out)
 {
-	return router_match(routes, N_ROUTES, method, raw, hide, buf, len, out);
+	return router_match(routes, n_routes, method, raw, hide, buf, len, out);
 }
 
 static int
@@ -397,16 +374,28 @@ router_check(const struct route *table, size_t n, unsigned int hide, char *msg,
 	return NULL;
 }
 
+int
+router_join(const struct route *own, size_t n_own, const struct route *app,
+            size_t n_app)
+{
+	if (n_own > ROUTER_MAX || n_app > ROUTER_MAX - n_own)
+		return -1;
+	memcpy(routes, own, n_own * sizeof(*own));
+	memcpy(routes + n_own, app, n_app * sizeof(*app));
+	n_routes = n_own + n_app;
+	return 0;
+}
+
 size_t
 router_count(void)
 {
-	return N_ROUTES;
+	return n_routes;
 }
 
 const struct route *
 router_at(size_t i)
 {
-	return i < N_ROUTES ? &routes[i] : NULL;
+	return i < n_routes ? &routes[i] : NULL;
 }
 
 size_t

@@ -75,7 +75,18 @@ enum route_match router_match(const struct route *table, size_t n,
                               unsigned int hide, char *buf, size_t len,
                               struct route_result *out);
 
-/* router_match over microd's own table. */
+/* Most rows the joined table holds. */
+#define ROUTER_MAX 128
+
+/*
+ * Makes the table served: own's rows (microd's), then app's (the service's).
+ * Called once at start, before any thread runs a request; router_check then
+ * checks the whole. 0, or -1 when the rows pass ROUTER_MAX.
+ */
+int router_join(const struct route *own, size_t n_own, const struct route *app,
+                size_t n_app);
+
+/* router_match over the joined table. */
 enum route_match router_find(const char *method, const char *raw,
                              unsigned int hide, char *buf, size_t len,
                              struct route_result *out);

@@ -4,7 +4,7 @@
 #define MICROD_WATCHDOG_H
 
 #include "notify.h"
-#include "server.h"
+#include "server/server.h"
 
 struct checks;
 struct watchdog;

@@ -5,7 +5,7 @@
 # Each case is sent as raw bytes (an HTTP client library would refuse to
 # send most of them) and must get its expected outcome, and for a refusal the
 # reason: microd's problem-details "detail" (the rule in src/policy.c or
-# src/server.c that answered), or the text of libmicrohttpd's own error page.
+# src/server/ that answered), or the text of libmicrohttpd's own error page.
 # Every case keeps the rest of the request valid (a correct Host, a correct
 # length) unless it is about that part, so it cannot pass through a different
 # rule. After every case a GET /health on a new connection must still answer

@@ -401,13 +401,13 @@ def test_readme():
     section = readme[readme.index("## Adding a route"):]
     section = section[:section.index("\n## ", 5)]
     blocks = re.findall(r"```c\n(.*?)```", section, re.S)
-    with open(os.path.join(root, "src/examples.c")) as f:
+    with open(os.path.join(root, "src/app/examples.c")) as f:
         examples = f.read()
-    with open(os.path.join(root, "src/router.c")) as f:
+    with open(os.path.join(root, "src/app/routes.c")) as f:
         router = f.read()
     ok(len(blocks) == 2 and blocks[0] in examples and blocks[0].startswith("void\nhandle_resolve("),
-       "the README's handler is handle_resolve in src/examples.c, verbatim")
-    ok(len(blocks) == 2 and blocks[1] in router, "its route row is in src/router.c, verbatim")
+       "the README's handler is handle_resolve in src/app/examples.c, verbatim")
+    ok(len(blocks) == 2 and blocks[1] in router, "its route row is in src/app/routes.c, verbatim")
 
 
 def test_peer_v6():

@@ -17,12 +17,13 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "app/app.h"
 #include "auth.h"
+#include "builtin.h"
 #include "check.h"
 #include "clock.h"
 #include "config.h"
 #include "encode.h"
-#include "handlers.h"
 #include "health.h"
 #include "healthz.h"
 #include "log.h"
@@ -2610,6 +2611,9 @@ test_key_prefix(void)
 int
 main(void)
 {
+	if (router_join(builtin_routes, builtin_routes_count, app_routes,
+	                app_routes_count) != 0)
+		return 1;
 	test_router();
 	test_reply();
 	test_reply_header();

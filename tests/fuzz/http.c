@@ -10,11 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/app.h"
+#include "builtin.h"
 #include "config.h"
 #include "fuzz.h"
 #include "log.h"
 #include "metrics.h"
-#include "server.h"
+#include "router.h"
+#include "server/server.h"
 #include "state.h"
 
 static struct server *srv; /* the daemon under test, for the whole run */
@@ -40,9 +43,12 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	log_setup(cfg.log_level, LOG_FORMAT_JSON, 0);
-	if (metrics_init() != 0)
+	if (router_join(builtin_routes, builtin_routes_count, app_routes,
+	                app_routes_count) != 0 ||
+	    metrics_init() != 0)
 		abort();
-	srv = server_start(&cfg, -1, -1, NULL); /* no example routes: no app */
+	/* No example routes, so no app; no runtime: no checks, no chain. */
+	srv = server_start(&cfg, -1, -1, NULL, NULL);
 	if (srv == NULL)
 		abort();
 	state_set(STATE_READY);

@@ -10,9 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
+#include "app/app.h"
+#include "app/handlers.h"
+#include "builtin.h"
 #include "config.h"
-#include "examples.h"
 #include "fuzz.h"
 #include "metrics.h"
 #include "reply.h"
@@ -28,7 +29,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	app = app_start(&cfg);
-	return metrics_init() != 0 || app == NULL ? -1 : 0;
+	return router_join(builtin_routes, builtin_routes_count, app_routes,
+	                   app_routes_count) != 0 ||
+	               metrics_init() != 0 || app == NULL
+	           ? -1
+	           : 0;
 }
 
 int

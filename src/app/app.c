@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "examples.h"
+#include "handlers.h"
 #include "log.h"
 
 struct app *

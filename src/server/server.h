@@ -9,15 +9,18 @@
 
 struct server;
 struct app;
+struct runtime;
 
 /*
  * Starts the pool on listen_fd when it is >= 0 (a listening socket passed by
  * the service manager), else binds cfg's address and port, and the handler
- * pool when a route served may block. Logs the address and real port. app
- * is handed to every handler. NULL on error.
+ * pool when a route served may block. Logs the address and real port.
+ * runtime (microd's own state) and app (the service's context) are handed to
+ * every handler. NULL on error.
  */
 struct server *server_start(const struct config *cfg, int listen_fd,
-                            int tls_listen_fd, struct app *app);
+                            int tls_listen_fd, struct runtime *runtime,
+                            struct app *app);
 
 unsigned int server_port(const struct server *srv);
 

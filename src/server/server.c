@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "app.h"
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
@@ -32,6 +31,7 @@
 #include "reply.h"
 #include "reqid.h"
 #include "router.h"
+#include "runtime.h"
 #include "tls.h"
 #include "trace.h"
 
@@ -108,9 +108,10 @@ struct server {
 	/* Failed probe answers' log lines: see probe_log_gate */
 	atomic_llong probe_log_next_ns;
 	atomic_ullong probe_log_skipped;
-	struct app *app;   /* the handlers' context; not ours */
-	struct pool *pool; /* runs the ROUTE_BLOCKING handlers */
-	unsigned int hide; /* route flags left out: ROUTE_EXAMPLE, or 0 */
+	struct app *app; /* the service's context, for its handlers; not ours */
+	struct runtime *runtime; /* microd's own; not ours */
+	struct pool *pool;       /* runs the ROUTE_BLOCKING handlers */
+	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
 };
 
 /*
@@ -194,6 +195,7 @@ struct exchange {
 	struct pool_task task;
 	struct MHD_Connection *conn;
 	struct app *app;
+	struct runtime *runtime;
 	struct snapshot snap;
 	json_t *job_body;
 	struct reply *job_reply; /* the handler's, from start_job on */
@@ -721,8 +723,9 @@ run_chain(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		req.id = ex->request_id;
 		req.trace = ex->trace.trace_id[0] != '\0' ? &ex->trace : NULL;
 		req.app = ex->app;
+		req.runtime = ex->runtime;
 	}
-	answered = middleware_run(ex->app->middleware, &req,
+	answered = middleware_run(ex->runtime->middleware, &req,
 	                          rt != NULL ? rt->flags : 0, &rep, &f);
 	if (f.ratelimit[0] != '\0' || f.www_authenticate[0] != '\0') {
 		ex->fields = malloc(sizeof(*ex->fields));
@@ -783,7 +786,7 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		    (rt->flags & (ROUTE_JSON_BODY | ROUTE_RAW_BODY)) != 0;
 		ex->nul = (rt->flags & ROUTE_RAW_BODY) != 0;
 	}
-	if (ex->app != NULL && ex->app->middleware != NULL) {
+	if (ex->runtime != NULL && ex->runtime->middleware != NULL) {
 		enum MHD_Result ret;
 
 		if (run_chain(srv, conn, ex, method, f.chunked || f.length > 0,
@@ -903,6 +906,7 @@ request_view(struct exchange *ex, const char *method, struct request *req)
 	req->id = ex->request_id;
 	req->trace = ex->trace.trace_id[0] != '\0' ? &ex->trace : NULL;
 	req->app = ex->app;
+	req->runtime = ex->runtime;
 	req->params = &ex->res.params;
 	if (rt->flags & ROUTE_RAW_BODY) {
 		req->raw = ex->body != NULL ? ex->body : "";
@@ -1301,6 +1305,7 @@ on_target(void *cls, const char *uri, struct MHD_Connection *conn)
 	ex->params = ex->path + n + 2;
 	ex->params_len = n + REQUEST_PARAMS_MAX + 1;
 	ex->app = srv->app;
+	ex->runtime = srv->runtime;
 	return ex; /* libmicrohttpd's reference: on_completed */
 }
 
@@ -1669,7 +1674,7 @@ start_daemon(struct server *srv, const struct config *cfg, unsigned int flags,
 
 struct server *
 server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
-             struct app *app)
+             struct runtime *runtime, struct app *app)
 {
 	struct server *srv;
 	/*
@@ -1710,6 +1715,7 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 	atomic_init(&srv->probe_log_skipped, 0);
 	atomic_init(&srv->refused, 0);
 	srv->app = app;
+	srv->runtime = runtime;
 	srv->hide = cfg->example_routes ? 0 : ROUTE_EXAMPLE;
 	if (needs_pool(srv->hide)) {
 		srv->pool =

@@ -1,22 +1,27 @@
 /* SPDX-License-Identifier: MIT */
-/* handlers.c -- one function per endpoint: request in, status + JSON out */
-#include "handlers.h"
+/*
+ * builtin.c -- microd's own routes, joined with the service's at start: the
+ * probes (src/healthz.c), /version, /metrics, and the test builds' hooks
+ */
+#include "builtin.h"
 
 #include <string.h>
 #include <time.h>
 
-#include "app.h"
 #include "checks.h"
+#include "healthz.h"
 #include "metrics.h"
 #include "middleware.h"
 #include "number.h"
 #include "reply.h"
-#include "server.h"
+#include "router.h"
+#include "runtime.h"
+#include "server/server.h"
 #include "state.h"
 #include "tls.h"
 #include "version.h"
 
-void
+static void
 handle_version(const struct request *req, struct reply *rep)
 {
 	(void)req;
@@ -29,18 +34,18 @@ handle_version(const struct request *req, struct reply *rep)
 
 /* microd's own families past the request metrics: checks, TLS. */
 static void
-render_app(void *arg, FILE *f)
+render_runtime(void *arg, FILE *f)
 {
-	const struct app *app = arg;
+	const struct runtime *rt = arg;
 	unsigned long long ok, failed;
 
-	if (app->checks != NULL)
-		checks_render_metrics(app->checks, f);
-	if (app->middleware != NULL)
-		middleware_render_metrics(app->middleware, f);
-	if (app->tls == NULL)
+	if (rt->checks != NULL)
+		checks_render_metrics(rt->checks, f);
+	if (rt->middleware != NULL)
+		middleware_render_metrics(rt->middleware, f);
+	if (rt->tls == NULL)
 		return;
-	tls_reloads(app->tls, &ok, &failed);
+	tls_reloads(rt->tls, &ok, &failed);
 	fprintf(f,
 	        "# HELP microd_tls_certificate_expiry_timestamp_seconds When "
 	        "the HTTPS certificate in use expires (notAfter).\n"
@@ -52,24 +57,18 @@ render_app(void *arg, FILE *f)
 	        "# TYPE microd_tls_reloads_total counter\n"
 	        "microd_tls_reloads_total{result=\"ok\"} %llu\n"
 	        "microd_tls_reloads_total{result=\"failed\"} %llu\n",
-	        tls_expiry(app->tls), ok, failed);
+	        tls_expiry(rt->tls), ok, failed);
 }
 
-void
+static void
 handle_metrics(const struct request *req, struct reply *rep)
 {
 	size_t len = 0;
-	char *text = metrics_render(&len, req->app != NULL ? render_app : NULL,
-	                            req->app);
+	char *text = metrics_render(
+	    &len, req->runtime != NULL ? render_runtime : NULL, req->runtime);
 
 	reply_text(rep, 200, text, len,
 	           "text/plain; version=0.0.4; charset=utf-8");
-}
-
-void
-handle_echo(const struct request *req, struct reply *rep)
-{
-	reply_json(rep, 200, json_incref(req->body));
 }
 
 #if MICROD_TEST_HOOKS
@@ -78,7 +77,7 @@ handle_echo(const struct request *req, struct reply *rep)
  * worker thread that runs it for ?ms= milliseconds (at most 30 s), the
  * honest way to wedge one worker of the pool.
  */
-void
+static void
 handle_test_block(const struct request *req, struct reply *rep)
 {
 	uintmax_t ms = 0;
@@ -99,7 +98,7 @@ handle_test_block(const struct request *req, struct reply *rep)
  * Test builds only: what a handler sees of the trace context, and the
  * traceparent it would send on a request of its own.
  */
-void
+static void
 handle_test_trace(const struct request *req, struct reply *rep)
 {
 	char out[TRACE_HEADER_LEN + 1], state[513];
@@ -118,7 +117,7 @@ handle_test_trace(const struct request *req, struct reply *rep)
  * with a body unless ?body=no, so the suite can see what microd does with a
  * handler that answers a status no response can have.
  */
-void
+static void
 handle_test_status(const struct request *req, struct reply *rep)
 {
 	uintmax_t code = 0;
@@ -134,3 +133,22 @@ handle_test_status(const struct request *req, struct reply *rep)
 		rep->status = (unsigned int)code;
 }
 #endif
+
+const struct route builtin_routes[] = {
+    {"GET", "/health", handle_health, ROUTE_PROBE, 0},
+    {"GET", "/ready", handle_ready, ROUTE_PROBE, 0},
+    {"GET", "/livez", handle_livez, ROUTE_PROBE, 0},
+    {"GET", "/readyz", handle_readyz, ROUTE_PROBE, 0},
+    {"GET", "/livez/{name}", handle_livez_one, ROUTE_PROBE, 0},
+    {"GET", "/readyz/{name}", handle_readyz_one, ROUTE_PROBE, 0},
+    {"GET", "/version", handle_version, 0, 0},
+    {"GET", "/metrics", handle_metrics, ROUTE_METRICS, 0},
+#if MICROD_TEST_HOOKS
+    {"GET", "/test/block", handle_test_block, 0, 0},
+    {"GET", "/test/status/{code}", handle_test_status, 0, 0},
+    {"GET", "/test/trace", handle_test_trace, 0, 0},
+#endif
+};
+
+const size_t builtin_routes_count =
+    sizeof(builtin_routes) / sizeof(builtin_routes[0]);

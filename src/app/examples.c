@@ -4,7 +4,7 @@
  * echo, a blocking delay on the handler pool, and a note store that shows a
  * path parameter, a raw body, reply headers and the application context
  */
-#include "examples.h"
+#include "handlers.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

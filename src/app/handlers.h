@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * examples.h -- the example routes (--example-routes): /status/{code},
- * /delay/{ms}, /resolve/{host} and a small note store, /notes/{name}
+ * handlers.h -- the service's handlers: POST /echo (echo.c), and the example
+ * routes (--example-routes, examples.c): /status/{code}, /delay/{ms},
+ * /resolve/{host} and a small note store, /notes/{name}
  */
-#ifndef MICROD_EXAMPLES_H
-#define MICROD_EXAMPLES_H
+#ifndef MICROD_APP_HANDLERS_H
+#define MICROD_APP_HANDLERS_H
 
 #include "request.h"
 
@@ -15,6 +16,7 @@
 /* Longest /delay/{ms}. */
 #define EXAMPLES_DELAY_MAX_MS 10000
 
+handler_fn handle_echo;
 handler_fn handle_status;
 handler_fn handle_delay;
 handler_fn handle_resolve;

@@ -1,18 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * app.h -- the application's context and its life cycle: where a service
- * built on microd keeps what its handlers share (a database pool, a cache),
- * set up before the first request and torn down after the last
+ * app.h -- the service's side of microd: its routes, and the context its
+ * handlers share (a database pool, a cache), set up before the first request
+ * and torn down after the last. The engine never includes this file: main
+ * hands the rows and the context to it.
  */
 #ifndef MICROD_APP_H
 #define MICROD_APP_H
 
-#include "request.h"
+#include <stddef.h>
 
-struct checks;
+#include "router.h"
+
 struct config;
-struct tls;
-struct middleware;
 struct notes;
 
 /*
@@ -23,15 +23,12 @@ struct notes;
 struct app {
 	struct notes *notes; /* the example routes' store; NULL without
 	                      * --example-routes */
-	/* microd's own, set by main once the server runs: the health checks
-	 * the probes read (NULL: none), and --health-details. */
-	struct checks *checks;
-	int health_details;
-	struct tls *tls; /* the HTTPS certificate, for /metrics; NULL: none */
-	/* The before-handler chain's state (rate limit, tokens); NULL: the
-	 * chain is not run. */
-	struct middleware *middleware;
 };
+
+/* The service's route rows (src/app/routes.c), joined with microd's own at
+ * start. */
+extern const struct route app_routes[];
+extern const size_t app_routes_count;
 
 /*
  * Called once, before the server starts and before the service manager is
