@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "dispatch.h"
 #include "log.h"
 #include "metrics.h"
 #include "middleware.h"
@@ -871,29 +872,6 @@ on_body(struct server *srv, struct exchange *ex, const char *data, size_t size)
 	return MHD_YES;
 }
 
-/*
- * Runs the route's handler. A reply no final response can have (a status
- * outside 200-599, or none set) becomes a 500, logged with the route.
- */
-static void
-run_handler(const struct exchange *ex, const struct request *req,
-            struct reply *rep)
-{
-	const struct route *rt = ex->res.route;
-
-	rt->handler(req, rep);
-	if (rep->status >= 200 && rep->status <= 599 &&
-	    (rep->body != NULL || rep->text != NULL))
-		return;
-	log_error("%s %s: the handler answered %s %u; sent 500 instead",
-	          rt->method, rt->path,
-	          rep->body != NULL || rep->text != NULL ? "status"
-	                                                 : "no body, status",
-	          rep->status);
-	reply_release(rep);
-	reply_error(rep, 500, "the handler gave no valid reply");
-}
-
 /* What the handler sees; the lookup and body are the caller's to set. */
 static void
 request_view(struct exchange *ex, const char *method, struct request *req)
@@ -1011,7 +989,7 @@ job_run(struct pool_task *task)
 	if (ex->method_head)
 		req.method = "HEAD";
 	req.body = ex->job_body;
-	run_handler(ex, &req, ex->job_reply);
+	dispatch_run(ex->res.route, &req, ex->job_reply);
 }
 
 /*
@@ -1131,7 +1109,6 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 	                      .ctx = ex};
 	struct reply rep = {0};
 	enum MHD_Result ret;
-	json_error_t jerr;
 	/*
 	 * 0.9.75 ends a trailer section at any line whose first byte becomes
 	 * a NUL (a colon, a NUL), as it ends a head, and nothing tells microd
@@ -1166,26 +1143,14 @@ on_complete_request(struct server *srv, struct MHD_Connection *conn,
 		return send_busy(srv, conn, ex);
 	if (ex->body != NULL && ex->nul)
 		ex->body[ex->len] = '\0'; /* room was kept for it */
-	if (ex->res.route->flags & ROUTE_JSON_BODY) {
-		struct policy_verdict v = policy_json_cost(ex->body, ex->len);
-
-		if (v.status != 0)
-			return send_error(srv, conn, ex, v.status, close_after,
-			                  v.detail);
-		req.body = json_loadb(ex->body != NULL ? ex->body : "", ex->len,
-		                      JSON_DECODE_ANY, &jerr);
-		if (req.body == NULL) {
-			reply_error(&rep, 400,
-			            "invalid JSON at line %d, column %d: %s",
-			            jerr.line, jerr.column, jerr.text);
-			return send_reply(srv, conn, ex, &rep, close_after);
-		}
-	}
+	if ((ex->res.route->flags & ROUTE_JSON_BODY) &&
+	    dispatch_json(ex->body, ex->len, &req.body, &rep) != 0)
+		return send_reply(srv, conn, ex, &rep, close_after);
 	ex->method_head = strcmp(method, "HEAD") == 0;
 	if (ex->res.route->flags & ROUTE_BLOCKING)
 		return start_job(srv, conn, ex, req.body);
 	request_view(ex, method, &req);
-	run_handler(ex, &req, &rep);
+	dispatch_run(ex->res.route, &req, &rep);
 	ret = send_reply(srv, conn, ex, &rep, close_after);
 	json_decref(req.body);
 	return ret;

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* dispatch.c -- a whole request to its reply: JSON body, handler, checks */
+#include "dispatch.h"
+
+#include "log.h"
+#include "policy.h"
+#include "reply.h"
+
+int
+dispatch_json(const char *body, size_t len, json_t **out, struct reply *rep)
+{
+	struct policy_verdict v = policy_json_cost(body, len);
+	json_error_t jerr;
+
+	*out = NULL;
+	if (v.status != 0) {
+		reply_error(rep, v.status, "%s", v.detail);
+		return -1;
+	}
+	*out =
+	    json_loadb(body != NULL ? body : "", len, JSON_DECODE_ANY, &jerr);
+	if (*out != NULL)
+		return 0;
+	reply_error(rep, 400, "invalid JSON at line %d, column %d: %s",
+	            jerr.line, jerr.column, jerr.text);
+	return -1;
+}
+
+void
+dispatch_run(const struct route *rt, const struct request *req,
+             struct reply *rep)
+{
+	rt->handler(req, rep);
+	if (rep->status >= 200 && rep->status <= 599 &&
+	    (rep->body != NULL || rep->text != NULL))
+		return;
+	log_error("%s %s: the handler answered %s %u; sent 500 instead",
+	          rt->method, rt->path,
+	          rep->body != NULL || rep->text != NULL ? "status"
+	                                                 : "no body, status",
+	          rep->status);
+	reply_release(rep);
+	reply_error(rep, 500, "the handler gave no valid reply");
+}
