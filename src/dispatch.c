@@ -2,9 +2,22 @@
 /* dispatch.c -- a whole request to its reply: JSON body, handler, checks */
 #include "dispatch.h"
 
+#include <strings.h>
+
 #include "log.h"
 #include "policy.h"
 #include "reply.h"
+
+int
+dispatch_is_json(const char *ct)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1;
+
+	if (ct == NULL || strncasecmp(ct, want, n) != 0)
+		return 0;
+	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
 
 int
 dispatch_json(const char *body, size_t len, json_t **out, struct reply *rep)

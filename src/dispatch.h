@@ -11,6 +11,10 @@
 
 #include "router.h"
 
+/* Whether a Content-Type names JSON: application/json, any case, optionally
+ * followed by parameters. A ROUTE_JSON_BODY route gets 415 otherwise. */
+int dispatch_is_json(const char *content_type);
+
 /*
  * For a ROUTE_JSON_BODY route: parses the len bytes at body (NULL: none)
  * into *out (the caller's to json_decref). 0, or -1 with rep filled: 413

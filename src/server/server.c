@@ -478,18 +478,6 @@ send_error(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	return send_reply(srv, conn, ex, &rep, close_after);
 }
 
-/* application/json, any case, optionally followed by parameters. */
-static int
-is_json_type(const char *ct)
-{
-	static const char want[] = "application/json";
-	size_t n = sizeof(want) - 1;
-
-	if (ct == NULL || strncasecmp(ct, want, n) != 0)
-		return 0;
-	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
-}
-
 /* Collects a request's header or trailer fields for the policy. */
 struct field_list {
 	struct policy_field *fields;
@@ -799,7 +787,7 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		                  "the request body is larger than the limit");
 	if (ex->res.match == ROUTE_FOUND &&
 	    (ex->res.route->flags & ROUTE_JSON_BODY) &&
-	    !is_json_type(MHD_lookup_connection_value(
+	    !dispatch_is_json(MHD_lookup_connection_value(
 	        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
 		return send_error(srv, conn, ex, 415, 1,
 		                  "the request body must be application/json");
