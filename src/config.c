@@ -60,48 +60,13 @@ parse_threads(struct config *cfg, const char *s)
 	return 0;
 }
 
-/* A byte count with an optional k/m/g suffix (powers of 1024), in [min, max].
- */
-static int
-parse_size(const char *s, uintmax_t min, uintmax_t max, uintmax_t *out)
-{
-	char digits[32];
-	size_t n = strlen(s), shift = 0;
-	uintmax_t v;
-
-	if (n == 0 || n >= sizeof(digits))
-		return -1;
-	switch (s[n - 1]) {
-	case 'k':
-	case 'K':
-		shift = 10;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		break;
-	default:
-		break;
-	}
-	memcpy(digits, s, n + 1);
-	if (shift != 0)
-		digits[n - 1] = '\0';
-	if (number_parse(digits, max >> shift, &v) != 0 || (v << shift) < min)
-		return -1;
-	*out = v << shift;
-	return 0;
-}
-
 static int
 parse_body_budget(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_size(s, (uintmax_t)64 << 10, (uintmax_t)4 << 30, &v) != 0)
+	if (number_parse_size(s, (uintmax_t)64 << 10, (uintmax_t)4 << 30, &v) !=
+	    0)
 		return -1;
 	cfg->body_budget = (size_t)v;
 	return 0;
@@ -112,7 +77,7 @@ parse_max_body(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_size(s, 1, (uintmax_t)1 << 30, &v) != 0)
+	if (number_parse_size(s, 1, (uintmax_t)1 << 30, &v) != 0)
 		return -1;
 	cfg->max_body = (size_t)v;
 	return 0;
@@ -123,7 +88,7 @@ parse_connection_memory(struct config *cfg, const char *s)
 {
 	uintmax_t v;
 
-	if (parse_size(s, 2048, (uintmax_t)1 << 20, &v) != 0)
+	if (number_parse_size(s, 2048, (uintmax_t)1 << 20, &v) != 0)
 		return -1;
 	cfg->connection_memory = (size_t)v;
 	return 0;
@@ -315,7 +280,7 @@ parse_check(struct config *cfg, const char *s)
 static int
 parse_check_interval(struct config *cfg, const char *s)
 {
-	return config_parse_seconds(s, 3600, &cfg->check_interval_ms) != 0 ||
+	return number_parse_seconds(s, 3600, &cfg->check_interval_ms) != 0 ||
 	               cfg->check_interval_ms < 100
 	           ? -1
 	           : 0;
@@ -324,7 +289,7 @@ parse_check_interval(struct config *cfg, const char *s)
 static int
 parse_check_timeout(struct config *cfg, const char *s)
 {
-	return config_parse_seconds(s, 60, &cfg->check_timeout_ms) != 0 ||
+	return number_parse_seconds(s, 60, &cfg->check_timeout_ms) != 0 ||
 	               cfg->check_timeout_ms < 10
 	           ? -1
 	           : 0;
@@ -423,7 +388,7 @@ static int
 parse_rate_limit(struct config *cfg, const char *s)
 {
 	/* Thousandths, as seconds are read into milliseconds. */
-	return config_parse_seconds(s, 1000000, &cfg->rate_milli);
+	return number_parse_seconds(s, 1000000, &cfg->rate_milli);
 }
 
 static int
@@ -472,48 +437,16 @@ parse_log_level(struct config *cfg, const char *s)
 	return 0;
 }
 
-int
-config_parse_seconds(const char *s, unsigned int max_s, unsigned int *out)
-{
-	char whole[16];
-	const char *dot = strchr(s, '.');
-	size_t n = dot != NULL ? (size_t)(dot - s) : strlen(s);
-	uintmax_t secs, frac = 0;
-	int places = 0;
-
-	if (n == 0 || n >= sizeof(whole))
-		return -1;
-	memcpy(whole, s, n);
-	whole[n] = '\0';
-	if (number_parse(whole, max_s, &secs) != 0)
-		return -1;
-	if (dot != NULL) {
-		for (const char *p = dot + 1; *p != '\0'; p++, places++) {
-			if (*p < '0' || *p > '9' || places == 3)
-				return -1;
-			frac = frac * 10 + (uintmax_t)(*p - '0');
-		}
-		if (places == 0)
-			return -1;
-		for (; places < 3; places++)
-			frac *= 10;
-	}
-	if (secs == max_s && frac != 0)
-		return -1;
-	*out = (unsigned int)(secs * 1000 + frac);
-	return 0;
-}
-
 static int
 parse_shutdown_timeout(struct config *cfg, const char *s)
 {
-	return config_parse_seconds(s, 3600, &cfg->shutdown_timeout_ms);
+	return number_parse_seconds(s, 3600, &cfg->shutdown_timeout_ms);
 }
 
 static int
 parse_drain_delay(struct config *cfg, const char *s)
 {
-	return config_parse_seconds(s, 3600, &cfg->drain_delay_ms);
+	return number_parse_seconds(s, 3600, &cfg->drain_delay_ms);
 }
 
 static const struct option options[] = {

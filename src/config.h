@@ -97,12 +97,6 @@ enum config_result config_parse_with(struct config *cfg, int argc, char **argv,
 enum config_result config_parse_address(struct config *cfg, int argc,
                                         char **argv, char *err, size_t errlen);
 
-/*
- * Seconds with up to three decimals ("10", "0.5", "2.25"), at most max_s, as
- * milliseconds. 0 or -1.
- */
-int config_parse_seconds(const char *s, unsigned int max_s, unsigned int *out);
-
 /* Writes the --help text, generated from the option table. */
 void config_usage(FILE *out);
 

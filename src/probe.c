@@ -18,6 +18,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "number.h"
 #include "resources.h"
 
 /* Never 2: Docker reserves that exit status of a HEALTHCHECK. */
@@ -464,12 +465,12 @@ probe_main(int argc, char **argv)
 			cacert = a + 9;
 		} else if (strcmp(a, "--timeout") == 0) {
 			a = argv[++i];
-			if (config_parse_seconds(a, 3600, &timeout_ms) != 0 ||
+			if (number_parse_seconds(a, 3600, &timeout_ms) != 0 ||
 			    timeout_ms == 0)
 				goto bad_timeout;
 		} else if (strncmp(a, "--timeout=", 10) == 0) {
 			a += 10;
-			if (config_parse_seconds(a, 3600, &timeout_ms) != 0 ||
+			if (number_parse_seconds(a, 3600, &timeout_ms) != 0 ||
 			    timeout_ms == 0)
 				goto bad_timeout;
 		} else if (n < MAX_ARGS - 1) {
