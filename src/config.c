@@ -620,19 +620,6 @@ static const struct option options[] = {
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
-/*
- * What the memory-derived defaults assume: microd's own memory besides its
- * connections and bodies (binary, libraries, thread stacks, the log ring),
- * and what one connection costs beyond --connection-memory (the kernel's
- * socket and microd's bookkeeping). Measured: an idle connection adds 7 KiB
- * to the cgroup's usage, one that filled 14 KiB of headers 19 KiB (README,
- * "Defaults inside a container").
- */
-#define BASE_MEMORY ((unsigned long long)8 << 20)
-#define CONNECTION_OVERHEAD ((unsigned long long)8 << 10)
-#define DEFAULT_CONNECTIONS 10000U
-#define MIN_CONNECTIONS 16U
-
 static void
 set_defaults(struct config *cfg)
 {
@@ -642,7 +629,7 @@ set_defaults(struct config *cfg)
 	cfg->max_body = (size_t)1 << 20;
 	cfg->body_budget = 0; /* decided once --max-body is known */
 	cfg->event_loop = EVENT_LOOP_POLL;
-	cfg->connection_limit = DEFAULT_CONNECTIONS;
+	cfg->connection_limit = 10000;
 	cfg->per_ip_limit = 0;
 	cfg->idle_timeout_s = 15;
 	cfg->connection_memory = (size_t)16 << 10;
@@ -792,73 +779,6 @@ env_value(struct config *cfg, const struct option *opt, const char **name)
 }
 
 /*
- * The defaults that follow from the CPUs and memory microd may use, for the
- * options no flag or variable set (from[i] names the source of those that
- * were).
- */
-static void
-fit_resources(struct config *cfg, const struct resources *res,
-              const char *const *from)
-{
-	unsigned long long usable = 0, per_conn, conns, budget;
-	const char *limits_threads = from[index_of("threads")];
-	const char *limit_from = from[index_of("connection-limit")];
-	const char *budget_from = from[index_of("body-budget")];
-	char memory[192];
-
-	if (limits_threads == NULL) {
-		cfg->threads = res->cpus < 1     ? 1
-		               : res->cpus > 256 ? 256
-		                                 : res->cpus;
-		snprintf(cfg->threads_from, sizeof(cfg->threads_from), "%s",
-		         res->cpus_from);
-	}
-	if (budget_from == NULL) {
-		cfg->body_budget = (size_t)8 << 20;
-		if (cfg->body_budget < 2 * cfg->max_body)
-			cfg->body_budget = 2 * cfg->max_body;
-	}
-	snprintf(cfg->budget_from, sizeof(cfg->budget_from), "%s",
-	         budget_from != NULL ? budget_from : "default");
-	snprintf(cfg->connections_from, sizeof(cfg->connections_from), "%s",
-	         limit_from != NULL ? limit_from : "default");
-	if (res->memory == 0 || (budget_from != NULL && limit_from != NULL))
-		return;
-	if (res->memory >= (1ULL << 20))
-		snprintf(memory, sizeof(memory), "%llu MiB %s",
-		         res->memory >> 20, res->memory_from);
-	else
-		snprintf(memory, sizeof(memory), "%llu KiB %s",
-		         res->memory >> 10, res->memory_from);
-	/* A quarter of the limit stays free: page cache, fragmentation. */
-	if (res->memory - res->memory / 4 > BASE_MEMORY)
-		usable = res->memory - res->memory / 4 - BASE_MEMORY;
-	if (budget_from == NULL) {
-		budget = usable / 4;
-		if (budget < cfg->max_body)
-			budget = cfg->max_body;
-		if (budget < cfg->body_budget) {
-			cfg->body_budget = (size_t)budget;
-			snprintf(cfg->budget_from, sizeof(cfg->budget_from),
-			         "%s", memory);
-		}
-	}
-	if (limit_from == NULL) {
-		per_conn = cfg->connection_memory + CONNECTION_OVERHEAD;
-		conns = usable > cfg->body_budget
-		            ? (usable - cfg->body_budget) / per_conn
-		            : 0;
-		if (conns < MIN_CONNECTIONS)
-			conns = MIN_CONNECTIONS;
-		if (conns < cfg->connection_limit) {
-			cfg->connection_limit = (unsigned int)conns;
-			snprintf(cfg->connections_from,
-			         sizeof(cfg->connections_from), "%s", memory);
-		}
-	}
-}
-
-/*
  * argv first: a flag sets its option, and the environment is read only for
  * the options no flag set. With address_only, only --bind and --port are
  * read (the probe); the other flags are passed over.
@@ -978,7 +898,9 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 	}
 	if (address_only)
 		return CONFIG_RUN;
-	fit_resources(cfg, res, from);
+	resources_fit(cfg, res, from[index_of("threads")],
+	              from[index_of("connection-limit")],
+	              from[index_of("body-budget")]);
 	if (cfg->tls_cert != NULL && cfg->tls_port != 0 &&
 	    cfg->tls_port == cfg->port) {
 		snprintf(

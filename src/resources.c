@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* resources.c -- the CPUs and memory this process may use (affinity, cgroup) */
+/* resources.c -- the CPUs and memory microd may use, and what they size */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "resources.h"
 
@@ -12,7 +12,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "number.h"
+
+/*
+ * What the memory-derived defaults assume: microd's own memory besides its
+ * connections and bodies (binary, libraries, thread stacks, the log ring),
+ * and what one connection costs beyond --connection-memory (the kernel's
+ * socket and microd's bookkeeping). Measured: an idle connection adds 7 KiB
+ * to the cgroup's usage, one that filled 14 KiB of headers 19 KiB (README,
+ * "Defaults inside a container").
+ */
+#define BASE_MEMORY ((unsigned long long)8 << 20)
+#define CONNECTION_OVERHEAD ((unsigned long long)8 << 10)
+#define MIN_CONNECTIONS 16U
 
 /* A v1 limit this high is the kernel's "unlimited" (LONG_MAX, page-aligned). */
 #define V1_UNLIMITED (1ULL << 62)
@@ -404,4 +417,64 @@ resources_read(struct resources *r)
 		walk_up(dir, ml, "memory.limit_in_bytes", take_memory, r);
 out:
 	free(pt);
+}
+
+void
+resources_fit(struct config *cfg, const struct resources *res,
+              const char *threads_from, const char *limit_from,
+              const char *budget_from)
+{
+	unsigned long long usable = 0, per_conn, conns, budget;
+	char memory[192];
+
+	if (threads_from == NULL) {
+		cfg->threads = res->cpus < 1     ? 1
+		               : res->cpus > 256 ? 256
+		                                 : res->cpus;
+		snprintf(cfg->threads_from, sizeof(cfg->threads_from), "%s",
+		         res->cpus_from);
+	}
+	if (budget_from == NULL) {
+		cfg->body_budget = (size_t)8 << 20;
+		if (cfg->body_budget < 2 * cfg->max_body)
+			cfg->body_budget = 2 * cfg->max_body;
+	}
+	snprintf(cfg->budget_from, sizeof(cfg->budget_from), "%s",
+	         budget_from != NULL ? budget_from : "default");
+	snprintf(cfg->connections_from, sizeof(cfg->connections_from), "%s",
+	         limit_from != NULL ? limit_from : "default");
+	if (res->memory == 0 || (budget_from != NULL && limit_from != NULL))
+		return;
+	if (res->memory >= (1ULL << 20))
+		snprintf(memory, sizeof(memory), "%llu MiB %s",
+		         res->memory >> 20, res->memory_from);
+	else
+		snprintf(memory, sizeof(memory), "%llu KiB %s",
+		         res->memory >> 10, res->memory_from);
+	/* A quarter of the limit stays free: page cache, fragmentation. */
+	if (res->memory - res->memory / 4 > BASE_MEMORY)
+		usable = res->memory - res->memory / 4 - BASE_MEMORY;
+	if (budget_from == NULL) {
+		budget = usable / 4;
+		if (budget < cfg->max_body)
+			budget = cfg->max_body;
+		if (budget < cfg->body_budget) {
+			cfg->body_budget = (size_t)budget;
+			snprintf(cfg->budget_from, sizeof(cfg->budget_from),
+			         "%s", memory);
+		}
+	}
+	if (limit_from == NULL) {
+		per_conn = cfg->connection_memory + CONNECTION_OVERHEAD;
+		conns = usable > cfg->body_budget
+		            ? (usable - cfg->body_budget) / per_conn
+		            : 0;
+		if (conns < MIN_CONNECTIONS)
+			conns = MIN_CONNECTIONS;
+		if (conns < cfg->connection_limit) {
+			cfg->connection_limit = (unsigned int)conns;
+			snprintf(cfg->connections_from,
+			         sizeof(cfg->connections_from), "%s", memory);
+		}
+	}
 }

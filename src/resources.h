@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* resources.h -- the CPUs and memory this process may use (affinity, cgroup) */
+/* resources.h -- the CPUs and memory microd may use, and what they size */
 #ifndef MICROD_RESOURCES_H
 #define MICROD_RESOURCES_H
 
@@ -19,6 +19,18 @@ struct resources {
  * process's cgroup and its ancestors. What cannot be read counts as no limit.
  */
 void resources_read(struct resources *r);
+
+struct config;
+
+/*
+ * The defaults that follow from res for the options no flag or variable set:
+ * the threads (the CPUs), and under a memory limit the body budget and the
+ * connection limit. Each *_from is the flag or variable that set the option,
+ * or NULL; cfg's threads_from, budget_from and connections_from say whence.
+ */
+void resources_fit(struct config *cfg, const struct resources *res,
+                   const char *threads_from, const char *limit_from,
+                   const char *budget_from);
 
 /*
  * The pure parts, for tests. Each returns 1 for a limit, 0 for none ("max",
