@@ -995,6 +995,142 @@ test_config(void)
 	is(PARSE(&cfg, "--version"), CONFIG_VERSION, "--version");
 }
 
+/*
+ * Every bounded option at its edges: the lowest and highest values accepted,
+ * the nearest ones refused, and the error, whose range comes from the same
+ * row as the bounds. below is NULL where nothing is below the lowest.
+ */
+static void
+test_config_bounds(void)
+{
+	static const struct bound_case {
+		const char *flag, *lowest, *below, *highest, *above, *expected;
+	} cases[] = {
+	    {"port", "0", NULL, "65535", "65536", "an integer from 0 to 65535"},
+	    {"threads", "1", "0", "256", "257", "an integer from 1 to 256"},
+	    {"max-body", "1", "0", "1g", "1025m",
+	     "a size from 1 byte to 1g, e.g. 4096, 64k, 1m"},
+	    {"body-budget", "64k", "65535", "4g", "4294967297",
+	     "a size from 64k to 4g, at least --max-body"},
+	    {"connection-limit", "1", "0", "1000000", "1000001",
+	     "an integer from 1 to 1000000"},
+	    {"per-ip-limit", "0", NULL, "1000000", "1000001",
+	     "an integer from 0 to 1000000"},
+	    {"idle-timeout", "1", "0", "3600", "3601",
+	     "whole seconds from 1 to 3600"},
+	    {"connection-memory", "2k", "2047", "1m", "1025k",
+	     "a size from 2k to 1m"},
+	    {"shutdown-timeout", "0", NULL, "3600", "3600.001",
+	     "seconds from 0 to 3600, e.g. 10 or 2.5"},
+	    {"handler-threads", "1", "0", "256", "257",
+	     "an integer from 1 to 256"},
+	    {"handler-queue", "0", NULL, "100000", "100001",
+	     "an integer from 0 to 100000"},
+	    {"check-interval", "0.1", "0.099", "3600", "3600.001",
+	     "seconds from 0.1 to 3600"},
+	    {"check-timeout", "0.01", "0.009", "60", "60.001",
+	     "seconds from 0.01 to 60"},
+	    {"check-threshold", "1", "0", "100", "101",
+	     "an integer from 1 to 100"},
+	    {"tls-port", "0", NULL, "65535", "65536",
+	     "an integer from 0 to 65535"},
+	    {"rate-limit", "0", NULL, "1000000", "1000000.001",
+	     "requests a second from 0 to 1000000, up to 3 decimals, e.g. 50 "
+	     "or 0.5"},
+	    {"rate-burst", "1", "0", "1000000", "1000001",
+	     "an integer from 1 to 1000000"},
+	    {"rate-limit-clients", "8", "7", "16777216", "16777217",
+	     "an integer from 8 to 16777216"},
+	    {"drain-delay", "0", NULL, "3600", "3600.001",
+	     "seconds from 0 to 3600, e.g. 5 or 0.5"},
+	    /* Words: one accepted, and one near miss. */
+	    {"event-loop", "epoll", NULL, "poll", "EPOLL", "poll or epoll"},
+	    {"log-format", "text", NULL, "json", "logfmt", "json or text"},
+	    {"log-level", "error", NULL, "debug", "warning",
+	     "one of error, warn, info, debug"},
+	};
+	static char longest[4097];
+	struct config cfg;
+	char err[256], want[256];
+
+	/* The budget's lowest is below the default --max-body. */
+	setenv("MICROD_MAX_BODY", "64k", 1);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct bound_case *c = &cases[i];
+		char flag[40];
+		int ok_ends, refused = 1;
+
+		snprintf(flag, sizeof(flag), "--%s", c->flag);
+		ok_ends = PARSE(&cfg, flag, c->lowest) == CONFIG_RUN &&
+		          PARSE(&cfg, flag, c->highest) == CONFIG_RUN;
+		if (c->below != NULL) {
+			snprintf(want, sizeof(want),
+			         "%s: invalid value '%s' (expected %s)", flag,
+			         c->below, c->expected);
+			refused = PARSE(&cfg, flag, c->below) == CONFIG_ERROR &&
+			          strcmp(err, want) == 0;
+		}
+		snprintf(want, sizeof(want),
+		         "%s: invalid value '%s' (expected %s)", flag, c->above,
+		         c->expected);
+		refused = refused &&
+		          PARSE(&cfg, flag, c->above) == CONFIG_ERROR &&
+		          strcmp(err, want) == 0;
+		ok(ok_ends && refused, "%s takes %s and %s, not %s%s%s: %s",
+		   flag, c->lowest, c->highest, c->below ? c->below : "",
+		   c->below ? " and " : "", c->above, err);
+	}
+	unsetenv("MICROD_MAX_BODY");
+
+	/* Strings, through variables: argv here holds 63 bytes at most. */
+	memset(longest, 'p', 4095);
+	setenv("MICROD_AUTH_TOKEN_FILE", longest, 1);
+	is(PARSE(&cfg, "--port", "1"), CONFIG_RUN,
+	   "a token file path of 4095 bytes is taken");
+	longest[4095] = 'p';
+	setenv("MICROD_AUTH_TOKEN_FILE", longest, 1);
+	ok(PARSE(&cfg, "--port", "1") == CONFIG_ERROR &&
+	       strstr(err, "MICROD_AUTH_TOKEN_FILE: invalid value 'ppp") ==
+	           err &&
+	       strstr(err, "...' (expected a path to a file of bearer tokens, "
+	                   "one a line)") != NULL,
+	   "one of 4096 bytes is not: %s", err);
+	setenv("MICROD_AUTH_TOKEN_FILE", "", 1);
+	is(PARSE(&cfg, "--port", "1"), CONFIG_ERROR, "nor an empty one");
+	unsetenv("MICROD_AUTH_TOKEN_FILE");
+	longest[1023] = '\0';
+	setenv("MICROD_TLS_PRIORITIES", longest, 1);
+	is(PARSE(&cfg, "--port", "1"), CONFIG_RUN,
+	   "a priority string of 1023 bytes is taken");
+	longest[1023] = 'p';
+	longest[1024] = '\0';
+	setenv("MICROD_TLS_PRIORITIES", longest, 1);
+	ok(PARSE(&cfg, "--port", "1") == CONFIG_ERROR &&
+	       strstr(err, "(expected a GnuTLS priority string)") != NULL,
+	   "one of 1024 bytes is not: %s", err);
+	unsetenv("MICROD_TLS_PRIORITIES");
+
+	/* The defaults the rows give. */
+	PARSE(&cfg, "--port", "1");
+	ok(cfg.event_loop == EVENT_LOOP_POLL && cfg.tls_port == 8443 &&
+	       strcmp(cfg.tls_priorities, CONFIG_TLS_PRIORITIES) == 0 &&
+	       cfg.check_interval_ms == 5000 && cfg.check_timeout_ms == 1000 &&
+	       cfg.check_threshold == 1 && cfg.rate_milli == 0 &&
+	       cfg.rate_burst == 0 && cfg.rate_clients == 16384 &&
+	       cfg.drain_delay_ms == 0 && cfg.log_format == -1 &&
+	       cfg.tls_cert == NULL && cfg.auth_token_file == NULL &&
+	       !cfg.log_probes && !cfg.health_details && !cfg.auth_metrics &&
+	       cfg.n_checks == 0 && cfg.n_trusted == 0,
+	   "the other defaults: poll, HTTPS port 8443 when enabled, TLS 1.2 "
+	   "and 1.3, checks every 5 s for 1 s, no rate limit, no drain "
+	   "delay, switches off");
+	is(PARSE(&cfg, "--port"), CONFIG_ERROR, "a flag without its value");
+	is_str(err,
+	       "--port: missing value (expected an integer from 0 to "
+	       "65535)",
+	       "  says what it expects");
+}
+
 /* Only cases that return before any descriptor is touched. */
 static void
 test_resources(void)
@@ -2621,6 +2757,7 @@ main(void)
 	test_health();
 	test_encode();
 	test_config();
+	test_config_bounds();
 	test_resources();
 	test_activation();
 	test_notify();
