@@ -39,6 +39,35 @@ def documented():
        % (len(flags), len(names), " (missing: %s)" % ", ".join(missing) if missing else ""))
 
 
+def man_options():
+    """microd.8's OPTIONS (from its .SH OPTIONS to the next .SH) tags exactly
+    the flags --help lists, which come from the option table; and the page
+    names every variable the table reads."""
+    helptext = subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
+    flags = set(re.findall(r"^  (--[a-z-]+)", helptext, re.M))
+    names = set(re.findall(r"\b(?:env: |then )([A-Z][A-Z_]+)", helptext))
+    with open(os.path.join(ROOT, "dist/microd.8")) as f:
+        man = f.read()
+    section = re.search(r"^\.SH \"?OPTIONS\"?[ \t]*\n(.*?)(?=^\.SH|\Z)", man, re.M | re.S)
+    lines = section.group(1).split("\n") if section else []
+    # An entry is a .TP (or .TQ) paragraph whose tag line is .B, .BI or .BR
+    # with the flag first; the flags named in the text do not count.
+    tagged = set()
+    for tp, tag in zip(lines, lines[1:]):
+        m = re.match(r"\.B[IR]?\s+\"?((?:\\-){2}(?:[a-z0-9]|\\-)+)", tag)
+        if re.match(r"\.T[PQ]\b", tp) and m:
+            tagged.add(m.group(1).replace("\\-", "-"))
+    missing, extra = sorted(flags - tagged), sorted(tagged - flags)
+    ok(section is not None and len(flags) >= 30 and not missing and not extra,
+       "microd.8's OPTIONS has an entry for each of the %d flags of --help and no other%s%s"
+       % (len(flags), " (no entry: %s)" % ", ".join(missing) if missing else "",
+          " (not a flag: %s)" % ", ".join(extra) if extra else ""))
+    text = re.sub(r"\\f(?:\[[^]]*\]|\(..|.)", "", man)  # no font changes: \fBPORT\fR
+    unnamed = sorted(n for n in names if not re.search(r"(?<![A-Za-z0-9_])%s(?![A-Za-z0-9_])" % n, text))
+    ok(len(names) >= 30 and not unnamed, "microd.8 names all %d variables of the option table%s"
+       % (len(names), " (missing: %s)" % ", ".join(unnamed) if unnamed else ""))
+
+
 def run_checks():
     """Small promises of the start-up and /metrics, against the binary."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MICROD_") and k != "PORT"}
@@ -92,6 +121,7 @@ def run_checks():
 
 def main():
     documented()
+    man_options()
     run_checks()
     if "/sanitize/" in BIN or "/tsan/" in BIN:
         skip("a sanitizer build is not hardened the same way", CHECKS)
