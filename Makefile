@@ -56,7 +56,8 @@ LIB_SRC  = $(filter-out src/main.c,$(sort $(wildcard src/*.c src/server/*.c \
            src/app/*.c)))
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
-TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
+TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
+           $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
@@ -212,6 +213,11 @@ $(BUILD)/tests/%.o: tests/%.c
 	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/unit: $(BUILD)/tests/unit.o $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The handlers, through the router without a socket (tests/oneshot.c).
+$(BUILD)/tests/handlers: $(BUILD)/tests/handlers.o $(BUILD)/tests/oneshot.o \
+    $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Fuzz targets: replayed over their corpus by driver.c in make check; run
