@@ -195,6 +195,31 @@ check_token(struct middleware *mw, const struct request *req,
 	}
 }
 
+/* Settings of the chain that do nothing as given: one warning each. */
+void
+middleware_warn(const struct config *cfg)
+{
+	if (cfg->auth_metrics && cfg->auth_token_file == NULL)
+		log_warn("--auth-metrics without --auth-token-file: /metrics "
+		         "is open");
+	if (cfg->rate_milli == 0 && (cfg->rate_burst > 0 || cfg->n_trusted > 0))
+		log_warn("--rate-burst or --trusted-proxy without "
+		         "--rate-limit: nothing is rate limited");
+	for (size_t i = 0; i < cfg->n_trusted; i++) {
+		const struct cidr *c = &cfg->trusted[i];
+		/* IPv4 blocks are kept IPv4-mapped: 0.0.0.0/0 is ::ffff:0:0/96
+		 */
+		int v4_all = c->prefix == 96 && c->addr[10] == 0xff &&
+		             c->addr[11] == 0xff;
+
+		if (c->prefix == 0 || v4_all)
+			log_warn("--trusted-proxy %s/0 trusts every peer: any "
+			         "client picks its own key with "
+			         "X-Forwarded-For",
+			         c->prefix == 0 ? "::" : "0.0.0.0");
+	}
+}
+
 /*
  * The chain, in order. Probes carry no credentials and must answer however
  * hard a client pushes, so probe routes skip both links. The rate limit
