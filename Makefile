@@ -62,7 +62,7 @@ TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
                tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
-               tests/middleware.py
+               tests/middleware.py tests/layout.py
 
 # Debian packages: what a build needs, and what the tests need on top.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
