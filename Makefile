@@ -62,11 +62,15 @@ TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
                tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
-               tests/middleware.py tests/layout.py
+               tests/middleware.py tests/layout.py tests/deps.py
 
-# Debian packages: what a build needs, and what the tests need on top.
+# Debian packages: what a build needs, and what the tests need on top. A
+# word a|b|c asks for any one of them, and for a when none is installed:
+# either libcurl flavour serves the tests, and asking for the other would
+# have apt remove the one there and every package that depends on it.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
-DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl openssl clang-format \
+DEB_CURL  = libcurl4-openssl-dev|libcurl4-gnutls-dev|libcurl4-nss-dev
+DEB_TEST  = $(DEB_BUILD) $(DEB_CURL) perl curl openssl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
             systemd man-db wrk valgrind $(DEB_ENGINES)
 # The engine suites: a Debian 12 VM with systemd as PID 1, and podman.
@@ -164,7 +168,8 @@ $(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd: \
 	fi
 
 # Installs missing Debian packages (as root, else through sudo); elsewhere
-# prints what to install.
+# prints what to install. tests/deps.py runs it against a fake dpkg-query
+# and apt-get.
 deps:
 	@$(call ensure_pkgs,$(DEB_BUILD))
 deps-test:
@@ -173,9 +178,13 @@ deps-test:
 define ensure_pkgs
 missing=""; \
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
-  for p in $(1); do \
-    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
-      || missing="$$missing $$p"; \
+  for p in $(subst |,/,$(1)); do \
+    have=""; \
+    for a in $$(echo "$$p" | tr / ' '); do \
+      dpkg-query -W -f='$${Status}\n' $$a 2>/dev/null | grep -q '^install ok installed' \
+        && { have=1; break; }; \
+    done; \
+    [ -n "$$have" ] || missing="$$missing $${p%%/*}"; \
   done; \
   if [ -n "$$missing" ]; then \
     if [ "$$(id -u)" = 0 ]; then sudo=""; \
