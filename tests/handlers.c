@@ -55,12 +55,10 @@ test_echo(void)
 	oneshot_run(&(struct oneshot){.method = "POST",
 	                              .target = "/echo",
 	                              .headers = json_header,
-	                              .body = "{\"a\":[1,2]}"},
+	                              .body = "{\"a\":1}"},
 	            &rep);
 	is(rep.status, 200, "POST /echo is 200");
-	is(json_integer_value(
-	       json_array_get(json_object_get(rep.body, "a"), 1)),
-	   2, "and gives the body back");
+	is(json_integer_value(json_object_get(rep.body, "a")), 1, "echoed");
 	reply_release(&rep);
 }
 

@@ -396,7 +396,8 @@ def test_app_fails():
 
 
 def test_readme():
-    """The README's "Adding a route" code is the source's, byte for byte."""
+    """The README's "Adding a route" code is the source's, byte for byte, and
+    so is its handler test."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "README.md")) as f:
         readme = f.read()
@@ -412,6 +413,18 @@ def test_readme():
     ok(len(blocks) == 2 and blocks[0] in examples and blocks[0].startswith("void\nhandle_resolve("),
        "the README's handler is handle_resolve in src/app/examples.c, verbatim")
     ok(len(blocks) == 2 and blocks[1] in router, "its route row is in src/app/routes.c, verbatim")
+    # The handler test: a function of tests/handlers.c, which make check
+    # runs, called from its main(), at most 15 lines.
+    section = readme[readme.index("### Testing a handler\n"):]
+    section = section[:re.search(r"\n##+ ", section[4:]).start() + 4]
+    blocks = re.findall(r"```c\n(.*?)```", section, re.S)
+    with open(os.path.join(root, "tests/handlers.c")) as f:
+        handlers = f.read()
+    name = re.match(r"static void\n(\w+)\(void\)\n", blocks[0]) if len(blocks) == 1 else None
+    ok(name and blocks[0] in handlers and blocks[0].count("\n") <= 15
+       and re.search(r"\bmain\(void\)\n\{.*\n\t%s\(\);\n" % name.group(1), handlers, re.S),
+       "the README's handler test is %s in tests/handlers.c, verbatim, run by its main(), "
+       "%d lines" % (name.group(1) if name else "?", blocks[0].count("\n") if blocks else 0))
 
 
 def test_peer_v6():
