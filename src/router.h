@@ -18,6 +18,10 @@ enum route_flag {
 	ROUTE_NO_AUTH = 32,  /* open without a bearer token */
 	ROUTE_NO_LIMIT = 64, /* not rate limited */
 	ROUTE_METRICS = 128, /* needs a token only with --auth-metrics */
+	/* A probe of one named check (/livez/{name}): a probe only when the
+	 * name is a configured check's; any other name goes through the chain
+	 * as a path no route serves. */
+	ROUTE_PROBE_NAMED = 256,
 };
 
 /*
