@@ -56,16 +56,21 @@ LIB_SRC  = $(filter-out src/main.c,$(sort $(wildcard src/*.c src/server/*.c \
            src/app/*.c)))
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
-TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/http $(BUILD)/tests/drain \
+TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
+           $(BUILD)/tests/drain \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
                tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
-               tests/middleware.py
+               tests/middleware.py tests/layout.py tests/deps.py
 
-# Debian packages: what a build needs, and what the tests need on top.
+# Debian packages: what a build needs, and what the tests need on top. A
+# word a|b|c asks for any one of them, and for a when none is installed:
+# either libcurl flavour serves the tests, and asking for the other would
+# have apt remove the one there and every package that depends on it.
 DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
-DEB_TEST  = $(DEB_BUILD) libcurl4-openssl-dev perl curl openssl clang-format \
+DEB_CURL  = libcurl4-openssl-dev|libcurl4-gnutls-dev|libcurl4-nss-dev
+DEB_TEST  = $(DEB_BUILD) $(DEB_CURL) perl curl openssl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
             systemd man-db wrk valgrind $(DEB_ENGINES)
 # The engine suites: a Debian 12 VM with systemd as PID 1, and podman.
@@ -163,7 +168,8 @@ $(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd: \
 	fi
 
 # Installs missing Debian packages (as root, else through sudo); elsewhere
-# prints what to install.
+# prints what to install. tests/deps.py runs it against a fake dpkg-query
+# and apt-get.
 deps:
 	@$(call ensure_pkgs,$(DEB_BUILD))
 deps-test:
@@ -172,9 +178,13 @@ deps-test:
 define ensure_pkgs
 missing=""; \
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
-  for p in $(1); do \
-    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
-      || missing="$$missing $$p"; \
+  for p in $(subst |,/,$(1)); do \
+    have=""; \
+    for a in $$(echo "$$p" | tr / ' '); do \
+      dpkg-query -W -f='$${Status}\n' $$a 2>/dev/null | grep -q '^install ok installed' \
+        && { have=1; break; }; \
+    done; \
+    [ -n "$$have" ] || missing="$$missing $${p%%/*}"; \
   done; \
   if [ -n "$$missing" ]; then \
     if [ "$$(id -u)" = 0 ]; then sudo=""; \
@@ -212,6 +222,11 @@ $(BUILD)/tests/%.o: tests/%.c
 	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/unit: $(BUILD)/tests/unit.o $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The handlers, through the router without a socket (tests/oneshot.c).
+$(BUILD)/tests/handlers: $(BUILD)/tests/handlers.o $(BUILD)/tests/oneshot.o \
+    $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Fuzz targets: replayed over their corpus by driver.c in make check; run

@@ -139,8 +139,10 @@ const struct route builtin_routes[] = {
     {"GET", "/ready", handle_ready, ROUTE_PROBE, 0},
     {"GET", "/livez", handle_livez, ROUTE_PROBE, 0},
     {"GET", "/readyz", handle_readyz, ROUTE_PROBE, 0},
-    {"GET", "/livez/{name}", handle_livez_one, ROUTE_PROBE, 0},
-    {"GET", "/readyz/{name}", handle_readyz_one, ROUTE_PROBE, 0},
+    {"GET", "/livez/{name}", handle_livez_one, ROUTE_PROBE | ROUTE_PROBE_NAMED,
+     0},
+    {"GET", "/readyz/{name}", handle_readyz_one,
+     ROUTE_PROBE | ROUTE_PROBE_NAMED, 0},
     {"GET", "/version", handle_version, 0, 0},
     {"GET", "/metrics", handle_metrics, ROUTE_METRICS, 0},
 #if MICROD_TEST_HOOKS

@@ -233,6 +233,19 @@ one_reply(const struct request *req, unsigned int group, struct reply *rep)
 	            group == CHECK_LIVE ? "liveness" : "readiness");
 }
 
+int
+healthz_names_check(const struct request *req)
+{
+	struct check_report r[CHECKS_MAX];
+	const char *name = request_param(req, "name");
+	size_t n = reports(req, CHECK_LIVE | CHECK_READY, r);
+
+	for (size_t i = 0; name != NULL && i < n; i++)
+		if (strcmp(r[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
 void
 handle_livez_one(const struct request *req, struct reply *rep)
 {

@@ -289,37 +289,6 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		log_info("drained: no request in flight");
 }
 
-/*
- * The route table as built: well formed, and no route's body limit past
- * what the body budget lets one body have. 0, or -1 with the reason logged.
- */
-static int
-check_routes(const struct config *cfg)
-{
-	char msg[256];
-
-	if (router_check(router_at(0), router_count(),
-	                 cfg->example_routes ? 0 : ROUTE_EXAMPLE, msg,
-	                 sizeof(msg)) != NULL) {
-		log_error("the route table is wrong: %s", msg);
-		return -1;
-	}
-	for (size_t i = 0; i < router_count(); i++) {
-		const struct route *rt = router_at(i);
-
-		if (rt->max_body > cfg->body_budget &&
-		    (cfg->example_routes || !(rt->flags & ROUTE_EXAMPLE))) {
-			log_error("%s %s takes bodies up to %zu bytes, more "
-			          "than the body budget of %zu bytes: raise "
-			          "--body-budget",
-			          rt->method, rt->path, rt->max_body,
-			          cfg->body_budget);
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /* The limits as they apply. */
 static void
 log_limits(const struct config *cfg)
@@ -420,31 +389,6 @@ end_early(struct supervisor *sv)
 	middleware_close(sv->middleware);
 	tls_close(sv->tls);
 	return 1;
-}
-
-/* Settings of the chain that do nothing as given: one warning each. */
-static void
-warn_middleware(const struct config *cfg)
-{
-	if (cfg->auth_metrics && cfg->auth_token_file == NULL)
-		log_warn("--auth-metrics without --auth-token-file: /metrics "
-		         "is open");
-	if (cfg->rate_milli == 0 && (cfg->rate_burst > 0 || cfg->n_trusted > 0))
-		log_warn("--rate-burst or --trusted-proxy without "
-		         "--rate-limit: nothing is rate limited");
-	for (size_t i = 0; i < cfg->n_trusted; i++) {
-		const struct cidr *c = &cfg->trusted[i];
-		/* IPv4 blocks are kept IPv4-mapped: 0.0.0.0/0 is ::ffff:0:0/96
-		 */
-		int v4_all = c->prefix == 96 && c->addr[10] == 0xff &&
-		             c->addr[11] == 0xff;
-
-		if (c->prefix == 0 || v4_all)
-			log_warn("--trusted-proxy %s/0 trusts every peer: any "
-			         "client picks its own key with "
-			         "X-Forwarded-For",
-			         c->prefix == 0 ? "::" : "0.0.0.0");
-	}
 }
 
 int
@@ -576,9 +520,11 @@ main(int argc, char **argv)
 	         cfg.threads_from, cfg.max_body, cfg.body_budget,
 	         cfg.budget_from, cfg.shutdown_timeout_ms);
 	log_limits(&cfg);
-	warn_middleware(&cfg);
+	middleware_warn(&cfg);
 	raise_fd_limit(cfg.connection_limit);
-	if (check_routes(&cfg) != 0) {
+	if (router_check_served(cfg.example_routes ? 0 : ROUTE_EXAMPLE,
+	                        cfg.body_budget, err, sizeof(err)) != 0) {
+		log_error("%s", err);
 		notify_close(&sv.notifier);
 		log_stop(LOG_FLUSH_MS);
 		return end_early(&sv);

@@ -16,6 +16,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "config.h"
+#include "healthz.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "reply.h"
@@ -29,6 +30,28 @@
 #define QUOTA_TYPE                                                             \
 	"https://iana.org/assignments/http-problem-types#quota-exceeded"
 
+/*
+ * RFC 6750 3.1, by verdict: no credentials get a bare challenge; a token
+ * that is not one of the file's, invalid_token; a malformed Authorization,
+ * 400 invalid_request.
+ */
+static const struct token_refusal {
+	unsigned int status;
+	const char *challenge; /* WWW-Authenticate */
+	const char *detail;
+} token_refusals[] = {
+    [AUTH_NONE] = {401, "Bearer realm=\"microd\"",
+                   "a bearer token is required"},
+    [AUTH_INVALID] = {401, "Bearer realm=\"microd\", error=\"invalid_token\"",
+                      "the bearer token is not valid"},
+    [AUTH_MALFORMED] = {400,
+                        "Bearer realm=\"microd\", error=\"invalid_request\"",
+                        "Authorization: not \"Bearer\" and one token "
+                        "(letters, digits, -._~+/ then any '=')"},
+};
+
+#define N_VERDICTS (sizeof(token_refusals) / sizeof(token_refusals[0]))
+
 struct middleware {
 	struct auth *auth;    /* NULL: no --auth-token-file */
 	int auth_metrics;     /* /metrics needs a token too */
@@ -38,7 +61,7 @@ struct middleware {
 	const struct cidr *trusted;
 	size_t n_trusted;
 	atomic_ullong limited;
-	atomic_ullong refused_missing, refused_invalid, refused_malformed;
+	atomic_ullong refused[N_VERDICTS]; /* by verdict; AUTH_OK unused */
 };
 
 /* The last XFF_LINES_MAX lines, in a ring: a proxy appends its line at
@@ -145,16 +168,14 @@ count_line(void *arg, const char *value)
 	(*(unsigned int *)arg)++;
 }
 
-/*
- * RFC 6750 3.1: no credentials get a bare challenge; a token that is not
- * one of the file's, invalid_token; a malformed Authorization, 400
- * invalid_request. The token is never logged or echoed.
- */
+/* token_refusals[] says how a refused request is answered. The token is
+ * never logged or echoed. */
 static int
 check_token(struct middleware *mw, const struct request *req,
             unsigned int flags, struct reply *rep,
             struct middleware_fields *out)
 {
+	const struct token_refusal *r;
 	unsigned int lines = 0;
 	enum auth_verdict v;
 
@@ -166,32 +187,41 @@ check_token(struct middleware *mw, const struct request *req,
 	v = lines > 1
 	        ? AUTH_MALFORMED
 	        : auth_check(mw->auth, request_header(req, "Authorization"));
-	switch (v) {
-	case AUTH_OK:
+	if (v == AUTH_OK)
 		return 0;
-	case AUTH_NONE:
-		atomic_fetch_add(&mw->refused_missing, 1);
-		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
-		         "Bearer realm=\"microd\"");
-		reply_error(rep, 401, "a bearer token is required");
-		return 1;
-	case AUTH_INVALID:
-		atomic_fetch_add(&mw->refused_invalid, 1);
-		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
-		         "Bearer realm=\"microd\", error=\"invalid_token\"");
-		reply_error(rep, 401, "the bearer token is not valid");
-		return 1;
-	default:
-		atomic_fetch_add(&mw->refused_malformed, 1);
-		snprintf(out->www_authenticate, sizeof(out->www_authenticate),
-		         "Bearer realm=\"microd\", error=\"invalid_request\"");
-		reply_error(rep, 400,
-		            lines > 1
-		                ? "Authorization: more than one"
-		                : "Authorization: not \"Bearer\" and one "
-		                  "token (letters, digits, -._~+/ then any "
-		                  "'=')");
-		return 1;
+	if ((size_t)v >= N_VERDICTS || token_refusals[v].challenge == NULL)
+		v = AUTH_MALFORMED; /* a verdict with no row: refused as bad */
+	r = &token_refusals[v];
+	atomic_fetch_add(&mw->refused[v], 1);
+	snprintf(out->www_authenticate, sizeof(out->www_authenticate), "%s",
+	         r->challenge);
+	reply_error(rep, r->status, "%s",
+	            lines > 1 ? "Authorization: more than one" : r->detail);
+	return 1;
+}
+
+/* Settings of the chain that do nothing as given: one warning each. */
+void
+middleware_warn(const struct config *cfg)
+{
+	if (cfg->auth_metrics && cfg->auth_token_file == NULL)
+		log_warn("--auth-metrics without --auth-token-file: /metrics "
+		         "is open");
+	if (cfg->rate_milli == 0 && (cfg->rate_burst > 0 || cfg->n_trusted > 0))
+		log_warn("--rate-burst or --trusted-proxy without "
+		         "--rate-limit: nothing is rate limited");
+	for (size_t i = 0; i < cfg->n_trusted; i++) {
+		const struct cidr *c = &cfg->trusted[i];
+		/* IPv4 blocks are kept IPv4-mapped: 0.0.0.0/0 is ::ffff:0:0/96
+		 */
+		int v4_all = c->prefix == 96 && c->addr[10] == 0xff &&
+		             c->addr[11] == 0xff;
+
+		if (c->prefix == 0 || v4_all)
+			log_warn("--trusted-proxy %s/0 trusts every peer: any "
+			         "client picks its own key with "
+			         "X-Forwarded-For",
+			         c->prefix == 0 ? "::" : "0.0.0.0");
 	}
 }
 
@@ -210,6 +240,10 @@ middleware_run(struct middleware *mw, const struct request *req,
                unsigned int flags, struct reply *rep,
                struct middleware_fields *out)
 {
+	/* A name that is no check's is no probe: it goes through as a path
+	 * no route serves, so no name slips past the token or the limit. */
+	if ((flags & ROUTE_PROBE_NAMED) && !healthz_names_check(req))
+		flags = 0;
 	for (size_t i = 0; i < sizeof(chain) / sizeof(chain[0]); i++)
 		if ((flags & chain[i].exempt) == 0 &&
 		    chain[i].fn(mw, req, flags, rep, out) != 0)
@@ -339,9 +373,9 @@ middleware_render_metrics(struct middleware *mw, FILE *f)
 		        "# TYPE microd_auth_reloads_total counter\n"
 		        "microd_auth_reloads_total{result=\"ok\"} %llu\n"
 		        "microd_auth_reloads_total{result=\"failed\"} %llu\n",
-		        atomic_load(&mw->refused_missing),
-		        atomic_load(&mw->refused_invalid),
-		        atomic_load(&mw->refused_malformed),
+		        atomic_load(&mw->refused[AUTH_NONE]),
+		        atomic_load(&mw->refused[AUTH_INVALID]),
+		        atomic_load(&mw->refused[AUTH_MALFORMED]),
 		        auth_count(mw->auth), ok, failed);
 	}
 }

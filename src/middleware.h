@@ -46,6 +46,10 @@ struct middleware_link {
 struct middleware *middleware_open(const struct config *cfg, char *err,
                                    size_t len);
 
+/* Logs a warning for each of cfg's chain settings that do nothing as given,
+ * or trust every peer (once the log is set up). */
+void middleware_warn(const struct config *cfg);
+
 /* Logs what the chain does (once the log is set up). */
 void middleware_describe(struct middleware *mw);
 

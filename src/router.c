@@ -424,3 +424,29 @@ router_reply_unmatched(const struct route_result *res,
 	}
 	reply_error(rep, 404, "no route for %s %s", req->method, req->path);
 }
+
+int
+router_check_served(unsigned int hide, size_t body_budget, char *msg,
+                    size_t len)
+{
+	char why[200];
+
+	if (router_check(routes, n_routes, hide, why, sizeof(why)) != NULL) {
+		snprintf(msg, len, "the route table is wrong: %s", why);
+		return -1;
+	}
+	for (size_t i = 0; i < n_routes; i++) {
+		const struct route *rt = &routes[i];
+
+		if (rt->max_body > body_budget && !(rt->flags & hide)) {
+			snprintf(
+			    msg, len,
+			    "%s %s takes bodies up to %zu bytes, more than "
+			    "the body budget of %zu bytes: raise "
+			    "--body-budget",
+			    rt->method, rt->path, rt->max_body, body_budget);
+			return -1;
+		}
+	}
+	return 0;
+}

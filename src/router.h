@@ -18,6 +18,10 @@ enum route_flag {
 	ROUTE_NO_AUTH = 32,  /* open without a bearer token */
 	ROUTE_NO_LIMIT = 64, /* not rate limited */
 	ROUTE_METRICS = 128, /* needs a token only with --auth-metrics */
+	/* A probe of one named check (/livez/{name}): a probe only when the
+	 * name is a configured check's; any other name goes through the chain
+	 * as a path no route serves. */
+	ROUTE_PROBE_NAMED = 256,
 };
 
 /*
@@ -100,6 +104,14 @@ enum route_match router_find(const char *method, const char *raw,
  */
 const char *router_check(const struct route *table, size_t n, unsigned int hide,
                          char *msg, size_t len);
+
+/*
+ * The joined table as served with the hide flags: router_check over it, and
+ * no row's body limit past what the body budget lets one body have. 0, or
+ * -1 with the reason in msg.
+ */
+int router_check_served(unsigned int hide, size_t body_budget, char *msg,
+                        size_t len);
 
 /* The table's size, and its rows by position (for per-route metrics). */
 size_t router_count(void);

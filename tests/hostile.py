@@ -394,7 +394,7 @@ def main():
                 what = "%s %r%s" % (st, detail, ", closed" if closed else "")
             else:
                 # The library's own page; where 0.9.75 sends its status
-                # head twice, that is pinned too (README names it).
+                # head twice, that is pinned too (microd.8's BUGS names it).
                 good = good and reason in body.decode("latin-1") and heads == (2 if name in MHD_HEAD_TWICE else 1)
                 what = "%s %r%s, %d status heads" % (st, body[:80], ", closed" if closed else "", heads)
         ok(good, "%s -> %s (want %s %r, refused by %s)" % (name, what, want, reason, by))
@@ -411,7 +411,7 @@ def main():
            and b'"name":"microd"' not in got,
            "smuggling, %s -> one answer, %s %r, closed (%d answers)" % (name, st, detail_of(body, 400), len(answers)))
 
-    # Pinned deviations (README's "Limits and hostile input"): a lone ':'
+    # Pinned deviations (microd.8's BUGS): a lone ':'
     # line with bare LF ends leaves the bytes of a normal end of head, so the
     # request after it is served; bare LF inside chunked framing is read.
     st, _, _, _, got = exchange(port, b"GET /health HTTP/1.1\nHost: t\n:\n" + SMUGGLED.replace(b"\r\n", b"\n"),
@@ -465,8 +465,8 @@ def main():
     # connection (failed to create response header)") or sends its 431
     # head twice, the second one where the body should be. Nothing outside
     # the library can reach that path (the handler never runs), so this pins
-    # it: if a later libmicrohttpd fixes it, this fails and README's
-    # "Limits and hostile input" must be updated.
+    # it: if a later libmicrohttpd fixes it, this fails and microd.8's
+    # BUGS ("A large Cookie header") must be updated.
     seen = {}
     for n in range(7000, 24001, 250):
         st, _, body, closed = exchange(port, G + b"Cookie: " + b"a" * n + b"\r\nConnection: close\r\n\r\n")

@@ -62,6 +62,24 @@ def bearer(tok):
     return ("Authorization", "Bearer " + tok)
 
 
+# The two 401s of RFC 6750 3.1: (WWW-Authenticate, problem detail).
+NO_TOKEN = ('Bearer realm="microd"', "a bearer token is required")
+BAD_TOKEN = ('Bearer realm="microd", error="invalid_token"', "the bearer token is not valid")
+
+
+def refused(answer, want):
+    """Whether ask()'s answer is the 401 of want (NO_TOKEN or BAD_TOKEN),
+    its challenge and detail exact: a 401 from another rule is not."""
+    st, f, body = answer
+    return st == 401 and f.get("www-authenticate") == [want[0]] and problem(body).get("detail") == want[1]
+
+
+def seen(answer):
+    """What a refusal check saw, for its message."""
+    st, f, body = answer
+    return "%s %s %r" % (st, f.get("www-authenticate"), problem(body).get("detail"))
+
+
 def metric(port, name, headers=(), source="127.0.0.3"):
     """A metric's value, scraped from a client of its own (127.0.0.3)."""
     st, _, body = ask(port, "/metrics", headers, source=source)
@@ -100,13 +118,13 @@ def test_auth():
     ok(st == 401 and f.get("www-authenticate") == ['Bearer realm="microd", error="invalid_token"'] and
        p.get("detail") == "the bearer token is not valid",
        "a wrong token: 401 with error=\"invalid_token\" (%s %s)" % (st, f.get("www-authenticate")))
-    st, _, _ = ask(port, headers=[bearer(TOKENS[0] + "x")])
-    ok(st == 401, "a token with a byte more: 401")
-    st, _, _ = ask(port, headers=[bearer(TOKENS[0][:-1])])
-    ok(st == 401, "a token with a byte less: 401")
-    st, f, body = ask(port, headers=[("Authorization", "Basic dXNlcjpwYXNz")])
-    ok(st == 401 and f.get("www-authenticate") == ['Bearer realm="microd"'],
-       "another scheme (Basic) is no credentials of ours: 401 with the bare challenge")
+    a = ask(port, headers=[bearer(TOKENS[0] + "x")])
+    ok(refused(a, BAD_TOKEN), "a token with a byte more: 401 invalid_token (%s)" % seen(a))
+    a = ask(port, headers=[bearer(TOKENS[0][:-1])])
+    ok(refused(a, BAD_TOKEN), "a token with a byte less: 401 invalid_token (%s)" % seen(a))
+    a = ask(port, headers=[("Authorization", "Basic dXNlcjpwYXNz")])
+    ok(refused(a, NO_TOKEN),
+       "another scheme (Basic) is no credentials of ours: 401 with the bare challenge (%s)" % seen(a))
     for value, why in (("Bearer", "no token"), ("Bearer two tokens", "a space inside"),
                        ("Bearer tok,en", "a comma")):
         st, f, body = ask(port, headers=[("Authorization", value)])
@@ -117,10 +135,19 @@ def test_auth():
     for probe in ("/health", "/ready", "/livez", "/readyz", "/livez/pool", "/readyz/drain"):
         st, _, _ = ask(port, probe)
         ok(st == 200, "the probe %s needs no token: 200" % probe)
+    for probe in ("/livez/no-such-check", "/readyz/no-such-check"):
+        a = ask(port, probe)
+        ok(refused(a, NO_TOKEN), "%s names no check: no probe, so 401 without a token, as a path no route "
+           "serves (%s)" % (probe, seen(a)))
+    st, _, body = ask(port, "/readyz/no-such-check", [bearer(TOKENS[0])])
+    ok(st == 404 and problem(body).get("detail") == "no check named no-such-check in readiness",
+       "  with a token: the probe's own 404 (%s %r)" % (st, problem(body).get("detail")))
     st, _, _ = ask(port, "/metrics")
     ok(st == 200, "/metrics needs no token without --auth-metrics")
-    st, f, _ = ask(port, "/nope")
-    ok(st == 401, "a path no route serves is 401 too: without a token no one learns which paths exist")
+    a = ask(port, "/nope")
+    ok(refused(a, NO_TOKEN),
+       "a path no route serves is 401 too, the bare challenge: without a token no one learns which paths "
+       "exist (%s)" % seen(a))
     st, _, _ = ask(port, "/nope", [bearer(TOKENS[0])])
     ok(st == 404, "  with one it is 404")
     st, f, body = ask(port, headers=[("Authorization", "Bearer s3cret-token-onf"), bearer(TOKENS[0])])
@@ -129,8 +156,9 @@ def test_auth():
        "two Authorization lines, a good one among them: 400 invalid_request (%s)" % st)
     # A refused request with a body is answered before the body is read,
     # and its connection closed; one without keeps its connection.
-    st, f, body = ask(port, "/echo", method="POST", body=b'{"a":1}')
-    ok(st == 401 and f.get("connection") == ["close"], "POST /echo without a token: 401 and the connection closed")
+    a = ask(port, "/echo", method="POST", body=b'{"a":1}')
+    ok(refused(a, NO_TOKEN) and a[1].get("connection") == ["close"],
+       "POST /echo without a token: 401 with the bare challenge, and the connection closed (%s)" % seen(a))
     st, _, body = ask(port, "/echo", [bearer(TOKENS[2])], method="POST", body=b'{"a":1}')
     ok(st == 200 and json.loads(body) == {"a": 1}, "  with a token: the echo")
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -139,7 +167,10 @@ def test_auth():
     both = recv_all(s)
     s.close()
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", both)
-    ok(statuses == [b"401", b"200"], "a 401 keeps the connection: the next request on it is served (%s)" % statuses)
+    first = parse(both[:both.find(b"HTTP/1.1 ", 1)]) if len(statuses) == 2 else (None, {}, b"")
+    ok(statuses == [b"401", b"200"] and refused(first, NO_TOKEN),
+       "a 401 (the bare challenge) keeps the connection: the next request on it is served (%s; %s)"
+       % (statuses, seen(first)))
     big = "Bearer " + "a" * (100 * 1024)
     st, _, body = ask(port, headers=[("Authorization", big)])
     ok(st == 431 and MHD_TOO_BIG.encode() in body,
@@ -147,7 +178,7 @@ def test_auth():
     total = metric(port, 'microd_auth_refused_total{error="invalid_token"}')
     ok(total == 3, "microd_auth_refused_total{error=\"invalid_token\"} counts the wrong tokens: %s" % total)
     ok(metric(port, 'microd_auth_refused_total{error="invalid_request"}') == 4 and
-       metric(port, 'microd_auth_refused_total{error="none"}') == 5 and metric(port, "microd_auth_tokens") == 3,
+       metric(port, 'microd_auth_refused_total{error="none"}') == 7 and metric(port, "microd_auth_tokens") == 3,
        "  error=\"invalid_request\" the malformed ones, error=\"none\" the missing ones; microd_auth_tokens 3")
 
     # SIGHUP: the file read again; a file that does not parse keeps the old.
@@ -156,8 +187,8 @@ def test_auth():
     proc.send_signal(1)
     ok(poll(lambda: ask(port, headers=[bearer("new-token-0123456789")])[0] == 200, 5, 0.05),
        "SIGHUP reads the file again: its new token is taken")
-    st, _, _ = ask(port, headers=[bearer(TOKENS[0])])
-    ok(st == 401, "  and a token no longer in it refused")
+    a = ask(port, headers=[bearer(TOKENS[0])])
+    ok(refused(a, BAD_TOKEN), "  and a token no longer in it refused: 401 invalid_token (%s)" % seen(a))
     with open(path, "w") as f:
         f.write("new-token-0123456789\nbad token with spaces\n")
     proc.send_signal(1)
@@ -173,8 +204,9 @@ def test_auth():
         f.write("# every token revoked\n")
     proc.send_signal(1)
     ok(poll(lambda: metric(port, "microd_auth_tokens") == 0, 5, 0.05) and
-       ask(port, headers=[bearer("new-token-0123456789")])[0] == 401 and ask(port, "/health")[0] == 200,
-       "a reload of a file with no token revokes them all: 401 for every token, the probes still 200")
+       refused(ask(port, headers=[bearer("new-token-0123456789")]), BAD_TOKEN) and ask(port, "/health")[0] == 200,
+       "a reload of a file with no token revokes them all: 401 invalid_token for every token, the probes "
+       "still 200")
     text = open(log).read()
     leaked = [t for t in TOKENS + ["new-token", "s3cret-token-onf", "bad token"] if t in text]
     ok(not leaked, "no token, right or wrong, is ever in the log: %s" % leaked)
@@ -186,8 +218,8 @@ def test_auth():
                                     "--auth-metrics"])
     st, _, body = ask(port, "/metrics", [bearer("metrics-token-0123456789")])
     ok(st == 200 and b"microd_auth_tokens 1" in body, "--auth-metrics: /metrics with a token: 200")
-    st, f, _ = ask(port, "/metrics")
-    ok(st == 401 and f.get("www-authenticate") == ['Bearer realm="microd"'], "  without one: 401")
+    a = ask(port, "/metrics")
+    ok(refused(a, NO_TOKEN), "  without one: 401 with the bare challenge (%s)" % seen(a))
     st, _, _ = ask(port, "/health")
     ok(st == 200, "  the probes stay open")
     stop_microd(proc, log)
@@ -260,8 +292,12 @@ def test_rate_limit():
        "the probes from the limited client: 200, and no RateLimit fields")
     st, _, _ = limited(port, "127.0.0.1", "/nope")
     ok(st == 429, "a path no route serves is limited too: a flood of 404s gets 429s")
+    named = [limited(port, "127.0.0.1", p)[0] for p in ("/livez/pool", "/readyz/drain", "/readyz/no-such-check",
+                                                        "/livez/no-such-check")]
+    ok(named == [200, 200, 429, 429],
+       "a check's own probe from the limited client is exempt, a name that is no check's is limited: %s" % named)
     n = metric(port, "microd_rate_limited_total")
-    ok(n == 52, "microd_rate_limited_total counts every 429: %s (52 sent)" % n)
+    ok(n == 54, "microd_rate_limited_total counts every 429: %s (54 sent)" % n)
     stop_microd(proc, log)
 
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--rate-limit", "1"])

@@ -311,7 +311,8 @@ test_access_log(void)
 		all &= json_object_get(j, fields[i]) != NULL;
 	ok(j != NULL && all, "with every field");
 	ok(j != NULL && json_object_get(j, "user_agent") == NULL,
-	   "and no user_agent: libcurl sent none (the README: \"when sent\")");
+	   "and no user_agent: libcurl sent none (microd.8, LOGGING: \"when "
+	   "sent\")");
 	is_str(json_string_value(json_object_get(j, "msg")), "request",
 	       "msg is request");
 	is(json_integer_value(json_object_get(j, "status")), 200, "status");

@@ -238,7 +238,7 @@ def ask(port):
     """GET /health on a new connection: (status, answer), with (None,
     b"reset") for a reset before any byte of an answer, which the kernel
     sends to a connection still in the backlog when the listener shuts
-    (README: refused at once), unlike a close without an answer."""
+    (microd.8, SIGNALS: refused at once), unlike a close without an answer."""
     data = b""
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)

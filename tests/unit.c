@@ -228,6 +228,15 @@ test_router_check(void)
 	ok(router_check(router_at(0), router_count(), 0, msg, sizeof(msg)) ==
 	       NULL,
 	   "microd's own table is well formed, example rows included");
+	ok(router_check_served(0, 4096, msg, sizeof(msg)) == 0,
+	   "the joined table as served, with a body budget of 4096");
+	ok(router_check_served(ROUTE_EXAMPLE, 1000, msg, sizeof(msg)) == 0,
+	   "a hidden row's body limit may pass the budget");
+	ok(router_check_served(0, 1000, msg, sizeof(msg)) == -1 &&
+	       strcmp(msg, "PUT /notes/{name} takes bodies up to 4096 bytes, "
+	                   "more than the body budget of 1000 bytes: raise "
+	                   "--body-budget") == 0,
+	   "a served row's body limit past the budget: refused (%s)", msg);
 	ok(router_check(match_table, N_MATCH, 0, msg, sizeof(msg)) == NULL,
 	   "the test table is too");
 	{

@@ -7,7 +7,7 @@
 # changes the image. It has qemu's user network in restricted mode: nothing
 # inside reaches out; the host reaches in only through two ports forwarded
 # to 127.0.0.1 (ssh, and the service's 8080). The checks do what the README
-# tells a user to do: make install, systemctl enable --now microd.socket,
+# and dist/README.md tell a user to do: make install, systemctl enable --now microd.socket,
 # then socket activation, Type=notify, the sandbox, journald, the watchdog,
 # restarts under load, a stop with a request in flight, and a bad setting.
 import os

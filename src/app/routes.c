@@ -10,7 +10,7 @@
 
 const struct route app_routes[] = {
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY, 0},
-    /* --example-routes: see src/app/examples.c and the README. */
+    /* --example-routes: see src/app/examples.c and microd(8). */
     {"GET", "/status/{code}", handle_status, ROUTE_EXAMPLE, 0},
     {"GET", "/delay/{ms}", handle_delay, ROUTE_EXAMPLE | ROUTE_BLOCKING, 0},
     {"GET", "/resolve/{host}", handle_resolve, ROUTE_EXAMPLE | ROUTE_BLOCKING,
