@@ -20,7 +20,7 @@
  * connections and bodies (binary, libraries, thread stacks, the log ring),
  * and what one connection costs beyond --connection-memory (the kernel's
  * socket and microd's bookkeeping). Measured: an idle connection adds 7 KiB
- * to the cgroup's usage, one that filled 14 KiB of headers 19 KiB (README,
+ * to the cgroup's usage, one that filled 14 KiB of headers 19 KiB (microd.8,
  * "Defaults inside a container").
  */
 #define BASE_MEMORY ((unsigned long long)8 << 20)
