@@ -128,13 +128,13 @@ static const struct option options[] = {
      "how each thread waits for its connections: poll (default) never "
      "stalls but costs more per idle connection; epoll suits many idle "
      "connections but stalls a thread that gets 128 or more requests at "
-     "once (a libmicrohttpd 0.9.75 bug, see the README)",
+     "once (a libmicrohttpd 0.9.75 bug, see microd(8), BUGS)",
      WORD(event_loop, parse_event_loop), .dflt = "poll",
      .accepts = "poll or epoll"},
     {"connection-limit", "MICROD_CONNECTION_LIMIT", "N",
      "client connections open at most, over all threads; more are "
      "refused at accept (default 10000, or what fits in the cgroup "
-     "memory limit: see the README)",
+     "memory limit: see microd(8), LIMITS)",
      UINT(connection_limit, 1, 1000000), .dflt = "10000"},
     {"per-ip-limit", "MICROD_PER_IP_LIMIT", "N",
      "open connections at most from one client address; 0 = no limit "
@@ -563,4 +563,95 @@ config_usage(FILE *out)
 	      "passed socket named 'http' instead of --bind/--port. See\n"
 	      "microd(8).\n",
 	      out);
+}
+
+/* --check-config: what a start with these settings would use. */
+void
+config_print(const struct config *cfg, FILE *out)
+{
+	fprintf(out,
+	        "microd: the configuration is valid\n"
+	        "threads %u (from %s)\n"
+	        "connection limit %u (from %s)\n"
+	        "body budget %zu bytes (from %s), max body %zu bytes\n"
+	        "listen %s port %u (unless a socket is passed)\n"
+	        "idle timeout %u s, %zu bytes per connection, %u per client "
+	        "address\n"
+	        "shutdown timeout %u ms, drain delay %u ms\n"
+	        "handler pool %u threads, queue %u (started when a route "
+	        "served may block); example routes %s\n",
+	        cfg->threads, cfg->threads_from, cfg->connection_limit,
+	        cfg->connections_from, cfg->body_budget, cfg->budget_from,
+	        cfg->max_body, cfg->bind, cfg->port, cfg->idle_timeout_s,
+	        cfg->connection_memory, cfg->per_ip_limit,
+	        cfg->shutdown_timeout_ms, cfg->drain_delay_ms,
+	        cfg->handler_threads, cfg->handler_queue,
+	        cfg->example_routes ? "on" : "off");
+	for (size_t i = 0; i < cfg->n_checks; i++) {
+		const struct health_target *t = &cfg->checks[i];
+
+		fprintf(out, "check %s: %s://%s%s%s:%u%s\n", t->name,
+		        t->kind == HEALTH_HTTP ? "http" : "tcp",
+		        strchr(t->host, ':') != NULL ? "[" : "", t->host,
+		        strchr(t->host, ':') != NULL ? "]" : "", t->port,
+		        t->path);
+	}
+	fprintf(out,
+	        "checks every %u ms, timeout %u ms, %u failures in a row\n",
+	        cfg->check_interval_ms, cfg->check_timeout_ms,
+	        cfg->check_threshold);
+	if (cfg->tls_cert != NULL)
+		fprintf(out,
+		        "https on port %u: certificate %s, key %s, priorities "
+		        "%s\n",
+		        cfg->tls_port, cfg->tls_cert, cfg->tls_key,
+		        cfg->tls_priorities);
+	if (cfg->auth_token_file != NULL)
+		fprintf(out,
+		        "bearer tokens from %s, on every request but the "
+		        "probes%s\n",
+		        cfg->auth_token_file,
+		        cfg->auth_metrics ? "" : " and /metrics");
+	else
+		fprintf(out, "bearer tokens: off\n");
+	if (cfg->rate_milli > 0)
+		fprintf(
+		    out,
+		    "rate limit %u.%03u a second and %u at once per client, "
+		    "%zu clients, %zu trusted proxy blocks\n",
+		    cfg->rate_milli / 1000, cfg->rate_milli % 1000,
+		    cfg->rate_burst, cfg->rate_clients, cfg->n_trusted);
+	else
+		fprintf(out, "rate limit: off\n");
+	if (cfg->ignored_env != NULL)
+		fprintf(out, "ignored %s=%s (a Kubernetes service link)\n",
+		        cfg->ignored_env, cfg->ignored_value);
+}
+
+void
+config_log(const struct config *cfg, const char *version)
+{
+	if (cfg->ignored_env != NULL)
+		log_warn("%s=%s is a Kubernetes service link (a Service named "
+		         "after microd), not a port: ignored; set "
+		         "enableServiceLinks: false in the pod spec",
+		         cfg->ignored_env, cfg->ignored_value);
+	if (cfg->threads_asked > 0)
+		log_warn(
+		    "%u threads asked for is more than the connection "
+		    "limit %u: more threads than connections cannot all be "
+		    "busy; running %u threads",
+		    cfg->threads_asked, cfg->connection_limit, cfg->threads);
+	log_info("microd %s: %u threads (%s; from %s), max body %zu bytes, "
+	         "body budget %zu bytes (from %s), shutdown timeout %u ms",
+	         version, cfg->threads,
+	         cfg->event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
+	         cfg->threads_from, cfg->max_body, cfg->body_budget,
+	         cfg->budget_from, cfg->shutdown_timeout_ms);
+	log_info("limits: %u connections over all threads, %u per client "
+	         "address%s, idle timeout %u s, %zu bytes per connection "
+	         "(request line + headers); connection limit from %s",
+	         cfg->connection_limit, cfg->per_ip_limit,
+	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
+	         cfg->connection_memory, cfg->connections_from);
 }

@@ -100,4 +100,12 @@ enum config_result config_parse_address(struct config *cfg, int argc,
 /* Writes the --help text, generated from the option table. */
 void config_usage(FILE *out);
 
+/* --check-config: what a start with cfg would use, to out. */
+void config_print(const struct config *cfg, FILE *out);
+
+/* The start's report of cfg, once the log is set up: the version, threads,
+ * body and connection limits, and a warning for each setting ignored or cut
+ * down. */
+void config_log(const struct config *cfg, const char *version);
+
 #endif

@@ -289,18 +289,6 @@ shut_down(struct supervisor *sv, const struct config *cfg, const sigset_t *sigs)
 		log_info("drained: no request in flight");
 }
 
-/* The limits as they apply. */
-static void
-log_limits(const struct config *cfg)
-{
-	log_info("limits: %u connections over all threads, %u per client "
-	         "address%s, idle timeout %u s, %zu bytes per connection "
-	         "(request line + headers); connection limit from %s",
-	         cfg->connection_limit, cfg->per_ip_limit,
-	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
-	         cfg->connection_memory, cfg->connections_from);
-}
-
 /*
  * Under socket activation, the connection that started microd (and any
  * queued behind it) would start it again the moment it exits: they get a
@@ -324,63 +312,6 @@ refuse_waiting(const char *why)
 		        stderr_is_journal() ? "<3>" : "");
 }
 
-/* --check-config: what a start with these settings would use. */
-static void
-print_settings(const struct config *cfg)
-{
-	printf("microd: the configuration is valid\n"
-	       "threads %u (from %s)\n"
-	       "connection limit %u (from %s)\n"
-	       "body budget %zu bytes (from %s), max body %zu bytes\n"
-	       "listen %s port %u (unless a socket is passed)\n"
-	       "idle timeout %u s, %zu bytes per connection, %u per client "
-	       "address\n"
-	       "shutdown timeout %u ms, drain delay %u ms\n"
-	       "handler pool %u threads, queue %u (started when a route "
-	       "served may block); example routes %s\n",
-	       cfg->threads, cfg->threads_from, cfg->connection_limit,
-	       cfg->connections_from, cfg->body_budget, cfg->budget_from,
-	       cfg->max_body, cfg->bind, cfg->port, cfg->idle_timeout_s,
-	       cfg->connection_memory, cfg->per_ip_limit,
-	       cfg->shutdown_timeout_ms, cfg->drain_delay_ms,
-	       cfg->handler_threads, cfg->handler_queue,
-	       cfg->example_routes ? "on" : "off");
-	for (size_t i = 0; i < cfg->n_checks; i++) {
-		const struct health_target *t = &cfg->checks[i];
-
-		printf("check %s: %s://%s%s%s:%u%s\n", t->name,
-		       t->kind == HEALTH_HTTP ? "http" : "tcp",
-		       strchr(t->host, ':') != NULL ? "[" : "", t->host,
-		       strchr(t->host, ':') != NULL ? "]" : "", t->port,
-		       t->path);
-	}
-	printf("checks every %u ms, timeout %u ms, %u failures in a row\n",
-	       cfg->check_interval_ms, cfg->check_timeout_ms,
-	       cfg->check_threshold);
-	if (cfg->tls_cert != NULL)
-		printf("https on port %u: certificate %s, key %s, priorities "
-		       "%s\n",
-		       cfg->tls_port, cfg->tls_cert, cfg->tls_key,
-		       cfg->tls_priorities);
-	if (cfg->auth_token_file != NULL)
-		printf("bearer tokens from %s, on every request but the "
-		       "probes%s\n",
-		       cfg->auth_token_file,
-		       cfg->auth_metrics ? "" : " and /metrics");
-	else
-		printf("bearer tokens: off\n");
-	if (cfg->rate_milli > 0)
-		printf("rate limit %u.%03u a second and %u at once per client, "
-		       "%zu clients, %zu trusted proxy blocks\n",
-		       cfg->rate_milli / 1000, cfg->rate_milli % 1000,
-		       cfg->rate_burst, cfg->rate_clients, cfg->n_trusted);
-	else
-		printf("rate limit: off\n");
-	if (cfg->ignored_env != NULL)
-		printf("ignored %s=%s (a Kubernetes service link)\n",
-		       cfg->ignored_env, cfg->ignored_value);
-}
-
 /* A start that fails before the server runs: what was opened is closed
  * (the token digests, the certificate), and the exit status is 1. */
 static int
@@ -391,19 +322,29 @@ end_early(struct supervisor *sv)
 	return 1;
 }
 
-int
-main(int argc, char **argv)
+/* A start refused for bad usage: the reason on stderr, before the logger
+ * (journald reads the priority from the prefix: 3, err, so journalctl -p err
+ * shows why), and to the clients waiting on a passed socket. Exit 2. */
+static int
+refuse_start(const char *err)
 {
-	struct config cfg;
-	struct supervisor sv = {.watchdog = NULL};
-	sigset_t sigs;
+	fprintf(stderr, "%smicrod: %s\n", stderr_is_journal() ? "<3>" : "",
+	        err);
+	refuse_waiting(err);
+	return 2;
+}
+
+/*
+ * The settings: flags and environment, then the certificate and the token
+ * file, which cannot serve is bad usage too. -1 to go on and serve, else the
+ * exit status (--help, --version, --check-config, a refusal).
+ */
+static int
+open_settings(struct supervisor *sv, struct config *cfg, int argc, char **argv)
+{
 	char err[256];
-	int sig, listen_fd, tls_listen_fd;
 
-	if (argc > 1 && strcmp(argv[1], "probe") == 0)
-		return probe_main(argc - 1, argv + 1);
-
-	switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
+	switch (config_parse(cfg, argc, argv, err, sizeof(err))) {
 	case CONFIG_HELP:
 		config_usage(stdout);
 		return 0;
@@ -412,178 +353,204 @@ main(int argc, char **argv)
 		       MICROD_COMMIT);
 		return 0;
 	case CONFIG_ERROR:
-		/* Before the logger: journald reads the priority from the
-		 * prefix (3, err), so journalctl -p err shows why. */
-		fprintf(stderr, "%smicrod: %s\n",
-		        stderr_is_journal() ? "<3>" : "", err);
-		refuse_waiting(err);
-		return 2;
+		return refuse_start(err);
 	case CONFIG_RUN:
 		break;
 	}
-	/* A certificate or key that cannot serve is bad usage, said as
-	 * the configuration's errors are. */
-	if (cfg.tls_cert != NULL) {
-		if (tls_check_priorities(cfg.tls_priorities, err,
+	if (cfg->tls_cert != NULL) {
+		if (tls_check_priorities(cfg->tls_priorities, err,
 		                         sizeof(err)) == 0)
-			sv.tls = tls_open(cfg.tls_cert, cfg.tls_key, err,
-			                  sizeof(err));
-		if (sv.tls == NULL) {
-			fprintf(stderr, "%smicrod: %s\n",
-			        stderr_is_journal() ? "<3>" : "", err);
-			refuse_waiting(err);
-			return 2;
-		}
+			sv->tls = tls_open(cfg->tls_cert, cfg->tls_key, err,
+			                   sizeof(err));
+		if (sv->tls == NULL)
+			return refuse_start(err);
 	}
-	/* So is a token file that does not read. */
-	sv.middleware = middleware_open(&cfg, err, sizeof(err));
-	if (sv.middleware == NULL) {
-		fprintf(stderr, "%smicrod: %s\n",
-		        stderr_is_journal() ? "<3>" : "", err);
-		refuse_waiting(err);
-		tls_close(sv.tls);
-		return 2;
+	sv->middleware = middleware_open(cfg, err, sizeof(err));
+	if (sv->middleware == NULL) {
+		tls_close(sv->tls);
+		return refuse_start(err);
 	}
-	if (cfg.check_only) {
-		print_settings(&cfg);
-		middleware_close(sv.middleware);
-		tls_close(sv.tls);
+	if (cfg->check_only) {
+		config_print(cfg, stdout);
+		end_early(sv);
 		return 0;
 	}
-	log_setup(cfg.log_level,
-	          cfg.log_format >= 0     ? cfg.log_format
+	return -1;
+}
+
+/*
+ * Everything before the server: the log, the route table, the sockets the
+ * service manager passed, its notify socket, the signal mask (before any
+ * thread starts, so they all inherit it: only sigwait() sees these), the
+ * log writer, the start's report. 0, or -1 with the reason logged.
+ */
+static int
+prepare(struct supervisor *sv, const struct config *cfg, sigset_t *sigs,
+        int *listen_fd, int *tls_listen_fd)
+{
+	char err[256];
+
+	log_setup(cfg->log_level,
+	          cfg->log_format >= 0    ? cfg->log_format
 	          : isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT
 	                                  : LOG_FORMAT_JSON,
 	          stderr_is_journal());
 	if (router_join(builtin_routes, builtin_routes_count, app_routes,
 	                app_routes_count) != 0) {
 		log_error("the route table has more than %d rows", ROUTER_MAX);
-		return end_early(&sv);
+		return -1;
 	}
 	if (metrics_init() != 0) {
 		log_error("the route table outgrew the metrics table");
-		return end_early(&sv);
+		return -1;
 	}
-	listen_fd = activation_listen_fd(err, sizeof(err), &tls_listen_fd);
-	if (listen_fd == ACTIVATION_ERROR) {
+	*listen_fd = activation_listen_fd(err, sizeof(err), tls_listen_fd);
+	if (*listen_fd == ACTIVATION_ERROR) {
 		log_error("socket activation: %s", err);
-		return end_early(&sv);
+		return -1;
 	}
-	if (tls_listen_fd >= 0 && cfg.tls_cert == NULL) {
+	if (*tls_listen_fd >= 0 && cfg->tls_cert == NULL) {
 		log_warn("socket activation: a socket named https was passed, "
 		         "but there is no --tls-cert: not served");
-		close(tls_listen_fd);
-		tls_listen_fd = ACTIVATION_NONE;
+		close(*tls_listen_fd);
+		*tls_listen_fd = ACTIVATION_NONE;
 	}
-	if (notify_open(&sv.notifier, err, sizeof(err)) != 0) {
+	if (notify_open(&sv->notifier, err, sizeof(err)) != 0) {
 		log_error("service manager: %s", err);
-		return end_early(&sv);
+		return -1;
 	}
 	/* Pings at half the interval, as sd_watchdog_enabled(3) advises. */
-	sv.ping_every_ms = sv.notifier.watchdog_usec / 2000;
-	if (sv.notifier.watchdog_usec > 0 && sv.ping_every_ms < 1)
-		sv.ping_every_ms = 1;
-
-	/* Masked before the pool starts, so its threads inherit the mask and
-	 * only sigwait() below ever sees these. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGPIPE);
-	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0) {
+	sv->ping_every_ms = sv->notifier.watchdog_usec / 2000;
+	if (sv->notifier.watchdog_usec > 0 && sv->ping_every_ms < 1)
+		sv->ping_every_ms = 1;
+	sigemptyset(sigs);
+	sigaddset(sigs, SIGTERM);
+	sigaddset(sigs, SIGINT);
+	sigaddset(sigs, SIGHUP);
+	sigaddset(sigs, SIGPIPE);
+	if (pthread_sigmask(SIG_BLOCK, sigs, NULL) != 0) {
 		log_error("cannot block signals");
-		return end_early(&sv);
+		return -1;
 	}
-	sigdelset(&sigs, SIGPIPE);
-	/* After the mask, so the writer thread inherits it. */
-	if (log_start() != 0) {
+	sigdelset(sigs, SIGPIPE);
+	if (log_start() != 0) { /* after the mask: the writer inherits it */
 		log_error("cannot start the log writer");
-		return end_early(&sv);
+		return -1;
 	}
-
-	if (cfg.ignored_env != NULL)
-		log_warn("%s=%s is a Kubernetes service link (a Service named "
-		         "after microd), not a port: ignored; set "
-		         "enableServiceLinks: false in the pod spec",
-		         cfg.ignored_env, cfg.ignored_value);
-	if (cfg.threads_asked > 0)
-		log_warn(
-		    "%u threads asked for is more than the connection "
-		    "limit %u: more threads than connections cannot all be "
-		    "busy; running %u threads",
-		    cfg.threads_asked, cfg.connection_limit, cfg.threads);
-	log_info("microd %s: %u threads (%s; from %s), max body %zu bytes, "
-	         "body budget %zu bytes (from %s), shutdown timeout %u ms",
-	         MICROD_VERSION, cfg.threads,
-	         cfg.event_loop == EVENT_LOOP_EPOLL ? "epoll" : "poll",
-	         cfg.threads_from, cfg.max_body, cfg.body_budget,
-	         cfg.budget_from, cfg.shutdown_timeout_ms);
-	log_limits(&cfg);
-	middleware_warn(&cfg);
-	raise_fd_limit(cfg.connection_limit);
-	if (router_check_served(cfg.example_routes ? 0 : ROUTE_EXAMPLE,
-	                        cfg.body_budget, err, sizeof(err)) != 0) {
+	config_log(cfg, MICROD_VERSION);
+	middleware_warn(cfg);
+	raise_fd_limit(cfg->connection_limit);
+	if (router_check_served(cfg->example_routes ? 0 : ROUTE_EXAMPLE,
+	                        cfg->body_budget, err, sizeof(err)) != 0) {
 		log_error("%s", err);
-		notify_close(&sv.notifier);
+		notify_close(&sv->notifier);
 		log_stop(LOG_FLUSH_MS);
-		return end_early(&sv);
+		return -1;
 	}
-	/* The application's start hook, before the first request and before
-	 * READY=1. */
-	sv.app = app_start(&cfg);
-	if (sv.app == NULL) {
-		notify_close(&sv.notifier);
+	return 0;
+}
+
+/*
+ * The service's start hook (before the first request and READY=1), microd's
+ * own state, the server, its checks and the watchdog. 0, or -1 with all of
+ * it closed again.
+ */
+static int
+start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
+              int tls_listen_fd)
+{
+	sv->app = app_start(cfg);
+	if (sv->app == NULL) {
+		notify_close(&sv->notifier);
 		log_stop(LOG_FLUSH_MS);
-		return end_early(&sv);
+		end_early(sv);
+		return -1;
 	}
 	/* The checks exist before the first probe can read them; they run
 	 * once there is a server to check. */
-	sv.runtime.health_details = cfg.health_details;
-	sv.runtime.tls = sv.tls;
-	if (sv.tls != NULL)
-		tls_install(sv.tls);
-	sv.runtime.middleware = sv.middleware;
-	middleware_describe(sv.middleware);
-	sv.runtime.checks = checks_new(&cfg);
-	sv.srv = sv.runtime.checks != NULL
-	             ? server_start(&cfg, listen_fd, tls_listen_fd, &sv.runtime,
-	                            sv.app)
-	             : NULL;
-	if (sv.srv != NULL &&
-	    checks_run(sv.runtime.checks, sv.srv, sv.ping_every_ms > 0) != 0) {
-		server_stop(sv.srv);
-		sv.srv = NULL;
+	sv->runtime.health_details = cfg->health_details;
+	sv->runtime.tls = sv->tls;
+	if (sv->tls != NULL)
+		tls_install(sv->tls);
+	sv->runtime.middleware = sv->middleware;
+	middleware_describe(sv->middleware);
+	sv->runtime.checks = checks_new(cfg);
+	sv->srv = sv->runtime.checks != NULL
+	              ? server_start(cfg, listen_fd, tls_listen_fd,
+	                             &sv->runtime, sv->app)
+	              : NULL;
+	if (sv->srv != NULL && checks_run(sv->runtime.checks, sv->srv,
+	                                  sv->ping_every_ms > 0) != 0) {
+		server_stop(sv->srv);
+		sv->srv = NULL;
 	}
 	/* With a watchdog its rounds are the pool check's runs: a watchdog
 	 * that cannot run would leave /livez blind, so no start. */
-	if (sv.srv != NULL && sv.ping_every_ms > 0) {
+	if (sv->srv != NULL && sv->ping_every_ms > 0) {
 		log_info("watchdog: GET /health through each worker thread "
 		         "every %lld ms",
-		         sv.ping_every_ms);
-		sv.watchdog = watchdog_start(
-		    sv.srv, &sv.notifier, sv.ping_every_ms, sv.runtime.checks);
-		if (sv.watchdog == NULL) {
-			checks_halt(sv.runtime.checks);
-			server_stop(sv.srv);
-			sv.srv = NULL;
+		         sv->ping_every_ms);
+		sv->watchdog =
+		    watchdog_start(sv->srv, &sv->notifier, sv->ping_every_ms,
+		                   sv->runtime.checks);
+		if (sv->watchdog == NULL) {
+			checks_halt(sv->runtime.checks);
+			server_stop(sv->srv);
+			sv->srv = NULL;
 		}
 	}
-	if (sv.srv == NULL) {
-		checks_free(sv.runtime.checks);
-		app_stop(sv.app);
-		middleware_close(sv.middleware);
-		tls_close(sv.tls);
-		notify_close(&sv.notifier);
-		log_stop(LOG_FLUSH_MS);
+	if (sv->srv != NULL)
+		return 0;
+	checks_free(sv->runtime.checks);
+	app_stop(sv->app);
+	middleware_close(sv->middleware);
+	tls_close(sv->tls);
+	notify_close(&sv->notifier);
+	log_stop(LOG_FLUSH_MS);
+	return -1;
+}
+
+/* After the drain: the watchdog, the checks, the server, then what the
+ * handlers and the chain used, unless a handler still runs. */
+static void
+stop_serving(struct supervisor *sv)
+{
+	watchdog_stop(sv->watchdog); /* it talks to the pool: stop it first */
+	checks_halt(sv->runtime.checks); /* so does the pool check */
+	if (server_stop(sv->srv) == 0) {
+		/* No probe reads the checks any more, no handler runs. */
+		checks_free(sv->runtime.checks);
+		sv->runtime.checks = NULL;
+		app_stop(sv->app);
+		middleware_close(sv->middleware); /* nor the chain */
+	} else
+		log_warn("the application is not torn down: a handler that "
+		         "did not finish still uses it");
+	tls_close(sv->tls); /* no handshake any more: the daemons stopped */
+}
+
+int
+main(int argc, char **argv)
+{
+	struct config cfg;
+	struct supervisor sv = {.watchdog = NULL};
+	sigset_t sigs;
+	int sig, status, listen_fd, tls_listen_fd;
+
+	if (argc > 1 && strcmp(argv[1], "probe") == 0)
+		return probe_main(argc - 1, argv + 1);
+	status = open_settings(&sv, &cfg, argc, argv);
+	if (status >= 0)
+		return status;
+	if (prepare(&sv, &cfg, &sigs, &listen_fd, &tls_listen_fd) != 0)
+		return end_early(&sv);
+	if (start_serving(&sv, &cfg, listen_fd, tls_listen_fd) != 0)
 		return 1;
-	}
 
 	/* MHD_start_daemon returned: the socket listens and the pool runs. */
 	state_set(STATE_READY);
 	notify_send(&sv.notifier, "READY=1\nSTATUS=serving on %s, %u threads",
 	            server_address(sv.srv), cfg.threads);
-
 	for (;;) {
 		sig = wait_signal(&sv, &sigs);
 		if (sig == SIGTERM || sig == SIGINT)
@@ -591,23 +558,11 @@ main(int argc, char **argv)
 		if (sig == SIGHUP)
 			reload(&sv);
 	}
-
 	log_info("%s: drain delay %u ms, then at most %u ms for requests in "
 	         "flight",
 	         signal_name(sig), cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
 	shut_down(&sv, &cfg, &sigs);
-	watchdog_stop(sv.watchdog); /* it talks to the pool: stop it first */
-	checks_halt(sv.runtime.checks); /* so does the pool check */
-	if (server_stop(sv.srv) == 0) {
-		checks_free(
-		    sv.runtime.checks); /* no probe reads them any more */
-		sv.runtime.checks = NULL;
-		app_stop(sv.app);                /* no handler runs any more */
-		middleware_close(sv.middleware); /* nor the chain */
-	} else
-		log_warn("the application is not torn down: a handler that "
-		         "did not finish still uses it");
-	tls_close(sv.tls); /* no handshake any more: the daemons stopped */
+	stop_serving(&sv);
 	state_set(STATE_STOPPED);
 	notify_close(&sv.notifier);
 	flush_log(&sigs);
