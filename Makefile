@@ -51,7 +51,7 @@ LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
 LIB_SRC  = src/activation.c src/clock.c src/config.c src/encode.c \
-           src/handlers.c \
+           src/handlers.c src/outbound.c \
            src/log.c src/metrics.c src/notify.c src/number.c src/policy.c \
            src/probe.c src/ratelimit.c src/refusal.c src/resources.c \
            src/reply.c src/reqid.c src/router.c src/server.c src/state.c \
