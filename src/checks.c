@@ -7,18 +7,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "config.h"
 #include "log.h"
+#include "outbound.h"
 #include "server/server.h"
 #include "state.h"
 #include "trace.h"
@@ -28,11 +26,6 @@ enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
 
 /* The pool check waits at least this long for a worker's answer. */
 #define POOL_TIMEOUT_MIN_MS 1000
-
-/* How much of an HTTP check's answer is read past its status line, and
- * for how long at most once the run is recorded. */
-#define ANSWER_READ_MAX ((size_t)64 * 1024)
-#define ANSWER_READ_MS 250
 
 struct check {
 	enum check_kind kind;
@@ -57,199 +50,18 @@ struct checks {
 };
 
 /*
- * Waits for fd to be ready for events before deadline_ms, unless the checks
- * are halted: 1, or 0.
+ * One run of a check: 0 when it passed, else -1 with why. o is the
+ * connection of an http:// check, whose answer is still to be read to its
+ * end (outbound_close_after_answer), else closed.
  */
 static int
-ready_by(const struct check *c, int fd, short events, long long deadline_ms)
-{
-	struct pollfd p[2] = {{.fd = fd, .events = events},
-	                      {.fd = c->owner->stop_fd[0], .events = POLLIN}};
-	long long left = deadline_ms - now_ms();
-
-	return left > 0 && poll(p, 2, (int)left) >= 1 && p[1].revents == 0 &&
-	       p[0].revents != 0;
-}
-
-/* A connected socket to the target before deadline_ms, or -1 with why. */
-static int
-dial(const struct check *c, long long deadline_ms, char *why, size_t len)
+run_once(struct check *c, char *why, size_t len, struct outbound *o)
 {
 	const struct health_target *t = &c->target;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-	                         .ai_flags = AI_NUMERICSERV};
-	struct addrinfo *res, *ai;
-	char port[8];
-	int fd = -1, err;
-
-	snprintf(port, sizeof(port), "%u", t->port);
-	/* A name is resolved by getaddrinfo, which no timeout bounds; an
-	 * address (the usual case in a cluster) is not looked up at all. */
-	err = getaddrinfo(t->host, port, &hints, &res);
-	if (err != 0) {
-		snprintf(why, len, "resolve %.64s: %s", t->host,
-		         gai_strerror(err));
-		return -1;
-	}
-	snprintf(why, len, "connect to %.64s:%u: no address", t->host, t->port);
-	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		socklen_t elen = sizeof(err);
-
-		fd = socket(ai->ai_family,
-		            ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		            ai->ai_protocol);
-		if (fd < 0)
-			continue;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			break;
-		err = errno;
-		if (err == EINPROGRESS) {
-			err = ETIMEDOUT;
-			if (ready_by(c, fd, POLLOUT, deadline_ms) &&
-			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) ==
-			        0 &&
-			    err == 0)
-				break;
-		}
-		if (err == ETIMEDOUT)
-			snprintf(why, len,
-			         "connect to %.64s:%u: no answer in %lld ms",
-			         t->host, t->port, c->timeout_ms);
-		else
-			snprintf(why, len, "connect to %.64s:%u: %s", t->host,
-			         t->port, strerror(err));
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	return fd;
-}
-
-static int http_exchange(const struct check *c, int fd, const char *req,
-                         size_t n, long long deadline_ms, char *why,
-                         size_t len);
-
-/* GET the target's path: passes on a 2xx or 3xx status line in time. */
-static int
-http_get(const struct check *c, int fd, long long deadline_ms, char *why,
-         size_t len)
-{
-	const struct health_target *t = &c->target;
-	char req[HEALTH_PATH_MAX + HEALTH_HOST_MAX + 192];
+	struct outbound_target to = {.host = t->host, .port = t->port};
 	char tp[TRACE_HEADER_LEN + 1];
-	int v6 = strchr(t->host, ':') != NULL; /* an IPv6 address: [::1]:80 */
-	int n;
+	int status;
 
-	/* Each run is a trace of its own, so the dependency's log can be
-	 * matched with the run's: a failure names it. */
-	trace_outbound(NULL, tp);
-	n = snprintf(req, sizeof(req),
-	             "GET %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
-	             "User-Agent: microd-check\r\ntraceparent: %s\r\n"
-	             "Connection: close\r\n\r\n",
-	             t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port,
-	             tp);
-	if (http_exchange(c, fd, req, (size_t)n, deadline_ms, why, len) == 0)
-		return 0;
-	/* "(trace " + 32 hex + ")": the trace-id is 3 + 32 into tp. */
-	if (strlen(why) + 41 < len)
-		snprintf(why + strlen(why), len - strlen(why), " (trace %.32s)",
-		         tp + 3);
-	return -1;
-}
-
-/* Sends req, then reads a status line: 0 for 2xx or 3xx in time. */
-static int
-http_exchange(const struct check *c, int fd, const char *req, size_t n,
-              long long deadline_ms, char *why, size_t len)
-{
-	const struct health_target *t = &c->target;
-	char got[64];
-	size_t have = 0, sent = 0;
-
-	while (sent < n) {
-		ssize_t w;
-
-		if (!ready_by(c, fd, POLLOUT, deadline_ms)) {
-			snprintf(why, len, "GET %.64s: no answer in %lld ms",
-			         t->path, c->timeout_ms);
-			return -1;
-		}
-		w = send(fd, req + sent, n - sent, MSG_NOSIGNAL);
-		if (w < 0 && errno != EAGAIN && errno != EINTR) {
-			snprintf(why, len, "GET %.64s: %s", t->path,
-			         strerror(errno));
-			return -1;
-		}
-		sent += w > 0 ? (size_t)w : 0;
-	}
-	while (have < 12) { /* "HTTP/1.1 200" */
-		ssize_t r;
-
-		if (!ready_by(c, fd, POLLIN, deadline_ms)) {
-			snprintf(why, len, "GET %.64s: no answer in %lld ms",
-			         t->path, c->timeout_ms);
-			return -1;
-		}
-		r = recv(fd, got + have, sizeof(got) - 1 - have, 0);
-		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-			snprintf(why, len, "GET %.64s: closed before a status",
-			         t->path);
-			return -1;
-		}
-		have += r > 0 ? (size_t)r : 0;
-	}
-	got[have] = '\0';
-	/* "HTTP/1.x NNN " with three digits, 2xx or 3xx; an interim 1xx
-	 * answer is not waited past and fails. */
-	if (strncmp(got, "HTTP/1.", 7) != 0 || got[8] != ' ' ||
-	    (got[9] != '2' && got[9] != '3') || got[10] < '0' ||
-	    got[10] > '9' || got[11] < '0' || got[11] > '9' ||
-	    (have > 12 && got[12] != ' ' && got[12] != '\r')) {
-		got[strcspn(got, "\r\n")] = '\0';
-		snprintf(why, len, "GET %.64s: %.40s", t->path, got);
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Reads the rest of an answer to the peer's close (ANSWER_READ_MAX bytes and
- * ANSWER_READ_MS at most), then closes: a socket closed with bytes unread
- * sends a reset, which the dependency would log as an error on every run.
- * The run is recorded before, so a peer that keeps the connection open
- * delays neither the result nor its duration.
- */
-static void
-close_after_answer(const struct check *c, int fd)
-{
-	char buf[4096];
-	size_t total = 0;
-	long long deadline_ms = now_ms() + ANSWER_READ_MS;
-
-	while (total < ANSWER_READ_MAX &&
-	       ready_by(c, fd, POLLIN, deadline_ms)) {
-		ssize_t r = recv(fd, buf, sizeof(buf), 0);
-
-		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
-			break;
-		total += r > 0 ? (size_t)r : 0;
-	}
-	close(fd);
-}
-
-/*
- * One run of a check: 0 when it passed, else -1 with why. *answered is the
- * socket of an http:// check, whose answer is still to be read to its end
- * (close_after_answer), else -1.
- */
-static int
-run_once(struct check *c, char *why, size_t len, int *answered)
-{
-	long long deadline = now_ms() + c->timeout_ms;
-	int fd, ret;
-
-	*answered = -1;
 	if (c->kind == CHECK_POOL) {
 		struct pool_check pc;
 
@@ -266,16 +78,24 @@ run_once(struct check *c, char *why, size_t len, int *answered)
 		         c->timeout_ms);
 		return -1;
 	}
-	fd = dial(c, deadline, why, len);
-	if (fd < 0)
+	if (outbound_open(o, &to, c->timeout_ms, c->owner->stop_fd[0], why,
+	                  len) != 0)
 		return -1;
-	if (c->target.kind != HEALTH_HTTP) {
-		close(fd);
+	if (t->kind != HEALTH_HTTP) {
+		outbound_close(o);
 		return 0;
 	}
-	ret = http_get(c, fd, deadline, why, len);
-	*answered = fd;
-	return ret;
+	/* Each run is a trace of its own, so the dependency's log can be
+	 * matched with the run's: a failure names it. */
+	trace_outbound(NULL, tp);
+	if (outbound_get(o, t->path, "microd-check", tp, &status, why, len) ==
+	    0)
+		return 0;
+	/* "(trace " + 32 hex + ")": the trace-id is 3 + 32 into tp. */
+	if (strlen(why) + 41 < len)
+		snprintf(why + strlen(why), len - strlen(why), " (trace %.32s)",
+		         tp + 3);
+	return -1;
 }
 
 /* Records a run under the lock; logs a change of status once. */
@@ -313,21 +133,22 @@ check_main(void *arg)
 		struct timespec until;
 		long long start = now_ns();
 		char why[160] = "";
-		int answered, stopping;
-		int passed = run_once(c, why, sizeof(why), &answered) == 0;
+		struct outbound o = {.fd = -1};
+		int stopping, passed = run_once(c, why, sizeof(why), &o) == 0;
 		long long took = now_ns() - start;
 
 		pthread_mutex_lock(&cs->lock);
 		stopping = cs->stop;
 		pthread_mutex_unlock(&cs->lock);
 		if (stopping) {
-			if (answered >= 0)
-				close(answered);
+			outbound_close(&o);
 			return NULL; /* a run cut short is no result */
 		}
 		record(c, passed, took, why);
-		if (answered >= 0)
-			close_after_answer(c, answered);
+		/* The run is recorded before, so a peer that keeps the
+		 * connection open delays neither the result nor its duration.
+		 */
+		outbound_close_after_answer(&o);
 		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec += (time_t)(c->interval_ms / 1000);
 		until.tv_nsec += (long)(c->interval_ms % 1000) * 1000000L;

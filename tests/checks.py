@@ -433,6 +433,86 @@ def test_trace_outbound():
     srv.close()
 
 
+class Pieces:
+    """A raw HTTP server on 127.0.0.1 that answers every connection with
+    its pieces, each sent on its own (TCP_NODELAY, 50 ms apart: the pause
+    only paces the bytes into separate reads; the verdict asserted must
+    not depend on it), then closes."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self.serve)
+        self.thread.start()
+
+    def serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            try:
+                c.settimeout(2)
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    more = c.recv(4096)
+                    if not more:
+                        break
+                    got += more
+                for i, piece in enumerate(self.pieces):
+                    if i:
+                        time.sleep(0.05)
+                    c.sendall(piece)
+                c.shutdown(socket.SHUT_WR)
+                c.recv(1)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+def test_status_line():
+    """The status line is read as RFC 9112 says whatever the reads: a
+    byte that breaks it fails the check, and the reason quotes the line."""
+    cases = (("split12", [b"HTTP/1.1 200", b"999\r\nContent-Length: 0\r\n\r\n"], "HTTP/1.1 200999"),
+             ("version", [b"HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n"], "HTTP/1.2 200 OK"),
+             ("twodigits", [b"HTTP/1.1 20", b" OK\r\nContent-Length: 0\r\n\r\n"], "HTTP/1.1 20 OK"),
+             ("bytewise", [bytes([b]) for b in b"HTTP/1.1 2009 X\r\n"] + [b"\r\n"], "HTTP/1.1 2009 X"),
+             ("good", [b"HTTP/1.1 200", b" OK\r\nContent-Length: 0\r\n\r\n"], None))
+    servers = [Pieces(pieces) for _, pieces, _ in cases]
+    args = [BIN, "--port", "0", "--bind", "127.0.0.1", "--health-details", "--check-interval", "60",
+            "--check-timeout", "3"]
+    for (name, _, _), srv in zip(cases, servers):
+        args += ["--check", "%s=http://127.0.0.1:%d/" % (name, srv.port)]
+    proc, port, log = start_microd(args)
+    if ok(port is not None, "microd with checks of status lines sent in pieces"):
+        ran = poll(lambda: all((get(port, "/readyz/%s?verbose" % name)[1] or {}).get("time")
+                               for name, _, _ in cases), FOLLOWS * 2, 0.05)
+        ok(ran, "  each check has run")
+        for name, pieces, line in cases:
+            st, body, _ = get(port, "/readyz/%s?verbose" % name)
+            out = (body or {}).get("output", "")
+            if line is None:
+                ok(st == 200, "%r then %r: passes (%s %r)" % (pieces[0], pieces[1], st, out))
+                continue
+            ok(st == 503 and re.fullmatch(r"GET /: malformed status line: %s \(trace [0-9a-f]{32}\)"
+                                          % re.escape(line), out),
+               "%s in %d pieces (%r first): fails, naming the line: %r" % (line, len(pieces), pieces[0], out))
+    stop_microd(proc, log)
+    for srv in servers:
+        srv.close()
+
+
 def test_wedged():
     # One handler blocks one worker of four: the other three answer the
     # probes at once, so /livez shows what the pool check saw, not a probe
@@ -594,6 +674,7 @@ def main():
     test_drain()
     test_stop_cuts_a_run()
     test_ipv6_host()
+    test_status_line()
     test_wedged()
     test_trace_outbound()
     test_pool_timeout_floor()

@@ -479,6 +479,17 @@ test_probe(void)
 		   "probe exits 0 on a 302 (the kubelet's 200-399 rule)");
 		fake_stop(&f);
 	}
+	if (fake_start(&f, "HTTP/1.1 200999\r\nContent-Length: 0\r\n\r\n") ==
+	    0) {
+		snprintf(url, sizeof(url), "http://127.0.0.1:%u/", f.port);
+		st = probe(url, "1", NULL, out, sizeof(out));
+		ok(WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+		       strstr(out, "GET /: malformed status line: HTTP/1.1 "
+		                   "200999\n") != NULL,
+		   "probe exits 1 on a malformed status line, quoting it: %s",
+		   out);
+		fake_stop(&f);
+	}
 	st = probe("ftp://example", "1", NULL, out, sizeof(out));
 	ok(WIFEXITED(st) && WEXITSTATUS(st) == 1,
 	   "a bad --url exits 1, never 2");

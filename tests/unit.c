@@ -2,7 +2,8 @@
 /*
  * unit.c -- the pure modules without a server: router, config, reply, the
  * request policy, the number parser, the rate limits and the client's key,
- * and the environment parsing of socket activation and sd_notify
+ * the outbound client's status line, and the environment parsing of socket
+ * activation and sd_notify
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,6 +30,7 @@
 #include "log.h"
 #include "notify.h"
 #include "number.h"
+#include "outbound.h"
 #include "policy.h"
 #include "pool.h"
 #include "ratelimit.h"
@@ -2726,6 +2728,110 @@ test_auth(void)
 #undef T16
 }
 
+/* Status lines as an answer's first bytes: the verdict, and the status. */
+static const struct status_line_case {
+	const char *bytes;
+	size_t len;
+	enum outbound_line verdict;
+	int status; /* for OK */
+} status_line_cases[] = {
+#define SL(s) s, sizeof(s) - 1 /* the bytes, NULs included */
+    {SL("HTTP/1.1 200 OK\r\n"), OUTBOUND_LINE_OK, 200},
+    {SL("HTTP/1.0 204 No Content\r\n"), OUTBOUND_LINE_OK, 204},
+    {SL("HTTP/1.1 301 Moved Permanently\r\n"), OUTBOUND_LINE_OK, 301},
+    {SL("HTTP/1.1 200 \r\n"), OUTBOUND_LINE_OK, 200},         /* empty reason */
+    {SL("HTTP/1.1 200\r\n"), OUTBOUND_LINE_OK, 200},          /* no reason */
+    {SL("HTTP/1.1 200\n"), OUTBOUND_LINE_OK, 200},            /* a bare LF */
+    {SL("HTTP/1.1 500 X\r\n"), OUTBOUND_LINE_OK, 500},        /* well-formed */
+    {SL("HTTP/1.1 100 Continue\r\n"), OUTBOUND_LINE_OK, 100}, /* interim */
+    {SL("HTTP/1.1 999 X\r\n"), OUTBOUND_LINE_OK, 999},        /* 3 digits */
+    {SL("HTTP/1.1 000 X\r\n"), OUTBOUND_LINE_OK, 0},
+    {SL("HTTP/1.1 200\t\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 200999\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 2009 X\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 200\rX\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 200\r\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 20 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 2x0 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1 -20 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1  200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1\t200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.2 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.10 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/2 200\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/2.0 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("http/1.1 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL(" HTTP/1.1 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("\r\nHTTP/1.1 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("ICY 200 OK\r\n"), OUTBOUND_LINE_BAD, 0},
+    {SL("HTTP/1.1\0 200 OK"), OUTBOUND_LINE_BAD, 0},
+    {SL(""), OUTBOUND_LINE_MORE, 0},
+    {SL("HTTP/1.1 200"), OUTBOUND_LINE_MORE, 0}, /* the 13th byte decides */
+    {SL("HTTP/1.1 200\r"), OUTBOUND_LINE_MORE, 0},
+#undef SL
+};
+
+static const char *
+line_verdict_name(enum outbound_line v)
+{
+	return v == OUTBOUND_LINE_OK    ? "ok"
+	       : v == OUTBOUND_LINE_BAD ? "bad"
+	                                : "more";
+}
+
+/*
+ * Each status line fed whole, then byte by byte as the bytes so far (one
+ * read a byte): no verdict before the byte that decides, that verdict
+ * after it whatever follows, and the same as whole.
+ */
+static void
+test_outbound_status_line(void)
+{
+	for (size_t i = 0;
+	     i < sizeof(status_line_cases) / sizeof(status_line_cases[0]);
+	     i++) {
+		const struct status_line_case *c = &status_line_cases[i];
+		size_t n = c->len;
+		enum outbound_line whole, first = OUTBOUND_LINE_MORE;
+		int status = -1, st = -1, steady = 1;
+		char shown[64];
+		size_t k = 0;
+
+		for (size_t j = 0; j < n && k + 3 < sizeof(shown); j++) {
+			const char *esc = strchr("\r\n\t", c->bytes[j]);
+
+			if (c->bytes[j] != '\0' && esc == NULL) {
+				shown[k++] = c->bytes[j];
+				continue;
+			}
+			shown[k++] = '\\';
+			shown[k++] = '0';
+			if (esc != NULL)
+				shown[k - 1] = "rnt"[esc - "\r\n\t"];
+		}
+		shown[k] = '\0';
+		whole = outbound_status_line(c->bytes, n, &status);
+		ok(whole == c->verdict &&
+		       (whole != OUTBOUND_LINE_OK || status == c->status),
+		   "status line '%s' fed whole: %s %d", shown,
+		   line_verdict_name(whole), status);
+		for (size_t m = 0; m <= n; m++) {
+			enum outbound_line v =
+			    outbound_status_line(c->bytes, m, &st);
+
+			if (first == OUTBOUND_LINE_MORE)
+				first = v;
+			else if (v != first)
+				steady = 0;
+		}
+		ok(first == c->verdict && steady &&
+		       (first != OUTBOUND_LINE_OK || st == c->status),
+		   "  byte by byte: %s %d, %s once decided",
+		   line_verdict_name(first), st,
+		   steady ? "unchanged" : "CHANGED");
+	}
+}
+
 static void
 test_key_prefix(void)
 {
@@ -2782,5 +2888,6 @@ main(void)
 	test_ratelimit();
 	test_client_key();
 	test_key_prefix();
+	test_outbound_status_line();
 	return done_testing();
 }
