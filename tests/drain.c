@@ -443,7 +443,9 @@ test_probe(void)
 	st = probe(url, "1", NULL, out, sizeof(out));
 	ok(WIFEXITED(st) && WEXITSTATUS(st) == 1,
 	   "probe exits 1 against a closed port");
-	ok(strstr(out, "refused") != NULL, "saying why: %s", out);
+	ok(strstr(out, ": connect to 127.0.0.1:") != NULL &&
+	       strstr(out, ": Connection refused") != NULL,
+	   "saying why, as the checks do: %s", out);
 
 	if (fake_start(&f, NULL) == 0) {
 		snprintf(url, sizeof(url), "http://127.0.0.1:%u/health",
@@ -454,6 +456,8 @@ test_probe(void)
 		   "probe exits 1 against a server that never answers");
 		ok(now_ms() - t0 >= 300 && now_ms() - t0 < 2000,
 		   "after its --timeout of 0.3 s (%lld ms)", now_ms() - t0);
+		ok(strstr(out, "GET /health: no answer in 300 ms") != NULL,
+		   "saying why, as the checks do: %s", out);
 		fake_stop(&f);
 	}
 	if (fake_start(&f, "HTTP/1.1 500 Internal Server Error\r\n"
