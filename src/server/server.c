@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* server.c -- libmicrohttpd thread pool; the only file that speaks MHD */
+/* server.c -- libmicrohttpd thread pool */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "dispatch.h"
+#include "internal.h"
 #include "log.h"
 #include "metrics.h"
 #include "middleware.h"
@@ -45,9 +46,6 @@
  */
 #define DISCARD_MIN ((size_t)64 << 10)
 
-/* Most workers the watchdog checks one by one; past that, a sample. */
-#define CHECK_MAX 256
-
 /* A body this large, once freed, asks for malloc_trim. */
 #define TRIM_AFTER ((size_t)64 << 10)
 
@@ -57,73 +55,12 @@
 /* How long the stop lets resumed handler-pool requests get their 503. */
 #define STOP_ANSWER_MS 500
 
-/* Header fields checked from the stack; a request with more uses the heap. */
-#define FIELDS_STACK 32
-
-/*
- * How far apart two fields' lines may be in libmicrohttpd's buffer and still
- * be looked at byte by byte: the connection pool bounds a head anyway.
- */
-#define VALUE_HIDE_MAX ((size_t)1 << 20)
-
 /* Replies up to this size are rendered on the stack, larger ones on the heap.
  */
 #define RENDER_STACK 2048
 
 /* Failed probe answers are access-logged once in this long at most. */
 #define PROBE_LOG_EVERY_NS 1000000000LL
-
-struct server {
-	struct MHD_Daemon *daemon;
-	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
-	/* HTTPS beside it, with --tls-cert: NULL without. */
-	struct MHD_Daemon *tls_daemon;
-	MHD_socket tls_quiesced_fd;
-	int tls_passed; /* its socket came from systemd: left listening */
-	unsigned int tls_port;
-	char tls_address[128];
-	char *tls_priorities; /* ours: libmicrohttpd takes a char * */
-	int passed;           /* the listening socket came from systemd */
-	size_t max_body;
-	unsigned int port;
-	unsigned int workers; /* threads libmicrohttpd runs: 1 means no pool */
-	char address[128]; /* as logged: 0.0.0.0:8080, [::1]:80, unix:/run/x */
-	int log_probes;
-	unsigned int connection_limit; /* clients, over all workers */
-	/* Shared with the pool threads. */
-	atomic_ullong refused; /* clients refused at the limit */
-	atomic_uint clients;   /* open client connections (not microd's own) */
-	/* The watchdog's checks, one at most per worker at a time: only the
-	 * thread that calls server_check_pool touches them. */
-	struct probe {
-		int fd; /* -1: none outstanding */
-		size_t have;
-		char got[16];
-	} probes[CHECK_MAX];
-	size_t body_budget;
-	atomic_size_t body_bytes; /* reserved by buffered bodies */
-	atomic_bool trim_wanted;  /* a large body was freed */
-	atomic_uint peak_conns;   /* most connections since the last trim */
-	atomic_bool draining;
-	atomic_uint waiting; /* connections that have not begun a request yet */
-	/* Failed probe answers' log lines: see probe_log_gate */
-	atomic_llong probe_log_next_ns;
-	atomic_ullong probe_log_skipped;
-	struct app *app; /* the service's context, for its handlers; not ours */
-	struct runtime *runtime; /* microd's own; not ours */
-	struct pool *pool;       /* runs the ROUTE_BLOCKING handlers */
-	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
-};
-
-/*
- * Per connection, from NOTIFY_STARTED to NOTIFY_CLOSED. Once libmicrohttpd
- * has handed the connection to its pool thread (under the library's own
- * lock), only that thread touches it.
- */
-struct conn_state {
-	int began;  /* a request has begun on it */
-	int client; /* counted in srv->clients: not one of microd's own */
-};
 
 /* The peer address microd gives the connections it adds itself. */
 static const struct sockaddr_un internal_peer = {.sun_family = AF_UNIX};
@@ -141,82 +78,6 @@ static const struct sockaddr_un internal_peer = {.sun_family = AF_UNIX};
  */
 #define LIBRARY_LIMIT(limit, workers)                                          \
 	((intptr_t)(workers) * ((intptr_t)(limit) + (intptr_t)(workers) + 2))
-
-/*
- * Where a ROUTE_BLOCKING request stands. The connection is suspended from
- * JOB_QUEUED until the handler pool is done with it, and then resumed:
- * libmicrohttpd calls on_request again and the state says what to send.
- */
-enum job_state {
-	JOB_NONE,      /* not on the pool (yet) */
-	JOB_QUEUED,    /* waiting for a handler thread */
-	JOB_DONE,      /* the handler's reply is in job_reply */
-	JOB_REJECTED,  /* the queue was full: 503 */
-	JOB_CANCELLED, /* taken out of the queue at stop: 503 */
-	JOB_ABANDONED, /* still running at stop: 503; the handler goes on */
-};
-
-/* A ROUTE_BLOCKING request's headers and query, copied for the handler
- * thread, which must not read libmicrohttpd's connection. */
-struct snapshot {
-	size_t n;
-	struct snapshot_field {
-		enum request_field kind;
-		const char *name, *value;
-	} * at; /* one block with the strings; owned */
-};
-
-/*
- * Per-request state: created when the request line has been read
- * (on_target). libmicrohttpd holds one reference, dropped in on_completed,
- * which it calls for every request on_target saw, also for those it refuses
- * itself; the handler pool holds another while a blocking request is on it.
- */
-struct exchange {
-	atomic_int refs;
-	int began; /* on_request has seen it */
-	struct route_result res;
-	size_t max_body; /* the route's, else --max-body */
-	int takes_body;  /* the route buffers the body (JSON or raw) */
-	size_t expect;   /* a sized body's length + nul; 0: chunked */
-	size_t nul;      /* 1: a raw body, kept with a NUL after it */
-	int chunked;     /* the body is chunked: it may carry trailers */
-	size_t reserved; /* of the body budget, released in on_completed */
-	int over_budget; /* the budget ran out while a chunked body came */
-	size_t received; /* body bytes seen so far */
-	char *body;      /* buffered body, for routes that take one */
-	size_t len, cap;
-	const char *method; /* MHD's, valid until on_completed */
-	char *path;         /* decoded from target; what routes see */
-	char *params;       /* the path parameters' decoded values */
-	size_t params_len;
-	char peer[INET6_ADDRSTRLEN];
-	/* A ROUTE_BLOCKING request on the handler pool. */
-	atomic_int job_state; /* enum job_state */
-	struct pool_task task;
-	struct MHD_Connection *conn;
-	struct app *app;
-	struct runtime *runtime;
-	struct snapshot snap;
-	json_t *job_body;
-	struct reply *job_reply; /* the handler's, from start_job on */
-	int method_head;         /* a HEAD request, served by a GET route */
-	int own; /* sent by microd itself: the pool check, watchdog */
-	long long start_ns;
-	unsigned int status; /* sent; 0 while none is */
-	size_t bytes;        /* body bytes of the response */
-	char request_id[REQID_MAX + 1];
-	struct trace trace; /* a valid traceparent's; trace_id "" if none */
-	/* What the before-handler chain asked of the reply (NULL: nothing,
-	 * as for every probe), and its answer when it stopped a request with
-	 * no body: sent at the second call. Both owned, allocated only when
-	 * needed, so the exchange stays small. */
-	struct middleware_fields *fields;
-	struct reply *early;
-	/* The raw target as sent, cut at its '?': what the log shows. Then
-	 * room for path and params. */
-	char target[];
-};
 
 static void
 exchange_unref(struct exchange *ex)
@@ -476,165 +337,6 @@ send_error(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 
 	reply_error(&rep, status, "%s", detail);
 	return send_reply(srv, conn, ex, &rep, close_after);
-}
-
-/* Collects a request's header or trailer fields for the policy. */
-struct field_list {
-	struct policy_field *fields;
-	size_t n, cap;
-	const char *last; /* where the last field's value ends */
-	int nul_in_value; /* bytes hide behind a NUL before the last field */
-	uintptr_t head_lo, head_hi; /* for trailers: where the head lies */
-};
-
-/*
- * libmicrohttpd 0.9.75 parses a field in place: "Name: value" becomes
- * "Name\0 value", the value a few bytes after the name. An obs-fold line is
- * glued onto the *name*, which the library then copies to a new block of the
- * connection's pool, away from its value (src/microhttpd/connection.c,
- * process_broken_line). So a field whose value does not follow its name
- * across a NUL and blanks was folded.
- */
-static int
-is_folded(const char *key, size_t key_size, const char *value)
-{
-	uintptr_t k = (uintptr_t)key, v = (uintptr_t)value;
-
-	if (value == NULL)
-		return 0;
-	if (v <= k + key_size || key[key_size] != '\0')
-		return 1;
-	for (const char *p = key + key_size + 1; p < value; p++)
-		if (*p != ' ' && *p != '\t')
-			return 1;
-	return 0;
-}
-
-static enum MHD_Result
-add_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
-          const char *value, size_t value_size)
-{
-	struct field_list *l = cls;
-
-	/*
-	 * A trailer line that arrives in pieces makes 0.9.75 file the head's
-	 * last field again, as a trailer (connection.c, FOOTER_PART_RECEIVED
-	 * with a stale 'last'): a trailer that lies in the head is that.
-	 */
-	if (kind == MHD_FOOTER_KIND && (uintptr_t)key >= l->head_lo &&
-	    (uintptr_t)key < l->head_hi)
-		return MHD_YES;
-	if (l->n == l->cap)
-		return MHD_NO; /* counted beforehand: cannot happen */
-	l->fields[l->n].name = key;
-	l->fields[l->n].value = value;
-	l->fields[l->n].folded = is_folded(key, key_size, value);
-	/*
-	 * In place, a field's line ends one or two NULs (LF, CRLF) before
-	 * the next name; a NUL the client sent inside a value ends the value
-	 * early, and the rest of that line hides in between.
-	 */
-	if (l->n > 0 && !l->fields[l->n].folded &&
-	    (uintptr_t)key > (uintptr_t)l->last &&
-	    (uintptr_t)key - (uintptr_t)l->last <= 2 + VALUE_HIDE_MAX) {
-		size_t gap = (uintptr_t)key - (uintptr_t)l->last;
-
-		for (size_t i = 0; i < gap; i++)
-			l->nul_in_value |= l->last[i] != '\0';
-		l->nul_in_value |= gap > 2;
-	}
-	l->last = value != NULL ? value + value_size : key + key_size;
-	l->n++;
-	return MHD_YES;
-}
-
-/*
- * A line that starts with a colon, after another field, ends the header
- * section in libmicrohttpd 0.9.75: process_header_line() cuts the line at its
- * colon and the parser takes the empty rest for the blank line, so the
- * fields after it are read as the next request. The head lies in one buffer
- * from the method on, header_size bytes long, each CR and LF turned into a
- * NUL: after the end of the last field there may be nothing but the NULs of
- * its line end and of the blank line (2 to 4 bytes). end is where the last
- * field's value (or, with no fields, the version) ends.
- */
-static const char *
-head_cut_short(struct MHD_Connection *conn, const char *method, const char *end)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
-	    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	uintptr_t start = (uintptr_t)method, p = (uintptr_t)end;
-	size_t left;
-	int clean = 1;
-
-	if (ci == NULL)
-		return NULL;
-	if (p < start || p > start + ci->header_size)
-		return NULL; /* not in one buffer: cannot tell */
-	/* In the head's buffer: end[0 .. left) is the rest of the head. */
-	left = start + ci->header_size - p;
-	for (size_t i = 0; i < left; i++)
-		clean &= end[i] == '\0';
-	if (clean && left <= 4)
-		return NULL;
-	/* A NUL in the last value and a line the library took for the end
-	 * of the head look alike from here. */
-	return "a NUL byte, or a line that starts with a colon, at the end of "
-	       "the header section";
-}
-
-/*
- * The policy's verdict on the fields of one kind (headers or trailers).
- * framing is filled for headers and NULL for trailers.
- */
-static struct policy_verdict
-check_fields(struct MHD_Connection *conn, enum MHD_ValueKind kind,
-             const char *method, const char *version,
-             struct policy_framing *framing)
-{
-	struct policy_field stack[FIELDS_STACK];
-	struct field_list l = {stack, 0, FIELDS_STACK, NULL, 0, 0, 0};
-	struct policy_verdict v = {500, "out of memory checking the headers"};
-	int n = MHD_get_connection_values_n(conn, kind, NULL, NULL);
-
-	if (kind == MHD_FOOTER_KIND) { /* where the head lies: see add_field */
-		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
-		    conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-
-		if (ci != NULL) {
-			l.head_lo = (uintptr_t)method;
-			l.head_hi = l.head_lo + ci->header_size;
-		}
-	}
-	if (n < 0)
-		return v;
-	if ((size_t)n > FIELDS_STACK) {
-		l.fields = calloc((size_t)n, sizeof(*l.fields));
-		if (l.fields == NULL)
-			return v;
-		l.cap = (size_t)n;
-	}
-	MHD_get_connection_values_n(conn, kind, add_field, &l);
-	if (framing != NULL)
-		v = policy_check_head(version, l.fields, l.n, framing);
-	else
-		v = policy_check_trailers(l.fields, l.n);
-	if (v.status == 0 && l.nul_in_value) {
-		v.status = 400;
-		v.detail = "a NUL byte in a header field value";
-	}
-	if (v.status == 0 && framing != NULL) {
-		const char *cut = head_cut_short(
-		    conn, method, l.n > 0 ? l.last : version + strlen(version));
-
-		if (cut != NULL) {
-			v.status = 400;
-			v.detail = cut;
-		}
-	}
-	if (l.fields != stack)
-		free(l.fields);
-	return v;
 }
 
 /*
