@@ -165,4 +165,28 @@ struct policy_verdict check_fields(struct MHD_Connection *conn,
                                    const char *version,
                                    struct policy_framing *framing);
 
+/* respond.c */
+/* each_value's argument: fn gets every value of the field name. */
+struct each_arg {
+	const char *name;
+	void (*fn)(void *arg, const char *value);
+	void *arg;
+};
+
+const char *exchange_peer(struct exchange *ex);
+const char *lookup_field(void *ctx, enum request_field field, const char *name);
+enum MHD_Result each_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                           const char *value);
+void each_field(void *ctx, enum request_field field, const char *name,
+                void (*fn)(void *, const char *), void *arg);
+enum MHD_Result send_reply(struct server *srv, struct MHD_Connection *conn,
+                           struct exchange *ex, struct reply *rep,
+                           int close_after);
+enum MHD_Result send_error(struct server *srv, struct MHD_Connection *conn,
+                           struct exchange *ex, unsigned int status,
+                           int close_after, const char *detail);
+enum MHD_Result send_busy(struct server *srv, struct MHD_Connection *conn,
+                          struct exchange *ex);
+void request_view(struct exchange *ex, const char *method, struct request *req);
+
 #endif
