@@ -159,6 +159,9 @@ struct exchange {
 	char target[];
 };
 
+/* server.c */
+void exchange_unref(struct exchange *ex);
+
 /* head.c */
 struct policy_verdict check_fields(struct MHD_Connection *conn,
                                    enum MHD_ValueKind kind, const char *method,
@@ -188,5 +191,13 @@ enum MHD_Result send_error(struct server *srv, struct MHD_Connection *conn,
 enum MHD_Result send_busy(struct server *srv, struct MHD_Connection *conn,
                           struct exchange *ex);
 void request_view(struct exchange *ex, const char *method, struct request *req);
+
+/* blocking.c */
+void job_cancel(struct pool_task *task);
+void job_abandon(struct pool_task *task);
+enum MHD_Result start_job(struct server *srv, struct MHD_Connection *conn,
+                          struct exchange *ex, json_t *body);
+enum MHD_Result on_resumed(struct server *srv, struct MHD_Connection *conn,
+                           struct exchange *ex);
 
 #endif
