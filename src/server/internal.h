@@ -200,4 +200,7 @@ enum MHD_Result start_job(struct server *srv, struct MHD_Connection *conn,
 enum MHD_Result on_resumed(struct server *srv, struct MHD_Connection *conn,
                            struct exchange *ex);
 
+/* selfcall.c */
+int is_own_connection(struct MHD_Connection *conn);
+
 #endif
