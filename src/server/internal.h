@@ -159,8 +159,16 @@ struct exchange {
 	char target[];
 };
 
-/* server.c */
+/* exchange.c */
 void exchange_unref(struct exchange *ex);
+size_t unescape(void *cls, struct MHD_Connection *conn, char *s);
+enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                           const char *url, const char *method,
+                           const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **req_cls);
+void *on_target(void *cls, const char *uri, struct MHD_Connection *conn);
+void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                  enum MHD_RequestTerminationCode toe);
 
 /* head.c */
 struct policy_verdict check_fields(struct MHD_Connection *conn,
