@@ -29,7 +29,10 @@
 #include "router.h"
 #include "tls.h"
 
-/* A fall of this many connections from their peak asks for it too. */
+/*
+ * A fall of this many connections from their peak asks for malloc_trim, as a
+ * large body freed does (TRIM_AFTER, exchange.c).
+ */
 #define TRIM_CONNECTIONS 256
 
 /* How long the stop lets resumed handler-pool requests get their 503. */
