@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h -- what the files of src/server/ share: the server, the
+ * exchange (one request), and the functions each file gives the others
+ */
+#ifndef MICROD_SERVER_INTERNAL_H
+#define MICROD_SERVER_INTERNAL_H
+
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "policy.h"
+#include "pool.h"
+#include "reqid.h"
+#include "request.h"
+#include "router.h"
+#include "trace.h"
+
+struct app;
+struct middleware_fields;
+struct runtime;
+
+/* Most workers the watchdog checks one by one; past that, a sample. */
+#define CHECK_MAX 256
+
+/*
+ * How far apart two fields' lines may be in libmicrohttpd's buffer and still
+ * be looked at byte by byte: the connection pool bounds a head anyway.
+ */
+#define VALUE_HIDE_MAX ((size_t)1 << 20)
+
+struct server {
+	struct MHD_Daemon *daemon;
+	MHD_socket quiesced_fd; /* ours to close once the daemon is gone */
+	/* HTTPS beside it, with --tls-cert: NULL without. */
+	struct MHD_Daemon *tls_daemon;
+	MHD_socket tls_quiesced_fd;
+	int tls_passed; /* its socket came from systemd: left listening */
+	unsigned int tls_port;
+	char tls_address[128];
+	char *tls_priorities; /* ours: libmicrohttpd takes a char * */
+	int passed;           /* the listening socket came from systemd */
+	size_t max_body;
+	unsigned int port;
+	unsigned int workers; /* threads libmicrohttpd runs: 1 means no pool */
+	char address[128]; /* as logged: 0.0.0.0:8080, [::1]:80, unix:/run/x */
+	int log_probes;
+	unsigned int connection_limit; /* clients, over all workers */
+	/* Shared with the pool threads. */
+	atomic_ullong refused; /* clients refused at the limit */
+	atomic_uint clients;   /* open client connections (not microd's own) */
+	/* The watchdog's checks, one at most per worker at a time: only the
+	 * thread that calls server_check_pool touches them. */
+	struct probe {
+		int fd; /* -1: none outstanding */
+		size_t have;
+		char got[16];
+	} probes[CHECK_MAX];
+	size_t body_budget;
+	atomic_size_t body_bytes; /* reserved by buffered bodies */
+	atomic_bool trim_wanted;  /* a large body was freed */
+	atomic_uint peak_conns;   /* most connections since the last trim */
+	atomic_bool draining;
+	atomic_uint waiting; /* connections that have not begun a request yet */
+	/* Failed probe answers' log lines: see probe_log_gate */
+	atomic_llong probe_log_next_ns;
+	atomic_ullong probe_log_skipped;
+	struct app *app; /* the service's context, for its handlers; not ours */
+	struct runtime *runtime; /* microd's own; not ours */
+	struct pool *pool;       /* runs the ROUTE_BLOCKING handlers */
+	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
+};
+
+/*
+ * Per connection, from NOTIFY_STARTED to NOTIFY_CLOSED. Once libmicrohttpd
+ * has handed the connection to its pool thread (under the library's own
+ * lock), only that thread touches it.
+ */
+struct conn_state {
+	int began;  /* a request has begun on it */
+	int client; /* counted in srv->clients: not one of microd's own */
+};
+
+/*
+ * Where a ROUTE_BLOCKING request stands. The connection is suspended from
+ * JOB_QUEUED until the handler pool is done with it, and then resumed:
+ * libmicrohttpd calls on_request again and the state says what to send.
+ */
+enum job_state {
+	JOB_NONE,      /* not on the pool (yet) */
+	JOB_QUEUED,    /* waiting for a handler thread */
+	JOB_DONE,      /* the handler's reply is in job_reply */
+	JOB_REJECTED,  /* the queue was full: 503 */
+	JOB_CANCELLED, /* taken out of the queue at stop: 503 */
+	JOB_ABANDONED, /* still running at stop: 503; the handler goes on */
+};
+
+/* A ROUTE_BLOCKING request's headers and query, copied for the handler
+ * thread, which must not read libmicrohttpd's connection. */
+struct snapshot {
+	size_t n;
+	struct snapshot_field {
+		enum request_field kind;
+		const char *name, *value;
+	} * at; /* one block with the strings; owned */
+};
+
+/*
+ * Per-request state: created when the request line has been read
+ * (on_target). libmicrohttpd holds one reference, dropped in on_completed,
+ * which it calls for every request on_target saw, also for those it refuses
+ * itself; the handler pool holds another while a blocking request is on it.
+ */
+struct exchange {
+	atomic_int refs;
+	int began; /* on_request has seen it */
+	struct route_result res;
+	size_t max_body; /* the route's, else --max-body */
+	int takes_body;  /* the route buffers the body (JSON or raw) */
+	size_t expect;   /* a sized body's length + nul; 0: chunked */
+	size_t nul;      /* 1: a raw body, kept with a NUL after it */
+	int chunked;     /* the body is chunked: it may carry trailers */
+	size_t reserved; /* of the body budget, released in on_completed */
+	int over_budget; /* the budget ran out while a chunked body came */
+	size_t received; /* body bytes seen so far */
+	char *body;      /* buffered body, for routes that take one */
+	size_t len, cap;
+	const char *method; /* MHD's, valid until on_completed */
+	char *path;         /* decoded from target; what routes see */
+	char *params;       /* the path parameters' decoded values */
+	size_t params_len;
+	char peer[INET6_ADDRSTRLEN];
+	/* A ROUTE_BLOCKING request on the handler pool. */
+	atomic_int job_state; /* enum job_state */
+	struct pool_task task;
+	struct MHD_Connection *conn;
+	struct app *app;
+	struct runtime *runtime;
+	struct snapshot snap;
+	json_t *job_body;
+	struct reply *job_reply; /* the handler's, from start_job on */
+	int method_head;         /* a HEAD request, served by a GET route */
+	int own; /* sent by microd itself: the pool check, watchdog */
+	long long start_ns;
+	unsigned int status; /* sent; 0 while none is */
+	size_t bytes;        /* body bytes of the response */
+	char request_id[REQID_MAX + 1];
+	struct trace trace; /* a valid traceparent's; trace_id "" if none */
+	/* What the before-handler chain asked of the reply (NULL: nothing,
+	 * as for every probe), and its answer when it stopped a request with
+	 * no body: sent at the second call. Both owned, allocated only when
+	 * needed, so the exchange stays small. */
+	struct middleware_fields *fields;
+	struct reply *early;
+	/* The raw target as sent, cut at its '?': what the log shows. Then
+	 * room for path and params. */
+	char target[];
+};
+
+/* exchange.c */
+void exchange_unref(struct exchange *ex);
+size_t unescape(void *cls, struct MHD_Connection *conn, char *s);
+enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                           const char *url, const char *method,
+                           const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **req_cls);
+void *on_target(void *cls, const char *uri, struct MHD_Connection *conn);
+void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                  enum MHD_RequestTerminationCode toe);
+
+/* head.c */
+struct policy_verdict check_fields(struct MHD_Connection *conn,
+                                   enum MHD_ValueKind kind, const char *method,
+                                   const char *version,
+                                   struct policy_framing *framing);
+
+/* respond.c */
+/* each_value's argument: fn gets every value of the field name. */
+struct each_arg {
+	const char *name;
+	void (*fn)(void *arg, const char *value);
+	void *arg;
+};
+
+const char *exchange_peer(struct exchange *ex);
+const char *lookup_field(void *ctx, enum request_field field, const char *name);
+enum MHD_Result each_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                           const char *value);
+void each_field(void *ctx, enum request_field field, const char *name,
+                void (*fn)(void *, const char *), void *arg);
+enum MHD_Result send_reply(struct server *srv, struct MHD_Connection *conn,
+                           struct exchange *ex, struct reply *rep,
+                           int close_after);
+enum MHD_Result send_error(struct server *srv, struct MHD_Connection *conn,
+                           struct exchange *ex, unsigned int status,
+                           int close_after, const char *detail);
+enum MHD_Result send_busy(struct server *srv, struct MHD_Connection *conn,
+                          struct exchange *ex);
+void request_view(struct exchange *ex, const char *method, struct request *req);
+
+/* blocking.c */
+void job_cancel(struct pool_task *task);
+void job_abandon(struct pool_task *task);
+enum MHD_Result start_job(struct server *srv, struct MHD_Connection *conn,
+                          struct exchange *ex, json_t *body);
+enum MHD_Result on_resumed(struct server *srv, struct MHD_Connection *conn,
+                           struct exchange *ex);
+
+/* selfcall.c */
+int is_own_connection(struct MHD_Connection *conn);
+
+#endif
