@@ -12,9 +12,9 @@
  * - obs-fold (a line starting with SP or HTAB) is glued onto the previous
  *   field's *name*, without the whitespace: "Content-Length: 2" + " 0" becomes
  *   a field named "Content-Length0" whose value is "2", and "Content-: 35" +
- *   " Length" a Content-Length nobody sent. server.c tells a folded field by
- *   where the library put it and marks it; every fold is refused. A name that
- *   starts with a framing header's name and goes on is refused as well.
+ *   " Length" a Content-Length nobody sent. src/server/head.c tells a folded
+ * field by where the library put it and marks it; every fold is refused. A name
+ * that starts with a framing header's name and goes on is refused as well.
  * - The target reaches the application percent-decoded, so "%00" ends the
  *   path early ("/metrics%00.css" becomes "/metrics"). microd decodes the raw
  *   target itself and refuses control bytes.
