@@ -138,8 +138,11 @@ DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux valgrind
 BENCH_BEFORE = a65e14b
 # The last commit before the before-handler chain: /health against it.
 BENCH_PRECHAIN = 3ba251b
+# The last commit before the two wings (src/server/, src/app/).
+BENCH_PREWINGS = 5b69d38
 BENCH_COMMIT_before = $(BENCH_BEFORE)
 BENCH_COMMIT_prechain = $(BENCH_PRECHAIN)
+BENCH_COMMIT_prewings = $(BENCH_PREWINGS)
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
 	$(MAKE) --no-print-directory $(BUILD)/microd
@@ -149,14 +152,14 @@ bench: deps
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/hooks \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
 	$(MAKE) --no-print-directory $(BUILD)/bench/before/microd \
-	    $(BUILD)/bench/prechain/microd
+	    $(BUILD)/bench/prechain/microd $(BUILD)/bench/prewings/microd
 	BENCH_BEFORE=$(BENCH_BEFORE) BENCH_PRECHAIN=$(BENCH_PRECHAIN) \
-	    python3 tests/bench.py
+	    BENCH_PREWINGS=$(BENCH_PREWINGS) python3 tests/bench.py
 
 # git archive, not a worktree: nothing to register or prune, and the commit's
 # own Makefile builds it. Its COMMIT is given: git describe would see ours.
-$(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd: \
-    $(BUILD)/bench/%/microd:
+$(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd \
+    $(BUILD)/bench/prewings/microd: $(BUILD)/bench/%/microd:
 	@if git rev-parse -q --verify '$(BENCH_COMMIT_$*)^{commit}' >/dev/null; then \
 	    rm -rf $(@D) && mkdir -p $(@D)/src && \
 	    git archive $(BENCH_COMMIT_$*) | tar -x -C $(@D)/src && \

@@ -47,6 +47,10 @@ BEFORE_COMMIT = os.environ.get("BENCH_BEFORE", "a65e14b")
 # The last commit before the before-handler chain (make bench builds it).
 PRECHAIN = os.path.join(ROOT, "build/bench/prechain/microd")
 PRECHAIN_COMMIT = os.environ.get("BENCH_PRECHAIN", "3ba251b")
+# The last commit before the two wings (the engine in src/server/, the service
+# in src/app/): GET /health's instructions must stay within 1% of it.
+PREWINGS = os.path.join(ROOT, "build/bench/prewings/microd")
+PREWINGS_COMMIT = os.environ.get("BENCH_PREWINGS", "5b69d38")
 HOOKS = os.path.join(ROOT, "build/hooks/microd")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
@@ -1243,6 +1247,12 @@ def main():
             old_i = instructions_per_request(BEFORE)
             rows.append(("instructions per GET /health (callgrind), this build / commit %s" % BEFORE_COMMIT,
                          "%.0f / %.0f" % (with_m, old_i), "", "new/old: %.4f" % (with_m / old_i)))
+        if os.path.exists(PREWINGS):
+            old_i = instructions_per_request(PREWINGS)
+            rows.append(("instructions per GET /health (callgrind), this build / commit %s, before the two "
+                         "wings" % PREWINGS_COMMIT, "%.0f / %.0f" % (with_m, old_i), "",
+                         "new/old: %.4f; target within 1%%: %s" % (
+                             with_m / old_i, "met" if abs(with_m / old_i - 1) <= 0.01 else "NOT met")))
     e = res["microd-epoll"]
     for label in ("keep-alive c=64", "keep-alive c=256"):
         rows.append(("%s req/s with --event-loop epoll (microd only)" % label, fmt_range(e[label + " rps"]), "",
