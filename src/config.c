@@ -144,6 +144,11 @@ static const struct option options[] = {
      "a connection with nothing received for this long is closed "
      "(default 15)",
      UINT(idle_timeout_s, 1, 3600), .dflt = "15", .noun = "whole seconds"},
+    {"header-timeout", "MICROD_HEADER_TIMEOUT", "SECONDS",
+     "a request head (and a TLS handshake) must arrive whole within this "
+     "long of the accept or of the previous request's end, however its "
+     "bytes trickle; else the connection is closed (default 10)",
+     SECONDS(header_timeout_ms, 100, 3600), .dflt = "10"},
     {"connection-memory", "MICROD_CONNECTION_MEMORY", "BYTES",
      "memory per connection; bounds the request line plus headers, "
      "larger gets 431 (default 16k)",
@@ -575,17 +580,17 @@ config_print(const struct config *cfg, FILE *out)
 	        "connection limit %u (from %s)\n"
 	        "body budget %zu bytes (from %s), max body %zu bytes\n"
 	        "listen %s port %u (unless a socket is passed)\n"
-	        "idle timeout %u s, %zu bytes per connection, %u per client "
-	        "address\n"
+	        "idle timeout %u s, header timeout %u ms, %zu bytes per "
+	        "connection, %u per client address\n"
 	        "shutdown timeout %u ms, drain delay %u ms\n"
 	        "handler pool %u threads, queue %u (started when a route "
 	        "served may block); example routes %s\n",
 	        cfg->threads, cfg->threads_from, cfg->connection_limit,
 	        cfg->connections_from, cfg->body_budget, cfg->budget_from,
 	        cfg->max_body, cfg->bind, cfg->port, cfg->idle_timeout_s,
-	        cfg->connection_memory, cfg->per_ip_limit,
-	        cfg->shutdown_timeout_ms, cfg->drain_delay_ms,
-	        cfg->handler_threads, cfg->handler_queue,
+	        cfg->header_timeout_ms, cfg->connection_memory,
+	        cfg->per_ip_limit, cfg->shutdown_timeout_ms,
+	        cfg->drain_delay_ms, cfg->handler_threads, cfg->handler_queue,
 	        cfg->example_routes ? "on" : "off");
 	for (size_t i = 0; i < cfg->n_checks; i++) {
 		const struct health_target *t = &cfg->checks[i];
@@ -649,9 +654,11 @@ config_log(const struct config *cfg, const char *version)
 	         cfg->threads_from, cfg->max_body, cfg->body_budget,
 	         cfg->budget_from, cfg->shutdown_timeout_ms);
 	log_info("limits: %u connections over all threads, %u per client "
-	         "address%s, idle timeout %u s, %zu bytes per connection "
-	         "(request line + headers); connection limit from %s",
+	         "address%s, idle timeout %u s, header timeout %u ms, %zu "
+	         "bytes per connection (request line + headers); connection "
+	         "limit from %s",
 	         cfg->connection_limit, cfg->per_ip_limit,
 	         cfg->per_ip_limit == 0 ? " (none)" : "", cfg->idle_timeout_s,
-	         cfg->connection_memory, cfg->connections_from);
+	         cfg->header_timeout_ms, cfg->connection_memory,
+	         cfg->connections_from);
 }

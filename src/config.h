@@ -26,13 +26,16 @@ struct config {
 	unsigned int connection_limit; /* open connections, all threads */
 	unsigned int per_ip_limit;     /* 0: none */
 	unsigned int idle_timeout_s;   /* close connections idle this long */
-	size_t connection_memory;      /* per-connection pool: bounds headers */
-	int log_level;                 /* enum log_level */
-	int log_format;                /* enum log_format, or -1: by stderr */
-	int log_probes;                /* access-log successful probes too */
-	unsigned int handler_threads;  /* the pool for ROUTE_BLOCKING */
-	unsigned int handler_queue;    /* requests waiting for it, at most */
-	int example_routes;            /* serve the ROUTE_EXAMPLE rows */
+	/* A request head must arrive whole within this long of the accept or
+	 * of the previous request's end. */
+	unsigned int header_timeout_ms;
+	size_t connection_memory;     /* per-connection pool: bounds headers */
+	int log_level;                /* enum log_level */
+	int log_format;               /* enum log_format, or -1: by stderr */
+	int log_probes;               /* access-log successful probes too */
+	unsigned int handler_threads; /* the pool for ROUTE_BLOCKING */
+	unsigned int handler_queue;   /* requests waiting for it, at most */
+	int example_routes;           /* serve the ROUTE_EXAMPLE rows */
 	struct health_target checks[CONFIG_CHECKS_MAX]; /* --check */
 	size_t n_checks;
 	unsigned int check_interval_ms, check_timeout_ms;

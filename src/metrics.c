@@ -339,6 +339,15 @@ metrics_connection_refused(void)
 	atomic_fetch_add(&connections_refused, 1);
 }
 
+/* Shared: the header sweep and pool threads count, scrapes read. */
+static atomic_ullong connections_closed[2];
+
+void
+metrics_connection_cut(enum metrics_closed why)
+{
+	atomic_fetch_add(&connections_closed[why], 1);
+}
+
 /* The handler pool's gauges and counter (src/pool.c). */
 static atomic_int handler_queued, handler_busy;
 static atomic_uint handler_threads;
@@ -398,6 +407,14 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        "refused at the connection limit.\n"
 	        "# TYPE microd_connections_refused_total counter\n"
 	        "microd_connections_refused_total %llu\n"
+	        "# HELP microd_connections_closed_total Client connections "
+	        "microd closed while they waited for a request head: "
+	        "header_timeout, past --header-timeout; evicted, the longest "
+	        "waiting, to make room at the connection limit.\n"
+	        "# TYPE microd_connections_closed_total counter\n"
+	        "microd_connections_closed_total{reason=\"header_timeout\"} "
+	        "%llu\n"
+	        "microd_connections_closed_total{reason=\"evicted\"} %llu\n"
 	        "# HELP microd_watchdog_checks_total Checks of every worker "
 	        "thread by the watchdog, by result: ok, full (refused at the "
 	        "connection limit, counted as alive), failed.\n"
@@ -428,6 +445,8 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        metrics_in_flight(), metrics_connections(),
 	        state_get() == STATE_READY, log_dropped(),
 	        atomic_load(&connections_refused),
+	        atomic_load(&connections_closed[METRICS_CLOSED_HEADER_TIMEOUT]),
+	        atomic_load(&connections_closed[METRICS_CLOSED_EVICTED]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_OK]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FULL]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]),

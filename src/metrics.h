@@ -24,6 +24,10 @@ void metrics_request_finished(void);
 unsigned int metrics_connections(void);
 /* A client refused at the connection limit. */
 void metrics_connection_refused(void);
+/* A client connection microd closed while it waited for a request head:
+ * past --header-timeout, or to make room at the connection limit. */
+enum metrics_closed { METRICS_CLOSED_HEADER_TIMEOUT, METRICS_CLOSED_EVICTED };
+void metrics_connection_cut(enum metrics_closed why);
 unsigned int metrics_in_flight(void);
 
 /* The handler pool: its size, moves between queued and busy (+1/-1), and a

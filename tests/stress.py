@@ -370,19 +370,24 @@ def post(port, body):
 
 def test_limit_over_threads():
     # --connection-limit holds over all threads: 20 clients on 2 threads all
-    # get in, whichever thread wins each accept; the 21st is refused.
+    # get in, whichever thread wins each accept; with each of them in a
+    # request (its body still to come: no connection waits for a head that
+    # a new one could take the place of), the 21st is refused.
     proc, port, r, _ = start(["--threads", "2", "--connection-limit", "20"])
     if not ok(port is not None, "microd starts for the limit test"):
         proc.kill()
         return
     reader = threading.Thread(target=read_all, args=(r,), daemon=True)
     reader.start()
-    held, served = [], 0
+    held, served, busy = [], 0, 0
     for _ in range(20):
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
         c.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         got = c.recv(4096)
         served += got.startswith(b"HTTP/1.1 200 ")
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        busy += c.recv(4096).startswith(b"HTTP/1.1 100 ")  # its head is in
         held.append(c)
     extra = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
@@ -391,10 +396,15 @@ def test_limit_over_threads():
     except OSError:
         refused = True
     extra.close()
-    ok(served == 20 and refused, "limit 20 on 2 threads: 20 clients served (%d), the 21st refused (%s)"
-       % (served, refused))
+    ok(served == 20 and busy == 20 and refused,
+       "limit 20 on 2 threads: 20 clients served (%d), each then in a request (%d), the 21st refused (%s)"
+       % (served, busy, refused))
+    answered = 0
     for c in held:
+        c.sendall(b"{}")
+        answered += c.recv(4096).startswith(b"HTTP/1.1 200 ")
         c.close()
+    ok(answered == 20, "  and the 20 requests are answered once their bodies come (%d)" % answered)
     proc.send_signal(signal.SIGTERM)
     wait_exit(proc, 15)
     os.close(r)

@@ -265,13 +265,19 @@ def test_watchdog():
     ok(stop(proc) == 0, "and it stops cleanly (no worker deadlocked by piled-up checks)")
 
     # A full pool is busy, not wedged: with the connection limit taken by
-    # idle clients the self-check is refused, and the pings go on.
+    # clients in a request (their bodies still to come) the self-check is
+    # refused, and the pings go on.
     log = tempfile.NamedTemporaryFile(prefix="microd-wd-", delete=False)
     proc = subprocess.Popen([BIN, "--bind", "127.0.0.1", "--port", "0", "--threads", "2", "--connection-limit", "2"],
                             env=env_with(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="400000"), stderr=log)
     ready = n.wait_for("READY", 10)
     port = port_of(ready.get("STATUS") if ready else None)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)] if port else []
+    heads_in = 0
+    for c in idle:
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        heads_in += c.recv(4096).startswith(b"HTTP/1.1 100 ")
     # A third client is refused: closed at once, with nothing sent.
     deadline = time.monotonic() + 5
     refused = full = False
@@ -286,7 +292,9 @@ def test_watchdog():
         with open(log.name) as f:
             full = "the pool is at its connection limit" in f.read()
         time.sleep(0.05)  # paces the attempts; not a synchronisation
-    ok(refused and full, "connection limit 2 held by 2 idle clients: a third is refused, and the watchdog says so")
+    ok(heads_in == 2 and refused and full,
+       "connection limit 2 held by 2 clients in a request (%d): a third is refused, and the watchdog says so"
+       % heads_in)
     got = pings(n.collect(2.0))
     ok(len(got) >= 7, "and WATCHDOG=1 goes on: %d pings in 2 s at a 400 ms interval" % len(got))
     for c in idle:

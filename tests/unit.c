@@ -818,8 +818,10 @@ test_config(void)
 
 	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
 	ok(cfg.connection_limit == 10000 && cfg.per_ip_limit == 0 &&
-	       cfg.idle_timeout_s == 15 && cfg.connection_memory == 16384,
-	   "limit defaults: 10000 connections, no per-ip, 15 s idle, 16k");
+	       cfg.idle_timeout_s == 15 && cfg.header_timeout_ms == 10000 &&
+	       cfg.connection_memory == 16384,
+	   "limit defaults: 10000 connections, no per-ip, 15 s idle, 10 s "
+	   "for a head, 16k");
 	PARSE(&cfg, "--connection-memory", "8k");
 	is(cfg.connection_memory, 8192, "--connection-memory 8k");
 	is(PARSE(&cfg, "--connection-memory", "1k"), CONFIG_ERROR,
@@ -1029,6 +1031,8 @@ test_config_bounds(void)
 	     "an integer from 0 to 1000000"},
 	    {"idle-timeout", "1", "0", "3600", "3601",
 	     "whole seconds from 1 to 3600"},
+	    {"header-timeout", "0.1", "0.099", "3600", "3600.001",
+	     "seconds from 0.1 to 3600"},
 	    {"connection-memory", "2k", "2047", "1m", "1025k",
 	     "a size from 2k to 1m"},
 	    {"shutdown-timeout", "0", NULL, "3600", "3600.001",

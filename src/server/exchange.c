@@ -385,9 +385,12 @@ start_trace(struct MHD_Connection *conn, struct exchange *ex)
 		memset(&ex->trace, 0, sizeof(ex->trace));
 }
 
-/* The connection's first request has begun: it no longer counts as waiting. */
-/* Returns whether the connection is one of microd's own (its checks). */
-static int
+/*
+ * A request's head has arrived whole: the connection no longer counts as
+ * waiting for its first request, and its header deadline stops until the
+ * request ends. Returns the connection's state (NULL: none).
+ */
+static struct conn_state *
 mark_began(struct server *srv, struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *info =
@@ -398,7 +401,9 @@ mark_began(struct server *srv, struct MHD_Connection *conn)
 		cs->began = 1;
 		atomic_fetch_sub(&srv->waiting, 1);
 	}
-	return cs != NULL && !cs->client;
+	if (cs != NULL && cs->client)
+		waiting_busy(&cs->waiter);
+	return cs;
 }
 
 enum MHD_Result
@@ -415,7 +420,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	if (!ex->began) {
 		ex->began = 1;
 		metrics_request_started();
-		ex->own = mark_began(srv, conn);
+		ex->cs = mark_began(srv, conn);
+		ex->own = ex->cs != NULL && !ex->cs->client;
 		ex->start_ns = now_ns();
 		ex->method = method;
 		start_request_id(conn, ex);
@@ -540,6 +546,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 		return;
 	}
 	took = now_ns() - ex->start_ns;
+	/* The next head's deadline runs from the end of this request. */
+	if (ex->cs != NULL && ex->cs->client)
+		waiting_idle(&ex->cs->waiter, ex->start_ns + took);
 	/* The pool check's requests are not traffic: not counted. */
 	if (ex->status != 0 && !ex->own)
 		metrics_observe(ex->method,

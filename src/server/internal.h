@@ -70,6 +70,7 @@ struct server {
 	struct app *app; /* the service's context, for its handlers; not ours */
 	struct runtime *runtime; /* microd's own; not ours */
 	struct pool *pool;       /* runs the ROUTE_BLOCKING handlers */
+	struct waiting *heads;   /* client connections waiting for a head */
 	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
 };
 
@@ -81,6 +82,14 @@ struct server {
 struct conn_state {
 	int began;  /* a request has begun on it */
 	int client; /* counted in srv->clients: not one of microd's own */
+	/* A client's place among those waiting for a request head. */
+	struct waiter {
+		struct waiter *prev, *next; /* the list's, under its lock */
+		int fd;
+		int closing;           /* under the lock: shut down already */
+		atomic_llong since_ns; /* waiting since (now_ns); 0: in a
+		                        * request */
+	} waiter;
 };
 
 /*
@@ -139,6 +148,7 @@ struct exchange {
 	struct app *app;
 	struct runtime *runtime;
 	struct snapshot snap;
+	struct conn_state *cs; /* its connection's; NULL: none (no memory) */
 	json_t *job_body;
 	struct reply *job_reply; /* the handler's, from start_job on */
 	int method_head;         /* a HEAD request, served by a GET route */
@@ -208,7 +218,45 @@ enum MHD_Result start_job(struct server *srv, struct MHD_Connection *conn,
 enum MHD_Result on_resumed(struct server *srv, struct MHD_Connection *conn,
                            struct exchange *ex);
 
+/* waiting.c */
+struct waiting;
+
+/* Connections shut down to make room or past their deadline and not yet
+ * closed by libmicrohttpd, at most: past this the limit refuses again, so a
+ * flood of new connections cannot run the descriptors out. */
+#define WAITING_CLOSING_MAX 64
+
+/* Starts the sweep that closes a connection whose head has not arrived
+ * within timeout_ns; NULL on error. */
+struct waiting *waiting_start(long long timeout_ns);
+void waiting_stop(struct waiting *w); /* NULL-safe */
+/* A client connection, from NOTIFY_STARTED to NOTIFY_CLOSED: its deadline
+ * runs from now. */
+void waiting_add(struct waiting *w, struct waiter *c, int fd);
+void waiting_remove(struct waiting *w, struct waiter *c);
+/*
+ * At the connection limit: shuts down the connection that has waited
+ * longest for a head, so a new one can take its place. 1 when one was, 0
+ * when every connection is in a request (or too many are closing already).
+ */
+int waiting_evict(struct waiting *w);
+
+/* A request head has arrived whole: no deadline until the request ends. */
+static inline void
+waiting_busy(struct waiter *c)
+{
+	atomic_store_explicit(&c->since_ns, 0, memory_order_relaxed);
+}
+
+/* The request has ended: the next head's deadline runs from now. */
+static inline void
+waiting_idle(struct waiter *c, long long now)
+{
+	atomic_store_explicit(&c->since_ns, now, memory_order_relaxed);
+}
+
 /* selfcall.c */
+int selfcall_is_own_peer(const struct sockaddr *addr);
 int is_own_connection(struct MHD_Connection *conn);
 
 #endif

@@ -22,6 +22,17 @@ static const struct sockaddr_un internal_peer = {.sun_family = AF_UNIX};
 #define INTERNAL_PEER_LEN ((socklen_t)offsetof(struct sockaddr_un, sun_path))
 
 /*
+ * Whether libmicrohttpd's accept policy is asked about one of microd's own
+ * connections: 0.9.75 hands the policy callback the very address pointer
+ * given to MHD_add_connection, on the thread that calls it.
+ */
+int
+selfcall_is_own_peer(const struct sockaddr *addr)
+{
+	return addr == (const struct sockaddr *)&internal_peer;
+}
+
+/*
  * One of microd's own socketpairs. libmicrohttpd keeps a client address of
  * the length it was given, so only its family is read; a socketpair end has
  * no name of its own, while a client accepted on a unix listener has the

@@ -44,28 +44,34 @@
  * branch never unlocks cleanup_connection_mutex), and MHD_add_connection's
  * check for room races with the worker's own accepts. So microd enforces
  * --connection-limit itself, over all workers (on_accept), and gives the
- * library a limit no worker can reach: every client on one worker, plus one
- * client per other worker accepted in the same instant, plus the watchdog's
- * one check per worker, plus a spare.
+ * library a limit no worker can reach: every client on one worker, plus the
+ * connections shut down to make room and not yet closed, plus one client
+ * per other worker accepted in the same instant, plus the watchdog's one
+ * check per worker, plus a spare.
  */
 #define LIBRARY_LIMIT(limit, workers)                                          \
-	((intptr_t)(workers) * ((intptr_t)(limit) + (intptr_t)(workers) + 2))
+	((intptr_t)(workers) *                                                 \
+	 ((intptr_t)(limit) + WAITING_CLOSING_MAX + (intptr_t)(workers) + 2))
 
 /*
  * libmicrohttpd's accept policy: --connection-limit over all workers (see
  * LIBRARY_LIMIT). Clients are counted once on_connection sees them, so
  * workers accepting in the same instant may pass the limit by one each,
- * for that instant. The watchdog's checks count against it too: at the
- * limit they are refused, which the watchdog takes for busy, not wedged.
+ * for that instant. At the limit, the client connection that has waited
+ * longest for a request head (idle, or sending one slowly) is shut down to
+ * make room, as nginx reuses its idle connections: slow clients cannot
+ * keep a probe out. Only when every client is in a request is the new one
+ * refused. The watchdog's checks count against it too, but close no
+ * client: refused, they are taken for busy, not wedged.
  */
 static enum MHD_Result
 on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
 {
 	struct server *srv = cls;
 
-	(void)addr;
 	(void)len;
-	if (atomic_load(&srv->clients) < srv->connection_limit)
+	if (atomic_load(&srv->clients) < srv->connection_limit ||
+	    (!selfcall_is_own_peer(addr) && waiting_evict(srv->heads)))
 		return MHD_YES;
 	atomic_fetch_add(&srv->refused, 1);
 	metrics_connection_refused();
@@ -93,8 +99,19 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		if (cs != NULL) {
 			atomic_fetch_add(&srv->waiting, 1);
 			cs->client = client;
-			if (client)
+			if (client) {
+				const union MHD_ConnectionInfo *fd =
+				    MHD_get_connection_info(
+				        conn,
+				        MHD_CONNECTION_INFO_CONNECTION_FD);
+
 				atomic_fetch_add(&srv->clients, 1);
+				if (fd != NULL)
+					waiting_add(srv->heads, &cs->waiter,
+					            fd->connect_fd);
+				else
+					cs->client = 0; /* cannot happen */
+			}
 		}
 		*socket_ctx = cs; /* freed below, when the connection closes */
 	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
@@ -102,8 +119,11 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		cs = *socket_ctx;
 		if (cs != NULL && !cs->began)
 			atomic_fetch_sub(&srv->waiting, 1);
-		if (cs != NULL && cs->client)
+		if (cs != NULL && cs->client) {
+			/* Before libmicrohttpd closes the descriptor. */
+			waiting_remove(srv->heads, &cs->waiter);
 			atomic_fetch_sub(&srv->clients, 1);
+		}
 		free(cs);
 		*socket_ctx = NULL;
 	}
@@ -342,6 +362,12 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 	srv->app = app;
 	srv->runtime = runtime;
 	srv->hide = cfg->example_routes ? 0 : ROUTE_EXAMPLE;
+	srv->heads = waiting_start((long long)cfg->header_timeout_ms * 1000000);
+	if (srv->heads == NULL) {
+		log_error("%s: cannot start the header deadline's sweep",
+		          __func__);
+		goto fail;
+	}
 	if (needs_pool(srv->hide)) {
 		srv->pool =
 		    pool_start(cfg->handler_threads, cfg->handler_queue);
@@ -408,6 +434,7 @@ fail:
 		pool_close(srv->pool, NULL);
 		pool_stop(srv->pool);
 	}
+	waiting_stop(srv->heads);
 	free(srv);
 	return NULL;
 }
@@ -537,7 +564,8 @@ server_stop(struct server *srv)
 		         skipped);
 	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
 		close(srv->quiesced_fd);
-	pool_stop(srv->pool); /* NULL-safe; leaves running handlers be */
+	pool_stop(srv->pool);     /* NULL-safe; leaves running handlers be */
+	waiting_stop(srv->heads); /* every connection is gone */
 	free(srv);
 	return running > 0 ? -1 : 0;
 }

@@ -1,0 +1,194 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# slowhead.py -- a request head must arrive within --header-timeout of the
+# accept or of the previous request's end, however its bytes trickle (TAP);
+# and at the connection limit a new connection closes the one that has
+# waited longest for a head, so probes are answered while slow clients hold
+# every slot: the review's reproduction, then at the default limit.
+import re
+import resource
+import socket
+import subprocess
+import time
+
+from server import BIN, http_once, poll, start_microd, stop_microd
+from tap import done, ok
+
+
+def start(args):
+    return start_microd([BIN, "--bind", "127.0.0.1", "--port", "0", "--log-format", "json"] + args)
+
+
+def closed(s):
+    """Whether the peer has closed s (without blocking)."""
+    s.setblocking(False)
+    try:
+        got = s.recv(4096)
+        return got == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
+def metric(port, name):
+    st, data = http_once(port, "/metrics")
+    m = re.search(rb"^%s (\d+)$" % re.escape(name.encode()), data, re.M) if st == 200 else None
+    return int(m.group(1)) if m else None
+
+
+TIMEOUTS = 'microd_connections_closed_total{reason="header_timeout"}'
+EVICTED = 'microd_connections_closed_total{reason="evicted"}'
+
+
+def test_deadline():
+    """A head trickled a byte every 0.3 s, a keep-alive connection left idle
+    after its answer, and a TLS-less connection that sends nothing: each is
+    closed once --header-timeout 2 has passed, not before, however often a
+    byte arrives (the idle timeout, 30 s, would never fire)."""
+    proc, port, log = start(["--header-timeout", "2", "--idle-timeout", "30"])
+    if not ok(port is not None, "microd with --header-timeout 2 --idle-timeout 30"):
+        return
+    trickle = socket.create_connection(("127.0.0.1", port))
+    silent = socket.create_connection(("127.0.0.1", port))
+    kept = socket.create_connection(("127.0.0.1", port))
+    kept.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+    answer = kept.recv(4096)
+    t0 = time.monotonic()
+    head = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
+    sent, when = 0, {}
+    while time.monotonic() - t0 < 5 and len(when) < 3:
+        if "trickle" not in when:
+            try:
+                trickle.send(head[sent:sent + 1])
+                sent += 1
+            except OSError:
+                pass
+        for name, s in (("trickle", trickle), ("silent", silent), ("kept", kept)):
+            if name not in when and closed(s):
+                when[name] = time.monotonic() - t0
+        time.sleep(0.3)
+    ok(answer.startswith(b"HTTP/1.1 200"), "the kept connection's first request is answered")
+    for name in ("trickle", "silent", "kept"):
+        w = when.get(name)
+        ok(w is not None and 1.7 <= w <= 4.0,
+           "%s: closed %s s after the deadline began (2 s, swept every 0.5 s)"
+           % (name, "%.2f" % w if w is not None else "never (5 s)"))
+    ok(sent >= 6, "  while the trickle had sent %d bytes, one every 0.3 s" % sent)
+    n = metric(port, TIMEOUTS)
+    ok(n == 3, "%s counts the three: %s" % (TIMEOUTS, n))
+    st, _ = http_once(port, "/health")
+    ok(st == 200, "a request sent at once is answered as ever")
+    stop_microd(proc, log)
+
+
+class SlowClients:
+    """n connections, each sending the start of a head and then a byte now
+    and then, never its end; one closed by microd is opened again at the
+    next tick, as an attacker's would be, so every slot stays taken."""
+
+    HEAD = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: "
+
+    def __init__(self, port, n):
+        self.port, self.socks, self.reopened = port, [], 0
+        for _ in range(n):
+            self.socks.append(self.open())
+
+    def open(self):
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.sendall(self.HEAD)
+        return s
+
+    def tick(self):
+        """A byte more on each; those microd closed are opened again."""
+        for i, s in enumerate(self.socks):
+            if closed(s):
+                s.close()
+                self.socks[i] = self.open()
+                self.reopened += 1
+            else:
+                try:
+                    s.send(b"a")
+                except OSError:
+                    pass
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+
+
+def probe_rounds(port, slow, rounds, every):
+    """A tick of the slow clients, then GET /livez on a new connection,
+    rounds times: the statuses."""
+    got = []
+    for _ in range(rounds):
+        slow.tick()
+        st, _ = http_once(port, "/livez", timeout=3)
+        got.append(st)
+        time.sleep(every)
+    return got
+
+
+def test_review_reproduction():
+    """The review's: --connection-limit 20 --idle-timeout 2, 20 clients each
+    sending a byte of a head every 1.5 s (and connecting again when closed),
+    and GET /livez on a new connection every 1.5 s: every probe is
+    answered, each by closing the slow client that has waited longest; none
+    is refused."""
+    proc, port, log = start(["--connection-limit", "20", "--idle-timeout", "2", "--threads", "2"])
+    if not ok(port is not None, "microd with --connection-limit 20 --idle-timeout 2"):
+        return
+    slow = SlowClients(port, 20)
+    got = probe_rounds(port, slow, 4, 1.5)
+    ok(got == [200] * 4, "GET /livez every 1.5 s while 20 slow clients hold every slot: %s" % got)
+    slow.tick()
+    n = metric(port, EVICTED)  # this request too needs a slot
+    ok(n is not None and n >= 5, "%s: %s (a slow client closed for each probe and this scrape)" % (EVICTED, n))
+    ok(slow.reopened >= 4, "the slow clients found %d of theirs closed and connected again" % slow.reopened)
+    ok(metric(port, "microd_connections_refused_total") == 0, "and no connection was refused")
+    slow.close()
+    stop_microd(proc, log)
+
+
+def test_default_limit():
+    """The same at the default limit (read from --check-config): every slot
+    held by a slow client, and /livez still answers on a new connection."""
+    out = subprocess.run([BIN, "--check-config"], capture_output=True, text=True).stdout
+    m = re.search(r"connection limit (\d+)", out)
+    limit = int(m.group(1)) if m else None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if not ok(limit is not None and limit + 64 <= hard,
+              "the default limit %s fits this test's descriptors (%d)" % (limit, hard)):
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    proc, port, log = start(["--threads", "2"])
+    if not ok(port is not None, "microd at its defaults (connection limit %d)" % limit):
+        return
+    slow = SlowClients(port, limit)
+    full = poll(lambda: (metric(port, "microd_connections") or 0) >= limit, 30)
+    ok(full, "%d slow clients hold every slot (microd_connections %s)"
+       % (limit, metric(port, "microd_connections")))
+    before = metric(port, EVICTED)
+    got = probe_rounds(port, slow, 5, 0.2)
+    ok(got == [200] * 5, "GET /livez on a new connection while %d slow clients hold the %d slots: %s"
+       % (len(slow.socks), limit, got))
+    n = metric(port, EVICTED)
+    ok(n is not None and before is not None and n - before >= 5,
+       "%s: %s more, one for each probe" % (EVICTED, None if n is None or before is None else n - before))
+    ok(metric(port, "microd_connections_refused_total") == 0, "and no connection was refused")
+    slow.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    stop_microd(proc, log, timeout=20)
+
+
+def main():
+    test_deadline()
+    test_review_reproduction()
+    test_default_limit()
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
