@@ -171,22 +171,24 @@ reply_content_type(const struct reply *rep)
 	return rep->problem ? "application/problem+json" : "application/json";
 }
 
-size_t
-reply_render(const struct reply *rep, char *buf, size_t cap)
+int
+reply_render(const struct reply *rep, char *buf, size_t cap, size_t *len)
 {
 	size_t n;
 
 	if (rep->text != NULL) {
-		if (rep->text_len <= cap)
+		if (rep->text_len <= cap && rep->text_len > 0)
 			memcpy(buf, rep->text, rep->text_len);
-		return rep->text_len;
+		*len = rep->text_len;
+		return 0;
 	}
 	if (rep->body == NULL)
-		return 0;
+		return -1;
 	n = encode_json(rep->body, buf, cap);
-	if (n == 0)
-		return 0;
+	if (n == 0) /* JSON is never empty: a failure */
+		return -1;
 	if (n < cap)
 		buf[n] = '\n';
-	return n + 1;
+	*len = n + 1;
+	return 0;
 }

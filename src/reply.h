@@ -60,10 +60,12 @@ json_t *problem_new(unsigned int status, const char *detail);
 const char *reply_content_type(const struct reply *rep);
 
 /*
- * Serialises the body, followed by a newline, into buf. Returns the length
- * the whole text needs: when that exceeds cap, buf holds nothing useful and
- * the caller retries with a larger buffer. Returns 0 on failure.
+ * Serialises the body (a JSON body followed by a newline, or the text as it
+ * is) into buf, and the length the whole needs into *len: 0 for an empty
+ * text, a valid reply. When *len exceeds cap, buf holds nothing useful and
+ * the caller retries with a larger buffer. 0, or -1 when there is no body
+ * or it cannot be serialised.
  */
-size_t reply_render(const struct reply *rep, char *buf, size_t cap);
+int reply_render(const struct reply *rep, char *buf, size_t cap, size_t *len);
 
 #endif

@@ -138,6 +138,17 @@ def test_bodies_and_headers(port):
     ok(st == 304 and b == b"" and h.get("etag") == etag, "If-None-Match with it: 304, no body")
     ok(h.get("content-length") == str(len(b"first note")),
        "  its Content-Length is the 200's (RFC 9110 8.6): %r" % h.get("content-length"))
+    # An empty note is a reply with an empty body (Content-Length: 0), as
+    # stored, and its ETag; never a 500.
+    st, h, b, _ = request(port, "PUT", "/notes/empty", headers=["Content-Type: text/plain"], body=b"")
+    ok(st == 201, "PUT a 0-byte note: 201 (%s)" % st)
+    empty_tag = h.get("etag")
+    st, h, b, _ = request(port, "GET", "/notes/empty")
+    ok(st == 200 and b == b"" and h.get("content-length") == "0" and h.get("etag") == empty_tag
+       and h.get("content-type") == "text/plain; charset=utf-8",
+       "GET it: 200 with Content-Length 0 and its ETag (%s %r %r)" % (st, h.get("content-length"), b[:80]))
+    st, h, b, _ = request(port, "GET", "/notes/empty", headers=["If-None-Match: %s" % empty_tag])
+    ok(st == 304 and h.get("etag") == empty_tag, "  If-None-Match with it: 304 (%s)" % st)
     for name in ("..", "."):
         st, _, b, _ = request(port, "PUT", "/notes/%s" % name, body=b"x")
         ok(st == 400 and "not only dots" in (detail(b) or ""), "a note named %r is refused" % name)

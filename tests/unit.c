@@ -694,15 +694,21 @@ test_reply(void)
 	ok(rep.problem, "and marks problem details");
 	is_str(reply_content_type(&rep), "application/problem+json",
 	       "problem content type");
-	n = reply_render(&rep, buf, sizeof(buf));
-	ok(n > 0 && n < sizeof(buf), "renders");
+	ok(reply_render(&rep, buf, sizeof(buf), &n) == 0 && n > 0 &&
+	       n < sizeof(buf),
+	   "renders");
 	buf[n < sizeof(buf) ? n : 0] = '\0';
 	is_str(buf,
 	       "{\"type\":\"about:blank\",\"title\":\"Content Too Large\","
 	       "\"status\":413,\"detail\":\"body over 10 bytes\"}\n",
 	       "RFC 9457 members in order, then a newline");
-	is(reply_render(&rep, small, sizeof(small)), n,
-	   "a short buffer reports the length needed");
+	{
+		size_t need = 0;
+
+		ok(reply_render(&rep, small, sizeof(small), &need) == 0 &&
+		       need == n,
+		   "a short buffer reports the length needed");
+	}
 	reply_clear(&rep);
 
 	reply_json(&rep, 200, NULL);
@@ -713,9 +719,26 @@ test_reply(void)
 	reply_json(&rep, 200, json_pack("{s:s}", "status", "ok"));
 	is_str(reply_content_type(&rep), "application/json", "JSON type");
 	ok(!rep.problem, "not a problem");
-	n = reply_render(&rep, buf, sizeof(buf));
+	n = 0;
+	(void)reply_render(&rep, buf, sizeof(buf), &n);
 	buf[n] = '\0';
 	is_str(buf, "{\"status\":\"ok\"}\n", "compact JSON and a newline");
+	reply_clear(&rep);
+
+	/* An empty text is a reply, not a failure: Content-Length: 0. */
+	reply_text(&rep, 200, strdup(""), 0, "text/plain");
+	{
+		size_t got = 99;
+		int r = reply_render(&rep, buf, sizeof(buf), &got);
+
+		ok(r == 0 && got == 0,
+		   "an empty text body renders as 0 bytes, not a failure "
+		   "(%d, %zu)",
+		   r, got);
+	}
+	reply_clear(&rep);
+	ok(reply_render(&rep, buf, sizeof(buf), &n) == -1,
+	   "no body at all is a failure");
 	reply_clear(&rep);
 
 	is_str(status_title(404), "Not Found", "title 404");

@@ -103,17 +103,16 @@ response_from_reply(const struct reply *rep, size_t *len)
 	struct MHD_Response *resp;
 	size_t need;
 
-	need = reply_render(rep, stack, sizeof(stack));
-	if (need == 0)
+	if (reply_render(rep, stack, sizeof(stack), &need) != 0)
 		return NULL;
 	*len = need;
-	if (need <= sizeof(stack))
+	if (need <= sizeof(stack)) /* an empty body too: Content-Length: 0 */
 		return MHD_create_response_from_buffer(need, stack,
 		                                       MHD_RESPMEM_MUST_COPY);
 	heap = malloc(need);
 	if (heap == NULL)
 		return NULL;
-	if (reply_render(rep, heap, need) != need) {
+	if (reply_render(rep, heap, need, len) != 0 || *len != need) {
 		free(heap);
 		return NULL;
 	}

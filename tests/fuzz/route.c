@@ -97,7 +97,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (rep.status < 200 || rep.status > 599)
 		abort();
-	(void)reply_render(&rep, buf, sizeof(buf));
+	{
+		size_t n;
+
+		(void)reply_render(&rep, buf, sizeof(buf), &n);
+	}
 	reply_release(&rep);
 	json_decref(req.body);
 	free(params);
