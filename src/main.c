@@ -510,22 +510,30 @@ start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
 	return -1;
 }
 
-/* After the drain: the watchdog, the checks, the server, then what the
- * handlers and the chain used, unless a handler still runs. */
+/*
+ * After the drain: the watchdog, the checks, the server, then what the
+ * probes and the chain used (neither runs once the server has stopped), and
+ * the application, unless a handler that did not finish still uses it.
+ */
 static void
 stop_serving(struct supervisor *sv)
 {
+	struct checks *checks = sv->runtime.checks;
+	int cut = 0;
+
 	watchdog_stop(sv->watchdog); /* it talks to the pool: stop it first */
-	checks_halt(sv->runtime.checks); /* so does the pool check */
-	if (server_stop(sv->srv) == 0) {
-		/* No probe reads the checks any more, no handler runs. */
-		checks_free(sv->runtime.checks);
-		sv->runtime.checks = NULL;
-		app_stop(sv->app);
-		middleware_close(sv->middleware); /* nor the chain */
-	} else
+	checks_halt(checks);         /* so does the pool check */
+	if (server_stop(sv->srv) != 0) {
 		log_warn("the application is not torn down: a handler that "
 		         "did not finish still uses it");
+		cut = 1;
+	}
+	sv->runtime.checks = NULL;
+	sv->runtime.middleware = NULL;
+	checks_free(checks);
+	middleware_close(sv->middleware);
+	if (!cut)
+		app_stop(sv->app);
 	tls_close(sv->tls); /* no handshake any more: the daemons stopped */
 }
 
