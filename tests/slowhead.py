@@ -175,8 +175,11 @@ def test_default_limit():
     ok(got == [200] * 5, "GET /livez on a new connection while %d slow clients hold the %d slots: %s"
        % (len(slow.socks), limit, got))
     n = metric(port, EVICTED)
-    ok(n is not None and before is not None and n - before >= 5,
-       "%s: %s more, one for each probe" % (EVICTED, None if n is None or before is None else n - before))
+    # At least one: a slow client closed for one probe may not have
+    # connected again before the next probe comes.
+    ok(n is not None and before is not None and n - before >= 1,
+       "%s: %s more: probes took the places of slow clients"
+       % (EVICTED, None if n is None or before is None else n - before))
     # Not asserted: a slow client that connects again while 64 closed ones
     # are still closing is refused (the bound on descriptors), which a slow
     # build sees.
