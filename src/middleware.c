@@ -236,6 +236,18 @@ static const struct middleware_link chain[] = {
 };
 
 int
+middleware_skips(unsigned int flags)
+{
+	/* A named probe is one only for a check's name: asked per request. */
+	if (flags & ROUTE_PROBE_NAMED)
+		return 0;
+	for (size_t i = 0; i < sizeof(chain) / sizeof(chain[0]); i++)
+		if ((flags & chain[i].exempt) == 0)
+			return 0;
+	return 1;
+}
+
+int
 middleware_run(struct middleware *mw, const struct request *req,
                unsigned int flags, struct reply *rep,
                struct middleware_fields *out)

@@ -53,6 +53,10 @@ void middleware_warn(const struct config *cfg);
 /* Logs what the chain does (once the log is set up). */
 void middleware_describe(struct middleware *mw);
 
+/* Whether every link skips a route with these flags (the probes), so a
+ * request on it needs nothing set up for the chain. */
+int middleware_skips(unsigned int flags);
+
 /* Runs the chain for a route with these flags: 1 when a link answered. */
 int middleware_run(struct middleware *mw, const struct request *req,
                    unsigned int flags, struct reply *rep,

@@ -28,6 +28,7 @@
 #include "health.h"
 #include "healthz.h"
 #include "log.h"
+#include "middleware.h"
 #include "notify.h"
 #include "number.h"
 #include "outbound.h"
@@ -558,6 +559,31 @@ test_health(void)
 	ok(health_name_valid("db-1_a") && !health_name_valid("Db") &&
 	       !health_name_valid(""),
 	   "check names: [a-z0-9_-]");
+}
+
+/* Which routes need nothing set up for the before-handler chain. */
+static void
+test_middleware_skips(void)
+{
+	static const struct {
+		unsigned int flags;
+		int skips;
+		const char *why;
+	} rows[] = {
+	    {ROUTE_PROBE, 1, "a probe skips both links"},
+	    {ROUTE_PROBE | ROUTE_PROBE_NAMED, 0,
+	     "a named probe is asked per request (its name may be no check's)"},
+	    {0, 0, "a route with no flags runs both"},
+	    {ROUTE_NO_AUTH, 0, "ROUTE_NO_AUTH still runs the rate limit"},
+	    {ROUTE_NO_LIMIT, 0, "ROUTE_NO_LIMIT still runs the token check"},
+	    {ROUTE_NO_AUTH | ROUTE_NO_LIMIT, 1, "both flags skip both links"},
+	    {ROUTE_METRICS, 0,
+	     "/metrics runs both (its token is asked inside)"},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		is(middleware_skips(rows[i].flags), rows[i].skips,
+		   "middleware_skips: %s", rows[i].why);
 }
 
 static void
@@ -2893,6 +2919,7 @@ main(void)
 	                app_routes_count) != 0)
 		return 1;
 	test_router();
+	test_middleware_skips();
 	test_reply();
 	test_reply_header();
 	test_pool();

@@ -204,7 +204,10 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		    (rt->flags & (ROUTE_JSON_BODY | ROUTE_RAW_BODY)) != 0;
 		ex->nul = (rt->flags & ROUTE_RAW_BODY) != 0;
 	}
-	if (ex->runtime != NULL && ex->runtime->middleware != NULL) {
+	/* A probe skips every link: nothing to set up for the chain. */
+	if (ex->runtime != NULL && ex->runtime->middleware != NULL &&
+	    (ex->res.route == NULL ||
+	     !middleware_skips(ex->res.route->flags))) {
 		enum MHD_Result ret;
 
 		if (run_chain(srv, conn, ex, method, f.chunked || f.length > 0,
