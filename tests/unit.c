@@ -2,8 +2,8 @@
 /*
  * unit.c -- the pure modules without a server: router, config, reply, the
  * request policy, the number parser, the rate limits and the client's key,
- * the outbound client's status line, and the environment parsing of socket
- * activation and sd_notify
+ * the outbound client's status line, the environment parsing of socket
+ * activation and sd_notify, and request bodies against their shapes
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +40,7 @@
 #include "router.h"
 #include "status.h"
 #include "trace.h"
+#include "validate.h"
 
 static void
 h_any(const struct request *req, struct reply *rep)
@@ -2912,6 +2913,661 @@ test_key_prefix(void)
 	}
 }
 
+/* The shape of a note (issue 26), and one with every other kind of row. */
+static const struct validate_field vnote_fields[] = {
+    {.name = "title",
+     .type = VALIDATE_STRING,
+     .flags = VALIDATE_REQUIRED,
+     .min_chars = 1,
+     .max_chars = 200},
+    {.name = "body", .type = VALIDATE_STRING, .max_bytes = 4096},
+    {.name = "tags",
+     .type = VALIDATE_ARRAY,
+     .items = VALIDATE_STRING,
+     .max_items = 8,
+     .min_chars = 1,
+     .max_chars = 32},
+};
+static const struct validate_shape vnote = VALIDATE_SHAPE(vnote_fields);
+
+static const struct validate_field vpoint_fields[] = {
+    {.name = "x", .type = VALIDATE_NUMBER, .flags = VALIDATE_REQUIRED},
+    {.name = "y", .type = VALIDATE_NUMBER},
+};
+static const struct validate_shape vpoint = VALIDATE_SHAPE(vpoint_fields);
+
+static const struct validate_field vkind_fields[] = {
+    {.name = "count", .type = VALIDATE_INTEGER, .min_int = 1, .max_int = 100},
+    {.name = "age", .type = VALIDATE_INTEGER, .max_int = LLONG_MAX},
+    {.name = "delta",
+     .type = VALIDATE_INTEGER,
+     .min_int = LLONG_MIN,
+     .max_int = -1},
+    {.name = "any", .type = VALIDATE_INTEGER},
+    {.name = "ratio", .type = VALIDATE_NUMBER},
+    {.name = "on", .type = VALIDATE_BOOLEAN},
+    {.name = "code", .type = VALIDATE_STRING, .min_chars = 3, .max_chars = 3},
+    {.name = "name", .type = VALIDATE_STRING, .min_chars = 2},
+    {.name = "note",
+     .type = VALIDATE_STRING,
+     .flags = VALIDATE_NULLABLE,
+     .max_chars = 1},
+    {.name = "point", .type = VALIDATE_OBJECT, .shape = &vpoint},
+    {.name = "ids",
+     .type = VALIDATE_ARRAY,
+     .items = VALIDATE_INTEGER,
+     .min_items = 1,
+     .max_items = 3,
+     .min_int = 1,
+     .max_int = 9},
+    {.name = "labels",
+     .type = VALIDATE_ARRAY,
+     .items = VALIDATE_STRING,
+     .min_items = 1},
+    {.name = "grid", .type = VALIDATE_ARRAY, .items = VALIDATE_ARRAY},
+    {.name = "pts",
+     .type = VALIDATE_ARRAY,
+     .items = VALIDATE_OBJECT,
+     .shape = &vpoint},
+    {.name = "a/b~c", .type = VALIDATE_BOOLEAN},
+};
+static const struct validate_shape vkind = VALIDATE_SHAPE(vkind_fields);
+
+#define V_TITLE "#/title", "must be 1 to 200 characters"
+#define V_TAGLEN "must be 1 to 32 characters"
+#define V_UNKNOWN "is not a known field"
+#define V_NOT_OBJECT "#", "must be an object"
+#define V_WANT 20 /* pointer and detail pairs: 10 errors */
+
+/*
+ * Each row: a JSON text (<<u*N>> stands for u written N times), the shape,
+ * the mode, and the errors expected, in order, as pointer and detail pairs
+ * (none: it fits); they are compared as compact JSON text.
+ */
+static const struct validate_case {
+	const char *text;
+	const struct validate_shape *shape;
+	enum validate_mode mode;
+	const char *want[V_WANT];
+} validate_cases[] = {
+    /* title: 1 to 200 code points, whatever their bytes */
+    {"{\"title\":\"a\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"\"}", &vnote, VALIDATE_WHOLE, {V_TITLE}},
+    {"{\"title\":\"<<a*200>>\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"<<a*201>>\"}", &vnote, VALIDATE_WHOLE, {V_TITLE}},
+    {"{\"title\":\"\xc3\xa9\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"<<\xc3\xa9*200>>\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"<<\xc3\xa9*201>>\"}", &vnote, VALIDATE_WHOLE, {V_TITLE}},
+    {"{\"title\":\"<<\xe2\x82\xac*200>>\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"<<\xe2\x82\xac*201>>\"}", &vnote, VALIDATE_WHOLE, {V_TITLE}},
+    {"{\"title\":\"<<\xf0\x9f\x98\x80*200>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"title\":\"<<\xf0\x9f\x98\x80*201>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {V_TITLE}},
+    /* an escaped surrogate pair is one code point, not two */
+    {"{\"title\":\"<<\\ud83d\\ude00*200>>\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"<<\\ud83d\\ude00*201>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {V_TITLE}},
+    /* code points, not graphemes: e and U+0301 are two */
+    {"{\"title\":\"<<e\\u0301*100>>\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"<<e\\u0301*100>>e\"}", &vnote, VALIDATE_WHOLE, {V_TITLE}},
+    /* required, not null, a string */
+    {"{}", &vnote, VALIDATE_WHOLE, {"#/title", "is required"}},
+    {"{\"title\":null}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/title", "must not be null"}},
+    {"{\"title\":1}", &vnote, VALIDATE_WHOLE, {"#/title", "must be a string"}},
+    {"{\"title\":true}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/title", "must be a string"}},
+    {"{\"title\":[\"a\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/title", "must be a string"}},
+    {"{\"title\":{}}", &vnote, VALIDATE_WHOLE, {"#/title", "must be a string"}},
+    /* body: at most 4096 bytes, whatever their characters */
+    {"{\"title\":\"a\",\"body\":\"\"}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"a\",\"body\":\"<<a*4096>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"title\":\"a\",\"body\":\"<<a*4097>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/body", "must be at most 4096 bytes"}},
+    {"{\"title\":\"a\",\"body\":\"<<\xc3\xa9*2048>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"title\":\"a\",\"body\":\"<<\xc3\xa9*2048>>a\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/body", "must be at most 4096 bytes"}},
+    {"{\"title\":\"a\",\"body\":\"<<\\u00e9*2049>>\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/body", "must be at most 4096 bytes"}},
+    {"{\"title\":\"a\",\"body\":null}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/body", "must not be null"}},
+    {"{\"title\":\"a\",\"body\":4096}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/body", "must be a string"}},
+    /* tags: at most 8 strings of 1 to 32 characters */
+    {"{\"title\":\"a\",\"tags\":[]}", &vnote, VALIDATE_WHOLE, {NULL}},
+    {"{\"title\":\"a\",\"tags\":[<<\"t\",*7>>\"t\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"title\":\"a\",\"tags\":[<<\"t\",*8>>\"t\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags", "must have at most 8 items"}},
+    {"{\"title\":\"a\",\"tags\":[\"\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags/0", V_TAGLEN}},
+    {"{\"title\":\"a\",\"tags\":[\"t\",\"<<\xc3\xa9*32>>\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"title\":\"a\",\"tags\":[\"t\",\"<<\xc3\xa9*33>>\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags/1", V_TAGLEN}},
+    {"{\"title\":\"a\",\"tags\":[\"<<z*32>>\",\"<<z*33>>\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags/1", V_TAGLEN}},
+    {"{\"title\":\"a\",\"tags\":[\"t\",7]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags/1", "must be a string"}},
+    {"{\"title\":\"a\",\"tags\":[\"t\",[\"t\"]]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags/1", "must be a string"}},
+    {"{\"title\":\"a\",\"tags\":[null]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags/0", "must not be null"}},
+    {"{\"title\":\"a\",\"tags\":\"t\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags", "must be an array"}},
+    {"{\"title\":\"a\",\"tags\":{\"0\":\"t\"}}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags", "must be an array"}},
+    /* nine tags, one of them bad: the count, then the item */
+    {"{\"title\":\"a\",\"tags\":[<<\"t\",*8>>\"\"]}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/tags", "must have at most 8 items", "#/tags/8", V_TAGLEN}},
+    /* unknown fields, after the rows, in the body's order (not sorted) */
+    {"{\"title\":\"a\",\"x\":1}", &vnote, VALIDATE_WHOLE, {"#/x", V_UNKNOWN}},
+    {"{\"zz\":1,\"title\":\"\",\"aa\":null}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {V_TITLE, "#/zz", V_UNKNOWN, "#/aa", V_UNKNOWN}},
+    {"{\"Title\":\"a\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/title", "is required", "#/Title", V_UNKNOWN}},
+    /* every error at once */
+    {"{\"title\":\"\",\"body\":7,\"tags\":[\"\",null,3,\"<<a*33>>\",\"ok\"],"
+     "\"extra\":true}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {V_TITLE, "#/body", "must be a string", "#/tags/0", V_TAGLEN, "#/tags/1",
+      "must not be null", "#/tags/2", "must be a string", "#/tags/3", V_TAGLEN,
+      "#/extra", V_UNKNOWN}},
+    /* pointers: RFC 6901's examples (sections 5 and 6), then more */
+    {"{\"title\":\"a\",\"a/b\":0,\"m~n\":0,\"c%d\":0,\"e^f\":0,\"g|h\":0,"
+     "\"i\\\\j\":0,\"k\\\"l\":0,\" \":0,\"\":0}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/a~1b", V_UNKNOWN, "#/m~0n", V_UNKNOWN, "#/c%25d", V_UNKNOWN, "#/e%5Ef",
+      V_UNKNOWN, "#/g%7Ch", V_UNKNOWN, "#/i%5Cj", V_UNKNOWN, "#/k%22l",
+      V_UNKNOWN, "#/%20", V_UNKNOWN, "#/", V_UNKNOWN}},
+    {"{\"title\":\"a\",\"caf\xc3\xa9\":0,\"#?\":0,\"~/~1\":0,"
+     "\"-._!$&'()*+,;=:@\":0,\"<>[]{}`\\u007f\\t\":0}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/caf%C3%A9", V_UNKNOWN, "#/%23?", V_UNKNOWN, "#/~0~1~01", V_UNKNOWN,
+      "#/-._!$&'()*+,;=:@", V_UNKNOWN, "#/%3C%3E%5B%5D%7B%7D%60%7F%09",
+      V_UNKNOWN}},
+    /* not an object: one error at the root, in either mode */
+    {"[]", &vnote, VALIDATE_WHOLE, {V_NOT_OBJECT}},
+    {"\"title\"", &vnote, VALIDATE_WHOLE, {V_NOT_OBJECT}},
+    {"1", &vnote, VALIDATE_WHOLE, {V_NOT_OBJECT}},
+    {"null", &vnote, VALIDATE_WHOLE, {V_NOT_OBJECT}},
+    {"true", &vnote, VALIDATE_WHOLE, {V_NOT_OBJECT}},
+    {"[{\"title\":\"a\"}]", &vnote, VALIDATE_MERGE_PATCH, {V_NOT_OBJECT}},
+    {"null", &vnote, VALIDATE_MERGE_PATCH, {V_NOT_OBJECT}},
+    /* a merge patch: nothing required, null removes an optional field */
+    {"{}", &vnote, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"body\":\"b\"}", &vnote, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"body\":null,\"tags\":null}", &vnote, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"title\":null}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {"#/title", "must not be null"}},
+    {"{\"title\":\"\"}", &vnote, VALIDATE_MERGE_PATCH, {V_TITLE}},
+    {"{\"title\":\"<<\xc3\xa9*200>>\"}", &vnote, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"title\":\"<<\xc3\xa9*201>>\"}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {V_TITLE}},
+    {"{\"body\":\"<<a*4097>>\"}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {"#/body", "must be at most 4096 bytes"}},
+    {"{\"tags\":[\"t\",null]}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {"#/tags/1", "must not be null"}},
+    {"{\"tags\":[<<\"t\",*8>>\"t\"]}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {"#/tags", "must have at most 8 items"}},
+    {"{\"x\":null}", &vnote, VALIDATE_MERGE_PATCH, {"#/x", V_UNKNOWN}},
+    {"{\"title\":7,\"body\":null,\"y\":1}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {"#/title", "must be a string", "#/y", V_UNKNOWN}},
+    /* integers: a range, one side open, or any */
+    {"{\"count\":1}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"count\":100}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"count\":0}", &vkind, VALIDATE_WHOLE, {"#/count", "must be 1 to 100"}},
+    {"{\"count\":101}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must be 1 to 100"}},
+    {"{\"count\":-9223372036854775808}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must be 1 to 100"}},
+    {"{\"count\":1.0}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must be an integer"}},
+    {"{\"count\":1e1}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must be an integer"}},
+    {"{\"count\":\"1\"}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must be an integer"}},
+    {"{\"count\":true}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must be an integer"}},
+    {"{\"age\":0,\"delta\":-1}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"age\":9223372036854775807,\"delta\":-9223372036854775808}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"age\":-1,\"delta\":0}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/age", "must be at least 0", "#/delta", "must be at most -1"}},
+    {"{\"any\":-9223372036854775808}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"any\":0}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"any\":0.5}", &vkind, VALIDATE_WHOLE, {"#/any", "must be an integer"}},
+    /* numbers and booleans */
+    {"{\"ratio\":1,\"on\":true}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"ratio\":-1.5e300,\"on\":false}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"ratio\":\"1\",\"on\":1}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/ratio", "must be a number", "#/on", "must be a boolean"}},
+    {"{\"on\":\"true\"}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/on", "must be a boolean"}},
+    /* string bounds, worded as they are set */
+    {"{\"code\":\"abc\",\"name\":\"ab\"}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"code\":\"ab\",\"name\":\"a\"}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/code", "must be exactly 3 characters", "#/name",
+      "must be at least 2 characters"}},
+    {"{\"code\":\"abcd\"}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/code", "must be exactly 3 characters"}},
+    {"{\"code\":\"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\"}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {NULL}},
+    {"{\"note\":\"\xf0\x9f\x98\x80\"}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"note\":\"ab\"}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/note", "must be at most 1 character"}},
+    /* nullable: null is a value in a whole body */
+    {"{\"note\":null}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"count\":null,\"note\":null}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/count", "must not be null"}},
+    /* a nested object: required and unknown inside it */
+    {"{\"point\":{\"x\":1}}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"point\":{}}", &vkind, VALIDATE_WHOLE, {"#/point/x", "is required"}},
+    {"{\"point\":{\"x\":\"1\",\"z\":0}}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/point/x", "must be a number", "#/point/z", V_UNKNOWN}},
+    {"{\"point\":[1]}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/point", "must be an object"}},
+    {"{\"point\":{\"x\":1,\"y\":null}}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/point/y", "must not be null"}},
+    /* ... and in a patch, a patch itself (RFC 7396) */
+    {"{\"point\":{}}", &vkind, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"point\":{\"y\":null}}", &vkind, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"point\":null}", &vkind, VALIDATE_MERGE_PATCH, {NULL}},
+    {"{\"point\":{\"x\":null}}",
+     &vkind,
+     VALIDATE_MERGE_PATCH,
+     {"#/point/x", "must not be null"}},
+    /* a repeated name: jansson keeps the last value, in the first place */
+    {"{\"count\":null,\"note\":null,\"count\":0}",
+     &vkind,
+     VALIDATE_MERGE_PATCH,
+     {"#/count", "must be 1 to 100"}},
+    /* arrays of integers: the items' bounds are the row's */
+    {"{\"ids\":[1,9,5]}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"ids\":[]}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/ids", "must have 1 to 3 items"}},
+    {"{\"ids\":[0,10,\"a\",null]}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/ids", "must have 1 to 3 items", "#/ids/0", "must be 1 to 9", "#/ids/1",
+      "must be 1 to 9", "#/ids/2", "must be an integer", "#/ids/3",
+      "must not be null"}},
+    {"{\"labels\":[]}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/labels", "must have at least 1 item"}},
+    {"{\"labels\":[\"\"]}", &vkind, VALIDATE_WHOLE, {NULL}},
+    /* arrays in an array: checked to be arrays, no deeper */
+    {"{\"grid\":[[],[1,[\"x\"]]]}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"grid\":[[],1]}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/grid/1", "must be an array"}},
+    /* objects in an array are whole, even in a patch */
+    {"{\"pts\":[{\"x\":1},{\"y\":2},3,{\"x\":1,\"q\":1}]}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/pts/1/x", "is required", "#/pts/2", "must be an object", "#/pts/3/q",
+      V_UNKNOWN}},
+    {"{\"pts\":[{\"y\":2}]}",
+     &vkind,
+     VALIDATE_MERGE_PATCH,
+     {"#/pts/0/x", "is required"}},
+    /* a row's own name is escaped as well */
+    {"{\"a/b~c\":true}", &vkind, VALIDATE_WHOLE, {NULL}},
+    {"{\"a/b~c\":1}",
+     &vkind,
+     VALIDATE_WHOLE,
+     {"#/a~1b~0c", "must be a boolean"}},
+    {"{\"a~1b~0c\":true}", &vkind, VALIDATE_WHOLE, {"#/a~01b~00c", V_UNKNOWN}},
+};
+#define N_VALIDATE (sizeof(validate_cases) / sizeof(validate_cases[0]))
+
+/* text with every <<unit*N>> written out N times; malloc'd. */
+static char *
+validate_expand(const char *text)
+{
+	size_t cap = strlen(text) + 1, len = 0;
+	char *out = malloc(cap);
+
+	while (out != NULL && *text != '\0') {
+		const char *open = strstr(text, "<<"), *star, *close;
+		size_t unit, times;
+
+		if (open == NULL)
+			open = text + strlen(text);
+		if (len + (size_t)(open - text) + 1 > cap)
+			break;
+		memcpy(out + len, text, (size_t)(open - text));
+		len += (size_t)(open - text);
+		text = open;
+		if (*text == '\0')
+			break;
+		star = strchr(open, '*');
+		close = star != NULL ? strstr(star, ">>") : NULL;
+		if (close == NULL)
+			break;
+		unit = (size_t)(star - open - 2);
+		times = strtoul(star + 1, NULL, 10);
+		{
+			char *grown = realloc(out, cap + unit * times);
+
+			if (grown == NULL) {
+				free(out);
+				return NULL;
+			}
+			out = grown;
+			cap += unit * times;
+		}
+		for (size_t i = 0; i < times; i++, len += unit)
+			memcpy(out + len, open + 2, unit);
+		text = close + 2;
+	}
+	if (out != NULL)
+		out[len] = '\0';
+	return out;
+}
+
+/* The pairs of a row as the compact JSON text validate's array should be. */
+static char *
+validate_want(const char *const *want)
+{
+	json_t *a = json_array();
+	char *text;
+
+	for (size_t i = 0; a != NULL && i + 1 < V_WANT && want[i] != NULL;
+	     i += 2)
+		json_array_append_new(a, json_pack("{s:s, s:s}", "pointer",
+		                                   want[i], "detail",
+		                                   want[i + 1]));
+	text = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
+	json_decref(a);
+	return text;
+}
+
+static void
+test_validate_table(void)
+{
+	for (size_t i = 0; i < N_VALIDATE; i++) {
+		const struct validate_case *c = &validate_cases[i];
+		const char *mode =
+		    c->mode == VALIDATE_WHOLE ? "whole" : "patch";
+		char *text = validate_expand(c->text);
+		json_error_t jerr;
+		json_t *body = text != NULL
+		                   ? json_loads(text, JSON_DECODE_ANY, &jerr)
+		                   : NULL;
+		json_t *errors = (json_t *)&i; /* must be set either way */
+		char *got = NULL, *want = NULL;
+		size_t n;
+
+		if (body == NULL) {
+			ok(0, "validate row %zu parses: %s", i,
+			   text != NULL ? jerr.text : "out of memory");
+			free(text);
+			continue;
+		}
+		n = validate(c->shape, body, c->mode, &errors);
+		if (c->want[0] == NULL) {
+			ok(n == 0 && errors == NULL,
+			   "validate row %zu fits (%s): %.60s", i, mode,
+			   c->text);
+		} else {
+			got = errors != NULL ? json_dumps(errors, JSON_COMPACT)
+			                     : NULL;
+			want = validate_want(c->want);
+			ok(got != NULL && want != NULL &&
+			       strcmp(got, want) == 0 &&
+			       n == json_array_size(errors),
+			   "validate row %zu (%s): %.60s", i, mode, c->text);
+		}
+		if (c->want[0] == NULL
+		        ? n != 0
+		        : got == NULL || want == NULL || strcmp(got, want) != 0)
+			diag("  got %zu: %s\n#   want %s", n,
+			     got != NULL ? got : "(none)",
+			     want != NULL ? want : "(none)");
+		free(want);
+		free(got);
+		if (errors != (json_t *)&i)
+			json_decref(errors);
+		json_decref(body);
+		free(text);
+	}
+}
+
+/* The 422 as it goes out, the cap on errors, and long pointers. */
+static void
+test_validate_reply(void)
+{
+	struct reply rep = {0};
+	char buf[1024];
+	size_t n = 0;
+	json_t *body =
+	    json_pack("{s:s, s:i, s:b}", "title", "", "body", 7, "x", 1);
+	json_t *errors;
+
+	ok(body != NULL, "validate_body: a body");
+	ok(validate_body(&vnote, body, VALIDATE_WHOLE, &rep) == -1,
+	   "validate_body: -1 when it does not fit");
+	is(rep.status, 422, "a 422");
+	is_str(reply_content_type(&rep), "application/problem+json",
+	       "as problem details");
+	ok(reply_render(&rep, buf, sizeof(buf), &n) == 0 && n < sizeof(buf),
+	   "renders");
+	buf[n < sizeof(buf) ? n : 0] = '\0';
+	is_str(buf,
+	       "{\"type\":\"about:blank\",\"title\":\"Unprocessable Content\","
+	       "\"status\":422,\"detail\":\"the body does not fit: 3 errors\","
+	       "\"errors\":[{\"pointer\":\"#/title\",\"detail\":"
+	       "\"must be 1 to 200 characters\"},{\"pointer\":\"#/body\","
+	       "\"detail\":\"must be a string\"},{\"pointer\":\"#/x\","
+	       "\"detail\":\"is not a known field\"}]}\n",
+	       "RFC 9457 members, then errors, every one");
+	reply_release(&rep);
+	json_decref(body);
+
+	{
+		struct reply fresh = {0};
+
+		body = json_pack("{s:s}", "title", "t");
+		ok(validate_body(&vnote, body, VALIDATE_WHOLE, &fresh) == 0 &&
+		       fresh.status == 0 && fresh.body == NULL,
+		   "validate_body: 0 when it fits, the reply untouched");
+		json_decref(body);
+	}
+
+	body = json_pack("[]");
+	ok(validate_body(&vnote, body, VALIDATE_MERGE_PATCH, &rep) == -1 &&
+	       rep.status == 422,
+	   "a patch that is not an object: 422");
+	is_str(json_string_value(json_object_get(rep.body, "detail")),
+	       "the body does not fit: 1 error", "one error, singular");
+	reply_release(&rep);
+	json_decref(body);
+
+	/* More errors than one reply lists: all counted, 100 listed. */
+	body = json_pack("{s:s}", "title", "t");
+	for (int i = 0; i < 150 && body != NULL; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "k%03d", i);
+		json_object_set_new(body, key, json_null());
+	}
+	n = validate(&vnote, body, VALIDATE_WHOLE, &errors);
+	is(n, 150, "150 unknown fields: 150 errors counted");
+	is(json_array_size(errors), VALIDATE_ERRORS_MAX, "100 listed");
+	is_str(json_string_value(json_object_get(
+	           json_array_get(errors, VALIDATE_ERRORS_MAX - 1), "pointer")),
+	       "#/k099", "the first 100, in order");
+	validate_reply(&rep, errors, n); /* takes errors over */
+	is(rep.status, 422, "a 422");
+	is_str(json_string_value(json_object_get(rep.body, "detail")),
+	       "the body does not fit: 150 errors, the first 100 listed",
+	       "the detail says how many were left out");
+	reply_release(&rep);
+	json_decref(body);
+
+	validate_reply(&rep, NULL, 3);
+	is(rep.status, 500, "validate_reply without errors (no memory): 500");
+	reply_release(&rep);
+
+	/* A pointer past the walk's first buffer: 2 + 3 * 300 bytes. */
+	{
+		char key[301], want[903];
+
+		memset(key, '%', 300);
+		key[300] = '\0';
+		memcpy(want, "#/", 2);
+		for (size_t i = 0; i < 300; i++)
+			memcpy(want + 2 + 3 * i, "%25", 3);
+		want[902] = '\0';
+		body = json_pack("{s:s}", "title", "t");
+		json_object_set_new(body, key, json_true());
+		n = validate(&vnote, body, VALIDATE_WHOLE, &errors);
+		is(n, 1, "a 300-byte unknown name");
+		is_str(json_string_value(json_object_get(
+		           json_array_get(errors, 0), "pointer")),
+		       want, "its pointer: 902 bytes, every '%%' as %%25");
+		json_decref(errors);
+		json_decref(body);
+		body = json_pack("{s:{s:i}}", "point", key, 1);
+		n = validate(&vkind, body, VALIDATE_WHOLE, &errors);
+		is(n, 2, "in a nested object too, after the row it lacks");
+		is_str(json_string_value(json_object_get(
+		           json_array_get(errors, 0), "pointer")),
+		       "#/point/x", "the row first");
+		{
+			const char *got = json_string_value(json_object_get(
+			    json_array_get(errors, 1), "pointer"));
+
+			ok(got != NULL && strncmp(got, "#/point", 7) == 0 &&
+			       strcmp(got + 7, want + 1) == 0,
+			   "then the long name under #/point");
+		}
+		json_decref(errors);
+		json_decref(body);
+	}
+}
+
+static void
+test_validate(void)
+{
+	test_validate_table();
+	test_validate_reply();
+}
+
 int
 main(void)
 {
@@ -2943,5 +3599,6 @@ main(void)
 	test_client_key();
 	test_key_prefix();
 	test_outbound_status_line();
+	test_validate();
 	return done_testing();
 }
