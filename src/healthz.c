@@ -238,7 +238,10 @@ healthz_names_check(const struct request *req)
 {
 	struct check_report r[CHECKS_MAX];
 	const char *name = request_param(req, "name");
-	size_t n = reports(req, CHECK_LIVE | CHECK_READY, r);
+	/* The route's own group: its path's first segment, as decoded. */
+	unsigned int group =
+	    strncmp(req->path, "/livez/", 7) == 0 ? CHECK_LIVE : CHECK_READY;
+	size_t n = reports(req, group, r);
 
 	for (size_t i = 0; name != NULL && i < n; i++)
 		if (strcmp(r[i].name, name) == 0)

@@ -13,8 +13,8 @@ handler_fn handle_readyz;
 handler_fn handle_livez_one;
 handler_fn handle_readyz_one;
 
-/* Whether the request's {name} parameter names a configured check, of either
- * group. */
+/* Whether the request's {name} parameter names a configured check of its
+ * route's group: liveness under /livez/, readiness under /readyz/. */
 int healthz_names_check(const struct request *req);
 
 #endif

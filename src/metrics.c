@@ -340,7 +340,7 @@ metrics_connection_refused(void)
 }
 
 /* Shared: the header sweep and pool threads count, scrapes read. */
-static atomic_ullong connections_closed[2];
+static atomic_ullong connections_closed[METRICS_CLOSED_N];
 
 void
 metrics_connection_cut(enum metrics_closed why)
@@ -409,11 +409,13 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        "microd_connections_refused_total %llu\n"
 	        "# HELP microd_connections_closed_total Client connections "
 	        "microd closed while they waited for a request head: "
-	        "header_timeout, past --header-timeout; evicted, the longest "
-	        "waiting, to make room at the connection limit.\n"
+	        "header_timeout, a first head past --header-timeout; idle, a "
+	        "keep-alive connection's next head past it; evicted, the "
+	        "longest waiting, to make room at the connection limit.\n"
 	        "# TYPE microd_connections_closed_total counter\n"
 	        "microd_connections_closed_total{reason=\"header_timeout\"} "
 	        "%llu\n"
+	        "microd_connections_closed_total{reason=\"idle\"} %llu\n"
 	        "microd_connections_closed_total{reason=\"evicted\"} %llu\n"
 	        "# HELP microd_watchdog_checks_total Checks of every worker "
 	        "thread by the watchdog, by result: ok, full (refused at the "
@@ -446,6 +448,7 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        state_get() == STATE_READY, log_dropped(),
 	        atomic_load(&connections_refused),
 	        atomic_load(&connections_closed[METRICS_CLOSED_HEADER_TIMEOUT]),
+	        atomic_load(&connections_closed[METRICS_CLOSED_IDLE]),
 	        atomic_load(&connections_closed[METRICS_CLOSED_EVICTED]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_OK]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FULL]),

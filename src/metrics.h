@@ -25,8 +25,14 @@ unsigned int metrics_connections(void);
 /* A client refused at the connection limit. */
 void metrics_connection_refused(void);
 /* A client connection microd closed while it waited for a request head:
- * past --header-timeout, or to make room at the connection limit. */
-enum metrics_closed { METRICS_CLOSED_HEADER_TIMEOUT, METRICS_CLOSED_EVICTED };
+ * past --header-timeout (a first head, or an idle keep-alive's next), or to
+ * make room at the connection limit. */
+enum metrics_closed {
+	METRICS_CLOSED_HEADER_TIMEOUT,
+	METRICS_CLOSED_IDLE,
+	METRICS_CLOSED_EVICTED,
+	METRICS_CLOSED_N
+};
 void metrics_connection_cut(enum metrics_closed why);
 unsigned int metrics_in_flight(void);
 

@@ -243,6 +243,28 @@ test_router_answers(void)
 	reply_release(&rep);
 }
 
+/* The query as libmicrohttpd decodes it: '+' a space, a bad escape kept. */
+static void
+test_query(void)
+{
+	struct reply rep;
+	json_t *notes;
+
+	run("GET", "/readyz?verbose&exclude=a+b&exclude=c%zz&exclude=d%41",
+	    &rep);
+	notes = json_object_get(rep.body, "notes");
+	is(json_array_size(notes), 3,
+	   "GET /readyz?verbose&exclude=...: 3 notes");
+	is_str(json_string_value(json_array_get(notes, 0)),
+	       "exclude=a b: no such check, ignored", "'+' is a space");
+	is_str(json_string_value(json_array_get(notes, 1)),
+	       "exclude=c%zz: no such check, ignored",
+	       "a '%%' without two hex digits stays as sent");
+	is_str(json_string_value(json_array_get(notes, 2)),
+	       "exclude=dA: no such check, ignored", "%%41 is an A");
+	reply_release(&rep);
+}
+
 int
 main(void)
 {
@@ -261,6 +283,7 @@ main(void)
 	test_resolve();
 	test_notes();
 	test_router_answers();
+	test_query();
 	app_stop(app);
 	return done_testing();
 }

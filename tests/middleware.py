@@ -135,10 +135,10 @@ def test_auth():
     for probe in ("/health", "/ready", "/livez", "/readyz", "/livez/pool", "/readyz/drain"):
         st, _, _ = ask(port, probe)
         ok(st == 200, "the probe %s needs no token: 200" % probe)
-    for probe in ("/livez/no-such-check", "/readyz/no-such-check"):
+    for probe in ("/livez/no-such-check", "/readyz/no-such-check", "/livez/drain", "/readyz/pool"):
         a = ask(port, probe)
-        ok(refused(a, NO_TOKEN), "%s names no check: no probe, so 401 without a token, as a path no route "
-           "serves (%s)" % (probe, seen(a)))
+        ok(refused(a, NO_TOKEN), "%s names no check of its group: no probe, so 401 without a token, as a "
+           "path no route serves (%s)" % (probe, seen(a)))
     st, _, body = ask(port, "/readyz/no-such-check", [bearer(TOKENS[0])])
     ok(st == 404 and problem(body).get("detail") == "no check named no-such-check in readiness",
        "  with a token: the probe's own 404 (%s %r)" % (st, problem(body).get("detail")))
@@ -178,7 +178,7 @@ def test_auth():
     total = metric(port, 'microd_auth_refused_total{error="invalid_token"}')
     ok(total == 3, "microd_auth_refused_total{error=\"invalid_token\"} counts the wrong tokens: %s" % total)
     ok(metric(port, 'microd_auth_refused_total{error="invalid_request"}') == 4 and
-       metric(port, 'microd_auth_refused_total{error="none"}') == 7 and metric(port, "microd_auth_tokens") == 3,
+       metric(port, 'microd_auth_refused_total{error="none"}') == 9 and metric(port, "microd_auth_tokens") == 3,
        "  error=\"invalid_request\" the malformed ones, error=\"none\" the missing ones; microd_auth_tokens 3")
 
     # SIGHUP: the file read again; a file that does not parse keeps the old.
@@ -298,6 +298,8 @@ def test_rate_limit():
        "a check's own probe from the limited client is exempt, a name that is no check's is limited: %s" % named)
     n = metric(port, "microd_rate_limited_total")
     ok(n == 54, "microd_rate_limited_total counts every 429: %s (54 sent)" % n)
+    other = [limited(port, "127.0.0.1", p)[0] for p in ("/livez/drain", "/readyz/pool")]
+    ok(other == [429, 429], "a check's name under the other group's path is no probe either: %s" % other)
     stop_microd(proc, log)
 
     proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--rate-limit", "1"])

@@ -92,7 +92,45 @@ each(void *ctx, enum request_field field, const char *name,
 }
 
 /*
- * Splits the query at '&' and '=' and percent-decodes each part into
+ * Decodes n bytes of a query part as libmicrohttpd 0.9.75 does: '+' is a
+ * space, "%XX" a byte, and a '%' without two hex digits stays as it is.
+ * Returns the length written to out (room for n).
+ */
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static size_t
+query_decode(const char *in, size_t n, char *out)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int hi = i + 2 < n ? hex_value(in[i + 1]) : -1;
+		int lo = i + 2 < n ? hex_value(in[i + 2]) : -1;
+
+		if (in[i] == '+') {
+			out[o++] = ' ';
+		} else if (in[i] == '%' && hi >= 0 && lo >= 0) {
+			out[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			out[o++] = in[i];
+		}
+	}
+	return o;
+}
+
+/*
+ * Splits the query at '&' and '=' and decodes each part (query_decode) into
  * name NUL value NUL pairs; a name without '=' gets the value "\1" (none).
  */
 static int
@@ -105,26 +143,18 @@ query_parse(struct shot *s, const char *q)
 		return -1;
 	while (*q != '\0') {
 		size_t part = strcspn(q, "&"), kn = strcspn(q, "=&");
-		long got;
 
 		if (part == 0) {
 			q++;
 			continue;
 		}
-		got = policy_percent_decode(q, kn, s->query + used, n + 1);
-		if (got < 0 || (size_t)got > n)
-			got = 0;
-		used += (size_t)got;
+		used += query_decode(q, kn, s->query + used);
 		s->query[used++] = '\0';
-		if (kn == part) {
+		if (kn == part)
 			s->query[used++] = '\1';
-		} else {
-			got = policy_percent_decode(q + kn + 1, part - kn - 1,
-			                            s->query + used, n + 1);
-			if (got < 0 || (size_t)got > n)
-				got = 0;
-			used += (size_t)got;
-		}
+		else
+			used += query_decode(q + kn + 1, part - kn - 1,
+			                     s->query + used);
 		s->query[used++] = '\0';
 		q += part;
 	}

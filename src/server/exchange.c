@@ -391,22 +391,26 @@ start_trace(struct MHD_Connection *conn, struct exchange *ex)
 /*
  * A request's head has arrived whole: the connection no longer counts as
  * waiting for its first request, and its header deadline stops until the
- * request ends. Returns the connection's state (NULL: none).
+ * request ends. *cs gets the connection's state (NULL: none). -1 when the
+ * connection was shut down just before (past its deadline, or to make room
+ * at the limit): the request must not run, as no answer can reach it.
  */
-static struct conn_state *
-mark_began(struct server *srv, struct MHD_Connection *conn)
+static int
+mark_began(struct server *srv, struct MHD_Connection *conn,
+           struct conn_state **out)
 {
 	const union MHD_ConnectionInfo *info =
 	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct conn_state *cs = info != NULL ? info->socket_context : NULL;
 
+	*out = cs;
+	if (cs != NULL && cs->client && waiting_busy(&cs->waiter) != 0)
+		return -1;
 	if (cs != NULL && !cs->began) {
 		cs->began = 1;
 		atomic_fetch_sub(&srv->waiting, 1);
 	}
-	if (cs != NULL && cs->client)
-		waiting_busy(&cs->waiter);
-	return cs;
+	return 0;
 }
 
 enum MHD_Result
@@ -421,9 +425,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	if (ex == NULL)
 		return MHD_NO; /* on_target ran out of memory */
 	if (!ex->began) {
+		/* Shut down already: closed unanswered, as if never read. */
+		if (mark_began(srv, conn, &ex->cs) != 0)
+			return MHD_NO;
 		ex->began = 1;
 		metrics_request_started();
-		ex->cs = mark_began(srv, conn);
 		ex->own = ex->cs != NULL && !ex->cs->client;
 		ex->start_ns = now_ns();
 		ex->method = method;

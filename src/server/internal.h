@@ -86,9 +86,12 @@ struct conn_state {
 	struct waiter {
 		struct waiter *prev, *next; /* the list's, under its lock */
 		int fd;
-		int closing;           /* under the lock: shut down already */
-		atomic_llong since_ns; /* waiting since (now_ns); 0: in a
-		                        * request */
+		int closing; /* under the lock: 1 timed out, 2 evicted */
+		/* Waiting since (now_ns); WAITING_BUSY: in a request;
+		 * WAITING_CLAIMED: shut down, its next request never runs.
+		 * Moved only by compare-and-swap between the three. */
+		atomic_llong since_ns;
+		atomic_bool served; /* a request has ended on it */
 	} waiter;
 };
 
@@ -221,9 +224,9 @@ enum MHD_Result on_resumed(struct server *srv, struct MHD_Connection *conn,
 /* waiting.c */
 struct waiting;
 
-/* Connections shut down to make room or past their deadline and not yet
- * closed by libmicrohttpd, at most: past this the limit refuses again, so a
- * flood of new connections cannot run the descriptors out. */
+/* Connections shut down to make room and not yet closed by libmicrohttpd,
+ * at most: past this the limit refuses again, so a flood of new connections
+ * cannot run the descriptors out. */
 #define WAITING_CLOSING_MAX 64
 
 /* Starts the sweep that closes a connection whose head has not arrived
@@ -241,18 +244,39 @@ void waiting_remove(struct waiting *w, struct waiter *c);
  */
 int waiting_evict(struct waiting *w);
 
-/* A request head has arrived whole: no deadline until the request ends. */
-static inline void
+#define WAITING_BUSY 0LL
+#define WAITING_CLAIMED (-1LL)
+
+/*
+ * A request head has arrived whole: no deadline until the request ends.
+ * 0, or -1 when the connection was shut down first (past its deadline, or
+ * to make room): the request must not run, as its answer cannot be sent.
+ * One compare-and-swap decides between the two, so a request that runs is
+ * never cut by them.
+ */
+static inline int
 waiting_busy(struct waiter *c)
 {
-	atomic_store_explicit(&c->since_ns, 0, memory_order_relaxed);
+	long long v = atomic_load_explicit(&c->since_ns, memory_order_relaxed);
+
+	while (v != WAITING_CLAIMED)
+		if (atomic_compare_exchange_weak_explicit(
+		        &c->since_ns, &v, WAITING_BUSY, memory_order_relaxed,
+		        memory_order_relaxed))
+			return 0;
+	return -1;
 }
 
 /* The request has ended: the next head's deadline runs from now. */
 static inline void
 waiting_idle(struct waiter *c, long long now)
 {
-	atomic_store_explicit(&c->since_ns, now, memory_order_relaxed);
+	long long busy = WAITING_BUSY;
+
+	atomic_store_explicit(&c->served, 1, memory_order_relaxed);
+	(void)atomic_compare_exchange_strong_explicit(&c->since_ns, &busy, now,
+	                                              memory_order_relaxed,
+	                                              memory_order_relaxed);
 }
 
 /* selfcall.c */

@@ -23,7 +23,8 @@
 struct waiting {
 	pthread_mutex_t lock; /* guards the list and each entry's closing */
 	struct waiter list;   /* sentinel of a circular list */
-	unsigned int closing; /* shut down, not yet removed */
+	/* Evicted and not yet removed: past the limit until they close. */
+	unsigned int evicting;
 	long long timeout_ns;
 	/* The sweep thread. */
 	pthread_t thread;
@@ -35,12 +36,22 @@ struct waiting {
  * closes it on its own thread; the descriptor stays c's until then (it is
  * closed only after NOTIFY_CLOSED has taken c off the list). */
 static void
-shut(struct waiting *w, struct waiter *c)
+shut(struct waiting *w, struct waiter *c, int evicted)
 {
-	c->closing = 1;
-	w->closing++;
+	c->closing = evicted ? 2 : 1;
+	w->evicting += evicted;
 	if (shutdown(c->fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
 		log_warn("%s: shutdown: %s", __func__, strerror(errno));
+}
+
+/* Claims c, under the lock, when it still waits since since: 1 when it
+ * was, 0 when its request began meanwhile (it is then no longer waiting). */
+static int
+claim(struct waiter *c, long long since)
+{
+	return atomic_compare_exchange_strong_explicit(
+	    &c->since_ns, &since, WAITING_CLAIMED, memory_order_relaxed,
+	    memory_order_relaxed);
 }
 
 static void
@@ -50,10 +61,15 @@ sweep(struct waiting *w, long long now)
 		long long since =
 		    atomic_load_explicit(&c->since_ns, memory_order_relaxed);
 
-		if (c->closing || since == 0 || now - since < w->timeout_ns)
+		if (c->closing || since <= WAITING_BUSY ||
+		    now - since < w->timeout_ns || !claim(c, since))
 			continue;
-		shut(w, c);
-		metrics_connection_cut(METRICS_CLOSED_HEADER_TIMEOUT);
+		shut(w, c, 0);
+		/* An idle keep-alive connection apart from a slow head. */
+		metrics_connection_cut(
+		    atomic_load_explicit(&c->served, memory_order_relaxed)
+		        ? METRICS_CLOSED_IDLE
+		        : METRICS_CLOSED_HEADER_TIMEOUT);
 	}
 }
 
@@ -141,6 +157,7 @@ waiting_add(struct waiting *w, struct waiter *c, int fd)
 	c->fd = fd;
 	c->closing = 0;
 	atomic_init(&c->since_ns, now_ns());
+	atomic_init(&c->served, 0);
 	pthread_mutex_lock(&w->lock);
 	c->prev = w->list.prev;
 	c->next = &w->list;
@@ -155,33 +172,42 @@ waiting_remove(struct waiting *w, struct waiter *c)
 	pthread_mutex_lock(&w->lock);
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
-	if (c->closing)
-		w->closing--;
+	if (c->closing == 2)
+		w->evicting--;
 	pthread_mutex_unlock(&w->lock);
 }
 
 int
 waiting_evict(struct waiting *w)
 {
-	struct waiter *oldest = NULL;
-	long long first = 0;
+	int done = 0;
 
 	pthread_mutex_lock(&w->lock);
-	for (struct waiter *c = w->list.next;
-	     w->closing < WAITING_CLOSING_MAX && c != &w->list; c = c->next) {
-		long long since =
-		    atomic_load_explicit(&c->since_ns, memory_order_relaxed);
+	while (!done && w->evicting < WAITING_CLOSING_MAX) {
+		struct waiter *oldest = NULL;
+		long long first = 0;
 
-		if (!c->closing && since != 0 &&
-		    (oldest == NULL || since < first)) {
-			oldest = c;
-			first = since;
+		for (struct waiter *c = w->list.next; c != &w->list;
+		     c = c->next) {
+			long long since = atomic_load_explicit(
+			    &c->since_ns, memory_order_relaxed);
+
+			if (!c->closing && since > WAITING_BUSY &&
+			    (oldest == NULL || since < first)) {
+				oldest = c;
+				first = since;
+			}
+		}
+		if (oldest == NULL)
+			break;
+		/* Its head may have arrived since: then it is in a request,
+		 * and the next oldest is looked for. */
+		if (claim(oldest, first)) {
+			shut(w, oldest, 1);
+			metrics_connection_cut(METRICS_CLOSED_EVICTED);
+			done = 1;
 		}
 	}
-	if (oldest != NULL) {
-		shut(w, oldest);
-		metrics_connection_cut(METRICS_CLOSED_EVICTED);
-	}
 	pthread_mutex_unlock(&w->lock);
-	return oldest != NULL;
+	return done;
 }
