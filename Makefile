@@ -12,7 +12,7 @@ BUILD   ?= build
 VERSION  = 0.1.0
 # The commit built: git describe in a checkout, else set it (COMMIT=abc123).
 COMMIT  ?= $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
-PKGS     = libmicrohttpd jansson gnutls
+PKGS     = libmicrohttpd jansson gnutls libpq
 TEST_PKGS = libcurl
 RUN_ARGS ?= --port 8080
 
@@ -69,11 +69,12 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
 # word a|b|c asks for any one of them, and for a when none is installed:
 # either libcurl flavour serves the tests, and asking for the other would
 # have apt remove the one there and every package that depends on it.
-DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
+DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev \
+            libpq-dev
 DEB_CURL  = libcurl4-openssl-dev|libcurl4-gnutls-dev|libcurl4-nss-dev
 DEB_TEST  = $(DEB_BUILD) $(DEB_CURL) perl curl openssl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
-            systemd man-db wrk valgrind $(DEB_ENGINES)
+            systemd man-db wrk valgrind postgresql $(DEB_ENGINES)
 # The engine suites: a Debian 12 VM with systemd as PID 1, and podman.
 DEB_ENGINES = qemu-system-x86 debootstrap e2fsprogs openssh-client podman \
               runc
