@@ -50,10 +50,11 @@ ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
-# Every .c of the engine (src/, src/server/) and of the service (src/app/):
-# a new file is built without editing this list.
+# Every .c of the engine (src/, src/server/), of the database layer
+# (src/db/) and of the service (src/app/): a new file is built without
+# editing this list.
 LIB_SRC  = $(filter-out src/main.c,$(sort $(wildcard src/*.c src/server/*.c \
-           src/app/*.c)))
+           src/db/*.c src/app/*.c)))
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
@@ -282,7 +283,7 @@ $(BUILD)/version.h: FORCE
 	cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 C_FILES = $(wildcard src/*.c src/*.h src/server/*.c src/server/*.h \
-          src/app/*.c src/app/*.h tests/*.c tests/*.h tests/fuzz/*.c \
+          src/db/*.c src/db/*.h src/app/*.c src/app/*.h tests/*.c tests/*.h tests/fuzz/*.c \
           tests/fuzz/*.h)
 
 fmt:
@@ -313,5 +314,6 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
+# $(BUILD)/obj/*/*.d: src/server/, src/db/ and src/app/.
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/*/*.d $(BUILD)/tests/*.d \
     $(BUILD)/tests/fuzz/*.d)
