@@ -58,7 +58,7 @@ LIB_SRC  = $(filter-out src/main.c,$(sort $(wildcard src/*.c src/server/*.c \
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
-           $(BUILD)/tests/drain \
+           $(BUILD)/tests/drain $(BUILD)/tests/db \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
@@ -233,6 +233,10 @@ $(BUILD)/tests/unit: $(BUILD)/tests/unit.o $(LIB_OBJ)
 # The handlers, through the router without a socket (tests/oneshot.c).
 $(BUILD)/tests/handlers: $(BUILD)/tests/handlers.o $(BUILD)/tests/oneshot.o \
     $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The database pool against a real PostgreSQL (tests/pg.py's).
+$(BUILD)/tests/db: $(BUILD)/tests/db.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Fuzz targets: replayed over their corpus by driver.c in make check; run
