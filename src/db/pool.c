@@ -349,8 +349,11 @@ db_conn_alive(PGconn *pg)
 	return 0;
 }
 
-/* Closes c outside the lock and asks the connecting thread for another. */
-static void
+/*
+ * Closes c outside the lock and asks the connecting thread for another; 1
+ * when c was the last in use of a closed pool, which is now freed.
+ */
+static int
 db_discard(struct db_pool *p, struct db_conn *c)
 {
 	int last;
@@ -367,6 +370,7 @@ db_discard(struct db_pool *p, struct db_conn *c)
 		db_pool_free(p);
 	else
 		db_wake(p);
+	return last;
 }
 
 enum db_acquire_result
@@ -402,7 +406,8 @@ db_acquire(struct db_pool *p, struct db_conn **out)
 			}
 			log_info("database: an idle connection was closed by "
 			         "the server; discarded");
-			db_discard(p, c);
+			if (db_discard(p, c))
+				return DB_DOWN; /* closed meanwhile */
 			pthread_mutex_lock(&p->lock);
 			continue;
 		}
@@ -459,7 +464,7 @@ db_release(struct db_pool *p, struct db_conn *c, int broken)
 	if (c == NULL)
 		return;
 	if (broken || db_conn_reset(c->pg) != 0) {
-		db_discard(p, c);
+		(void)db_discard(p, c);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
