@@ -3,8 +3,6 @@
 #ifndef MICROD_DB_H
 #define MICROD_DB_H
 
-#include <stddef.h>
-
 /*
  * What a statement's failure means for the client. A NULL SQLSTATE is a
  * connection failure (libpq's own errors carry none), as is class 08;
