@@ -12,7 +12,7 @@ BUILD   ?= build
 VERSION  = 0.1.0
 # The commit built: git describe in a checkout, else set it (COMMIT=abc123).
 COMMIT  ?= $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
-PKGS     = libmicrohttpd jansson gnutls
+PKGS     = libmicrohttpd jansson gnutls libpq
 TEST_PKGS = libcurl
 RUN_ARGS ?= --port 8080
 
@@ -50,14 +50,15 @@ ALL_LDFLAGS = $(LDHARD) -pthread $(LDFLAGS)
 LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS  = $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
-# Every .c of the engine (src/, src/server/) and of the service (src/app/):
-# a new file is built without editing this list.
+# Every .c of the engine (src/, src/server/), of the database layer
+# (src/db/) and of the service (src/app/): a new file is built without
+# editing this list.
 LIB_SRC  = $(filter-out src/main.c,$(sort $(wildcard src/*.c src/server/*.c \
-           src/app/*.c)))
+           src/db/*.c src/app/*.c)))
 LIB_OBJ  = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 FUZZ_TARGETS = http route config json
 TESTS    = $(BUILD)/tests/unit $(BUILD)/tests/handlers $(BUILD)/tests/http \
-           $(BUILD)/tests/drain \
+           $(BUILD)/tests/drain $(BUILD)/tests/db \
            $(BUILD)/tests/observe $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz-%)
 SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
@@ -69,11 +70,12 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
 # word a|b|c asks for any one of them, and for a when none is installed:
 # either libcurl flavour serves the tests, and asking for the other would
 # have apt remove the one there and every package that depends on it.
-DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
+DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev \
+            libpq-dev
 DEB_CURL  = libcurl4-openssl-dev|libcurl4-gnutls-dev|libcurl4-nss-dev
 DEB_TEST  = $(DEB_BUILD) $(DEB_CURL) perl curl openssl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
-            systemd man-db wrk valgrind $(DEB_ENGINES)
+            systemd man-db wrk valgrind postgresql $(DEB_ENGINES)
 # The engine suites: a Debian 12 VM with systemd as PID 1, and podman.
 DEB_ENGINES = qemu-system-x86 debootstrap e2fsprogs openssh-client podman \
               runc
@@ -233,6 +235,10 @@ $(BUILD)/tests/handlers: $(BUILD)/tests/handlers.o $(BUILD)/tests/oneshot.o \
     $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The database pool against a real PostgreSQL (tests/pg.py's).
+$(BUILD)/tests/db: $(BUILD)/tests/db.o $(LIB_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # Fuzz targets: replayed over their corpus by driver.c in make check; run
 # under libFuzzer by make fuzz.
 $(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c
@@ -281,7 +287,7 @@ $(BUILD)/version.h: FORCE
 	cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 C_FILES = $(wildcard src/*.c src/*.h src/server/*.c src/server/*.h \
-          src/app/*.c src/app/*.h tests/*.c tests/*.h tests/fuzz/*.c \
+          src/db/*.c src/db/*.h src/app/*.c src/app/*.h tests/*.c tests/*.h tests/fuzz/*.c \
           tests/fuzz/*.h)
 
 fmt:
@@ -312,5 +318,6 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
+# $(BUILD)/obj/*/*.d: src/server/, src/db/ and src/app/.
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/*/*.d $(BUILD)/tests/*.d \
     $(BUILD)/tests/fuzz/*.d)

@@ -103,6 +103,10 @@ def main():
     ok(st == 0 and installs(calls) == ["perl"],
        "  and with perl missing too: perl alone is asked for (%s)" % calls)
 
+    st, calls, out = deps_test(d, ["postgresql", "libpq-dev"])
+    ok(st == 0 and sorted(installs(calls)) == ["libpq-dev", "postgresql"],
+       "the database's server and client library missing: those two alone are asked for (%s)" % calls)
+
     st, calls, out = deps_test(d, CURL)
     ok(st == 0 and installs(calls) == ["libcurl4-openssl-dev"] and calls[:1] == ["sudo"] and
        "installing libcurl4-openssl-dev" in out,

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 # layout.py -- the two wings hold (TAP): only src/server/ speaks
-# libmicrohttpd, the engine never includes the service's files, the router
-# names no handler, no file holds more than a tenth of src/, and a new .c
+# libmicrohttpd and only src/db/ libpq, the engine never includes the
+# service's files, the router names no handler, no file holds more than a tenth of src/, and a new .c
 # file under src/app/ is built without editing the Makefile.
 import os
 import re
@@ -51,6 +51,10 @@ def main():
     mhd = [f for f in files if "microhttpd.h" in includes(f)]
     ok(mhd and all(f.startswith("server/") for f in mhd),
        "only files under src/server/ include <microhttpd.h>: %s" % ", ".join(mhd))
+
+    pq = [f for f in files if "libpq-fe.h" in includes(f)]
+    ok(all(f.startswith("db/") for f in pq),
+       "only files under src/db/ include <libpq-fe.h>%s" % (": " + ", ".join(pq) if pq else ""))
 
     # The engine is everything but the service's folder and main.c, which
     # puts the two together.

@@ -67,13 +67,20 @@ def configure():
 
 
 def base_image():
-    if podman("image", "exists", BASE)[0] == 0:
-        return "cached"
+    """The base imported from the shared tree; imported again when the tree
+    was made from another package list (its .done, copied to base.done)."""
     if subprocess.run(["sh", os.path.join(ROOT, "tests/debian.sh"), TREE]).returncode != 0:
         return None
+    with open(TREE + ".done") as f:
+        made = f.read()
+    stamp = os.path.join(HERE, "base.done")
+    if podman("image", "exists", BASE)[0] == 0 and os.path.exists(stamp) and open(stamp).read() == made:
+        return "cached"
     tar = subprocess.run(["tar", "-C", TREE, "--exclude=./boot", "--exclude=./usr/lib/modules",
                           "--exclude=./root/.ssh", "-c", "."], capture_output=True, check=True).stdout
     podman("import", "-", BASE, input=tar, check=True)
+    with open(stamp, "w") as f:
+        f.write(made)
     return "imported"
 
 

@@ -24,6 +24,7 @@
 #include "check.h"
 #include "clock.h"
 #include "config.h"
+#include "db/db.h"
 #include "encode.h"
 #include "health.h"
 #include "healthz.h"
@@ -3568,6 +3569,96 @@ test_validate(void)
 	test_validate_reply();
 }
 
+/* The SQLSTATE table, one row per rule and per edge of a class. */
+static void
+test_db_sqlstate(void)
+{
+	static const struct {
+		const char *sqlstate; /* NULL: no connection, no SQLSTATE */
+		unsigned int status;
+		int retry;
+		unsigned int retry_after;
+	} rows[] = {
+	    {"23505", 409, 0, 0}, /* unique_violation */
+	    {"23503", 500, 0, 0}, /* foreign_key_violation: not ours */
+	    {"40001", 503, 1, 1}, /* serialization_failure: once more */
+	    {"40P01", 503, 1, 1}, /* deadlock_detected */
+	    {"40002", 500, 0, 0}, /* integrity constraint in commit */
+	    {"57014", 504, 0, 0}, /* query_canceled: statement_timeout */
+	    {"57000", 500, 0, 0}, /* operator_intervention, the class */
+	    {"57P01", 503, 0, 1}, /* admin_shutdown: a restart */
+	    {"57P02", 503, 0, 1}, /* crash_shutdown */
+	    {"57P03", 503, 0, 1}, /* cannot_connect_now */
+	    {"57P04", 500, 0, 0}, /* database_dropped */
+	    {"08000", 503, 0, 1}, /* connection_exception */
+	    {"08006", 503, 0, 1}, /* connection_failure */
+	    {"08P01", 503, 0, 1}, /* protocol_violation: class 08 */
+	    {NULL, 503, 0, 1},    /* libpq's own: the connection is gone */
+	    {"22P02", 400, 0, 0}, /* invalid_text_representation */
+	    {"22P03", 500, 0, 0}, /* invalid_binary_representation */
+	    {"22001", 500, 0, 0}, /* string_data_right_truncation */
+	    {"42P01", 500, 0, 0}, /* undefined_table */
+	    {"XX000", 500, 0, 0}, /* internal_error */
+	    {"", 500, 0, 0},      /* not a SQLSTATE */
+	    {"2350", 500, 0, 0},   {"235050", 500, 0, 0},
+	    {"08a01", 500, 0, 0}, /* lower case: not a SQLSTATE */
+	    {"0800\n", 500, 0, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct db_verdict v = db_sqlstate_verdict(rows[i].sqlstate);
+		const char *s = rows[i].sqlstate ? rows[i].sqlstate : "NULL";
+
+		ok(v.status == rows[i].status && v.retry == rows[i].retry &&
+		       v.retry_after == rows[i].retry_after,
+		   "SQLSTATE %s: %u%s%s (got %u retry %d Retry-After %u)",
+		   strcmp(s, "0800\n") == 0 ? "0800\\n" : s, rows[i].status,
+		   rows[i].retry ? ", once more first" : "",
+		   rows[i].retry_after ? ", Retry-After: 1" : "", v.status,
+		   v.retry, v.retry_after);
+	}
+}
+
+/* The conninfo as logged: every key but the password, in both forms. */
+static void
+test_db_conninfo(void)
+{
+	static const struct {
+		const char *in, *want; /* want NULL: does not parse */
+	} rows[] = {
+	    {"postgresql://app:s3cr%40t@db.example:5433/notes?sslmode=require",
+	     "user='app' dbname='notes' host='db.example' port='5433' "
+	     "sslmode='require'"},
+	    {"host=/run/pg user=app password='it''s secret'", NULL},
+	    {"host=/run/pg port=5432 user=app password='it\\'s s3cret' "
+	     "dbname=notes sslpassword=k3y",
+	     "user='app' dbname='notes' host='/run/pg' port='5432'"},
+	    {"postgresql:///notes?host=/run/pg&password=s3cret",
+	     "dbname='notes' host='/run/pg'"},
+	    {"postgresql://app@/notes", "user='app' dbname='notes'"},
+	    {"application_name='a\\\\b'", "application_name='a\\\\b'"},
+	    {"password=s3cret", ""},
+	    {"host=a password", NULL}, /* libpq's message would quote it */
+	    {"postgresql://app:s3cret@[::1", NULL},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *got = db_conninfo_redact(rows[i].in);
+
+		if (rows[i].want == NULL)
+			ok(got == NULL, "conninfo row %zu does not parse: %s",
+			   i, got ? got : "NULL");
+		else
+			is_str(got, rows[i].want,
+			       "conninfo row %zu without its password", i);
+		ok(got == NULL || (strstr(got, "s3c") == NULL &&
+		                   strstr(got, "k3y") == NULL &&
+		                   strstr(got, "secret") == NULL),
+		   "  and no secret in it");
+		free(got);
+	}
+}
+
 int
 main(void)
 {
@@ -3600,5 +3691,8 @@ main(void)
 	test_key_prefix();
 	test_outbound_status_line();
 	test_validate();
+
+	test_db_sqlstate();
+	test_db_conninfo();
 	return done_testing();
 }

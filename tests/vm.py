@@ -37,9 +37,10 @@ def note(msg):
 
 
 def make_image():
-    """The cached image, made from the shared tree on first use."""
+    """The cached image, made from the shared tree on first use and again
+    when the tree was made again (its .done is newer)."""
     t = time.monotonic()
-    if os.path.exists(IMAGE):
+    if os.path.exists(IMAGE) and os.path.getmtime(IMAGE) >= os.path.getmtime(TREE + ".done"):
         return "cached", 0.0
     if not os.path.exists(KEY):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", KEY], check=True)

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* db.h -- the database layer: a pool of libpq connections, SQLSTATE → HTTP */
+#ifndef MICROD_DB_H
+#define MICROD_DB_H
+
+/*
+ * What a statement's failure means for the client. A NULL SQLSTATE is a
+ * connection failure (libpq's own errors carry none), as is class 08;
+ * retry: run the statement once more before answering with status
+ * (serialization failure, deadlock); retry_after: seconds for Retry-After,
+ * 0 for none.
+ */
+struct db_verdict {
+	unsigned int status;
+	int retry;
+	unsigned int retry_after;
+};
+
+struct db_verdict db_sqlstate_verdict(const char *sqlstate);
+
+/*
+ * conninfo (a libpq URI or key=value string) as key='value' pairs without
+ * its password and sslpassword, for logs and --check-config: a string to
+ * free(), or NULL when it does not parse (libpq's message is not given: it
+ * may quote the string, password and all).
+ */
+char *db_conninfo_redact(const char *conninfo);
+
+struct db_pool_options {
+	const char *conninfo; /* libpq's PG* variables fill what it omits */
+	unsigned int size;    /* connections, at least 1 */
+	unsigned int acquire_timeout_ms;
+	unsigned int statement_timeout_ms; /* SET at connect; 0: the server's */
+	unsigned int connect_timeout_ms;   /* one attempt; 0: 5000 */
+	unsigned int backoff_min_ms; /* between failed attempts, doubling */
+	unsigned int backoff_max_ms; /* with jitter; 0: 50 and 1000 */
+};
+
+struct db_pool;
+struct db_conn;
+struct pg_conn; /* libpq's PGconn */
+
+/*
+ * Checks the conninfo and starts the pool's one connecting thread, which
+ * opens every connection in the background and replaces each discarded one,
+ * with capped, jittered exponential backoff while the database refuses: a
+ * database that is down at start does not stop microd from starting. NULL
+ * when the conninfo does not parse or memory or a thread is short (logged).
+ */
+struct db_pool *db_pool_open(const struct db_pool_options *opt);
+
+enum db_acquire_result {
+	DB_OK = 0,
+	DB_EXHAUSTED = -1, /* every connection in use for the whole timeout */
+	DB_DOWN = -2,      /* none to be had: the database cannot be reached */
+};
+
+/*
+ * A connection for one blocking handler (never an I/O thread): waits at
+ * most the acquire timeout, and fails at once while the pool has no
+ * connection and its last attempt to make one failed. An idle connection
+ * the server has closed meanwhile is discarded here, not handed out.
+ * Both failures are a 503 with Retry-After: 1 (db_sqlstate_verdict(NULL)).
+ */
+enum db_acquire_result db_acquire(struct db_pool *pool, struct db_conn **out);
+
+/*
+ * Gives c back, with every result read. broken: the caller saw a
+ * connection failure (SQLSTATE class 08, a NULL SQLSTATE) or sent a cancel;
+ * c is then closed and replaced in the background, as it is when libpq
+ * reports it bad. A transaction left open or failed is rolled back here;
+ * when that fails, c is discarded too.
+ */
+void db_release(struct db_pool *pool, struct db_conn *c, int broken);
+
+/* The libpq connection, for src/db's statements and the tests. */
+struct pg_conn *db_conn_pg(struct db_conn *c);
+
+struct db_pool_stats {
+	unsigned int idle, used, max;
+	int down; /* no connection, and the last attempt failed */
+	unsigned long long acquire_timeouts; /* DB_EXHAUSTED and DB_DOWN */
+	unsigned long long reconnects; /* made to replace a discarded one */
+	unsigned long long discarded;
+};
+
+void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
+
+/*
+ * Stops the connecting thread, wakes every waiter (DB_DOWN) and closes the
+ * idle connections. A connection still in use is closed by its
+ * db_release(), the last of which frees the pool.
+ */
+void db_pool_close(struct db_pool *pool);
+
+#endif

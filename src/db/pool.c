@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool.c -- N libpq connections for the blocking handlers: acquire with a
+ * deadline, release with a rollback, replace the broken in the background
+ *
+ * One thread of the pool's own makes every connection: all N at open, then
+ * one for each that is discarded, with capped, jittered exponential backoff
+ * while the database refuses. So a handler never waits on a connect, a
+ * database that is down at start does not stop the start, and while it is
+ * down an acquire fails at once instead of waiting out its timeout.
+ */
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+
+struct db_conn {
+	PGconn *pg;
+	struct db_conn *next; /* in the idle stack */
+};
+
+struct db_pool {
+	pthread_mutex_t lock; /* guards all below but the options */
+	pthread_cond_t avail; /* a connection went idle, down, or closing */
+	struct db_conn *idle; /* a stack: the warmest connection first */
+	unsigned int nidle, used;
+	unsigned int replace; /* discarded, not yet made again */
+	int down, abandoned;
+	_Atomic int closing; /* also read by the connecting thread's waits */
+	unsigned long long acquire_timeouts, reconnects, discarded;
+	pthread_t thread;
+	int wake[2]; /* the connecting thread's pipe: a slot is free, close */
+	struct db_pool_options opt;
+	char *conninfo; /* opt.conninfo's copy */
+	char *shown;    /* the conninfo without its password, for logs */
+	unsigned long long rng; /* the connecting thread's jitter */
+};
+
+static void
+db_wake(struct db_pool *p)
+{
+	ssize_t n = write(p->wake[1], "", 1);
+
+	(void)n; /* full: a wake-up is pending already */
+}
+
+/*
+ * Waits for fd (or, fd < 0, only the pipe) until deadline_ms: 1 ready, 0
+ * timed out, -1 closing. A wake-up that is not the close is drained.
+ */
+static int
+db_wait(struct db_pool *p, int fd, short events, long long deadline_ms)
+{
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = p->wake[0], .events = POLLIN},
+		                        {.fd = fd, .events = events}};
+		long long left = deadline_ms - now_ms();
+		int n;
+
+		if (atomic_load(&p->closing))
+			return -1;
+		if (deadline_ms >= 0 && left <= 0)
+			return 0;
+		n = poll(pfd, fd >= 0 ? 2 : 1,
+		         deadline_ms < 0 ? -1
+		                         : (int)(left > 60000 ? 60000 : left));
+		if (n < 0 && errno != EINTR)
+			return -1;
+		if (n > 0 && (pfd[0].revents & POLLIN) != 0) {
+			char buf[64];
+
+			while (read(p->wake[0], buf, sizeof(buf)) > 0)
+				;
+			if (fd < 0)
+				return 1;
+		}
+		if (n > 0 && fd >= 0 && pfd[1].revents != 0)
+			return 1;
+	}
+}
+
+/* libpq's message on one line, for the log. */
+static void
+db_log_pq_error(enum log_level level, const char *what, const PGconn *pg)
+{
+	char msg[512];
+	const char *m = pg != NULL ? PQerrorMessage(pg) : "out of memory";
+
+	snprintf(msg, sizeof(msg), "%s", m);
+	for (char *c = msg; *c != '\0'; c++)
+		if (*c == '\n')
+			*c = *(c + 1) == '\0' ? '\0' : ' ';
+	log_msg(level, "database: %s: %s", what, msg);
+}
+
+/* A statement on a fresh connection, within the connect deadline. */
+static int
+db_setup(struct db_pool *p, PGconn *pg, const char *sql, long long deadline)
+{
+	PGresult *r;
+	int ret = 0;
+
+	if (!PQsendQuery(pg, sql))
+		return -1;
+	for (;;) {
+		while (PQisBusy(pg)) {
+			if (db_wait(p, PQsocket(pg), POLLIN, deadline) <= 0 ||
+			    !PQconsumeInput(pg))
+				return -1;
+		}
+		r = PQgetResult(pg);
+		if (r == NULL)
+			return ret;
+		if (PQresultStatus(r) != PGRES_COMMAND_OK)
+			ret = -1;
+		PQclear(r);
+	}
+}
+
+/* One connection, made without blocking past the connect timeout or the
+ * close; NULL when it failed, with libpq's reason logged at level. */
+static PGconn *
+db_connect(struct db_pool *p, enum log_level level)
+{
+	/*
+	 * Keys before dbname are defaults the conninfo may override, those
+	 * after it are ours: handlers read and write UTF-8 JSON.
+	 */
+	const char *const keys[] = {"fallback_application_name", "dbname",
+	                            "client_encoding", NULL};
+	const char *const vals[] = {"microd", p->conninfo, "UTF8", NULL};
+	long long deadline = now_ms() + p->opt.connect_timeout_ms;
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	PGconn *pg;
+	char sql[64];
+
+	pg = PQconnectStartParams(keys, vals, 1);
+	if (pg == NULL || PQstatus(pg) == CONNECTION_BAD)
+		goto fail;
+	while (st != PGRES_POLLING_OK) {
+		if (st == PGRES_POLLING_FAILED)
+			goto fail;
+		if (db_wait(p, PQsocket(pg),
+		            st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+		            deadline) <= 0) {
+			if (!atomic_load(&p->closing))
+				log_msg(level,
+				        "database: cannot connect to %s within "
+				        "%u ms",
+				        p->shown, p->opt.connect_timeout_ms);
+			PQfinish(pg);
+			return NULL;
+		}
+		st = PQconnectPoll(pg);
+	}
+	if (p->opt.statement_timeout_ms > 0) {
+		snprintf(sql, sizeof(sql), "SET statement_timeout = %u",
+		         p->opt.statement_timeout_ms);
+		if (db_setup(p, pg, sql, deadline) != 0)
+			goto fail;
+	}
+	return pg;
+fail:
+	if (log_enabled(level))
+		db_log_pq_error(level, "cannot connect", pg);
+	PQfinish(pg); /* NULL-safe */
+	return NULL;
+}
+
+/* xorshift64*: the backoff's jitter, drawn by the connecting thread only. */
+static unsigned long long
+db_random(struct db_pool *p)
+{
+	p->rng ^= p->rng >> 12;
+	p->rng ^= p->rng << 25;
+	p->rng ^= p->rng >> 27;
+	return p->rng * 0x2545F4914F6CDD1DULL;
+}
+
+static void *
+db_main(void *arg)
+{
+	struct db_pool *p = arg;
+	unsigned int backoff = p->opt.backoff_min_ms, failures = 0;
+	long long next = 0; /* no attempt before this, while backing off */
+
+	for (;;) {
+		unsigned int missing;
+		struct db_conn *c;
+		PGconn *pg;
+
+		pthread_mutex_lock(&p->lock);
+		missing = p->opt.size - p->nidle - p->used;
+		pthread_mutex_unlock(&p->lock);
+		if (missing == 0 || now_ms() < next) {
+			if (db_wait(p, -1, 0, missing == 0 ? -1 : next) < 0)
+				break;
+			continue;
+		}
+		pg = db_connect(p, failures == 0 ? LOG_WARN : LOG_DEBUG);
+		c = pg != NULL ? malloc(sizeof(*c)) : NULL;
+		if (c == NULL) {
+			if (atomic_load(&p->closing))
+				break;
+			PQfinish(pg);
+			if (failures++ == 0)
+				log_warn(
+				    "database: trying %s again with backoff "
+				    "up to %u ms",
+				    p->shown, p->opt.backoff_max_ms);
+			pthread_mutex_lock(&p->lock);
+			if (p->nidle + p->used == 0 && !p->down) {
+				p->down = 1;
+				pthread_cond_broadcast(&p->avail);
+			}
+			pthread_mutex_unlock(&p->lock);
+			/* Half the backoff, plus up to the other half. */
+			next = now_ms() + backoff / 2 +
+			       (long long)(db_random(p) % (backoff / 2 + 1));
+			backoff = backoff >= p->opt.backoff_max_ms / 2
+			              ? p->opt.backoff_max_ms
+			              : backoff * 2;
+			continue;
+		}
+		if (failures > 0)
+			log_info("database: connected to %s again after %u "
+			         "failed attempts",
+			         p->shown, failures);
+		failures = 0;
+		backoff = p->opt.backoff_min_ms;
+		next = 0;
+		c->pg = pg;
+		pthread_mutex_lock(&p->lock);
+		c->next = p->idle;
+		p->idle = c;
+		p->nidle++;
+		p->down = 0;
+		if (p->replace > 0) {
+			p->replace--;
+			p->reconnects++;
+		}
+		pthread_cond_signal(&p->avail);
+		pthread_mutex_unlock(&p->lock);
+	}
+	return NULL;
+}
+
+static void
+db_pool_free(struct db_pool *p)
+{
+	pthread_cond_destroy(&p->avail);
+	pthread_mutex_destroy(&p->lock);
+	if (p->wake[0] >= 0)
+		close(p->wake[0]);
+	if (p->wake[1] >= 0)
+		close(p->wake[1]);
+	free(p->conninfo);
+	free(p->shown);
+	free(p);
+}
+
+struct db_pool *
+db_pool_open(const struct db_pool_options *opt)
+{
+	struct db_pool *p;
+	int err;
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	p->wake[0] = p->wake[1] = -1;
+	pthread_mutex_init(&p->lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p->avail, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	p->opt = *opt;
+	if (p->opt.size == 0)
+		p->opt.size = 1;
+	if (p->opt.connect_timeout_ms == 0)
+		p->opt.connect_timeout_ms = 5000;
+	if (p->opt.backoff_min_ms == 0)
+		p->opt.backoff_min_ms = 50;
+	if (p->opt.backoff_max_ms < p->opt.backoff_min_ms)
+		p->opt.backoff_max_ms =
+		    p->opt.backoff_min_ms > 1000 ? p->opt.backoff_min_ms : 1000;
+	p->rng = (unsigned long long)now_ns() | 1;
+	p->shown = db_conninfo_redact(opt->conninfo);
+	if (p->shown == NULL) {
+		log_error("database: the connection string does not parse "
+		          "(a libpq URI or key=value pairs)");
+		goto fail;
+	}
+	p->conninfo = strdup(opt->conninfo);
+	p->opt.conninfo = NULL; /* ours is p->conninfo */
+	if (p->conninfo == NULL || pipe(p->wake) != 0 ||
+	    fcntl(p->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
+	    fcntl(p->wake[1], F_SETFL, O_NONBLOCK) != 0) {
+		log_error("database: %s", strerror(errno));
+		goto fail;
+	}
+	err = pthread_create(&p->thread, NULL, db_main, p);
+	if (err != 0) {
+		log_error("database: cannot start its thread: %s",
+		          strerror(err));
+		goto fail;
+	}
+	log_info("database: %s, %u connections, acquire timeout %u ms, "
+	         "statement timeout %u ms",
+	         p->shown, p->opt.size, p->opt.acquire_timeout_ms,
+	         p->opt.statement_timeout_ms);
+	return p;
+fail:
+	db_pool_free(p);
+	return NULL;
+}
+
+/*
+ * An idle connection has nothing to read: the server speaks first only to
+ * say it is closing it (a shutdown, pg_terminate_backend, a timeout), with
+ * an error and then the end of the stream. A connection that was spoken to
+ * is not handed out (the rare harmless message costs one reconnect).
+ */
+static int
+db_conn_alive(PGconn *pg)
+{
+	struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
+
+	if (PQstatus(pg) != CONNECTION_OK || pfd.fd < 0)
+		return 0;
+	if (poll(&pfd, 1, 0) == 0)
+		return 1;
+	return 0;
+}
+
+/*
+ * Closes c outside the lock and asks the connecting thread for another; 1
+ * when c was the last in use of a closed pool, which is now freed.
+ */
+static int
+db_discard(struct db_pool *p, struct db_conn *c)
+{
+	int last;
+
+	PQfinish(c->pg);
+	free(c);
+	pthread_mutex_lock(&p->lock);
+	p->used--;
+	p->discarded++;
+	p->replace++;
+	last = p->abandoned && p->used == 0;
+	pthread_mutex_unlock(&p->lock);
+	if (last)
+		db_pool_free(p);
+	else
+		db_wake(p);
+	return last;
+}
+
+enum db_acquire_result
+db_acquire(struct db_pool *p, struct db_conn **out)
+{
+	struct timespec deadline;
+	long long ns;
+	enum db_acquire_result ret;
+
+	*out = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	ns = deadline.tv_nsec + (long long)p->opt.acquire_timeout_ms * 1000000;
+	deadline.tv_sec += (time_t)(ns / 1000000000);
+	deadline.tv_nsec = (long)(ns % 1000000000);
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		int err = 0;
+
+		if (p->closing) {
+			ret = DB_DOWN;
+			break;
+		}
+		if (p->idle != NULL) {
+			struct db_conn *c = p->idle;
+
+			p->idle = c->next;
+			p->nidle--;
+			p->used++;
+			pthread_mutex_unlock(&p->lock);
+			if (db_conn_alive(c->pg)) {
+				*out = c;
+				return DB_OK;
+			}
+			log_info("database: an idle connection was closed by "
+			         "the server; discarded");
+			if (db_discard(p, c))
+				return DB_DOWN; /* closed meanwhile */
+			pthread_mutex_lock(&p->lock);
+			continue;
+		}
+		if (p->down) {
+			ret = DB_DOWN;
+			break;
+		}
+		while (err == 0 && p->idle == NULL && !p->down && !p->closing)
+			err = pthread_cond_timedwait(&p->avail, &p->lock,
+			                             &deadline);
+		if (err == ETIMEDOUT && p->idle == NULL) {
+			ret = p->nidle + p->used == 0 ? DB_DOWN : DB_EXHAUSTED;
+			break;
+		}
+	}
+	p->acquire_timeouts++;
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+/* Ends a transaction the handler left open or failed: 0, or -1 when c
+ * must go. */
+static int
+db_conn_reset(PGconn *pg)
+{
+	PGresult *r;
+	int ret;
+
+	if (PQstatus(pg) != CONNECTION_OK)
+		return -1;
+	switch (PQtransactionStatus(pg)) {
+	case PQTRANS_IDLE:
+		return 0;
+	case PQTRANS_INTRANS:
+	case PQTRANS_INERROR:
+		break;
+	default: /* a statement still running, or no connection */
+		return -1;
+	}
+	r = PQexec(pg, "ROLLBACK");
+	ret = PQresultStatus(r) == PGRES_COMMAND_OK &&
+	              PQtransactionStatus(pg) == PQTRANS_IDLE
+	          ? 0
+	          : -1;
+	PQclear(r);
+	return ret;
+}
+
+void
+db_release(struct db_pool *p, struct db_conn *c, int broken)
+{
+	int last, abandoned;
+
+	if (c == NULL)
+		return;
+	if (broken || db_conn_reset(c->pg) != 0) {
+		(void)db_discard(p, c);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->used--;
+	abandoned = p->abandoned;
+	last = abandoned && p->used == 0;
+	if (!abandoned) {
+		c->next = p->idle;
+		p->idle = c;
+		p->nidle++;
+		pthread_cond_signal(&p->avail);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (abandoned) {
+		PQfinish(c->pg);
+		free(c);
+	}
+	if (last)
+		db_pool_free(p);
+}
+
+struct pg_conn *
+db_conn_pg(struct db_conn *c)
+{
+	return c->pg;
+}
+
+void
+db_pool_stats(struct db_pool *p, struct db_pool_stats *st)
+{
+	pthread_mutex_lock(&p->lock);
+	st->idle = p->nidle;
+	st->used = p->used;
+	st->max = p->opt.size;
+	st->down = p->down;
+	st->acquire_timeouts = p->acquire_timeouts;
+	st->reconnects = p->reconnects;
+	st->discarded = p->discarded;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void
+db_pool_close(struct db_pool *p)
+{
+	struct db_conn *c;
+	int freeit;
+
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->lock);
+	atomic_store(&p->closing, 1);
+	pthread_cond_broadcast(&p->avail);
+	pthread_mutex_unlock(&p->lock);
+	db_wake(p);
+	pthread_join(p->thread, NULL);
+	pthread_mutex_lock(&p->lock);
+	c = p->idle;
+	p->idle = NULL;
+	p->nidle = 0;
+	freeit = p->used == 0;
+	p->abandoned = !freeit;
+	pthread_mutex_unlock(&p->lock);
+	while (c != NULL) {
+		struct db_conn *next = c->next;
+
+		PQfinish(c->pg);
+		free(c);
+		c = next;
+	}
+	if (freeit)
+		db_pool_free(p);
+}
