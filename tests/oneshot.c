@@ -96,31 +96,17 @@ each(void *ctx, enum request_field field, const char *name,
  * space, "%XX" a byte, and a '%' without two hex digits stays as it is.
  * Returns the length written to out (room for n).
  */
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static size_t
 query_decode(const char *in, size_t n, char *out)
 {
 	size_t o = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		int hi = i + 2 < n ? hex_value(in[i + 1]) : -1;
-		int lo = i + 2 < n ? hex_value(in[i + 2]) : -1;
-
 		if (in[i] == '+') {
 			out[o++] = ' ';
-		} else if (in[i] == '%' && hi >= 0 && lo >= 0) {
-			out[o++] = (char)(hi * 16 + lo);
+		} else if (in[i] == '%' && i + 2 < n &&
+		           policy_percent_decode(in + i, 3, out + o, 1) == 1) {
+			o++; /* the one decoder, one escape at a time */
 			i += 2;
 		} else {
 			out[o++] = in[i];
