@@ -18,10 +18,13 @@
 /* pg_advisory_lock's key, "microd" in ASCII: the same for every runner. */
 #define MIGRATE_LOCK "SELECT pg_advisory_lock(120299407437668)"
 
+/* Without the server's notice that the table exists already. */
 #define MIGRATE_TABLE                                                          \
+	"SET client_min_messages = warning; "                                  \
 	"CREATE TABLE IF NOT EXISTS microd_migrations ("                       \
 	"name text PRIMARY KEY, checksum text NOT NULL, "                      \
-	"applied_at timestamptz NOT NULL DEFAULT now())"
+	"applied_at timestamptz NOT NULL DEFAULT now()); "                     \
+	"RESET client_min_messages"
 
 enum { MIGRATE_OK = 0, MIGRATE_FAILED = 1, MIGRATE_REFUSED = 2 };
 
@@ -54,6 +57,18 @@ migrate_flat(char *buf, size_t len, const char *msg)
 	n = strlen(buf);
 	while (n > 0 && buf[n - 1] == ' ')
 		buf[--n] = '\0';
+}
+
+/* A notice or warning of the server's (a migration's RAISE NOTICE): one
+ * log line instead of libpq's own to stderr. */
+static void
+migrate_notice(void *arg, const char *msg)
+{
+	char line[512];
+
+	(void)arg;
+	migrate_flat(line, sizeof(line), msg);
+	log_info("migrate: server: %s", line);
 }
 
 /* sql has no result rows and succeeded; else logged with what. */
@@ -283,6 +298,7 @@ db_migrate(const char *conninfo, const struct db_migration *m,
 		log_error("migrate: cannot connect to %s: %s", shown, msg);
 		goto out;
 	}
+	PQsetNoticeProcessor(pg, migrate_notice, NULL);
 	if (!dry_run &&
 	    (migrate_exec(pg, MIGRATE_LOCK, PGRES_TUPLES_OK, "advisory lock") !=
 	         0 ||
