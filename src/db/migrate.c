@@ -313,23 +313,23 @@ out:
 }
 
 /*
- * Appends name to buf after ", ", or "..." once the next would not leave
- * room for it: 0, or -1 when cut (nothing more goes in).
+ * Appends name to buf after ", ", or ", ..." ("..." first) once the name
+ * would not leave room for that: 0, or -1 when cut (nothing more goes in).
  */
 static int
 migrate_list(char *buf, size_t len, size_t *used, const char *name)
 {
+	const char *sep = *used > 0 ? ", " : "";
 	int w;
 
-	if (len < 4)
+	if (len < 6) /* not even ", ..." */
 		return -1;
-	w = snprintf(buf + *used, len - *used, "%s%s", *used > 0 ? ", " : "",
-	             name);
-	if (w >= 0 && (size_t)w + 4 <= len - *used) {
+	w = snprintf(buf + *used, len - *used, "%s%s", sep, name);
+	if (w >= 0 && (size_t)w + 6 <= len - *used) {
 		*used += (size_t)w;
 		return 0;
 	}
-	snprintf(buf + *used, len - *used, "...");
+	snprintf(buf + *used, len - *used, "%s...", sep);
 	return -1;
 }
 
