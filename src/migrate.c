@@ -30,7 +30,10 @@ usage(FILE *out)
 	      "                  else DATABASE_URL); libpq's PG* variables "
 	      "fill what it\n"
 	      "                  leaves out\n"
-	      "  --dry-run       apply nothing: log the pending ones\n",
+	      "  --dry-run       apply nothing: log the pending ones\n"
+	      "\n"
+	      "With no database given at all there is nothing to migrate: "
+	      "exit 0.\n",
 	      out);
 }
 
@@ -81,9 +84,15 @@ migrate_main(int argc, char **argv, const struct db_migration *m,
 		url = env("MICROD_DATABASE");
 	if (url == NULL)
 		url = env("DATABASE_URL");
-	if (url == NULL || *url == '\0') {
-		fputs("microd migrate: no database: give --database URL, or "
-		      "set MICROD_DATABASE or DATABASE_URL\n",
+	if (url == NULL) {
+		/* As the server without --database: no database, nothing
+		 * to do (an init container whose Secret is not there). */
+		log_warn("migrate: no database (--database, MICROD_DATABASE, "
+		         "DATABASE_URL): nothing to migrate");
+		return 0;
+	}
+	if (*url == '\0') {
+		fputs("microd migrate: --database is empty (see --help)\n",
 		      stderr);
 		return 2;
 	}

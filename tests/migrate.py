@@ -78,8 +78,12 @@ def test_usage(pg):
     ok(rc == 2 and "no value for '--database'" in err, "--database without a value: exit 2 (%d %s)"
        % (rc, err.strip()))
     rc, out, err = migrate()
-    ok(rc == 2 and "no database: give --database URL, or set MICROD_DATABASE or DATABASE_URL" in err,
-       "no database anywhere: exit 2 saying where one goes (%d %s)" % (rc, err.strip()))
+    ok(rc == 0 and "migrate: no database (--database, MICROD_DATABASE, DATABASE_URL): nothing to migrate"
+       in err, "no database anywhere (an init container without its Secret): exit 0, saying so (%d %s)"
+       % (rc, err.strip()))
+    rc, out, err = migrate("--database=", DATABASE_URL=pg.uri)
+    ok(rc == 2 and "microd migrate: --database is empty (see --help)" in err,
+       "an empty --database: exit 2 (%d %s)" % (rc, err.strip()))
     rc, out, err = migrate("--database", "postgresql://app:s3cret@[::1")
     ok(rc == 2 and "the database URL does not parse" in err and "s3cret" not in err,
        "a URL that does not parse: exit 2, and the URL is not shown (%d %s)" % (rc, err.strip()))
