@@ -107,6 +107,8 @@ def test_fresh(pg):
     ok("migrate: applied %d, 0 applied already" % len(NAMES) in err, "and counts them")
     ok(pg.password not in err, "no password in the log")
     ok("NOTICE" not in err, "and no notice of the server's on stderr")
+    ok(pg.psql("select count(*) from microd_migrations where applied_at > now() - interval '1 minute'",
+               db="m_fresh").strip() == str(len(NAMES)), "each row has its applied_at")
     rows = pg.psql("select name || ' ' || checksum from microd_migrations order by name",
                    db="m_fresh").split()
     ok(rows == [x for f, n in zip(FILES, NAMES) for x in (n, sha256(f))],
@@ -166,6 +168,10 @@ def test_sources(pg):
     rc, out, err = migrate(MICROD_DATABASE=uri, DATABASE_URL=bad)
     ok(rc == 0 and "nothing to apply" in err, "MICROD_DATABASE comes before DATABASE_URL (%d %s)"
        % (rc, err.strip()))
+    kv = pg.socket_conninfo.replace("dbname=microd", "dbname=m_env")
+    rc, out, err = migrate("--database", kv)
+    ok(rc == 0 and "nothing to apply" in err and "host='%s'" % pg.dir in err,
+       "a key=value string over the unix socket works too (%d %s)" % (rc, err.strip()))
     rc, out, err = migrate("--database=" + uri, MICROD_DATABASE=bad)
     ok(rc == 0 and "nothing to apply" in err, "--database=URL comes before MICROD_DATABASE (%d %s)"
        % (rc, err.strip()))
