@@ -71,12 +71,11 @@ migrate_main(int argc, char **argv, const struct db_migration *m,
 		} else if (strncmp(a, "--database=", 11) == 0) {
 			url = a + 11;
 		} else {
-			fprintf(stderr,
-			        "microd migrate: %s '%s' (see --help)\n",
-			        strcmp(a, "--database") == 0
-			            ? "no value for"
-			            : "unknown argument",
-			        a);
+			fprintf(
+			    stderr, "microd migrate: %s '%s' (see --help)\n",
+			    strcmp(a, "--database") == 0 ? "no value for"
+			                                 : "unknown argument",
+			    a);
 			return 2;
 		}
 	}

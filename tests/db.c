@@ -19,9 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/sql.h"
 #include "check.h"
 #include "clock.h"
-#include "app/sql.h"
 #include "db/db.h"
 #include "log.h"
 

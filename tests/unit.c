@@ -3668,10 +3668,12 @@ test_db_migrations(void)
 	static const struct {
 		const char *text, *hex;
 	} rows[] = {
-	    {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8"
-	         "55"},
-	    {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20"
-	            "015ad"},
+	    {"",
+	     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8"
+	     "55"},
+	    {"abc",
+	     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20"
+	     "015ad"},
 	};
 	char hex[65];
 
@@ -3690,8 +3692,8 @@ test_db_migrations(void)
 
 		ok(m->len > 0 && strlen(m->sql) == m->len &&
 		       m->name[0] >= '0' && m->name[0] <= '9' &&
-		       (i == 0 || strcmp(app_migrations[i - 1].name, m->name) <
-		                      0),
+		       (i == 0 ||
+		        strcmp(app_migrations[i - 1].name, m->name) < 0),
 		   "  %s: %zu bytes, in name order", m->name, m->len);
 	}
 }

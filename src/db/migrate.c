@@ -73,8 +73,7 @@ migrate_notice(void *arg, const char *msg)
 
 /* sql has no result rows and succeeded; else logged with what. */
 static int
-migrate_exec(PGconn *pg, const char *sql, ExecStatusType want,
-             const char *what)
+migrate_exec(PGconn *pg, const char *sql, ExecStatusType want, const char *what)
 {
 	PGresult *r = PQexec(pg, sql);
 	char msg[512];
@@ -266,8 +265,8 @@ out:
 }
 
 int
-db_migrate(const char *conninfo, const struct db_migration *m,
-           unsigned int n, int dry_run)
+db_migrate(const char *conninfo, const struct db_migration *m, unsigned int n,
+           int dry_run)
 {
 	/* Keys before dbname are defaults the conninfo may override. */
 	const char *const keys[] = {"connect_timeout",
@@ -299,11 +298,11 @@ db_migrate(const char *conninfo, const struct db_migration *m,
 		goto out;
 	}
 	PQsetNoticeProcessor(pg, migrate_notice, NULL);
-	if (!dry_run &&
-	    (migrate_exec(pg, MIGRATE_LOCK, PGRES_TUPLES_OK, "advisory lock") !=
-	         0 ||
-	     migrate_exec(pg, MIGRATE_TABLE, PGRES_COMMAND_OK,
-	                  "microd_migrations") != 0))
+	if (!dry_run && migrate_exec(pg, MIGRATE_LOCK, PGRES_TUPLES_OK,
+	                             "advisory lock") != 0)
+		goto out;
+	if (!dry_run && migrate_exec(pg, MIGRATE_TABLE, PGRES_COMMAND_OK,
+	                             "microd_migrations") != 0)
 		goto out;
 	ret = migrate_files(pg, m, n, dry_run);
 out:
