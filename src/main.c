@@ -13,6 +13,7 @@
 
 #include "activation.h"
 #include "app/app.h"
+#include "app/sql.h"
 #include "builtin.h"
 #include "checks.h"
 #include "clock.h"
@@ -20,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "middleware.h"
+#include "migrate.h"
 #include "notify.h"
 #include "probe.h"
 #include "refusal.h"
@@ -547,6 +549,9 @@ main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "probe") == 0)
 		return probe_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "migrate") == 0)
+		return migrate_main(argc - 1, argv + 1, app_migrations,
+		                    app_migrations_count);
 	status = open_settings(&sv, &cfg, argc, argv);
 	if (status >= 0)
 		return status;

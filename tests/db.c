@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/sql.h"
 #include "check.h"
 #include "clock.h"
 #include "db/db.h"
@@ -292,6 +293,49 @@ test_killed_idle(struct db_pool *p)
 	is(stats(p).discarded, 2, "  it was discarded at acquire");
 }
 
+/*
+ * db_migrate_pending on a pool's connection, for the database check: the
+ * built-in files all pending before db_migrate, none after, a changed
+ * checksum pending again, and a short buffer cut with "...".
+ */
+static void
+test_pending(struct db_pool *p, const char *uri)
+{
+	const struct db_migration *m = app_migrations;
+	unsigned int n = app_migrations_count;
+	struct db_conn *c = NULL;
+	char buf[256], want[256] = "", tiny[20];
+	int got;
+
+	for (unsigned int i = 0; i < n; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want),
+		         "%s%s", i > 0 ? ", " : "", m[i].name);
+	if (db_acquire(p, &c) != DB_OK) {
+		ok(0, "a connection for db_migrate_pending");
+		return;
+	}
+	got = db_migrate_pending(db_conn_pg(c), m, n, buf, sizeof(buf));
+	ok(n >= 2 && got == (int)n && strcmp(buf, want) == 0,
+	   "before db_migrate every file is pending: %d, %s", got, buf);
+	got = db_migrate_pending(db_conn_pg(c), m, n, tiny, sizeof(tiny));
+	ok(got == (int)n && strcmp(tiny, "0001_notes.sql, ...") == 0,
+	   "  a buffer too short for the names ends in ...: %s", tiny);
+	is(db_migrate(uri, m, n, 0), 0, "db_migrate applies them");
+	got = db_migrate_pending(db_conn_pg(c), m, n, buf, sizeof(buf));
+	ok(got == 0 && buf[0] == '\0', "then none is pending: %d, '%s'", got,
+	   buf);
+	ok(run_ok(c, "UPDATE microd_migrations SET checksum = 'x' WHERE "
+	             "name = '0001_notes.sql'"),
+	   "a checksum changed behind its back");
+	got = db_migrate_pending(db_conn_pg(c), m, n, buf, sizeof(buf));
+	ok(got == 1 && strcmp(buf, "0001_notes.sql") == 0,
+	   "  makes that file pending again: %d, %s", got, buf);
+	is(db_migrate(uri, m, n, 0), 2, "  and db_migrate refuses with 2");
+	ok(run_ok(c, "DROP TABLE microd_migrations, notes, world"),
+	   "the tables dropped again");
+	db_release(p, c, 0);
+}
+
 static void
 test_restart(struct db_pool *p)
 {
@@ -528,6 +572,7 @@ main(void)
 	test_transactions(p);
 	test_deadline(p);
 	test_killed_idle(p);
+	test_pending(p, uri);
 	test_restart(p);
 	db_pool_close(p);
 	p = NULL;

@@ -142,6 +142,22 @@ def test_kubernetes():
     ok(kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"],
        "the HPA scales the Deployment")
 
+    init = pod.get("initContainers", [{}])[0]
+    ok(init.get("image") == c["image"] and init.get("args") == ["migrate"] and "command" not in init,
+       "an init container runs microd migrate from the same image")
+    url = [e for e in init.get("env", []) if e["name"] == "DATABASE_URL"]
+    ref = url[0].get("valueFrom", {}).get("secretKeyRef", {}) if url else {}
+    ok(ref.get("name") and ref.get("key") and ref.get("optional") is True,
+       "  its DATABASE_URL from a Secret, optional: %s" % ref)
+    ok(init.get("securityContext") == sc and init.get("resources") == res,
+       "  with the main container's security context and resources")
+    init_env = {k: v for k, v in os.environ.items()
+                if k not in ("MICROD_DATABASE", "DATABASE_URL") and not k.startswith("PG")}
+    init_env.update({k: v for k, v in env_of(init).items() if v is not None})
+    r = subprocess.run([BIN] + init["args"], env=init_env, capture_output=True, text=True, timeout=30)
+    ok(r.returncode == 0 and "nothing to migrate" in r.stderr,
+       "  without the Secret it exits 0: nothing to migrate (%d %s)" % (r.returncode, r.stderr.strip()))
+
     ok(pod.get("enableServiceLinks") is False, "enableServiceLinks: false")
     ok("MICROD_THREADS" not in env, "no MICROD_THREADS: the default reads the CPU limit")
 

@@ -3,7 +3,7 @@
 # layout.py -- the two wings hold (TAP): only src/server/ speaks
 # libmicrohttpd and only src/db/ libpq, the engine never includes the
 # service's files, the router names no handler, no file holds more than a tenth of src/, and a new .c
-# file under src/app/ is built without editing the Makefile.
+# file under src/app/, or a new .sql file under src/app/sql/, is built without editing the Makefile.
 import os
 import re
 import shutil
@@ -97,6 +97,42 @@ def main():
         ok(plan.returncode == 0 and compiles and links,
            "a new src/app/widgets.c is compiled and linked without editing the Makefile%s"
            % ("" if compiles and links else ": " + (plan.stdout + plan.stderr)[-400:]))
+
+        # The migrations' table: a .sql file added, edited, removed, or
+        # badly named, each seen by the next make with the Makefile as is.
+        sql = os.path.join(tmp, "src/app/sql")
+        gen = os.path.join(tmp, "b/gen/app_sql.c")
+
+        def table():
+            r = subprocess.run(["make", "-s", "-C", tmp, "BUILD=" + os.path.join(tmp, "b"),
+                                "COMMIT=layout", gen], capture_output=True, text=True)
+            if r.returncode != 0:
+                return r.returncode, r.stderr, {}
+            text = open(gen).read()
+            arrays = {int(n): bytes(int(x, 16) for x in re.findall(r"0x([0-9a-f]{2})", body))
+                      for n, body in re.findall(r"sql_(\d+)\[\] = \{(.*?)\};", text, re.S)}
+            rows = re.findall(r'\{"([^"]+)", \(const char \*\)sql_(\d+)', text)
+            return 0, "", dict((name, arrays[int(n)]) for name, n in rows)
+
+        with open(os.path.join(sql, "0003_widgets.sql"), "wb") as f:
+            f.write(b"CREATE TABLE widgets (id int); -- \xc3\xa9\n")
+        rc, err, files = table()
+        ok(rc == 0 and list(files)[-1] == "0003_widgets.sql"
+           and files["0003_widgets.sql"] == b"CREATE TABLE widgets (id int); -- \xc3\xa9\n\0",
+           "a new src/app/sql/0003_widgets.sql is built in last, byte for byte with a NUL after%s"
+           % ("" if rc == 0 else ": " + err))
+        with open(os.path.join(sql, "0003_widgets.sql"), "ab") as f:
+            f.write(b"SELECT 1;")
+        rc, err, files = table()
+        ok(files.get("0003_widgets.sql", b"").endswith(b"SELECT 1;\0"), "an edit is seen by the next make")
+        os.unlink(os.path.join(sql, "0003_widgets.sql"))
+        rc, err, files = table()
+        ok(rc == 0 and "0003_widgets.sql" not in files and files, "a removed file is gone from the table")
+        with open(os.path.join(sql, "widgets.sql"), "w") as f:
+            f.write("SELECT 1;\n")
+        rc, err, files = table()
+        ok(rc != 0 and "widgets.sql: a migration's name is digits, then letters, digits, _ - or ." in err,
+           "a name that does not start with digits stops the build: %s" % err.strip())
     finally:
         shutil.rmtree(tmp)
     return done()

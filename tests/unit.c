@@ -19,6 +19,7 @@
 
 #include "activation.h"
 #include "app/app.h"
+#include "app/sql.h"
 #include "auth.h"
 #include "builtin.h"
 #include "check.h"
@@ -3659,6 +3660,44 @@ test_db_conninfo(void)
 	}
 }
 
+/* The checksum is SHA-256's hex (FIPS 180-2's vectors); the built-in
+ * table is in strictly increasing name order, each text its length. */
+static void
+test_db_migrations(void)
+{
+	static const struct {
+		const char *text, *hex;
+	} rows[] = {
+	    {"",
+	     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8"
+	     "55"},
+	    {"abc",
+	     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20"
+	     "015ad"},
+	};
+	char hex[65];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct db_migration m = {"t.sql", rows[i].text,
+		                         strlen(rows[i].text)};
+
+		ok(db_migration_checksum(&m, hex) == 0 &&
+		       strcmp(hex, rows[i].hex) == 0,
+		   "checksum of \"%s\": %s", rows[i].text, hex);
+	}
+	ok(app_migrations_count >= 2, "%u migrations built in",
+	   app_migrations_count);
+	for (unsigned int i = 0; i < app_migrations_count; i++) {
+		const struct db_migration *m = &app_migrations[i];
+
+		ok(m->len > 0 && strlen(m->sql) == m->len &&
+		       m->name[0] >= '0' && m->name[0] <= '9' &&
+		       (i == 0 ||
+		        strcmp(app_migrations[i - 1].name, m->name) < 0),
+		   "  %s: %zu bytes, in name order", m->name, m->len);
+	}
+}
+
 int
 main(void)
 {
@@ -3694,5 +3733,6 @@ main(void)
 
 	test_db_sqlstate();
 	test_db_conninfo();
+	test_db_migrations();
 	return done_testing();
 }

@@ -1,7 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* db.h -- the database layer: a pool of libpq connections, SQLSTATE → HTTP */
+/*
+ * db.h -- the database layer: a pool of libpq connections, SQLSTATE → HTTP,
+ * migrations
+ */
 #ifndef MICROD_DB_H
 #define MICROD_DB_H
+
+#include <stddef.h>
 
 /*
  * What a statement's failure means for the client. A NULL SQLSTATE is a
@@ -92,5 +97,45 @@ void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
  * db_release(), the last of which frees the pool.
  */
 void db_pool_close(struct db_pool *pool);
+
+/*
+ * One migration: a file of src/app/sql/ built into the binary (the
+ * Makefile's table, src/app/sql.h). sql is the file's bytes with a NUL
+ * after them; len does not count it.
+ */
+struct db_migration {
+	const char *name; /* the file's name: 0001_notes.sql */
+	const char *sql;
+	size_t len;
+};
+
+/* The file's SHA-256 as 64 lower-case hex digits and a NUL: 0, or -1. */
+int db_migration_checksum(const struct db_migration *m, char hex[65]);
+
+/*
+ * microd migrate: connects to conninfo, takes an advisory lock (one key for
+ * every microd, so a second runner waits), creates microd_migrations when
+ * it is missing, then goes through m[0..n) in order: an applied file with
+ * the same checksum is skipped; one applied with another checksum stops
+ * the run; any other is applied in its own transaction with its row in
+ * microd_migrations. Each step is logged. dry_run: no lock, nothing
+ * created or applied, the pending files logged. Returns the exit status:
+ * 0 every file is applied (dry_run: none changed), 1 the database cannot
+ * be reached or a migration failed (rolled back), 2 a checksum changed, the
+ * conninfo does not parse, or m is not in strictly increasing name order.
+ * The password is never logged.
+ */
+int db_migrate(const char *conninfo, const struct db_migration *m,
+               unsigned int n, int dry_run);
+
+/*
+ * For the database check, on a connection of the pool (db_conn_pg()): how
+ * many of m[0..n) are not applied with their checksum (a changed one
+ * counts), their names in buf, comma-separated and cut with "..." when
+ * they do not fit; -1 when the query fails. Reads only: a database without
+ * microd_migrations has every file pending.
+ */
+int db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
+                       unsigned int n, char *buf, size_t len);
 
 #endif
