@@ -61,7 +61,8 @@ def microd(pg, *extra):
 
 def test_down_then_up_then_down(pg):
     pg.stop()
-    proc, port, log = microd(pg, "--database-pool", "3")
+    proc, port, log = microd(pg, "--database-pool", "3", "--database-acquire-timeout", "0.3",
+                             "--database-timeout", "2")
     if not ok(port is not None, "the database down at start: microd starts all the same"):
         print(open(log).read())
         return
@@ -78,8 +79,11 @@ def test_down_then_up_then_down(pg):
     text = open(log).read()
     ok("check database: not run -> fail: " + DOWN in text, "  the log: check database: not run -> fail: ...")
     ok(re.search(r"database: user='microd' dbname='microd' host='127\.0\.0\.1' port='%d', 3 connections, "
-                 r"acquire timeout 1000 ms, statement timeout 5000 ms" % pg.port, text),
-       "  the log names the database without its password, and the pool's settings")
+                 r"acquire timeout 300 ms, statement timeout 2000 ms" % pg.port, text),
+       "  the pool's log line names the database without its password, and the flags' settings")
+    ok(re.search(r"database: cannot connect: connection to server at \\\"127\.0\.0\.1\\\", port %d failed: "
+                 r"Connection refused" % pg.port, text),
+       "  the pool's log line has libpq's reason")
 
     pg.restart()
     t0 = time.monotonic()
@@ -101,7 +105,10 @@ def test_down_then_up_then_down(pg):
     failed = poll(lambda: get(port, "/readyz")[0] == 503, 5, 0.01)
     took = time.monotonic() - t0
     bound = INTERVAL * THRESHOLD + TIMEOUT
+    m = metrics(port)
     ok(failed and took <= bound, "the database stopped: /readyz 503 within %.1f s (%.2f s)" % (bound, took))
+    ok((metric(m, 'microd_check_failures_total{check="database"}') or 0) >= THRESHOLD,
+       "  after --check-threshold (%d) failed runs" % THRESHOLD)
     st, check = verbose_database(port)
     ok(check is not None and check.get("output") == DOWN, "  the reason: %r" % (check or {}).get("output"))
     ok(get(port, "/livez")[0] == 200, "  /livez: 200 all the same")
@@ -117,13 +124,51 @@ def test_down_then_up_then_down(pg):
     ok((metric(m, "microd_db_reconnects_total") or 0) >= 1,
        "  microd_db_reconnects_total counts the connections made again (%s)"
        % metric(m, "microd_db_reconnects_total"))
+    test_hung(pg, port, log)
     text = open(log).read()
     ok(pg.password not in text, "  the password appears nowhere in the log")
     ok(stop_microd(proc, log) == 0, "  SIGTERM: exit 0 with the pool closed")
 
 
+def server_pids(pg):
+    """The postmaster and its children."""
+    with open(os.path.join(pg.data, "postmaster.pid")) as f:
+        root = int(f.readline())
+    pids = [root]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == root:
+                        pids.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def test_hung(pg, port, log):
+    """A database that accepts nothing and answers nothing (every process of
+    it stopped): SELECT 1 gets no answer within the check timeout."""
+    import signal
+    want = "SELECT 1: no answer within %d ms" % (TIMEOUT * 1000)
+    ok(poll(lambda: get(port, "/readyz")[0] == 200, 5, 0.02), "before the hang: /readyz 200")
+    pids = server_pids(pg)
+    try:
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        seen = poll(lambda: (verbose_database(port)[1] or {}).get("output") == want, 5, 0.02)
+        ok(seen, "the database hung: the reason %r" % want)
+        ok(get(port, "/livez")[0] == 200, "  /livez: 200 all the same")
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    ok(poll(lambda: get(port, "/readyz")[0] == 200, 10, 0.02), "  going on again: /readyz 200")
+
+
 def test_metrics(pg):
-    proc, port, log = microd(pg, "--database-pool", "2")
+    pg.psql("alter system set log_statement = 'all'")
+    pg.psql("select pg_reload_conf()")
+    proc, port, log = microd(pg, "--database-pool", "2", "--database-timeout", "1.5")
     if not ok(port is not None, "microd with the database up"):
         return
     ok(poll(lambda: get(port, "/readyz")[0] == 200, 5, 0.02), "  /readyz 200")
@@ -139,6 +184,10 @@ def test_metrics(pg):
        % (" (missing: %s)" % missing if missing else ""))
     ok(metric(m, "microd_db_acquire_timeouts_total") == 0,
        "  the check's own acquires are no acquire timeouts")
+    n = pg.psql("select count(*) from pg_stat_activity where application_name = 'microd'").strip()
+    ok(n == "2", "  pg_stat_activity: --database-pool 2 connections (%s)" % n)
+    ok(re.search(r"statement: SET statement_timeout = 1500$", pg.log_text(), re.M),
+       "  each connection sets statement_timeout to --database-timeout")
     if shutil.which("promtool"):
         r = subprocess.run(["promtool", "check", "metrics"], input=m, capture_output=True, text=True)
         ok(r.returncode == 0, "  promtool check metrics accepts the scrape%s"
