@@ -153,13 +153,17 @@ def test_hung(pg, port, log):
     it stopped): SELECT 1 gets no answer within the check timeout."""
     import signal
     want = "SELECT 1: no answer within %d ms" % (TIMEOUT * 1000)
-    ok(poll(lambda: get(port, "/readyz")[0] == 200, 5, 0.02), "before the hang: /readyz 200")
+    ok(poll(lambda: get(port, "/readyz")[0] == 200
+            and metric(metrics(port), 'microd_db_connections{state="idle"}') == 3, 5, 0.02),
+       "before the hang: /readyz 200, the pool full")
     pids = server_pids(pg)
+    seen = []
     try:
         for p in pids:
             os.kill(p, signal.SIGSTOP)
-        seen = poll(lambda: (verbose_database(port)[1] or {}).get("output") == want, 5, 0.02)
-        ok(seen, "the database hung: the reason %r" % want)
+        poll(lambda: seen.append((verbose_database(port)[1] or {}).get("output")) or seen[-1] == want, 5, 0.02)
+        ok(seen[-1] == want, "the database hung: the reason %r (seen: %s)"
+           % (want, sorted(set(map(str, seen)))))
         ok(get(port, "/livez")[0] == 200, "  /livez: 200 all the same")
     finally:
         for p in pids:
