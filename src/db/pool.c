@@ -577,8 +577,9 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 		return -1;
 	case DB_DOWN:
 	default:
-		snprintf(why, len, "no connection: the database cannot be "
-		                   "reached (the log has libpq's reason)");
+		snprintf(why, len,
+		         "no connection: the database cannot be "
+		         "reached (the log has libpq's reason)");
 		return -1;
 	}
 	pg = c->pg;
@@ -590,8 +591,8 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 		struct pollfd pfd[2] = {{.fd = PQsocket(pg), .events = POLLIN},
 		                        {.fd = stop_fd, .events = POLLIN}};
 		long long left = deadline - now_ms();
-		int n = left > 0 ? poll(pfd, stop_fd >= 0 ? 2 : 1, (int)left)
-		                 : 0;
+		int n =
+		    left > 0 ? poll(pfd, stop_fd >= 0 ? 2 : 1, (int)left) : 0;
 
 		if (n < 0 && errno == EINTR)
 			continue;
