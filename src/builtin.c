@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "checks.h"
+#include "db/db.h"
 #include "healthz.h"
 #include "metrics.h"
 #include "middleware.h"
@@ -32,7 +33,38 @@ handle_version(const struct request *req, struct reply *rep)
 	                     "jansson", jansson_version_str()));
 }
 
-/* microd's own families past the request metrics: checks, TLS. */
+/* The database pool's gauges and counters (the histograms of acquires and
+ * statements come with the statement layer). */
+static void
+render_db(struct db_pool *db, FILE *f)
+{
+	struct db_pool_stats st;
+
+	db_pool_stats(db, &st);
+	fprintf(f,
+	        "# HELP microd_db_connections Connections to the database, "
+	        "idle in the pool or used by a handler.\n"
+	        "# TYPE microd_db_connections gauge\n"
+	        "microd_db_connections{state=\"idle\"} %u\n"
+	        "microd_db_connections{state=\"used\"} %u\n"
+	        "# HELP microd_db_connections_max The pool's size "
+	        "(--database-pool).\n"
+	        "# TYPE microd_db_connections_max gauge\n"
+	        "microd_db_connections_max %u\n"
+	        "# HELP microd_db_acquire_timeouts_total Handlers that got no "
+	        "connection: none free within the acquire timeout, or the "
+	        "database down.\n"
+	        "# TYPE microd_db_acquire_timeouts_total counter\n"
+	        "microd_db_acquire_timeouts_total %llu\n"
+	        "# HELP microd_db_reconnects_total Connections made to "
+	        "replace a discarded one.\n"
+	        "# TYPE microd_db_reconnects_total counter\n"
+	        "microd_db_reconnects_total %llu\n",
+	        st.idle, st.used, st.max, st.acquire_timeouts, st.reconnects);
+}
+
+/* microd's own families past the request metrics: checks, the chain, the
+ * database, TLS. */
 static void
 render_runtime(void *arg, FILE *f)
 {
@@ -43,6 +75,8 @@ render_runtime(void *arg, FILE *f)
 		checks_render_metrics(rt->checks, f);
 	if (rt->middleware != NULL)
 		middleware_render_metrics(rt->middleware, f);
+	if (rt->db != NULL)
+		render_db(rt->db, f);
 	if (rt->tls == NULL)
 		return;
 	tls_reloads(rt->tls, &ok, &failed);

@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "db/db.h"
 #include "log.h"
 #include "outbound.h"
 #include "server/server.h"
@@ -22,7 +23,7 @@
 #include "trace.h"
 #include "utf8.h"
 
-enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_TARGET };
+enum check_kind { CHECK_POOL, CHECK_DRAIN, CHECK_DATABASE, CHECK_TARGET };
 
 /* The pool check waits at least this long for a worker's answer. */
 #define POOL_TIMEOUT_MIN_MS 1000
@@ -45,6 +46,7 @@ struct checks {
 	int stop;
 	int stop_fd[2]; /* a pipe, written at halt: cuts a run short */
 	struct server *srv;
+	struct db_pool *db; /* the database check's; NULL: none */
 	size_t n;
 	struct check at[CHECKS_MAX];
 };
@@ -78,6 +80,9 @@ run_once(struct check *c, char *why, size_t len, struct outbound *o)
 		         c->timeout_ms);
 		return -1;
 	}
+	if (c->kind == CHECK_DATABASE)
+		return db_ping(c->owner->db, (unsigned int)c->timeout_ms,
+		               c->owner->stop_fd[0], why, len);
 	if (outbound_open(o, &to, c->timeout_ms, c->owner->stop_fd[0], why,
 	                  len) != 0)
 		return -1;
@@ -194,7 +199,7 @@ add(struct checks *cs, enum check_kind kind, unsigned int groups,
 }
 
 struct checks *
-checks_new(const struct config *cfg)
+checks_new(const struct config *cfg, struct db_pool *db)
 {
 	struct checks *cs = calloc(1, sizeof(*cs));
 	pthread_condattr_t attr;
@@ -225,6 +230,9 @@ checks_new(const struct config *cfg)
 	}
 	add(cs, CHECK_POOL, CHECK_LIVE, "pool", cfg);
 	add(cs, CHECK_DRAIN, CHECK_READY, "drain", cfg);
+	cs->db = db;
+	if (db != NULL)
+		add(cs, CHECK_DATABASE, CHECK_READY, "database", cfg);
 	for (size_t i = 0; i < cfg->n_checks && cs->n < CHECKS_MAX; i++)
 		add(cs, CHECK_TARGET, CHECK_READY, cfg->checks[i].name, cfg)
 		    ->target = cfg->checks[i];

@@ -13,6 +13,7 @@
 #include "health.h"
 
 struct config;
+struct db_pool;
 struct server;
 
 enum check_group { CHECK_LIVE = 1, CHECK_READY = 2 };
@@ -31,9 +32,11 @@ struct checks;
 /*
  * The checks, not yet running: "pool" (liveness: every worker thread of the
  * server answers a GET /health), "drain" (readiness: not starting or
- * draining) and every --check of cfg (readiness). NULL on failure (logged).
+ * draining), with db "database" (readiness: a connection of db answers
+ * SELECT 1 within the check timeout; db must outlive the checks' threads)
+ * and every --check of cfg (readiness). NULL on failure (logged).
  */
-struct checks *checks_new(const struct config *cfg);
+struct checks *checks_new(const struct config *cfg, struct db_pool *db);
 
 /*
  * Starts a thread per check that runs (when by_watchdog, the watchdog's own

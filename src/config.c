@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db/db.h"
 #include "health.h"
 #include "log.h"
 #include "option.h"
@@ -260,6 +261,27 @@ static const struct option options[] = {
      .accepts = "an address or address/prefix (10.0.0.0/8, ::1), no host "
                 "bits past the prefix (the variable: several, separated "
                 "by spaces)"},
+    {"database", "MICROD_DATABASE", "URL",
+     "PostgreSQL for the handlers that may block (ROUTE_BLOCKING): a libpq "
+     "URI (postgresql://USER:PASSWORD@HOST:PORT/DB) or key=value string; "
+     "libpq's PG* variables fill what it leaves out. Adds the readiness "
+     "check database. The password is never shown (default: none)",
+     STRING(database, 4096), .alt_env = "DATABASE_URL", .secret = 1,
+     .accepts = "a libpq URI or key=value connection string"},
+    {"database-pool", "MICROD_DATABASE_POOL", "N",
+     "connections to the database, made in the background (default: "
+     "--handler-threads)",
+     UINT(database_pool, 1, 1024)},
+    {"database-acquire-timeout", "MICROD_DATABASE_ACQUIRE_TIMEOUT", "SECONDS",
+     "how long a handler waits for a free connection before it gets 503 "
+     "(default 1)",
+     SECONDS(database_acquire_timeout_ms, 1, 60), .dflt = "1",
+     .accepts = ", e.g. 1 or 0.25"},
+    {"database-timeout", "MICROD_DATABASE_TIMEOUT", "SECONDS",
+     "each statement's deadline, set on every connection as "
+     "statement_timeout (default 5)",
+     SECONDS(database_timeout_ms, 1, 3600), .dflt = "5",
+     .accepts = ", e.g. 5 or 0.5"},
     {"drain-delay", "MICROD_DRAIN_DELAY", "SECONDS",
      "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
      "on, so load balancers notice, before the drain starts (default 0)",
@@ -351,6 +373,41 @@ env_value(struct config *cfg, const struct option *opt, const char **name)
 		v = getenv(opt->alt_env);
 	}
 	return v;
+}
+
+/*
+ * --database parses as libpq reads it (its message is not shown: it may
+ * quote the password), and no --check takes the name of its check. The pool
+ * is as large as the handler pool unless set. 0, or -1 with err set.
+ */
+static int
+check_database(struct config *cfg, const char *from, char *err, size_t errlen)
+{
+	char *shown;
+
+	if (cfg->database == NULL)
+		return 0;
+	shown = db_conninfo_redact(cfg->database);
+	if (shown == NULL) {
+		snprintf(err, errlen,
+		         "%s: invalid value (not shown: it may hold a "
+		         "password): not a libpq URI or key=value connection "
+		         "string",
+		         from);
+		return -1;
+	}
+	free(shown);
+	for (size_t i = 0; i < cfg->n_checks; i++)
+		if (strcmp(cfg->checks[i].name, "database") == 0) {
+			snprintf(err, errlen,
+			         "--check database=...: with %s, database is "
+			         "the built-in check's name",
+			         from);
+			return -1;
+		}
+	if (cfg->database_pool == 0)
+		cfg->database_pool = cfg->handler_threads;
+	return 0;
 }
 
 /*
@@ -471,6 +528,8 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		         cfg->tls_cert != NULL ? "--tls-key" : "--tls-cert");
 		return CONFIG_ERROR;
 	}
+	if (check_database(cfg, from[index_of("database")], err, errlen) != 0)
+		return CONFIG_ERROR;
 	if (cfg->rate_milli > 0 && cfg->rate_burst == 0)
 		cfg->rate_burst = (cfg->rate_milli + 999) / 1000;
 	if (cfg->body_budget < cfg->max_body) {
@@ -570,6 +629,25 @@ config_usage(FILE *out)
 	      out);
 }
 
+/* The database's settings, its connection string without the password. */
+static void
+print_database(const struct config *cfg, FILE *out)
+{
+	char *shown;
+
+	if (cfg->database == NULL) {
+		fprintf(out, "database: off\n");
+		return;
+	}
+	shown = db_conninfo_redact(cfg->database); /* parsed before */
+	fprintf(out,
+	        "database %s: %u connections, acquire timeout %u ms, "
+	        "statement timeout %u ms\n",
+	        shown != NULL ? shown : "(not shown)", cfg->database_pool,
+	        cfg->database_acquire_timeout_ms, cfg->database_timeout_ms);
+	free(shown);
+}
+
 /* --check-config: what a start with these settings would use. */
 void
 config_print(const struct config *cfg, FILE *out)
@@ -628,6 +706,7 @@ config_print(const struct config *cfg, FILE *out)
 		    cfg->rate_burst, cfg->rate_clients, cfg->n_trusted);
 	else
 		fprintf(out, "rate limit: off\n");
+	print_database(cfg, out);
 	if (cfg->ignored_env != NULL)
 		fprintf(out, "ignored %s=%s (a Kubernetes service link)\n",
 		        cfg->ignored_env, cfg->ignored_value);

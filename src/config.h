@@ -54,6 +54,14 @@ struct config {
 	size_t rate_clients;         /* clients the table remembers */
 	struct cidr trusted[CONFIG_TRUSTED_MAX]; /* --trusted-proxy */
 	size_t n_trusted;
+	/* --database: a libpq URI or key=value string, password and all;
+	 * NULL: no database. Never logged or printed as it is (src/db's
+	 * db_conninfo_redact). */
+	const char *database;
+	unsigned int database_pool; /* connections; 0 until decided: as many
+	                             * as handler threads */
+	unsigned int database_acquire_timeout_ms;
+	unsigned int database_timeout_ms; /* each statement's deadline */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 	int check_only; /* --check-config: validate, serve nothing */

@@ -18,6 +18,7 @@
 #include "checks.h"
 #include "clock.h"
 #include "config.h"
+#include "db/db.h"
 #include "log.h"
 #include "metrics.h"
 #include "middleware.h"
@@ -452,6 +453,24 @@ prepare(struct supervisor *sv, const struct config *cfg, sigset_t *sigs,
 	return 0;
 }
 
+/* With --database, its pool: -1 when it cannot be set up (logged), 0 else;
+ * a database that is down is no failure (the pool connects later). */
+static int
+open_database(struct runtime *rt, const struct config *cfg)
+{
+	const struct db_pool_options opt = {
+	    .conninfo = cfg->database,
+	    .size = cfg->database_pool,
+	    .acquire_timeout_ms = cfg->database_acquire_timeout_ms,
+	    .statement_timeout_ms = cfg->database_timeout_ms,
+	};
+
+	if (cfg->database == NULL)
+		return 0;
+	rt->db = db_pool_open(&opt);
+	return rt->db != NULL ? 0 : -1;
+}
+
 /*
  * The service's start hook (before the first request and READY=1), microd's
  * own state, the server, its checks and the watchdog. 0, or -1 with all of
@@ -476,7 +495,9 @@ start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
 		tls_install(sv->tls);
 	sv->runtime.middleware = sv->middleware;
 	middleware_describe(sv->middleware);
-	sv->runtime.checks = checks_new(cfg);
+	sv->runtime.checks = open_database(&sv->runtime, cfg) == 0
+	                         ? checks_new(cfg, sv->runtime.db)
+	                         : NULL;
 	sv->srv = sv->runtime.checks != NULL
 	              ? server_start(cfg, listen_fd, tls_listen_fd,
 	                             &sv->runtime, sv->app)
@@ -504,6 +525,7 @@ start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
 	if (sv->srv != NULL)
 		return 0;
 	checks_free(sv->runtime.checks);
+	db_pool_close(sv->runtime.db);
 	app_stop(sv->app);
 	middleware_close(sv->middleware);
 	tls_close(sv->tls);
@@ -515,7 +537,8 @@ start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
 /*
  * After the drain: the watchdog, the checks, the server, then what the
  * probes and the chain used (neither runs once the server has stopped), and
- * the application, unless a handler that did not finish still uses it.
+ * the application and the database pool, unless a handler that did not
+ * finish still uses them.
  */
 static void
 stop_serving(struct supervisor *sv)
@@ -534,8 +557,11 @@ stop_serving(struct supervisor *sv)
 	sv->runtime.middleware = NULL;
 	checks_free(checks);
 	middleware_close(sv->middleware);
-	if (!cut)
+	if (!cut) {
 		app_stop(sv->app);
+		db_pool_close(sv->runtime.db);
+		sv->runtime.db = NULL;
+	}
 	tls_close(sv->tls); /* no handshake any more: the daemons stopped */
 }
 

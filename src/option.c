@@ -91,6 +91,10 @@ refuse(char *err, size_t errlen, const char *what, const char *value,
 	}
 	shown[n] = '\0';
 	cut = *p != '\0' ? "..." : "";
+	if (opt->secret) { /* a password is no part of an error */
+		snprintf(shown, sizeof(shown), "(not shown)");
+		cut = "";
+	}
 	if (why != NULL)
 		snprintf(err, errlen, "%s: invalid value '%s%s': %s", what,
 		         shown, cut, why);

@@ -45,6 +45,7 @@ struct option {
 	int (*word)(const char *); /* OPTION_WORD: its number, or -1 */
 	option_add_fn *add;        /* OPTION_LIST */
 	const char *none;          /* OPTION_LIST: why no word is refused */
+	int secret; /* the value is never shown: it may hold a password */
 };
 
 #define OPTION_FIELD(type, f)                                                  \

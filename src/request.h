@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "runtime.h"
 #include "trace.h"
 
 enum request_field { REQUEST_HEADER, REQUEST_QUERY, REQUEST_PEER };
@@ -192,6 +193,19 @@ request_param(const struct request *req, const char *name)
 		    memcmp(req->params->at[i].name, name, len) == 0)
 			return req->params->at[i].value;
 	return NULL;
+}
+
+/*
+ * The PostgreSQL pool of --database (src/db/db.h: db_acquire, db_release),
+ * or NULL without it. Only a blocking handler (ROUTE_BLOCKING, run on the
+ * handler pool) may use it: an acquire waits up to
+ * --database-acquire-timeout and a statement up to --database-timeout,
+ * which would stall every connection of an I/O thread.
+ */
+static inline struct db_pool *
+request_db(const struct request *req)
+{
+	return req->runtime != NULL ? req->runtime->db : NULL;
 }
 
 #endif

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * runtime.h -- microd's own state that its built-in routes and the engine
- * read: the health checks, the HTTPS certificate, the before-handler chain
+ * read: the health checks, the HTTPS certificate, the before-handler chain,
+ * the database pool
  */
 #ifndef MICROD_RUNTIME_H
 #define MICROD_RUNTIME_H
 
 struct checks;
+struct db_pool;
 struct middleware;
 struct tls;
 
@@ -22,6 +24,9 @@ struct runtime {
 	/* The before-handler chain's state (rate limit, tokens); NULL: the
 	 * chain is not run. */
 	struct middleware *middleware;
+	/* With --database, the PostgreSQL pool (src/db/db.h), for blocking
+	 * handlers only (request_db); NULL: none. */
+	struct db_pool *db;
 };
 
 #endif

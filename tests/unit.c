@@ -40,6 +40,7 @@
 #include "reply.h"
 #include "resources.h"
 #include "router.h"
+#include "runtime.h"
 #include "status.h"
 #include "trace.h"
 #include "validate.h"
@@ -587,6 +588,21 @@ test_middleware_skips(void)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		is(middleware_skips(rows[i].flags), rows[i].skips,
 		   "middleware_skips: %s", rows[i].why);
+}
+
+/* request_db: the runtime's pool, NULL without --database or a runtime. */
+static void
+test_request_db(void)
+{
+	struct runtime rt = {.db = NULL};
+	struct request req = {.runtime = NULL};
+
+	ok(request_db(&req) == NULL, "request_db: NULL without a runtime");
+	req.runtime = &rt;
+	ok(request_db(&req) == NULL, "request_db: NULL without --database");
+	rt.db = (struct db_pool *)&rt; /* any address: only passed on */
+	ok(request_db(&req) == (struct db_pool *)&rt,
+	   "request_db: the runtime's pool");
 }
 
 static void
@@ -3708,6 +3724,7 @@ main(void)
 	test_middleware_skips();
 	test_reply();
 	test_reply_header();
+	test_request_db();
 	test_pool();
 	test_health();
 	test_encode();

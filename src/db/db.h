@@ -92,6 +92,16 @@ struct db_pool_stats {
 void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
 
 /*
+ * The database check's run: a connection within timeout_ms (a failure here
+ * is not counted in acquire_timeouts: those are the handlers'), then
+ * SELECT 1 answered before the same deadline. A run cut short when stop_fd
+ * (-1: none) turns readable. 0, or -1 with why set to one line without the
+ * conninfo; a connection that did not answer in time is discarded.
+ */
+int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
+            char *why, size_t len);
+
+/*
  * Stops the connecting thread, wakes every waiter (DB_DOWN) and closes the
  * idle connections. A connection still in use is closed by its
  * db_release(), the last of which frees the pool.

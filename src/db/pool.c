@@ -373,8 +373,11 @@ db_discard(struct db_pool *p, struct db_conn *c)
 	return last;
 }
 
-enum db_acquire_result
-db_acquire(struct db_pool *p, struct db_conn **out)
+/* db_acquire with its own timeout; counted: a failure is an acquire
+ * timeout of the metrics. */
+static enum db_acquire_result
+db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
+        struct db_conn **out)
 {
 	struct timespec deadline;
 	long long ns;
@@ -382,7 +385,7 @@ db_acquire(struct db_pool *p, struct db_conn **out)
 
 	*out = NULL;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	ns = deadline.tv_nsec + (long long)p->opt.acquire_timeout_ms * 1000000;
+	ns = deadline.tv_nsec + (long long)timeout_ms * 1000000;
 	deadline.tv_sec += (time_t)(ns / 1000000000);
 	deadline.tv_nsec = (long)(ns % 1000000000);
 	pthread_mutex_lock(&p->lock);
@@ -423,9 +426,16 @@ db_acquire(struct db_pool *p, struct db_conn **out)
 			break;
 		}
 	}
-	p->acquire_timeouts++;
+	if (counted)
+		p->acquire_timeouts++;
 	pthread_mutex_unlock(&p->lock);
 	return ret;
+}
+
+enum db_acquire_result
+db_acquire(struct db_pool *p, struct db_conn **out)
+{
+	return db_take(p, p->opt.acquire_timeout_ms, 1, out);
 }
 
 /* Ends a transaction the handler left open or failed: 0, or -1 when c
@@ -536,4 +546,85 @@ db_pool_close(struct db_pool *p)
 	}
 	if (freeit)
 		db_pool_free(p);
+}
+
+/* libpq's message, its first line only, into why after what. */
+static void
+db_why_pq(char *why, size_t len, const char *what, const PGconn *pg)
+{
+	const char *m = PQerrorMessage(pg);
+
+	snprintf(why, len, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+int
+db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
+        size_t len)
+{
+	long long deadline = now_ms() + timeout_ms;
+	struct db_conn *c;
+	PGresult *r;
+	PGconn *pg;
+	int ret = -1, broken = 1;
+
+	switch (db_take(p, timeout_ms, 0, &c)) {
+	case DB_OK:
+		break;
+	case DB_EXHAUSTED:
+		snprintf(why, len,
+		         "no connection free within %u ms: all %u in use",
+		         timeout_ms, p->opt.size);
+		return -1;
+	case DB_DOWN:
+	default:
+		snprintf(why, len,
+		         "no connection: the database cannot be "
+		         "reached (the log has libpq's reason)");
+		return -1;
+	}
+	pg = c->pg;
+	if (!PQsendQuery(pg, "SELECT 1")) {
+		db_why_pq(why, len, "SELECT 1", pg);
+		goto out;
+	}
+	while (PQisBusy(pg)) {
+		struct pollfd pfd[2] = {{.fd = PQsocket(pg), .events = POLLIN},
+		                        {.fd = stop_fd, .events = POLLIN}};
+		long long left = deadline - now_ms();
+		int n =
+		    left > 0 ? poll(pfd, stop_fd >= 0 ? 2 : 1, (int)left) : 0;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || pfd[1].revents != 0) {
+			if (n == 0)
+				snprintf(why, len,
+				         "SELECT 1: no answer within %u ms",
+				         timeout_ms);
+			else
+				snprintf(why, len, "SELECT 1: %s",
+				         n < 0 ? strerror(errno) : "halted");
+			goto out; /* a query in flight: the connection goes */
+		}
+		if (!PQconsumeInput(pg)) {
+			db_why_pq(why, len, "SELECT 1", pg);
+			goto out;
+		}
+	}
+	ret = 0;
+	while ((r = PQgetResult(pg)) != NULL) {
+		if (PQresultStatus(r) != PGRES_TUPLES_OK && ret == 0) {
+			const char *state =
+			    PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+			snprintf(why, len, "SELECT 1: SQLSTATE %s",
+			         state != NULL ? state : "none");
+			ret = -1;
+		}
+		PQclear(r);
+	}
+	broken = ret != 0 || PQstatus(pg) != CONNECTION_OK;
+out:
+	db_release(p, c, broken);
+	return ret;
 }
