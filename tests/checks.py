@@ -44,9 +44,10 @@ def get(port, path, timeout=5):
     return (int(m.group(1)) if m else None), body, took
 
 
-class Http:
-    """A tiny HTTP server on 127.0.0.1: mode 200, 500, or hang (accept and
-    say nothing)."""
+class RawServer:
+    """A raw server on 127.0.0.1 on a thread of its own: each accepted
+    connection goes to answer(); close() stops it and closes what it
+    holds."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -54,9 +55,6 @@ class Http:
         self.sock.listen(64)
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
-        self.mode = 200
-        self.body = b""
-        self.ends = {"eof": 0, "reset": 0}  # how microd's side closed
         self.held = []
         self.running = True
         self.thread = threading.Thread(target=self.serve)
@@ -68,27 +66,10 @@ class Http:
                 c, _ = self.sock.accept()
             except socket.timeout:
                 continue
-            if self.mode == "hang":
-                self.held.append(c)
-                continue
-            if self.mode == "open":  # a whole answer, and the connection kept
-                c.recv(4096)
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                self.held.append(c)
-                continue
-            c.settimeout(2)
-            reason = b"\xff\xfe" if self.mode == 502 else b"X"  # 502: bytes that are not UTF-8
-            try:
-                c.recv(4096)
-                c.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                          % (self.mode, reason, len(self.body), self.body))
-                c.shutdown(socket.SHUT_WR)
-                self.ends["eof" if c.recv(1) == b"" else "reset"] += 1
-            except ConnectionResetError:
-                self.ends["reset"] += 1
-            except OSError:
-                pass
-            c.close()
+            self.answer(c)
+
+    def answer(self, c):
+        raise NotImplementedError
 
     def close(self):
         self.running = False
@@ -96,6 +77,40 @@ class Http:
         for c in self.held:
             c.close()
         self.sock.close()
+
+
+class Http(RawServer):
+    """A tiny HTTP server on 127.0.0.1: mode 200, 500, or hang (accept and
+    say nothing)."""
+
+    def __init__(self):
+        self.mode = 200
+        self.body = b""
+        self.ends = {"eof": 0, "reset": 0}  # how microd's side closed
+        super().__init__()
+
+    def answer(self, c):
+        if self.mode == "hang":
+            self.held.append(c)
+            return
+        if self.mode == "open":  # a whole answer, and the connection kept
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.held.append(c)
+            return
+        c.settimeout(2)
+        reason = b"\xff\xfe" if self.mode == 502 else b"X"  # 502: bytes that are not UTF-8
+        try:
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                      % (self.mode, reason, len(self.body), self.body))
+            c.shutdown(socket.SHUT_WR)
+            self.ends["eof" if c.recv(1) == b"" else "reset"] += 1
+        except ConnectionResetError:
+            self.ends["reset"] += 1
+        except OSError:
+            pass
+        c.close()
 
 
 def listener(port=0):
@@ -433,7 +448,7 @@ def test_trace_outbound():
     srv.close()
 
 
-class Pieces:
+class Pieces(RawServer):
     """A raw HTTP server on 127.0.0.1 that answers every connection with
     its pieces, each sent on its own (TCP_NODELAY, 50 ms apart: the pause
     only paces the bytes into separate reads; the verdict asserted must
@@ -441,44 +456,27 @@ class Pieces:
 
     def __init__(self, pieces):
         self.pieces = pieces
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.running = True
-        self.thread = threading.Thread(target=self.serve)
-        self.thread.start()
+        super().__init__()
 
-    def serve(self):
-        while self.running:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            try:
-                c.settimeout(2)
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                got = b""
-                while b"\r\n\r\n" not in got:
-                    more = c.recv(4096)
-                    if not more:
-                        break
-                    got += more
-                for i, piece in enumerate(self.pieces):
-                    if i:
-                        time.sleep(0.05)
-                    c.sendall(piece)
-                c.shutdown(socket.SHUT_WR)
-                c.recv(1)
-            except OSError:
-                pass
-            c.close()
-
-    def close(self):
-        self.running = False
-        self.thread.join()
-        self.sock.close()
+    def answer(self, c):
+        try:
+            c.settimeout(2)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                more = c.recv(4096)
+                if not more:
+                    break
+                got += more
+            for i, piece in enumerate(self.pieces):
+                if i:
+                    time.sleep(0.05)
+                c.sendall(piece)
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)
+        except OSError:
+            pass
+        c.close()
 
 
 def test_status_line():
