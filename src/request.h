@@ -51,6 +51,11 @@ struct request {
 	size_t raw_len;
 	/* Looks up a header or query argument, or (name unused) the peer;
 	 * NULL when absent. */
+	/* Set by the engine while a blocking handler runs: a descriptor that
+	 * turns readable (POLLIN) once the client has gone, its connection
+	 * closed or reset. NULL: not watched (an I/O-thread handler, the
+	 * handler harness). Read through request_gone_fd(). */
+	const int *gone_fd;
 	const char *(*lookup)(void *ctx, enum request_field field,
 	                      const char *name);
 	/* Calls fn with the value of every header line or query argument
@@ -193,6 +198,17 @@ request_param(const struct request *req, const char *name)
 		    memcmp(req->params->at[i].name, name, len) == 0)
 			return req->params->at[i].value;
 	return NULL;
+}
+
+/*
+ * A descriptor to poll (with whatever else a blocking handler waits on) that
+ * turns readable once the client has gone; -1 when nobody watches. Polling
+ * it is all a handler may do: reading it or closing it is the engine's.
+ */
+static inline int
+request_gone_fd(const struct request *req)
+{
+	return req->gone_fd != NULL ? *req->gone_fd : -1;
 }
 
 /*
