@@ -119,8 +119,9 @@ def test_fresh(pg):
     ok(cols == ["id|bigint|NO||YES|ALWAYS", "title|text|NO||NO|",
                 "body|text|NO|''::text|NO|", "tags|ARRAY|NO|'{}'::text[]|NO|",
                 "created_at|timestamp with time zone|NO|now()|NO|",
-                "updated_at|timestamp with time zone|NO|now()|NO|"],
-       "notes: id bigint generated always as identity, title, body '', tags '{}', the two times (%s)"
+                "updated_at|timestamp with time zone|NO|now()|NO|", "version|bigint|NO|1|NO|"],
+       "notes: id bigint generated always as identity, title, body '', tags '{}', the two times, "
+       "version 1 (%s)"
        % cols)
     ok(pg.psql("select string_agg(a.attname, ',') from pg_index i join pg_attribute a on "
                "a.attrelid = i.indrelid and a.attnum = any(i.indkey) where i.indrelid = "

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "handlers.h"
 #include "log.h"
 
 struct app *
@@ -25,28 +24,23 @@ app_start(const struct config *cfg)
 		return NULL;
 	}
 #endif
-	if (cfg->example_routes) {
-		app->notes = notes_open();
-		if (app->notes == NULL) {
-			free(app);
-			return NULL;
-		}
-	}
+	app->example_routes = cfg->example_routes;
+	if (app->example_routes)
+		log_info(
+		    "example routes on: /status/{code}, /delay/{ms}, "
+		    "/resolve/{host}, and /notes, which needs --database%s",
+		    cfg->database != NULL ? "" : " (not set: 503)");
 	return app;
 }
 
 void
 app_drain(struct app *app)
 {
-	if (app->notes != NULL)
-		notes_drain(app->notes);
+	(void)app; /* nothing of the service's own to tell */
 }
 
 void
 app_stop(struct app *app)
 {
-	if (app == NULL)
-		return;
-	notes_close(app->notes);
 	free(app);
 }
