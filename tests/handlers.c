@@ -168,6 +168,36 @@ test_resolve(void)
 	reply_release(&rep);
 }
 
+/* POST /count: a raw body, any Content-Type, as sent. */
+static void
+test_count(void)
+{
+	struct reply rep;
+
+	oneshot_run(&(struct oneshot){.method = "POST",
+	                              .target = "/count",
+	                              .body = "caf\xc3\xa9\nn",
+	                              .app = app},
+	            &rep);
+	is(rep.status, 200, "POST /count is 200");
+	is(json_integer_value(json_object_get(rep.body, "bytes")), 7,
+	   "7 bytes");
+	is(json_integer_value(json_object_get(rep.body, "characters")), 6,
+	   "6 characters");
+	is(json_integer_value(json_object_get(rep.body, "lines")), 1, "1 line");
+	reply_release(&rep);
+	oneshot_run(&(struct oneshot){.method = "POST",
+	                              .target = "/count",
+	                              .body = "a\0b",
+	                              .body_len = 3,
+	                              .app = app},
+	            &rep);
+	is(rep.status, 415, "a NUL in the body: 415");
+	is_str(detail(&rep), "the body must be UTF-8 text without NUL bytes",
+	       "  the text rule answered");
+	reply_release(&rep);
+}
+
 /* One request's reply: status, detail, and the 422's errors as
  * "pointer detail; pointer detail". */
 static void
@@ -386,6 +416,7 @@ main(void)
 	test_status();
 	test_delay();
 	test_resolve();
+	test_count();
 	test_notes();
 	test_router_answers();
 	test_query();

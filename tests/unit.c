@@ -241,7 +241,7 @@ test_router_check(void)
 	ok(router_check_served(ROUTE_EXAMPLE, 1000, msg, sizeof(msg)) == 0,
 	   "a hidden row's body limit may pass the budget");
 	ok(router_check_served(0, 1000, msg, sizeof(msg)) == -1 &&
-	       strcmp(msg, "POST /notes takes bodies up to 65536 bytes, "
+	       strcmp(msg, "POST /count takes bodies up to 4096 bytes, "
 	                   "more than the body budget of 1000 bytes: raise "
 	                   "--body-budget") == 0,
 	   "a served row's body limit past the budget: refused (%s)", msg);

@@ -26,21 +26,26 @@ app_start(const struct config *cfg)
 #endif
 	app->example_routes = cfg->example_routes;
 	if (app->example_routes)
-		log_info(
-		    "example routes on: /status/{code}, /delay/{ms}, "
-		    "/resolve/{host}, and /notes, which needs --database%s",
-		    cfg->database != NULL ? "" : " (not set: 503)");
+		log_info("example routes on: /status/{code}, /delay/{ms}, "
+		         "/resolve/{host}, /count, and /notes, which needs "
+		         "--database%s",
+		         cfg->database != NULL ? "" : " (not set: 503)");
 	return app;
 }
 
 void
 app_drain(struct app *app)
 {
-	(void)app; /* nothing of the service's own to tell */
+	if (app->example_routes)
+		log_info("example routes: the drain begins");
 }
 
 void
 app_stop(struct app *app)
 {
+	if (app == NULL)
+		return;
+	if (app->example_routes)
+		log_info("example routes: stopped");
 	free(app);
 }

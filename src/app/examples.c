@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * examples.c -- the example routes, off unless --example-routes: a status
- * echo, a blocking delay on the handler pool, and a name lookup; the example
- * resource, /notes, is notes.c
+ * echo, a blocking delay on the handler pool, a name lookup, and a raw text
+ * body counted; the example resource, /notes, is notes.c
  */
 #include "handlers.h"
 
@@ -15,6 +15,7 @@
 
 #include "number.h"
 #include "reply.h"
+#include "utf8.h"
 
 /* GET /status/{code}: problem details with that status, 200 to 599. */
 void
@@ -107,4 +108,33 @@ handle_resolve(const struct request *req, struct reply *rep)
 	reply_json(rep, 200,
 	           json_pack("{s:s, s:o}", "host", host, "addresses", addrs));
 	reply_header(rep, "Cache-Control", "max-age=30");
+}
+
+/*
+ * POST /count: the bytes, characters and lines of a UTF-8 text body of at
+ * most the route's 4096 bytes. A ROUTE_RAW_BODY route: the body as sent, in
+ * req->raw, whatever its Content-Type.
+ */
+void
+handle_count(const struct request *req, struct reply *rep)
+{
+	const unsigned char *s = (const unsigned char *)req->raw;
+	size_t chars = 0, lines = 0;
+
+	for (size_t i = 0; i < req->raw_len; chars++) {
+		size_t n = utf8_seq_len(s + i, req->raw_len - i);
+
+		if (n == 0 || s[i] == '\0') {
+			reply_error(rep, 415,
+			            "the body must be UTF-8 text "
+			            "without NUL bytes");
+			return;
+		}
+		lines += s[i] == '\n';
+		i += n;
+	}
+	reply_json(rep, 200,
+	           json_pack("{s:I, s:I, s:I}", "bytes",
+	                     (json_int_t)req->raw_len, "characters",
+	                     (json_int_t)chars, "lines", (json_int_t)lines));
 }

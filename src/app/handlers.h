@@ -2,7 +2,8 @@
 /*
  * handlers.h -- the service's handlers: POST /echo (echo.c), the example
  * routes (--example-routes, examples.c): /status/{code}, /delay/{ms},
- * /resolve/{host}, and the example resource on PostgreSQL (notes.c), /notes
+ * /resolve/{host}, /count, and the example resource on PostgreSQL
+ * (notes.c), /notes
  */
 #ifndef MICROD_APP_HANDLERS_H
 #define MICROD_APP_HANDLERS_H
@@ -19,6 +20,7 @@ handler_fn handle_echo;
 handler_fn handle_status;
 handler_fn handle_delay;
 handler_fn handle_resolve;
+handler_fn handle_count;
 handler_fn handle_notes_create;
 handler_fn handle_notes_list;
 handler_fn handle_notes_get;

@@ -18,6 +18,7 @@ const struct route app_routes[] = {
     {"GET", "/delay/{ms}", handle_delay, ROUTE_EXAMPLE | ROUTE_BLOCKING, 0},
     {"GET", "/resolve/{host}", handle_resolve, ROUTE_EXAMPLE | ROUTE_BLOCKING,
      0},
+    {"POST", "/count", handle_count, ROUTE_EXAMPLE | ROUTE_RAW_BODY, 4096},
     /* --example-routes and --database: see src/app/notes.c. */
     {"POST", "/notes", handle_notes_create, NOTES | ROUTE_JSON_BODY,
      NOTES_BODY_MAX},
