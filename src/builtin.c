@@ -33,8 +33,8 @@ handle_version(const struct request *req, struct reply *rep)
 	                     "jansson", jansson_version_str()));
 }
 
-/* The database pool's gauges and counters (the histograms of acquires and
- * statements come with the statement layer). */
+/* The database pool's gauges and counters, then its histograms and error
+ * counters (db_pool_render_metrics). */
 static void
 render_db(struct db_pool *db, FILE *f)
 {
@@ -61,6 +61,7 @@ render_db(struct db_pool *db, FILE *f)
 	        "# TYPE microd_db_reconnects_total counter\n"
 	        "microd_db_reconnects_total %llu\n",
 	        st.idle, st.used, st.max, st.acquire_timeouts, st.reconnects);
+	db_pool_render_metrics(db, f);
 }
 
 /* microd's own families past the request metrics: checks, the chain, the

@@ -32,6 +32,9 @@ struct db_column {
  * One statement of the service's table (src/app/statements.c). name is the
  * prepared statement's name on every connection and the label of its
  * metrics and log lines; sql takes $1..$n, bound, never pasted in.
+ * At start each is described by the server and compared with its row
+ * (parameter types; column names and types); a row with no columns
+ * (columns NULL) reads no result, and its result is not compared.
  */
 struct db_statement {
 	const char *name;
