@@ -154,8 +154,8 @@ handle_test_trace(const struct request *req, struct reply *rep)
  * Test builds only: polls request_gone_fd for up to ?ms= milliseconds (at
  * most 30 s) and answers whether it turned readable. The client that left
  * gets no answer, so each step is logged too, with the request id and the
- * monotonic clock: "test gone: ID watching", then "ID fired at NS" or "ID
- * not fired" ("ID not watched" without a descriptor).
+ * monotonic clock: "test gone: ID watching at NS", then "ID fired at NS" or
+ * "ID not fired" ("ID not watched" without a descriptor).
  */
 static void
 handle_test_gone(const struct request *req, struct reply *rep)
@@ -174,7 +174,7 @@ handle_test_gone(const struct request *req, struct reply *rep)
 		reply_json(rep, 200, json_pack("{s:b}", "watched", 0));
 		return;
 	}
-	log_info("test gone: %s watching", req->id);
+	log_info("test gone: %s watching at %lld", req->id, now_ns());
 	until = now_ms() + (long long)ms;
 	do {
 		left = until - now_ms();

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -51,6 +52,9 @@ struct gone {
 	 * stop may release its slot after the server is gone. */
 	unsigned int refs;
 	unsigned int n;
+#if MICROD_TEST_HOOKS
+	long lag_ms; /* MICROD_TEST_GONE_LAG_MS: see gone_main */
+#endif
 	struct gone_slot slots[];
 };
 
@@ -147,6 +151,17 @@ gone_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			if (ev[i].data.u64 == GONE_STOP)
 				return NULL;
+#if MICROD_TEST_HOOKS
+			/* Test builds only: a watcher that lags, so that
+			 * the suite can make an event go stale. */
+			if (g->lag_ms > 0) {
+				struct timespec ts = {g->lag_ms / 1000,
+				                      g->lag_ms % 1000 * 1000000L};
+
+				while (nanosleep(&ts, &ts) != 0)
+					;
+			}
+#endif
 			gone_event(g, ev[i].data.u64);
 		}
 	}
@@ -165,6 +180,10 @@ gone_start(unsigned int slots)
 	}
 	g->epfd = g->stopfd = -1;
 	g->refs = 1;
+#if MICROD_TEST_HOOKS
+	if (getenv("MICROD_TEST_GONE_LAG_MS") != NULL)
+		g->lag_ms = atol(getenv("MICROD_TEST_GONE_LAG_MS"));
+#endif
 	if (pthread_mutex_init(&g->lock, NULL) != 0) {
 		free(g);
 		log_error("%s: cannot set up the client watch", __func__);
