@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 
-from server import poll, recv_all, start_microd, stop_microd, wait_exit
+from server import http_once, poll, recv_all, start_microd, stop_microd, wait_exit
 from tap import done, ok
 
 HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
@@ -99,6 +99,19 @@ def test_half_close(port, log):
        "a client that shuts down its sending side counts as gone: readable within 100 ms (%s, %.1f ms)"
        % (what, (at - left) / 1e6 if at else -1))
     s.close()
+
+
+def test_runs_on(port, log):
+    """A handler that never polls the descriptor (/delay) runs to its end
+    as before: its access-log line has the whole delay."""
+    s = send(port, "delay-1", 0, path="/delay/300")
+    ok(poll(lambda: re.search(rb"^microd_handler_busy 1$", http_once(port, "/metrics")[1], re.M), 5, 0.005),
+       "/delay/300's handler runs")
+    s.close()
+    pat = re.compile(r"path=/delay/300 .*duration_ms=([\d.]+) .*request_id=delay-1")
+    m = poll(lambda: pat.search(read_log(log)), 10, 0.01)
+    ok(m and float(m.group(1)) >= 300,
+       "a handler that never polls it runs to its end (%s ms)" % (m.group(1) if m else None))
 
 
 def test_stays(port, log):
@@ -219,12 +232,14 @@ def no_warnings(log):
 
 
 def main():
-    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1", "--log-format", "text"])
+    proc, port, log = start_microd([HOOKS, "--port", "0", "--bind", "127.0.0.1", "--log-format", "text",
+                                    "--example-routes"])
     if not ok(port is not None, "microd (test build) started"):
         return done()
     test_close(port, log)
     test_reset(port, log)
     test_half_close(port, log)
+    test_runs_on(port, log)
     test_stays(port, log)
     test_pipelined(port, log)
     test_io_thread(port, log)
