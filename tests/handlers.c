@@ -254,7 +254,7 @@ test_notes(void)
 	static const char *const after[] = {"If-Match: \"1\" x", NULL};
 	static const char *const two[] = {"If-Match: **", NULL};
 	static const char *const ctl[] = {"If-Match: \"a\tb\"", NULL};
-	const char *no_db = "the notes resource needs --database";
+	const char *no_db = "no database is configured";
 	const char *bad_id =
 	    "a note's id is an integer from 1 to 9223372036854775807";
 	const char *bad_match =

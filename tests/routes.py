@@ -155,7 +155,7 @@ def test_bodies_and_headers(port):
     ok(st == 415 and detail(b) == "the body must be UTF-8 text without NUL bytes", "a handler's own 415")
     st, _, b, _ = request(port, "POST", "/notes", headers=["Content-Type: application/json"],
                           body=b'{"title": "t"}')
-    ok(st == 503 and detail(b) == "the notes resource needs --database",
+    ok(st == 503 and detail(b) == "no database is configured",
        "/notes without --database: 503 (%s %s)" % (st, detail(b)))
     st, _, b, _ = request(port, "GET", "/notes/0")
     ok(st == 400 and detail(b) == "a note's id is an integer from 1 to 9223372036854775807",

@@ -35,17 +35,6 @@ static const struct validate_shape note_shape = VALIDATE_SHAPE(note_fields);
 
 #define ST(name) (&app_statements[name])
 
-/* Without --database there is nothing to serve: 503, after the request's
- * own checks (a bad request is the client's whatever the setup). */
-static int
-notes_have_db(const struct request *req, struct reply *rep)
-{
-	if (request_db(req) != NULL)
-		return 0;
-	reply_error(rep, 503, "the notes resource needs --database");
-	return -1;
-}
-
 /* The path's {id} as plain decimal in buf: 0, or -1 with rep set to 400. */
 static int
 note_id(const struct request *req, char buf[24], struct reply *rep)
@@ -201,8 +190,7 @@ handle_notes_create(const struct request *req, struct reply *rep)
 	const char *values[3];
 	struct db_result *res;
 
-	if (validate_body(&note_shape, req->body, VALIDATE_WHOLE, rep) != 0 ||
-	    notes_have_db(req, rep) != 0)
+	if (validate_body(&note_shape, req->body, VALIDATE_WHOLE, rep) != 0)
 		return;
 	if (tags != NULL &&
 	    (tags_text = json_dumps(tags, JSON_COMPACT)) == NULL) {
@@ -245,8 +233,6 @@ handle_notes_list(const struct request *req, struct reply *rep)
 		            (intmax_t)INT64_MAX);
 		return;
 	}
-	if (notes_have_db(req, rep) != 0)
-		return;
 	snprintf(after_text, sizeof(after_text), "%ju", after);
 	/* One more row than the page says whether a next page exists. */
 	snprintf(limit_text, sizeof(limit_text), "%ju", limit + 1);
@@ -273,7 +259,7 @@ handle_notes_get(const struct request *req, struct reply *rep)
 	const char *values[] = {id};
 	struct db_result *res;
 
-	if (note_id(req, id, rep) != 0 || notes_have_db(req, rep) != 0)
+	if (note_id(req, id, rep) != 0)
 		return;
 	if (db_query(req, ST(NOTES_GET), values, &res, rep) != 0)
 		return;
@@ -303,8 +289,6 @@ handle_notes_patch(const struct request *req, struct reply *rep)
 	        0 ||
 	    if_match(req, &versions, rep) != 0)
 		return;
-	if (notes_have_db(req, rep) != 0)
-		goto out;
 	if (tags != NULL && !json_is_null(tags) &&
 	    (tags_text = json_dumps(tags, JSON_COMPACT)) == NULL) {
 		reply_json(rep, 500, NULL);
@@ -338,8 +322,7 @@ handle_notes_delete(const struct request *req, struct reply *rep)
 	if (note_id(req, id, rep) != 0 || if_match(req, &versions, rep) != 0)
 		return;
 	values[1] = versions;
-	if (notes_have_db(req, rep) != 0 ||
-	    db_query(req, ST(NOTES_DELETE), values, &res, rep) != 0)
+	if (db_query(req, ST(NOTES_DELETE), values, &res, rep) != 0)
 		goto out;
 	if (db_result_rows(res) == 0)
 		note_missing_or_stale(req, id, rep);
