@@ -339,7 +339,34 @@ def test_deadline(pg):
     stop_microd(proc, log)
 
 
+def test_readme():
+    """The README's handler and statement row are the source's, verbatim."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("### A resource on PostgreSQL\n"):]
+    section = section[:re.search(r"\n##+ ", section[4:]).start() + 4]
+    blocks = re.findall(r"```c\n(.*?)```", section, re.S)
+    with open(os.path.join(root, "src/app/notes.c")) as f:
+        notes = f.read()
+    with open(os.path.join(root, "src/app/statements.c")) as f:
+        statements = f.read()
+    ok(len(blocks) == 2 and blocks[0] in notes and blocks[0].startswith("void\nhandle_notes_get("),
+       "the README's handler is handle_notes_get in src/app/notes.c, verbatim")
+    ok(len(blocks) == 2 and blocks[1] in statements, "its statement row is in src/app/statements.c, verbatim")
+
+
+def test_body_limit(port):
+    st, h, b = request(port, "POST", "/notes", body=b"{" + b" " * 65534 + b"}",
+                       headers=["Content-Type: application/json"])
+    ok(st == 422, "a 65536-byte body is read (%s)" % st)
+    st, h, b = request(port, "POST", "/notes", body=b"{" + b" " * 65535 + b"}",
+                       headers=["Content-Type: application/json"])
+    ok(st == 413 and detail(b) == "the request body is larger than the limit", "65537 bytes: 413 (%s)" % st)
+
+
 def main():
+    test_readme()
     with Cluster() as pg:
         proc, port, log = microd(pg)
         if not ok(port is not None, "microd --example-routes --database --migrate"):
@@ -347,6 +374,7 @@ def main():
             return done()
         nid = test_create_get(pg, port)
         test_invalid(port)
+        test_body_limit(port)
         if nid:
             test_patch(pg, port, nid)
             test_delete(pg, port, nid)
