@@ -449,6 +449,47 @@ fail:
 	return NULL;
 }
 
+char *
+db_text_array_literal(const json_t *strings)
+{
+	size_t len = 3, i, n = json_array_size(strings);
+	char *out, *p;
+
+	if (!json_is_array(strings))
+		return NULL;
+	for (i = 0; i < n; i++) {
+		const json_t *v = json_array_get(strings, i);
+		const char *c = json_string_value(v);
+
+		if (c == NULL)
+			return NULL;
+		len += 3 + 2 * json_string_length(v);
+		if (strlen(c) != json_string_length(v))
+			return NULL; /* a NUL: no text holds one */
+	}
+	out = malloc(len);
+	if (out == NULL)
+		return NULL;
+	p = out;
+	*p++ = '{';
+	for (i = 0; i < n; i++) {
+		const char *c = json_string_value(json_array_get(strings, i));
+
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				*p++ = '\\';
+			*p++ = *c;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
 /* n digits at *s, advanced past them: the value, or -1. */
 static int
 time_digits(const char **s, int n)
