@@ -1307,6 +1307,12 @@ main(void)
 	ok(logged != NULL &&
 	       strstr(logged, "password authentication failed") != NULL,
 	   "  and says why the wrong password failed");
+	ok(logged != NULL &&
+	       strstr(logged, "database: statement q_insert: SQLSTATE 23505 "
+	                      "(409): duplicate key value violates unique "
+	                      "constraint \\\"t_items_pkey\\\"") != NULL,
+	   "a failed statement's log line: its name, SQLSTATE, status and "
+	   "the server's message");
 	ok(logged != NULL && pass != NULL && strlen(pass) >= 16 &&
 	       strstr(logged, pass) == NULL && strstr(logged, "7Hq2") == NULL,
 	   "  and neither the password nor the wrong one is in it");
