@@ -274,9 +274,9 @@ render_durations(FILE *f)
 	      f);
 	for (size_t r = 0; r < N_ROUTE_ROWS; r++)
 		for (size_t mi = 0; mi < N_METHODS; mi++) {
-			const char *const labels[] = {
-			    "method", methods[mi], "route", route_name(r),
-			    NULL};
+			const char *const labels[] = {"method", methods[mi],
+			                              "route", route_name(r),
+			                              NULL};
 
 			metrics_histogram_render(
 			    f, "http_request_duration_seconds", labels,

@@ -605,13 +605,13 @@ test_formats(void)
 	}
 }
 
-static const enum db_type p_item[] = {DB_INT4, DB_TEXT, DB_TEXT_ARRAY,
-                                      DB_JSONB, DB_TIMESTAMPTZ};
+static const enum db_type p_item[] = {DB_INT4, DB_TEXT, DB_TEXT_ARRAY, DB_JSONB,
+                                      DB_TIMESTAMPTZ};
 static const enum db_type p_int[] = {DB_INT4};
 static const enum db_type p_text[] = {DB_TEXT};
 static const struct db_column c_item[] = {
-    {"id", DB_INT4},    {"name", DB_TEXT},       {"tags", DB_TEXT_ARRAY},
-    {"doc", DB_JSONB},  {"at", DB_TIMESTAMPTZ}, {"flag", DB_BOOL},
+    {"id", DB_INT4},   {"name", DB_TEXT},      {"tags", DB_TEXT_ARRAY},
+    {"doc", DB_JSONB}, {"at", DB_TIMESTAMPTZ}, {"flag", DB_BOOL},
     {"big", DB_INT8},
 };
 static const struct db_column c_slept[] = {{"slept", DB_BOOL}};
@@ -624,11 +624,11 @@ static const struct db_statement q_table[] = {
      "INSERT INTO t_items (id, name, tags, doc, at) VALUES ($1, $2, $3, $4, "
      "$5) RETURNING id, name, tags, doc, at, flag, big",
      p_item, 5, c_item, 7},
-    {"q_get", "SELECT id, name, tags, doc, at, flag, big FROM t_items WHERE "
-              "id = $1",
+    {"q_get",
+     "SELECT id, name, tags, doc, at, flag, big FROM t_items WHERE "
+     "id = $1",
      p_int, 1, c_item, 7},
-    {"q_sleep", "SELECT true AS slept FROM pg_sleep($1)", p_int, 1, c_slept,
-     1},
+    {"q_sleep", "SELECT true AS slept FROM pg_sleep($1)", p_int, 1, c_slept, 1},
     {"q_flaky", "SELECT t_flaky($1) AS n", p_int, 1, c_n, 1},
     {"q_int", "SELECT $1::int AS n", p_text, 1, c_n, 1},
 };
@@ -844,8 +844,8 @@ test_query_values(struct request *req, struct db_pool *p)
 		const char *const good[] = {"42"};
 
 		ret = query(req, Q_INT, bad, &res, &rep);
-		ok(ret == -1 && rep.status == 400, "22P02 ('abc'::int): 400 (%u)",
-		   rep.status);
+		ok(ret == -1 && rep.status == 400,
+		   "22P02 ('abc'::int): 400 (%u)", rep.status);
 		is_str(detail_of(&rep),
 		       "a value is not valid input for its type",
 		       "  the detail does not quote the value");
@@ -978,8 +978,7 @@ test_query_gone(struct request *req, struct db_pool *p, PGconn *admin,
 
 /* The backend is ended under a running statement: a connection failure. */
 static void
-test_query_terminated(struct request *req, struct db_pool *slow,
-                      PGconn *admin)
+test_query_terminated(struct request *req, struct db_pool *slow, PGconn *admin)
 {
 	const char *const two[] = {"2"};
 	struct runtime rt = {.db = slow};
@@ -1089,14 +1088,14 @@ test_schema(struct db_pool *p, PGconn *admin, const char *uri)
 	(void)admin;
 	pending_names(pending, sizeof(pending));
 	db_acquire(p, &c);
-	got = db_statements_check(db_conn_pg(c), q_table, Q_N,
-	                          now_ms() + 5000, -1, why, sizeof(why));
+	got = db_statements_check(db_conn_pg(c), q_table, Q_N, now_ms() + 5000,
+	                          -1, why, sizeof(why));
 	ok(got == 0, "db_statements_check: the test's table matches (%s)",
 	   got == 0 ? "" : why);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		got = db_statements_check(db_conn_pg(c), &bad[i], 1,
-		                          now_ms() + 5000, -1, why,
-		                          sizeof(why));
+		got =
+		    db_statements_check(db_conn_pg(c), &bad[i], 1,
+		                        now_ms() + 5000, -1, why, sizeof(why));
 		ok(got == -1 && strcmp(why, want[i]) == 0,
 		   "  a mismatch: %s (%d: %s)", want[i], got, why);
 	}
@@ -1105,13 +1104,13 @@ test_schema(struct db_pool *p, PGconn *admin, const char *uri)
 	got = (int)db_schema_check(uri, q_table, Q_N, NULL, 0, 5000, why,
 	                           sizeof(why));
 	ok(got == DB_SCHEMA_OK, "db_schema_check (the start's): all match");
-	got = (int)db_schema_check(uri, bad, 1, NULL, 0, 5000, why,
-	                           sizeof(why));
+	got =
+	    (int)db_schema_check(uri, bad, 1, NULL, 0, 5000, why, sizeof(why));
 	ok(got == DB_SCHEMA_MISMATCH && strcmp(why, want[0]) == 0,
 	   "  a mismatch: DB_SCHEMA_MISMATCH naming it (%s)", why);
-	got = (int)db_schema_check(uri, bad, 1, app_migrations,
-	                           app_migrations_count, 5000, why,
-	                           sizeof(why));
+	got =
+	    (int)db_schema_check(uri, bad, 1, app_migrations,
+	                         app_migrations_count, 5000, why, sizeof(why));
 	ok(got == DB_SCHEMA_SKIPPED && strcmp(why, pending) == 0,
 	   "  with migrations pending: not checked, naming them (%s)", why);
 }
