@@ -1136,7 +1136,8 @@ test_ping_schema(const char *uri)
 	int got;
 
 	pending_names(want, sizeof(want) - 40);
-	strcat(want, " (microd migrate, or --migrate)");
+	snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s",
+	         " (microd migrate, or --migrate)");
 	WAIT_UNTIL(stats(p).idle == 1, 3000);
 	got = db_ping(p, 2000, -1, why, sizeof(why));
 	ok(got == -1 && strcmp(why, want) == 0,

@@ -75,8 +75,13 @@ compare(const struct db_statement *st, const PGresult *d, char *why, size_t len)
 			return -1;
 		}
 	/* A row without columns reads no result: nothing to compare. */
-	if (st->columns == NULL && st->n_columns == 0)
-		return 0;
+	if (st->columns == NULL) {
+		if (st->n_columns == 0)
+			return 0;
+		snprintf(why, len, "statement %s: %u columns, none listed",
+		         st->name, st->n_columns);
+		return -1;
+	}
 	if (PQnfields(d) != (int)st->n_columns) {
 		snprintf(why, len,
 		         "statement %s: the SQL returns %d columns, the table "
