@@ -1142,6 +1142,20 @@ test_ping_schema(const char *uri)
 	got = db_ping(p, 2000, -1, why, sizeof(why));
 	ok(got == -1 && strcmp(why, want) == 0,
 	   "the database check with migrations pending names them (%s)", why);
+	{
+		char small[90];
+		const char *end = " (microd migrate, or --migrate)";
+		size_t n;
+
+		got = db_ping(p, 2000, -1, small, sizeof(small));
+		n = strlen(small);
+		ok(got == -1 && strstr(small, "...") != NULL &&
+		       n > strlen(end) &&
+		       strcmp(small + n - strlen(end), end) == 0,
+		   "  too many names for the reason: the names are cut, not "
+		   "the advice (%s)",
+		   small);
+	}
 	db_pool_close(p);
 	o.n_migrations = 0;
 	p = db_pool_open(&o);

@@ -660,13 +660,19 @@ static int
 db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
                int stop_fd, char *why, size_t len, int *broken)
 {
-	char names[160];
+	/* Room for the words around the names: they are cut, not those. */
+	const size_t around = sizeof(" migrations pending:  (microd migrate, "
+	                             "or --migrate)") +
+	                      10;
+	char names[256];
 	int pending, got;
 
 	if (p->opt.n_migrations > 0) {
-		pending = db_migrate_pending(c->pg, p->opt.migrations,
-		                             p->opt.n_migrations, names,
-		                             sizeof(names));
+		pending = db_migrate_pending(
+		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
+		    len > around && len - around < sizeof(names)
+		        ? len - around
+		        : sizeof(names));
 		if (pending < 0) {
 			db_why_pq(why, len, "migrations", c->pg);
 			*broken = PQstatus(c->pg) != CONNECTION_OK;
