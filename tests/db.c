@@ -1178,6 +1178,53 @@ test_ping_schema(const char *uri)
 	db_pool_close(p);
 }
 
+/* A pool that cannot connect: 503 at once; the error classes' bound. */
+static void
+test_query_down(struct request *req)
+{
+	struct db_pool_options o = {.conninfo =
+	                                "host=127.0.0.1 port=1 user=x dbname=x",
+	                            .size = 1,
+	                            .acquire_timeout_ms = ACQUIRE_MS,
+	                            .statements = q_table,
+	                            .n_statements = Q_N};
+	struct db_pool *p = db_pool_open(&o);
+	struct runtime rt = {.db = p};
+	struct request r2 = *req;
+	const char *const one[] = {"1"};
+	struct db_result *res = NULL;
+	struct reply rep;
+	char cls[8];
+	long long t0;
+	int ret;
+
+	r2.runtime = &rt;
+	WAIT_UNTIL(stats(p).down, 3000);
+	t0 = now_ms();
+	ret = query(&r2, Q_GET, one, &res, &rep);
+	t0 = now_ms() - t0;
+	ok(ret == -1 && rep.status == 503 && rep.retry_after == 1 && t0 < 50,
+	   "the database down: 503 with Retry-After: 1 at once (%u, %lld ms)",
+	   rep.status, t0);
+	is_str(detail_of(&rep), "the database cannot be reached",
+	       "  the detail");
+	reply_release(&rep);
+	for (int i = 0; i < 20; i++) {
+		snprintf(cls, sizeof(cls), "%02dxxx", i);
+		db_pool_count_error(p, 0, cls);
+	}
+	db_pool_count_error(p, 1, NULL);
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_insert\","
+	                  "class=\"14\"} 1\n"
+	                  "microd_db_errors_total{statement=\"q_insert\","
+	                  "class=\"other\"} 5\n"),
+	   "microd_db_errors_total: 15 classes of a statement, then other");
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_get\","
+	                  "class=\"08\"} 1"),
+	   "  a failure without a SQLSTATE counts as class 08");
+	db_pool_close(p);
+}
+
 static void
 test_queries(const char *uri)
 {
@@ -1216,6 +1263,7 @@ test_queries(const char *uri)
 	test_query_gone(&req, p, admin, slow);
 	test_query_terminated(&req, slow, admin);
 	test_query_exhausted(&req, p);
+	test_query_down(&req);
 	test_schema(p, admin, uri);
 	ok(metrics_has(p, "microd_db_operation_duration_seconds_count{"
 	                  "statement=\"q_get\"}"),
