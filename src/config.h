@@ -115,8 +115,7 @@ enum config_result config_parse_address(struct config *cfg, int argc,
  * over unread; an unknown one is an error.
  */
 enum config_result config_parse_database(struct config *cfg, int argc,
-                                         char **argv, char *err,
-                                         size_t errlen);
+                                         char **argv, char *err, size_t errlen);
 
 /* Writes the --help text, generated from the option table. */
 void config_usage(FILE *out);

@@ -353,9 +353,8 @@ check_statements(const struct config *cfg, int printed)
 {
 	char why[512];
 	enum db_schema_result got = db_schema_check(
-	    cfg->database, app_statements, app_statements_count,
-	    app_migrations, app_migrations_count, SCHEMA_CHECK_MS, why,
-	    sizeof(why));
+	    cfg->database, app_statements, app_statements_count, app_migrations,
+	    app_migrations_count, SCHEMA_CHECK_MS, why, sizeof(why));
 
 	if (got == DB_SCHEMA_MISMATCH) {
 		if (printed)
@@ -366,9 +365,9 @@ check_statements(const struct config *cfg, int printed)
 	}
 	if (printed)
 		printf("statements: %s%s\n",
-		        got == DB_SCHEMA_OK ? "all match the schema"
-		                            : "not checked: ",
-		        got == DB_SCHEMA_OK ? "" : why);
+		       got == DB_SCHEMA_OK ? "all match the schema"
+		                           : "not checked: ",
+		       got == DB_SCHEMA_OK ? "" : why);
 	else if (got == DB_SCHEMA_OK)
 		log_info("database: the %u statements match the schema",
 		         app_statements_count);

@@ -215,13 +215,12 @@ render_requests(FILE *f)
 			}
 }
 
-/* labels: name, value, ..., NULL; then le when given. */
+/* labels: name, value, ..., NULL; then le when given; no braces for none. */
 static void
 put_labels(FILE *f, const char *const *labels, const char *le)
 {
-	const char *sep = "";
+	const char *sep = "{";
 
-	fputc('{', f);
 	for (; labels != NULL && labels[0] != NULL; labels += 2) {
 		fprintf(f, "%s%s=\"", sep, labels[0]);
 		metrics_put_label(f, labels[1]);
@@ -230,7 +229,8 @@ put_labels(FILE *f, const char *const *labels, const char *le)
 	}
 	if (le != NULL)
 		fprintf(f, "%sle=\"%s\"", sep, le);
-	fputc('}', f);
+	if (le != NULL || *sep == ',')
+		fputc('}', f);
 }
 
 void
@@ -274,9 +274,9 @@ render_durations(FILE *f)
 	      f);
 	for (size_t r = 0; r < N_ROUTE_ROWS; r++)
 		for (size_t mi = 0; mi < N_METHODS; mi++) {
-			const char *const labels[] = {
-			    "method", methods[mi], "route", route_name(r),
-			    NULL};
+			const char *const labels[] = {"method", methods[mi],
+			                              "route", route_name(r),
+			                              NULL};
 
 			metrics_histogram_render(
 			    f, "http_request_duration_seconds", labels,

@@ -88,7 +88,8 @@ migrate_main(int argc, char **argv, const struct db_migration *m,
 	case CONFIG_ERROR:
 	default:
 		fprintf(stderr, "microd migrate: %s\n",
-		        err[0] != '\0' ? err : "unexpected argument (see --help)");
+		        err[0] != '\0' ? err
+		                       : "unexpected argument (see --help)");
 		free(args);
 		return 2;
 	}

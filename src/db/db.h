@@ -47,7 +47,7 @@ struct db_pool_options {
 	 * pending ones fail it, naming them. Borrowed. */
 	const struct db_migration *migrations;
 	unsigned int n_migrations;
-	unsigned int size;    /* connections, at least 1 */
+	unsigned int size; /* connections, at least 1 */
 	unsigned int acquire_timeout_ms;
 	unsigned int statement_timeout_ms; /* SET at connect; 0: the server's */
 	unsigned int connect_timeout_ms;   /* one attempt; 0: 5000 */
@@ -200,11 +200,9 @@ enum db_schema_result {
  * mismatch, why the check was skipped (the database cannot be reached;
  * the pending files), or nothing. The password is never in it.
  */
-enum db_schema_result db_schema_check(const char *conninfo,
-                                      const struct db_statement *st,
-                                      unsigned int n,
-                                      const struct db_migration *m,
-                                      unsigned int n_m, unsigned int timeout_ms,
-                                      char *why, size_t len);
+enum db_schema_result
+db_schema_check(const char *conninfo, const struct db_statement *st,
+                unsigned int n, const struct db_migration *m, unsigned int n_m,
+                unsigned int timeout_ms, char *why, size_t len);
 
 #endif

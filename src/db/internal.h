@@ -31,7 +31,8 @@ struct db_conn {
 const struct db_pool_options *db_pool_settings(const struct db_pool *pool);
 
 /* st's row in the pool's table, or -1 when st is not one of its rows. */
-int db_pool_statement(const struct db_pool *pool, const struct db_statement *st);
+int db_pool_statement(const struct db_pool *pool,
+                      const struct db_statement *st);
 
 /* One run of statement i (from send to result) took duration_ns. */
 void db_pool_observe(struct db_pool *pool, unsigned int i,

@@ -55,7 +55,7 @@ struct db_pool {
 	struct db_pool_options opt;
 	char *conninfo; /* opt.conninfo's copy */
 	char *shown;    /* the conninfo without its password, for logs */
-	unsigned long long rng; /* the connecting thread's jitter */
+	unsigned long long rng;           /* the connecting thread's jitter */
 	struct metrics_histogram acquire; /* db_acquire's waits */
 	struct db_stmt_stats *stmt;       /* one per opt.statements row */
 	/* The statements matched the schema once (db_ping checks until). */
@@ -660,31 +660,37 @@ static int
 db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
                int stop_fd, char *why, size_t len, int *broken)
 {
-	char names[160];
+	/* Room for the words around the names: they are cut, not those. */
+	const size_t around = sizeof(" migrations pending:  (microd migrate, "
+	                             "or --migrate)") +
+	                      10;
+	char names[256];
 	int pending, got;
 
 	if (p->opt.n_migrations > 0) {
-		pending = db_migrate_pending(c->pg, p->opt.migrations,
-		                             p->opt.n_migrations, names,
-		                             sizeof(names));
+		pending = db_migrate_pending(
+		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
+		    len > around && len - around < sizeof(names)
+		        ? len - around
+		        : sizeof(names));
 		if (pending < 0) {
 			db_why_pq(why, len, "migrations", c->pg);
 			*broken = PQstatus(c->pg) != CONNECTION_OK;
 			return -1;
 		}
 		if (pending > 0) {
-			snprintf(why, len,
-			         "%d migration%s pending: %s (microd migrate, or "
-			         "--migrate)",
-			         pending, pending == 1 ? "" : "s", names);
+			snprintf(
+			    why, len,
+			    "%d migration%s pending: %s (microd migrate, or "
+			    "--migrate)",
+			    pending, pending == 1 ? "" : "s", names);
 			return -1;
 		}
 	}
 	if (atomic_load(&p->schema_ok) || p->opt.n_statements == 0)
 		return 0;
-	got = db_statements_check(c->pg, p->opt.statements,
-	                          p->opt.n_statements, deadline, stop_fd, why,
-	                          len);
+	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
+	                          deadline, stop_fd, why, len);
 	if (got == -2) {
 		*broken = 1;
 		return -1;
@@ -767,8 +773,8 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 	}
 	broken = ret != 0 || PQstatus(pg) != CONNECTION_OK;
 	if (ret == 0)
-		ret = db_ping_schema(p, c, deadline, stop_fd, why, len,
-		                     &broken);
+		ret =
+		    db_ping_schema(p, c, deadline, stop_fd, why, len, &broken);
 out:
 	db_release(p, c, broken);
 	return ret;
@@ -846,13 +852,14 @@ db_pool_render_metrics(struct db_pool *p, FILE *f)
 	      f);
 	pthread_mutex_lock(&p->lock);
 	for (unsigned int i = 0; i < p->opt.n_statements; i++)
-		for (unsigned int k = 0;
-		     k < DB_ERROR_CLASSES && p->stmt[i].errors[k].cls[0] != '\0';
+		for (unsigned int k = 0; k < DB_ERROR_CLASSES &&
+		                         p->stmt[i].errors[k].cls[0] != '\0';
 		     k++) {
 			fputs("microd_db_errors_total{statement=\"", f);
 			metrics_put_label(f, st[i].name);
 			fprintf(f, "\",class=\"%s\"} %llu\n",
-			        p->stmt[i].errors[k].cls, p->stmt[i].errors[k].n);
+			        p->stmt[i].errors[k].cls,
+			        p->stmt[i].errors[k].n);
 		}
 	pthread_mutex_unlock(&p->lock);
 }

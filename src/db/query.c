@@ -88,8 +88,7 @@ db_result_wait(PGconn *pg, long long deadline_ms, int stop_fd, PGresult **out)
 		r = PQgetResult(pg);
 		if (r == NULL)
 			break;
-		if (kept != NULL &&
-		    PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+		if (kept != NULL && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
 			PQclear(r); /* the first failure counts */
 		} else {
 			PQclear(kept); /* else the last result */
@@ -177,8 +176,8 @@ query_log(const struct db_statement *st, const char *sqlstate,
           const PGresult *r, const PGconn *pg, unsigned int status)
 {
 	char msg[256];
-	const char *m = r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-	                          : NULL;
+	const char *m =
+	    r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
 	if (m == NULL)
 		m = PQerrorMessage(pg);
@@ -228,8 +227,8 @@ enum query_step { QUERY_DONE, QUERY_FAILED, QUERY_AGAIN };
  */
 static enum query_step
 query_run(const struct request *req, struct db_pool *pool, unsigned int i,
-          const struct db_statement *st, const char *const *values,
-          int last, struct db_result **res, struct reply *rep)
+          const struct db_statement *st, const char *const *values, int last,
+          struct db_result **res, struct reply *rep)
 {
 	const struct db_pool_options *opt = db_pool_settings(pool);
 	unsigned int limit = opt->statement_timeout_ms;
@@ -312,8 +311,9 @@ cut:
 	if (w == DB_WAIT_GONE) {
 		log_info("database: statement %s: the client left; cancelled",
 		         st->name);
-		reply_error(rep, 503, "the client left; the statement was "
-		                      "cancelled");
+		reply_error(rep, 503,
+		            "the client left; the statement was "
+		            "cancelled");
 		return QUERY_FAILED;
 	}
 	db_pool_count_error(pool, i, "57014");
@@ -449,6 +449,47 @@ fail:
 	return NULL;
 }
 
+char *
+db_text_array_literal(const json_t *strings)
+{
+	size_t len = 3, i, n = json_array_size(strings);
+	char *out, *p;
+
+	if (!json_is_array(strings))
+		return NULL;
+	for (i = 0; i < n; i++) {
+		const json_t *v = json_array_get(strings, i);
+		const char *c = json_string_value(v);
+
+		if (c == NULL)
+			return NULL;
+		len += 3 + 2 * json_string_length(v);
+		if (strlen(c) != json_string_length(v))
+			return NULL; /* a NUL: no text holds one */
+	}
+	out = malloc(len);
+	if (out == NULL)
+		return NULL;
+	p = out;
+	*p++ = '{';
+	for (i = 0; i < n; i++) {
+		const char *c = json_string_value(json_array_get(strings, i));
+
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				*p++ = '\\';
+			*p++ = *c;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
 /* n digits at *s, advanced past them: the value, or -1. */
 static int
 time_digits(const char **s, int n)
@@ -546,9 +587,8 @@ result_value(enum db_type type, const char *v)
 	case DB_TIMESTAMPTZ:
 		/* infinity and years past 9999 have no RFC 3339 form: as
 		 * the server wrote them. */
-		return json_string(db_time_rfc3339(v, when, sizeof(when)) == 0
-		                       ? when
-		                       : v);
+		return json_string(
+		    db_time_rfc3339(v, when, sizeof(when)) == 0 ? when : v);
 	}
 	return NULL;
 }

@@ -78,4 +78,12 @@ json_t *db_result_json(const struct db_result *res, unsigned int row);
 
 void db_result_free(struct db_result *res); /* NULL-safe */
 
+/*
+ * A JSON array of strings as a DB_TEXT_ARRAY parameter's text: every
+ * element quoted, '"' and '\\' escaped ("{\"a\",\"b c\"}"), so any string
+ * goes in as it is. A string to free(), or NULL when an element is not a
+ * string or memory runs out.
+ */
+char *db_text_array_literal(const json_t *strings);
+
 #endif

@@ -19,12 +19,14 @@ type_name(Oid oid, char *buf, size_t len)
 	static const struct {
 		Oid oid;
 		const char *name;
-	} names[] = {{16, "boolean"},  {20, "bigint"},       {21, "smallint"},
-	             {23, "integer"},  {25, "text"},         {114, "json"},
-	             {700, "real"},    {701, "double precision"},
-	             {1009, "text[]"}, {1043, "varchar"},    {1082, "date"},
-	             {1114, "timestamp"},                    {1184, "timestamptz"},
-	             {1700, "numeric"}, {2950, "uuid"},      {3802, "jsonb"}};
+	} names[] = {{16, "boolean"},       {20, "bigint"},
+	             {21, "smallint"},      {23, "integer"},
+	             {25, "text"},          {114, "json"},
+	             {700, "real"},         {701, "double precision"},
+	             {1009, "text[]"},      {1043, "varchar"},
+	             {1082, "date"},        {1114, "timestamp"},
+	             {1184, "timestamptz"}, {1700, "numeric"},
+	             {2950, "uuid"},        {3802, "jsonb"}};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (names[i].oid == oid)
@@ -49,8 +51,7 @@ server_error(char *why, size_t len, const char *name, const PGresult *r,
 
 /* d (a description) against st's row: 0, or -1 with why. */
 static int
-compare(const struct db_statement *st, const PGresult *d, char *why,
-        size_t len)
+compare(const struct db_statement *st, const PGresult *d, char *why, size_t len)
 {
 	char a[48], b[48];
 
@@ -63,18 +64,24 @@ compare(const struct db_statement *st, const PGresult *d, char *why,
 	}
 	for (unsigned int j = 0; j < st->n_params; j++)
 		if (PQparamtype(d, (int)j) != db_type_oid(st->params[j])) {
-			snprintf(why, len,
-			         "statement %s: parameter $%u is %s, the table "
-			         "says %s",
-			         st->name, j + 1,
-			         type_name(PQparamtype(d, (int)j), a, sizeof(a)),
-			         type_name(db_type_oid(st->params[j]), b,
-			                   sizeof(b)));
+			snprintf(
+			    why, len,
+			    "statement %s: parameter $%u is %s, the table "
+			    "says %s",
+			    st->name, j + 1,
+			    type_name(PQparamtype(d, (int)j), a, sizeof(a)),
+			    type_name(db_type_oid(st->params[j]), b,
+			              sizeof(b)));
 			return -1;
 		}
 	/* A row without columns reads no result: nothing to compare. */
-	if (st->columns == NULL && st->n_columns == 0)
-		return 0;
+	if (st->columns == NULL) {
+		if (st->n_columns == 0)
+			return 0;
+		snprintf(why, len, "statement %s: %u columns, none listed",
+		         st->name, st->n_columns);
+		return -1;
+	}
 	if (PQnfields(d) != (int)st->n_columns) {
 		snprintf(why, len,
 		         "statement %s: the SQL returns %d columns, the table "
@@ -89,16 +96,18 @@ compare(const struct db_statement *st, const PGresult *d, char *why,
 			snprintf(why, len,
 			         "statement %s: column %u is \"%s\", the table "
 			         "says \"%s\"",
-			         st->name, c + 1, PQfname(d, (int)c), col->name);
+			         st->name, c + 1, PQfname(d, (int)c),
+			         col->name);
 			return -1;
 		}
 		if (PQftype(d, (int)c) != db_type_oid(col->type)) {
-			snprintf(why, len,
-			         "statement %s: column %s is %s, the table says "
-			         "%s",
-			         st->name, col->name,
-			         type_name(PQftype(d, (int)c), a, sizeof(a)),
-			         type_name(db_type_oid(col->type), b, sizeof(b)));
+			snprintf(
+			    why, len,
+			    "statement %s: column %s is %s, the table says "
+			    "%s",
+			    st->name, col->name,
+			    type_name(PQftype(d, (int)c), a, sizeof(a)),
+			    type_name(db_type_oid(col->type), b, sizeof(b)));
 			return -1;
 		}
 	}
@@ -147,9 +156,8 @@ db_statements_check(struct pg_conn *pg, const struct db_statement *st,
 
 enum db_schema_result
 db_schema_check(const char *conninfo, const struct db_statement *st,
-                unsigned int n, const struct db_migration *m,
-                unsigned int n_m, unsigned int timeout_ms, char *why,
-                size_t len)
+                unsigned int n, const struct db_migration *m, unsigned int n_m,
+                unsigned int timeout_ms, char *why, size_t len)
 {
 	char secs[16], names[256];
 	/* Keys before dbname are defaults the conninfo may override. */
@@ -173,8 +181,8 @@ db_schema_check(const char *conninfo, const struct db_statement *st,
 		         (int)strcspn(e, "\n"), e);
 		goto out;
 	}
-	pending = n_m > 0 ? db_migrate_pending(pg, m, n_m, names, sizeof(names))
-	                  : 0;
+	pending =
+	    n_m > 0 ? db_migrate_pending(pg, m, n_m, names, sizeof(names)) : 0;
 	if (pending != 0) {
 		if (pending < 0)
 			server_error(why, len, "microd_migrations", NULL, pg);
@@ -183,8 +191,8 @@ db_schema_check(const char *conninfo, const struct db_statement *st,
 			         pending, pending == 1 ? "" : "s", names);
 		goto out;
 	}
-	got = db_statements_check(pg, st, n, now_ms() + timeout_ms, -1, why,
-	                          len);
+	got =
+	    db_statements_check(pg, st, n, now_ms() + timeout_ms, -1, why, len);
 	if (got == 0)
 		ret = DB_SCHEMA_OK;
 	else if (got == -1)
