@@ -92,7 +92,8 @@ if_match(const struct request *req, char **versions, struct reply *rep)
 			goto bad;
 		return 0;
 	}
-	out = malloc(strlen(p) + 3); /* "12", is as long as 12, */
+	/* Each "N" of the field is at most N and a comma here. */
+	out = malloc(strlen(p) + 3);
 	if (out == NULL) {
 		reply_json(rep, 500, NULL);
 		return -1;
