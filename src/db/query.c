@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,22 +193,63 @@ query_log(const struct db_statement *st, const char *sqlstate,
 }
 
 /*
+ * Cancels sent and not yet answered. libpq 15's PQcancel blocks until the
+ * server closes the cancel's connection, with no timeout of its own: a
+ * database that accepts that connection and never answers (hung, or cut
+ * off) would hold the thread. So each runs on a thread of its own, and past
+ * this many none is sent: the server's statement_timeout ends the statement
+ * anyway. Shared by every handler thread, hence atomic.
+ */
+#define QUERY_CANCELS_MAX 8
+static atomic_int cancels_in_flight;
+
+static void *
+query_cancel_main(void *arg)
+{
+	PGcancel *cancel = arg;
+	char err[256];
+
+	if (!PQcancel(cancel, err, sizeof(err)))
+		log_debug("database: cancel: %.*s", (int)strcspn(err, "\n"),
+		          err);
+	PQfreeCancel(cancel);
+	atomic_fetch_sub(&cancels_in_flight, 1);
+	return NULL;
+}
+
+/*
  * Cancels what runs on c and discards c: a cancel that arrives late can
- * then only hit a connection nobody uses any more.
+ * then only hit a connection nobody uses any more (its backend's key is its
+ * own). The handler does not wait for the server's answer.
  */
 static void
 query_cancel(struct db_pool *pool, struct db_conn *c)
 {
-	PGcancel *cancel = PQgetCancel(c->pg);
-	char err[256];
+	PGcancel *cancel = PQgetCancel(c->pg); /* outlives c */
+	pthread_attr_t attr;
+	pthread_t t;
+	int started = 0;
 
-	if (cancel != NULL) {
-		if (!PQcancel(cancel, err, sizeof(err)))
-			log_debug("database: cancel: %.*s",
-			          (int)strcspn(err, "\n"), err);
-		PQfreeCancel(cancel);
-	}
 	db_release(pool, c, 1);
+	if (cancel == NULL)
+		return;
+	if (atomic_fetch_add(&cancels_in_flight, 1) >= QUERY_CANCELS_MAX) {
+		atomic_fetch_sub(&cancels_in_flight, 1);
+		log_warn("database: %d cancels unanswered: this one is not "
+		         "sent (statement_timeout ends the statement)",
+		         QUERY_CANCELS_MAX);
+		PQfreeCancel(cancel);
+		return;
+	}
+	if (pthread_attr_init(&attr) == 0) {
+		started =
+		    pthread_attr_setdetachstate(&attr,
+		                                PTHREAD_CREATE_DETACHED) == 0 &&
+		    pthread_create(&t, &attr, query_cancel_main, cancel) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started)
+		query_cancel_main(cancel); /* no thread: here, then */
 }
 
 /* Whether a failure with sqlstate leaves c unfit for the next statement. */
