@@ -166,7 +166,6 @@ job_abandon(struct pool_task *task)
 {
 	struct exchange *ex = EXCHANGE_OF(task);
 	int queued = JOB_QUEUED;
-
 	struct gone_slot *watch;
 
 	if (!atomic_compare_exchange_strong(&ex->job_state, &queued,

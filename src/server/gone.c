@@ -156,7 +156,8 @@ gone_main(void *arg)
 			 * the suite can make an event go stale. */
 			if (g->lag_ms > 0) {
 				struct timespec ts = {g->lag_ms / 1000,
-				                      g->lag_ms % 1000 * 1000000L};
+				                      g->lag_ms % 1000 *
+				                          1000000L};
 
 				while (nanosleep(&ts, &ts) != 0)
 					;
