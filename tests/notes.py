@@ -207,6 +207,11 @@ def test_paging(pg, port):
     ok(st == 200 and [n["id"] for n in page.get("items", [])] == ids[:20]
        and page.get("next") == "/notes?limit=20&after=%d" % ids[19],
        "GET /notes: the first 20 by id, next: /notes?limit=20&after=%d (%s)" % (ids[19], page.get("next")))
+    st, h, b = request(port, "GET", "/notes?limit=1")
+    one = request(port, "GET", "/notes/%d" % ids[0])[2]
+    ok(st == 200 and h.get("content-type") == "application/json"
+       and b == b'{"items":[' + one.rstrip(b"\n") + b'],"next":"/notes?limit=1&after=%d"}\n' % ids[0],
+       "GET /notes?limit=1, byte for byte: the note as GET /notes/{id} has it, and next (%r)" % b[:60])
     seen, path, pages = [], "/notes?limit=7", 0
     while path is not None and pages < 10:
         st, h, b = request(port, "GET", path)
