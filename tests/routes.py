@@ -103,6 +103,10 @@ def test_params(port):
        "/status/101 too: a 1xx cannot end a request")
     st, h, b, _ = request(port, "GET", "/status/204")
     ok(st == 204 and b == b"", "/status/204 goes out without a body")
+    st, h, b, _ = request(port, "GET", "/status/304")
+    ok(st == 304 and b == b"" and h.get("content-length") not in (None, "0"),
+       "/status/304 too, with the Content-Length of the body it would have (RFC 9110 8.6): %r"
+       % h.get("content-length"))
     st, _, b, _ = request(port, "GET", "/metrics")
     text = b.decode()
     ok(st == 200 and 'route="/status/{code}"' in text and 'route="/status/404"' not in text
