@@ -5,12 +5,16 @@
  */
 #include "builtin.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <time.h>
 
 #include "checks.h"
+#include "clock.h"
 #include "db/db.h"
 #include "healthz.h"
+#include "log.h"
 #include "metrics.h"
 #include "middleware.h"
 #include "number.h"
@@ -33,8 +37,8 @@ handle_version(const struct request *req, struct reply *rep)
 	                     "jansson", jansson_version_str()));
 }
 
-/* The database pool's gauges and counters (the histograms of acquires and
- * statements come with the statement layer). */
+/* The database pool's gauges and counters, then its histograms and error
+ * counters (db_pool_render_metrics). */
 static void
 render_db(struct db_pool *db, FILE *f)
 {
@@ -61,6 +65,7 @@ render_db(struct db_pool *db, FILE *f)
 	        "# TYPE microd_db_reconnects_total counter\n"
 	        "microd_db_reconnects_total %llu\n",
 	        st.idle, st.used, st.max, st.acquire_timeouts, st.reconnects);
+	db_pool_render_metrics(db, f);
 }
 
 /* microd's own families past the request metrics: checks, the chain, the
@@ -147,6 +152,45 @@ handle_test_trace(const struct request *req, struct reply *rep)
 }
 
 /*
+ * Test builds only: polls request_gone_fd for up to ?ms= milliseconds (at
+ * most 30 s) and answers whether it turned readable. The client that left
+ * gets no answer, so each step is logged too, with the request id and the
+ * monotonic clock: "test gone: ID watching at NS", then "ID fired at NS" or
+ * "ID not fired" ("ID not watched" without a descriptor).
+ */
+static void
+handle_test_gone(const struct request *req, struct reply *rep)
+{
+	uintmax_t ms = 0;
+	struct pollfd p = {.fd = request_gone_fd(req), .events = POLLIN};
+	long long until, left;
+	int n = 0;
+
+	if (number_parse(request_query(req, "ms"), 30000, &ms) != 0) {
+		reply_error(rep, 400, "ms must be 0 to 30000");
+		return;
+	}
+	if (p.fd < 0) {
+		log_info("test gone: %s not watched", req->id);
+		reply_json(rep, 200, json_pack("{s:b}", "watched", 0));
+		return;
+	}
+	log_info("test gone: %s watching at %lld", req->id, now_ns());
+	until = now_ms() + (long long)ms;
+	do {
+		left = until - now_ms();
+		n = poll(&p, 1, left > 0 ? (int)left : 0);
+	} while (n < 0 && errno == EINTR);
+	if (n > 0 && (p.revents & POLLIN))
+		log_info("test gone: %s fired at %lld", req->id, now_ns());
+	else
+		log_info("test gone: %s not fired", req->id);
+	reply_json(rep, 200,
+	           json_pack("{s:b, s:b}", "watched", 1, "gone",
+	                     n > 0 && (p.revents & POLLIN)));
+}
+
+/*
  * Test builds only: a reply with whatever status ?code= names (0 to 999),
  * with a body unless ?body=no, so the suite can see what microd does with a
  * handler that answers a status no response can have.
@@ -183,6 +227,8 @@ const struct route builtin_routes[] = {
     {"GET", "/test/block", handle_test_block, 0, 0},
     {"GET", "/test/status/{code}", handle_test_status, 0, 0},
     {"GET", "/test/trace", handle_test_trace, 0, 0},
+    {"GET", "/test/gone", handle_test_gone, ROUTE_BLOCKING, 0},
+    {"GET", "/test/gone-io", handle_test_gone, 0, 0},
 #endif
 };
 

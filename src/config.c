@@ -182,8 +182,8 @@ static const struct option options[] = {
      UINT(handler_queue, 0, 100000), .dflt = "64"},
     {"example-routes", "MICROD_EXAMPLE_ROUTES", NULL,
      "serve the example routes: GET /status/{code}, GET /delay/{ms} and "
-     "GET /resolve/{host} (on the handler pool), PUT/GET /notes/{name} "
-     "(off by default: not for production)",
+     "GET /resolve/{host} (on the handler pool), POST /count, and /notes "
+     "with --database (off by default: not for production)",
      BOOL(example_routes)},
     {"check", "MICROD_CHECKS", "NAME=URL",
      "a readiness check of a dependency, run in the background: connect "
@@ -282,6 +282,12 @@ static const struct option options[] = {
      "statement_timeout (default 5)",
      SECONDS(database_timeout_ms, 1, 3600), .dflt = "5",
      .accepts = ", e.g. 5 or 0.5"},
+    {"migrate", "MICROD_MIGRATE", NULL,
+     "with --database, apply the pending migrations (as microd migrate "
+     "does) before serving; a failure stops the start with microd "
+     "migrate's exit status. Without it pending migrations fail the "
+     "database check, naming them",
+     BOOL(migrate)},
     {"drain-delay", "MICROD_DRAIN_DELAY", "SECONDS",
      "on SIGTERM/SIGINT, how long /ready answers 503 while serving goes "
      "on, so load balancers notice, before the drain starts (default 0)",
@@ -330,12 +336,24 @@ index_of(const char *flag)
 	return (size_t)(find_flag(flag, strlen(flag)) - options);
 }
 
-/* --bind and --port: all the probe reads. */
+/* What a parse reads: everything, or one command's few options. */
+enum parse_scope { PARSE_ALL, PARSE_ADDRESS, PARSE_DATABASE };
+
+/* Whether scope reads opt: --bind and --port are all the probe reads,
+ * --database all that microd migrate does. */
 static int
-is_address(const struct option *opt)
+in_scope(enum parse_scope scope, const struct option *opt)
 {
-	return opt->off == offsetof(struct config, bind) ||
-	       opt->off == offsetof(struct config, port);
+	switch (scope) {
+	case PARSE_ADDRESS:
+		return opt->off == offsetof(struct config, bind) ||
+		       opt->off == offsetof(struct config, port);
+	case PARSE_DATABASE:
+		return opt->off == offsetof(struct config, database);
+	case PARSE_ALL:
+	default:
+		return 1;
+	}
 }
 
 /*
@@ -412,12 +430,12 @@ check_database(struct config *cfg, const char *from, char *err, size_t errlen)
 
 /*
  * argv first: a flag sets its option, and the environment is read only for
- * the options no flag set. With address_only, only --bind and --port are
- * read (the probe); the other flags are passed over.
+ * the options no flag set. A scope other than PARSE_ALL reads only its
+ * options; the other flags are passed over.
  */
 static enum config_result
 parse(struct config *cfg, int argc, char **argv, const struct resources *res,
-      int address_only, char *err, size_t errlen)
+      enum parse_scope scope, char *err, size_t errlen)
 {
 	const char *given[N_OPTIONS] = {NULL}, *from[N_OPTIONS] = {NULL};
 	char flags[N_OPTIONS][40];
@@ -477,7 +495,7 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		/* Every value given is checked, in order; the last one
 		 * counts, but a list's add up, flag by flag (and a check's
 		 * name must be new). The probe reads only the address. */
-		if ((!address_only || is_address(opt)) &&
+		if (in_scope(scope, opt) &&
 		    option_parse(opt->kind == OPTION_LIST ? cfg : &scratch, opt,
 		                 flags[opt - options], value, err, errlen) != 0)
 			return CONFIG_ERROR;
@@ -488,7 +506,7 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 		const struct option *opt = &options[i];
 		const char *name = flags[i], *v = given[i];
 
-		if (address_only && !is_address(opt))
+		if (!in_scope(scope, opt))
 			continue;
 		if (v != NULL && opt->kind == OPTION_LIST) {
 			from[i] = name; /* taken in the loop above */
@@ -505,7 +523,12 @@ parse(struct config *cfg, int argc, char **argv, const struct resources *res,
 			snprintf(cfg->threads_from, sizeof(cfg->threads_from),
 			         "%.100s", name);
 	}
-	if (address_only)
+	if (scope == PARSE_DATABASE)
+		return check_database(cfg, from[index_of("database")], err,
+		                      errlen) != 0
+		           ? CONFIG_ERROR
+		           : CONFIG_RUN;
+	if (scope != PARSE_ALL)
 		return CONFIG_RUN;
 	resources_fit(cfg, res, from[index_of("threads")],
 	              from[index_of("connection-limit")],
@@ -559,7 +582,7 @@ enum config_result
 config_parse_with(struct config *cfg, int argc, char **argv,
                   const struct resources *res, char *err, size_t errlen)
 {
-	return parse(cfg, argc, argv, res, 0, err, errlen);
+	return parse(cfg, argc, argv, res, PARSE_ALL, err, errlen);
 }
 
 enum config_result
@@ -569,7 +592,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	struct resources res;
 
 	resources_read(&res);
-	return parse(cfg, argc, argv, &res, 0, err, errlen);
+	return parse(cfg, argc, argv, &res, PARSE_ALL, err, errlen);
 }
 
 enum config_result
@@ -578,7 +601,16 @@ config_parse_address(struct config *cfg, int argc, char **argv, char *err,
 {
 	const struct resources unread = {.cpus = 1, .memory = 0};
 
-	return parse(cfg, argc, argv, &unread, 1, err, errlen);
+	return parse(cfg, argc, argv, &unread, PARSE_ADDRESS, err, errlen);
+}
+
+enum config_result
+config_parse_database(struct config *cfg, int argc, char **argv, char *err,
+                      size_t errlen)
+{
+	const struct resources unread = {.cpus = 1, .memory = 0};
+
+	return parse(cfg, argc, argv, &unread, PARSE_DATABASE, err, errlen);
 }
 
 void

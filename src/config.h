@@ -62,6 +62,7 @@ struct config {
 	                             * as handler threads */
 	unsigned int database_acquire_timeout_ms;
 	unsigned int database_timeout_ms; /* each statement's deadline */
+	int migrate; /* --migrate: apply pending migrations before serving */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */
 	int check_only; /* --check-config: validate, serve nothing */
@@ -107,6 +108,14 @@ enum config_result config_parse_with(struct config *cfg, int argc, char **argv,
  */
 enum config_result config_parse_address(struct config *cfg, int argc,
                                         char **argv, char *err, size_t errlen);
+
+/*
+ * Only --database (flag, else MICROD_DATABASE, else DATABASE_URL), checked
+ * as the server checks it, for `microd migrate`: every other flag is passed
+ * over unread; an unknown one is an error.
+ */
+enum config_result config_parse_database(struct config *cfg, int argc,
+                                         char **argv, char *err, size_t errlen);
 
 /* Writes the --help text, generated from the option table. */
 void config_usage(FILE *out);

@@ -11,12 +11,16 @@
 int
 dispatch_is_json(const char *ct)
 {
-	static const char want[] = "application/json";
-	size_t n = sizeof(want) - 1;
+	static const char type[] = "application/";
+	size_t n;
 
-	if (ct == NULL || strncasecmp(ct, want, n) != 0)
+	if (ct == NULL || strncasecmp(ct, type, sizeof(type) - 1) != 0)
 		return 0;
-	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+	ct += sizeof(type) - 1;
+	n = strcspn(ct, "; \t"); /* the subtype */
+	/* json, or a +json subtype (RFC 6839): merge-patch+json */
+	return (n == 4 && strncasecmp(ct, "json", 4) == 0) ||
+	       (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
 }
 
 int

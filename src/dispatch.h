@@ -11,8 +11,9 @@
 
 #include "router.h"
 
-/* Whether a Content-Type names JSON: application/json, any case, optionally
- * followed by parameters. A ROUTE_JSON_BODY route gets 415 otherwise. */
+/* Whether a Content-Type names JSON: application/json or a +json subtype
+ * (application/merge-patch+json, RFC 6839), any case, optionally followed
+ * by parameters. A ROUTE_JSON_BODY route gets 415 otherwise. */
 int dispatch_is_json(const char *content_type);
 
 /*

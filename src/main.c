@@ -14,6 +14,7 @@
 #include "activation.h"
 #include "app/app.h"
 #include "app/sql.h"
+#include "app/statements.h"
 #include "builtin.h"
 #include "checks.h"
 #include "clock.h"
@@ -337,6 +338,71 @@ refuse_start(const char *err)
 	return 2;
 }
 
+/* How long the start's schema check may take: connect and describe. */
+#define SCHEMA_CHECK_MS 5000
+
+/*
+ * The statement table against the database's schema (db_schema_check):
+ * -1 when it does not match, else 0; a database that cannot be reached, or
+ * pending migrations, skip the check (the database check makes it later).
+ * For --check-config (printed: the finding on stdout, a mismatch on
+ * stderr), else logged.
+ */
+static int
+check_statements(const struct config *cfg, int printed)
+{
+	char why[512];
+	enum db_schema_result got = db_schema_check(
+	    cfg->database, app_statements, app_statements_count, app_migrations,
+	    app_migrations_count, SCHEMA_CHECK_MS, why, sizeof(why));
+
+	if (got == DB_SCHEMA_MISMATCH) {
+		if (printed)
+			fprintf(stderr, "microd: %s\n", why);
+		else
+			log_error("database: %s: not started", why);
+		return -1;
+	}
+	if (printed)
+		printf("statements: %s%s\n",
+		       got == DB_SCHEMA_OK ? "all match the schema"
+		                           : "not checked: ",
+		       got == DB_SCHEMA_OK ? "" : why);
+	else if (got == DB_SCHEMA_OK)
+		log_info("database: the %u statements match the schema",
+		         app_statements_count);
+	else
+		log_warn("database: statements not checked at start (%s): the "
+		         "database check does it once it can",
+		         why);
+	return 0;
+}
+
+/*
+ * With --database, before the pool opens and before READY=1: --migrate's
+ * migrations, then the statement check. 0 to go on, else the exit status:
+ * microd migrate's, or 2 for statements that do not match the schema.
+ */
+static int
+ready_database(const struct config *cfg)
+{
+	int status;
+
+	if (cfg->database == NULL)
+		return 0;
+	if (cfg->migrate) {
+		status = db_migrate(cfg->database, app_migrations,
+		                    app_migrations_count, 0);
+		if (status != 0) {
+			log_error("--migrate: the migrations failed (exit %d, "
+			          "as microd migrate): not started",
+			          status);
+			return status;
+		}
+	}
+	return check_statements(cfg, 0) == 0 ? 0 : 2;
+}
+
 /*
  * The settings: flags and environment, then the certificate and the token
  * file, which cannot serve is bad usage too. -1 to go on and serve, else the
@@ -376,7 +442,9 @@ open_settings(struct supervisor *sv, struct config *cfg, int argc, char **argv)
 	if (cfg->check_only) {
 		config_print(cfg, stdout);
 		end_early(sv);
-		return 0;
+		return cfg->database != NULL && check_statements(cfg, 1) != 0
+		           ? 2
+		           : 0;
 	}
 	return -1;
 }
@@ -463,6 +531,10 @@ open_database(struct runtime *rt, const struct config *cfg)
 	    .size = cfg->database_pool,
 	    .acquire_timeout_ms = cfg->database_acquire_timeout_ms,
 	    .statement_timeout_ms = cfg->database_timeout_ms,
+	    .statements = app_statements,
+	    .n_statements = app_statements_count,
+	    .migrations = app_migrations,
+	    .n_migrations = app_migrations_count,
 	};
 
 	if (cfg->database == NULL)
@@ -583,6 +655,13 @@ main(int argc, char **argv)
 		return status;
 	if (prepare(&sv, &cfg, &sigs, &listen_fd, &tls_listen_fd) != 0)
 		return end_early(&sv);
+	status = ready_database(&cfg);
+	if (status != 0) {
+		notify_close(&sv.notifier);
+		log_stop(LOG_FLUSH_MS);
+		end_early(&sv);
+		return status;
+	}
 	if (start_serving(&sv, &cfg, listen_fd, tls_listen_fd) != 0)
 		return 1;
 

@@ -29,6 +29,7 @@ static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                 0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
                                 1,      2.5,     5,      10};
 #define N_BOUNDS (sizeof(bounds) / sizeof(bounds[0]))
+_Static_assert(N_BOUNDS == METRICS_BOUNDS, "metrics.h counts the bounds");
 
 /*
  * make bench builds a second microd with -DMICROD_REQUEST_METRICS=0, which
@@ -42,11 +43,6 @@ static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
 /* One more row for requests no route matched. */
 #define N_ROUTE_ROWS (METRICS_MAX_ROUTES + 1)
 
-struct histogram {
-	atomic_ullong bucket[N_BOUNDS + 1]; /* per bucket, not cumulative */
-	atomic_ullong sum_ns;
-};
-
 /*
  * Shared by every pool thread: only relaxed atomic adds on the request path,
  * no lock. Bucket counts are stored per bucket and summed at scrape time, so
@@ -54,7 +50,7 @@ struct histogram {
  */
 static struct {
 	atomic_ullong requests[N_ROUTE_ROWS][N_METHODS][N_CODES + 1];
-	struct histogram duration[N_ROUTE_ROWS][N_METHODS];
+	struct metrics_histogram duration[N_ROUTE_ROWS][N_METHODS];
 	atomic_uint connections;
 	atomic_uint in_flight;
 	double start_time; /* written once by metrics_init */
@@ -133,28 +129,45 @@ route_row(size_t route)
 }
 
 void
-metrics_observe(const char *method, size_t route, unsigned int status,
-                long long duration_ns)
+metrics_histogram_observe(struct metrics_histogram *h, long long duration_ns)
 {
-	if (!MICROD_REQUEST_METRICS)
-		return;
-	size_t r = route_row(route), mi = method_index(method), b = 0;
-	struct histogram *h = &m.duration[r][mi];
 	double secs = (double)duration_ns / 1e9;
+	size_t b = 0;
 
 	while (b < N_BOUNDS && secs > bounds[b])
 		b++;
-	atomic_fetch_add_explicit(&m.requests[r][mi][code_index(status)], 1,
-	                          memory_order_relaxed);
 	atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(
 	    &h->sum_ns, (unsigned long long)(duration_ns > 0 ? duration_ns : 0),
 	    memory_order_relaxed);
 }
 
+unsigned long long
+metrics_histogram_count(const struct metrics_histogram *h)
+{
+	unsigned long long n = 0;
+
+	for (size_t i = 0; i <= N_BOUNDS; i++)
+		n += atomic_load(&h->bucket[i]);
+	return n;
+}
+
+void
+metrics_observe(const char *method, size_t route, unsigned int status,
+                long long duration_ns)
+{
+	if (!MICROD_REQUEST_METRICS)
+		return;
+	size_t r = route_row(route), mi = method_index(method);
+
+	atomic_fetch_add_explicit(&m.requests[r][mi][code_index(status)], 1,
+	                          memory_order_relaxed);
+	metrics_histogram_observe(&m.duration[r][mi], duration_ns);
+}
+
 /* Label values are ours (route patterns, versions) but escaped all the same. */
-static void
-put_label(FILE *f, const char *v)
+void
+metrics_put_label(FILE *f, const char *v)
 {
 	for (; *v != '\0'; v++) {
 		if (*v == '\\' || *v == '"')
@@ -192,7 +205,7 @@ render_requests(FILE *f)
 				    "http_requests_total{method=\"%s\",route="
 				    "\"",
 				    methods[mi]);
-				put_label(f, route_name(r));
+				metrics_put_label(f, route_name(r));
 				if (c < N_CODES)
 					fprintf(f, "\",code=\"%u\"} %llu\n",
 					        status_code(c), n);
@@ -200,6 +213,56 @@ render_requests(FILE *f)
 					fprintf(f, "\",code=\"other\"} %llu\n",
 					        n);
 			}
+}
+
+/* labels: name, value, ..., NULL; then le when given; no braces for none. */
+static void
+put_labels(FILE *f, const char *const *labels, const char *le)
+{
+	const char *sep = "{";
+
+	for (; labels != NULL && labels[0] != NULL; labels += 2) {
+		fprintf(f, "%s%s=\"", sep, labels[0]);
+		metrics_put_label(f, labels[1]);
+		fputc('"', f);
+		sep = ",";
+	}
+	if (le != NULL)
+		fprintf(f, "%sle=\"%s\"", sep, le);
+	if (le != NULL || *sep == ',')
+		fputc('}', f);
+}
+
+void
+metrics_histogram_render(FILE *f, const char *name, const char *const *labels,
+                         const struct metrics_histogram *h, int skip_empty)
+{
+	unsigned long long cum = 0, b[N_BOUNDS + 1];
+	char le[32];
+
+	for (size_t i = 0; i <= N_BOUNDS; i++) {
+		b[i] = atomic_load(&h->bucket[i]);
+		cum += b[i];
+	}
+	if (cum == 0 && skip_empty)
+		return;
+	cum = 0;
+	for (size_t i = 0; i <= N_BOUNDS; i++) {
+		cum += b[i];
+		if (i < N_BOUNDS)
+			snprintf(le, sizeof(le), "%g", bounds[i]);
+		else
+			snprintf(le, sizeof(le), "+Inf");
+		fprintf(f, "%s_bucket", name);
+		put_labels(f, labels, le);
+		fprintf(f, " %llu\n", cum);
+	}
+	fprintf(f, "%s_sum", name);
+	put_labels(f, labels, NULL);
+	fprintf(f, " %.9f\n%s_count", (double)atomic_load(&h->sum_ns) / 1e9,
+	        name);
+	put_labels(f, labels, NULL);
+	fprintf(f, " %llu\n", cum);
 }
 
 static void
@@ -211,45 +274,13 @@ render_durations(FILE *f)
 	      f);
 	for (size_t r = 0; r < N_ROUTE_ROWS; r++)
 		for (size_t mi = 0; mi < N_METHODS; mi++) {
-			struct histogram *h = &m.duration[r][mi];
-			unsigned long long cum = 0, b[N_BOUNDS + 1];
+			const char *const labels[] = {"method", methods[mi],
+			                              "route", route_name(r),
+			                              NULL};
 
-			for (size_t i = 0; i <= N_BOUNDS; i++) {
-				b[i] = atomic_load(&h->bucket[i]);
-				cum += b[i];
-			}
-			if (cum == 0)
-				continue;
-			cum = 0;
-			for (size_t i = 0; i <= N_BOUNDS; i++) {
-				cum += b[i];
-				fprintf(f,
-				        "http_request_duration_seconds_bucket{"
-				        "method=\"%s\",route=\"",
-				        methods[mi]);
-				put_label(f, route_name(r));
-				if (i < N_BOUNDS)
-					fprintf(f, "\",le=\"%g\"} %llu\n",
-					        bounds[i], cum);
-				else
-					fprintf(f, "\",le=\"+Inf\"} %llu\n",
-					        cum);
-			}
-			fprintf(
-			    f,
-			    "http_request_duration_seconds_sum{method=\"%s\","
-			    "route=\"",
-			    methods[mi]);
-			put_label(f, route_name(r));
-			fprintf(f, "\"} %.9f\n",
-			        (double)atomic_load(&h->sum_ns) / 1e9);
-			fprintf(
-			    f,
-			    "http_request_duration_seconds_count{method=\"%s\","
-			    "route=\"",
-			    methods[mi]);
-			put_label(f, route_name(r));
-			fprintf(f, "\"} %llu\n", cum);
+			metrics_histogram_render(
+			    f, "http_request_duration_seconds", labels,
+			    &m.duration[r][mi], 1);
 		}
 }
 
@@ -455,9 +486,9 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]),
 	        atomic_load(&handler_threads), atomic_load(&handler_busy),
 	        atomic_load(&handler_queued), atomic_load(&handler_rejected));
-	put_label(f, MICROD_VERSION);
+	metrics_put_label(f, MICROD_VERSION);
 	fputs("\",commit=\"", f);
-	put_label(f, MICROD_COMMIT);
+	metrics_put_label(f, MICROD_COMMIT);
 	fputs("\"} 1\n", f);
 	render_process(f);
 	if (extra != NULL)

@@ -3,6 +3,7 @@
 #ifndef MICROD_METRICS_H
 #define MICROD_METRICS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -53,6 +54,38 @@ void metrics_watchdog_check(enum metrics_check result);
 /* Counts one answered request: route is router_index() or METRICS_UNMATCHED. */
 void metrics_observe(const char *method, size_t route, unsigned int status,
                      long long duration_ns);
+
+/* Upper bounds of every histogram's buckets: 100 µs to 10 s, and +Inf. */
+#define METRICS_BOUNDS 16
+
+/*
+ * One histogram's series: per-bucket counts (summed at scrape time) and the
+ * sum, added to with relaxed atomics only, so any thread may observe. Zeroed
+ * memory is an empty histogram.
+ */
+struct metrics_histogram {
+	atomic_ullong bucket[METRICS_BOUNDS + 1]; /* not cumulative */
+	atomic_ullong sum_ns;
+};
+
+void metrics_histogram_observe(struct metrics_histogram *h,
+                               long long duration_ns);
+
+/* Its count of observations. */
+unsigned long long metrics_histogram_count(const struct metrics_histogram *h);
+
+/*
+ * Writes name's _bucket, _sum and _count lines of h (no HELP or TYPE),
+ * labelled by labels: name, value, name, value, ..., NULL (values escaped
+ * here). Nothing when h is empty and skip_empty.
+ */
+void metrics_histogram_render(FILE *f, const char *name,
+                              const char *const *labels,
+                              const struct metrics_histogram *h,
+                              int skip_empty);
+
+/* A label's value, escaped as the text format wants. */
+void metrics_put_label(FILE *f, const char *value);
 
 /*
  * The Prometheus text exposition (format 0.0.4) of everything above, the

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "db/db.h"
 #include "log.h"
 
@@ -50,50 +51,55 @@ int
 migrate_main(int argc, char **argv, const struct db_migration *m,
              unsigned int n)
 {
-	const char *url = NULL, *fmt = env("MICROD_LOG_FORMAT");
-	int dry_run = 0, f = fmt != NULL ? log_format_parse(fmt) : -1;
+	const char *fmt = env("MICROD_LOG_FORMAT");
+	int dry_run = 0, f = fmt != NULL ? log_format_parse(fmt) : -1, rest = 1;
+	struct config cfg = {.database = NULL};
+	char **args, err[256];
 
 	log_setup(LOG_INFO,
 	          f >= 0                  ? (enum log_format)f
 	          : isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT
 	                                  : LOG_FORMAT_JSON,
 	          0);
+	/* Our own switches out; what is left is the server's --database,
+	 * read by its option row (flag, MICROD_DATABASE, DATABASE_URL). */
+	args = calloc((size_t)argc + 1, sizeof(*args));
+	if (args == NULL)
+		return 1;
+	args[0] = argv[0];
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			usage(stdout);
+			free(args);
 			return 0;
-		} else if (strcmp(a, "--dry-run") == 0) {
-			dry_run = 1;
-		} else if (strcmp(a, "--database") == 0 && i + 1 < argc) {
-			url = argv[++i];
-		} else if (strncmp(a, "--database=", 11) == 0) {
-			url = a + 11;
-		} else {
-			fprintf(
-			    stderr, "microd migrate: %s '%s' (see --help)\n",
-			    strcmp(a, "--database") == 0 ? "no value for"
-			                                 : "unknown argument",
-			    a);
-			return 2;
 		}
+		if (strcmp(a, "--dry-run") == 0)
+			dry_run = 1;
+		else
+			args[rest++] = argv[i];
 	}
-	if (url == NULL)
-		url = env("MICROD_DATABASE");
-	if (url == NULL)
-		url = env("DATABASE_URL");
-	if (url == NULL) {
+	switch (config_parse_database(&cfg, rest, args, err, sizeof(err))) {
+	case CONFIG_RUN:
+		break;
+	case CONFIG_HELP:
+	case CONFIG_VERSION:
+	case CONFIG_ERROR:
+	default:
+		fprintf(stderr, "microd migrate: %s\n",
+		        err[0] != '\0' ? err
+		                       : "unexpected argument (see --help)");
+		free(args);
+		return 2;
+	}
+	free(args);
+	if (cfg.database == NULL) {
 		/* As the server without --database: no database, nothing
 		 * to do (an init container whose Secret is not there). */
 		log_warn("migrate: no database (--database, MICROD_DATABASE, "
 		         "DATABASE_URL): nothing to migrate");
 		return 0;
 	}
-	if (*url == '\0') {
-		fputs("microd migrate: --database is empty (see --help)\n",
-		      stderr);
-		return 2;
-	}
-	return db_migrate(url, m, n, dry_run);
+	return db_migrate(cfg.database, m, n, dry_run);
 }

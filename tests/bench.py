@@ -15,7 +15,10 @@
 # before-handler chain (rate limit, bearer tokens) is measured on GET /health
 # and GET /version against the last commit before it (the same binary with
 # nothing enabled when that is not built), in alternating pairs and in
-# instructions (`python3 tests/bench.py middleware` alone). Every load is bounded in time
+# instructions (`python3 tests/bench.py middleware` alone). The notes resource
+# (GET /notes/{id}, POST /notes at 64 connections) is measured against
+# pgbench running the same statements on a throw-away PostgreSQL of
+# tests/pg.py (`python3 tests/bench.py notes` alone). Every load is bounded in time
 # and targets 127.0.0.1 only. Writes
 # build/bench/results.md and build/bench/results.svg.
 import json
@@ -1178,6 +1181,7 @@ def main():
             sweeps[(threads, loop)] = sweep(microd_server(MICROD, "--event-loop", loop, threads=threads))
     print("sweeps done", file=sys.stderr, flush=True)
     tls_section = tls_bench()
+    notes_section = notes_bench()
 
     stripped = os.path.join(OUT, "microd.stripped")
     shutil.copy(MICROD, stripped)
@@ -1284,6 +1288,7 @@ def main():
     lines += ["| %s | %.1f | %d |" % p for p in pools]
     lines += [""] + blocked_latency_lines(*latency)
     lines += [""] + tls_section
+    lines += [""] + notes_section
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
@@ -1320,6 +1325,116 @@ plot '%s' using 2:xtic(1) title 'microd', '' using 3 title 'nginx-light'
         print("\nchart: build/bench/results.svg")
     return 0
 
+# The notes resource against the database's own ceiling: wrk at NOTES_CONNS
+# connections on GET /notes/{id} and POST /notes, and pgbench running the
+# same statement (its SQL read from src/app/statements.c) with as many
+# connections, prepared, in the same run; a throw-away cluster of
+# tests/pg.py holds NOTES_ROWS notes.
+NOTES_CONNS = 64
+NOTES_ROWS = int(os.environ.get("BENCH_NOTES_ROWS", "10000"))
+
+
+def statement_sql(name):
+    """The SQL of statement name in src/app/statements.c: its adjacent
+    string literals joined, NOTE_COLUMNS put in."""
+    src = open(os.path.join(ROOT, "src/app/statements.c")).read()
+    cols = re.search(r'#define NOTE_COLUMNS "([^"]*)"', src).group(1)
+    row = re.search(r'\{"%s",\s*((?:"(?:[^"\\]|\\.)*"\s*|NOTE_COLUMNS\s*)+),' % name, src).group(1)
+    return "".join(cols if tok == "NOTE_COLUMNS" else tok[1:-1]
+                   for tok in re.findall(r'"(?:[^"\\]|\\.)*"|NOTE_COLUMNS', row))
+
+
+def pgbench(pg, script, seconds, defines=()):
+    """pgbench -M prepared at NOTES_CONNS clients on the load CPU: (tps,
+    p99 ms from its per-transaction log)."""
+    d = tempfile.mkdtemp(prefix="microd-pgbench-")
+    path = os.path.join(d, "script.sql")
+    open(path, "w").write(script)
+    cmd = LOAD_CPU + [os.path.join(pg.bin, "pgbench"), "-n", "-M", "prepared", "-c", str(NOTES_CONNS),
+                      "-j", "2", "-T", str(seconds), "-f", path, "-l", "--log-prefix", os.path.join(d, "tx"),
+                      "-h", pg.dir, "-p", str(pg.port), "-U", "microd"] \
+        + [x for kv in defines for x in ("-D", kv)] + ["microd"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, env=env)
+    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
+    lat = []
+    for f in os.listdir(d):
+        if f.startswith("tx"):
+            with open(os.path.join(d, f)) as log:
+                lat += [int(line.split()[2]) / 1000.0 for line in log if line.strip()]
+    shutil.rmtree(d, ignore_errors=True)
+    if not m:
+        raise RuntimeError("pgbench: %s" % (out.stdout + out.stderr)[-500:])
+    return float(m.group(1)), percentile(sorted(lat), 99) if lat else None
+
+
+def notes_bench():
+    """The notes rows of make bench: microd over pgbench for the by-id read
+    and the insert, median of ROUNDS alternating runs, each p99 beside."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from pg import Cluster
+
+    get_lua = os.path.join(OUT, "notes-get.lua")
+    with open(get_lua, "w") as f:
+        f.write('math.randomseed(os.time())\nrequest = function()\n'
+                '  return wrk.format("GET", "/notes/" .. math.random(1, %d))\nend\n' % NOTES_ROWS)
+    post_lua = os.path.join(OUT, "notes-post.lua")
+    with open(post_lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = \'{"title":"bench","body":"b","tags":["a","b"]}\'\n'
+                'wrk.headers["Content-Type"] = "application/json"\n')
+    get_sql = statement_sql("notes_get")
+    insert_sql = statement_sql("notes_insert")
+    res = {k: [] for k in ("get microd", "get pgbench", "post microd", "post pgbench")}
+    with Cluster() as pg:
+        r = subprocess.run([MICROD, "migrate", "--database", pg.uri], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("microd migrate: %s" % r.stderr)
+        pg.psql("insert into notes (title, body, tags) select 'note ' || g, repeat('x', 100), "
+                "'{a,b}' from generate_series(1, %d) g" % NOTES_ROWS)
+        pg.psql("vacuum analyze notes")
+        srv = microd_server(MICROD, "--example-routes", "--database", pg.uri, "--database-pool",
+                            str(NOTES_CONNS), "--handler-threads", str(NOTES_CONNS),
+                            "--handler-queue", "1024")
+        for rnd in range(ROUNDS):
+            srv.start()
+            deadline = time.monotonic() + 10  # the pool connects in the background
+            while time.monotonic() < deadline and b"200 OK" not in http_get(srv.port, "/readyz", 1)[:20]:
+                time.sleep(0.05)
+            for key, path, lua in (("get", "/notes/1", get_lua), ("post", "/notes", post_lua)):
+                w = wrk(srv.port, NOTES_CONNS, path, ["-s", lua])
+                res[key + " microd"].append((w["rps"], w["p99"], w["non2xx"] + sum(w["socket"].values())))
+            srv.stop()
+            t, p99 = pgbench(pg, "\\set id random(1, %d)\n%s;\n" % (NOTES_ROWS, get_sql.replace("$1", ":id")),
+                             SECONDS)
+            res["get pgbench"].append((t, p99, 0))
+            t, p99 = pgbench(pg, insert_sql.replace("$1", ":title").replace("$2", ":body")
+                             .replace("$3", ":tags") + ";\n", SECONDS,
+                             ["title=bench", "body=b", 'tags=["a","b"]'])
+            res["post pgbench"].append((t, p99, 0))
+            print("notes round %d done" % (rnd + 1), file=sys.stderr, flush=True)
+    lines = ["`python3 tests/bench.py notes` (or `make bench`): the notes resource against PostgreSQL's own "
+             "ceiling, %d connections each: wrk on microd (CPU 0, one I/O thread, --handler-threads %d, "
+             "--database-pool %d) and pgbench -M prepared -c %d running the same statement "
+             "(src/app/statements.c), alternating, %d rounds of %d s, median (min-max); %d notes, "
+             "the database unpinned on the same machine." % (NOTES_CONNS, NOTES_CONNS, NOTES_CONNS,
+                                                           NOTES_CONNS, ROUNDS, SECONDS, NOTES_ROWS), "",
+             "| load | microd req/s | pgbench tps | microd/pgbench | microd p99 ms | pgbench p99 ms | "
+             "microd errors |", "|---|---|---|---|---|---|---|"]
+    for key, label in (("get", "GET /notes/{id} vs notes_get"), ("post", "POST /notes vs notes_insert")):
+        a, b = res[key + " microd"], res[key + " pgbench"]
+        lines.append("| %s | %s | %s | %.2f | %.2f | %.2f | %d |" % (
+            label, fmt_range([x[0] for x in a]), fmt_range([x[0] for x in b]),
+            med([x[0] for x in a]) / med([x[0] for x in b]), med([x[1] for x in a]),
+            med([x[1] for x in b]), sum(x[2] for x in a)))
+    return lines
+
+
+def notes_main():
+    """python3 tests/bench.py notes: only the notes rows."""
+    os.makedirs(OUT, exist_ok=True)
+    print("\n".join(notes_bench()))
+    return 0
+
 
 def ab_main(argv):
     """python3 tests/bench.py ab CONNS CMD_A... -- CMD_B...: how a change pays,
@@ -1349,6 +1464,8 @@ if __name__ == "__main__":
         raise SystemExit(checks_main())
     if sys.argv[1:2] == ["tls"]:
         raise SystemExit(tls_main())
+    if sys.argv[1:2] == ["notes"]:
+        raise SystemExit(notes_main())
     if sys.argv[1:2] == ["middleware"]:
         raise SystemExit(middleware_main())
     raise SystemExit(main())

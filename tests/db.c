@@ -23,7 +23,11 @@
 #include "check.h"
 #include "clock.h"
 #include "db/db.h"
+#include "db/internal.h"
+#include "db/query.h"
 #include "log.h"
+#include "reply.h"
+#include "runtime.h"
 
 #define SIZE 3
 #define ACQUIRE_MS 300
@@ -498,6 +502,782 @@ password_of(const char *uri)
 	return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
+/* ---- the statement layer (src/db/query.c, schema.c) ---- */
+
+/* The text formats' parsers, as a table: no database needed. */
+static const struct array_case {
+	const char *text; /* as PostgreSQL writes a text[] */
+	const char *json; /* db_text_array_json's, compact; NULL: refused */
+} array_cases[] = {
+    {"{}", "[]"},
+    {"{a,b}", "[\"a\",\"b\"]"},
+    {"{\"a,b\",c}", "[\"a,b\",\"c\"]"},
+    {"{\"\\\"q\\\"\",\"back\\\\slash\"}", "[\"\\\"q\\\"\",\"back\\\\slash\"]"},
+    {"{NULL,\"NULL\",null}", "[null,\"NULL\",\"null\"]"},
+    {"{\"\",\" x \"}", "[\"\",\" x \"]"},
+    {"{\"'; DROP TABLE t; --\"}", "[\"'; DROP TABLE t; --\"]"},
+    {"{\"{}\",\"}\"}", "[\"{}\",\"}\"]"},
+    {"[0:1]={a,b}", "[\"a\",\"b\"]"},
+    {"{\"caf\xc3\xa9\"}", "[\"caf\xc3\xa9\"]"},
+    {"", NULL},
+    {"{", NULL},
+    {"{a", NULL},
+    {"{\"a}", NULL},
+    {"{a,,b}", NULL},
+    {"{a}x", NULL},
+    {"{{a},{b}}", NULL},
+    {"{a\"b}", NULL},
+};
+
+static const struct time_case {
+	const char *text;    /* as ISO DateStyle writes a timestamptz */
+	const char *rfc3339; /* NULL: refused */
+} time_cases[] = {
+    {"2026-12-07 23:00:00.123+00", "2026-12-07T23:00:00.123Z"},
+    {"2026-12-07 23:00:00+00", "2026-12-07T23:00:00Z"},
+    {"2026-12-07 23:00:00.123456+00", "2026-12-07T23:00:00.123456Z"},
+    {"2026-12-08 00:30:00+01", "2026-12-07T23:30:00Z"},
+    {"2026-12-07 18:30:00-05", "2026-12-07T23:30:00Z"},
+    {"2026-12-08 05:00:00.5+05:30", "2026-12-07T23:30:00.5Z"},
+    {"1900-01-01 00:00:00+00:19:32", "1899-12-31T23:40:28Z"},
+    {"2024-02-29 23:59:59-01", "2024-03-01T00:59:59Z"},
+    {"infinity", NULL},
+    {"-infinity", NULL},
+    {"0044-03-15 12:00:00+00 BC", NULL},
+    {"12026-12-07 23:00:00+00", NULL},
+    {"2026-12-07T23:00:00Z", NULL},
+    {"2026-13-07 23:00:00+00", NULL},
+    {"2026-12-07 23:00:00", NULL},
+    {"2026-12-07 23:00:00.+00", NULL},
+};
+
+static void
+test_formats(void)
+{
+	char out[64];
+
+	for (size_t i = 0; i < sizeof(array_cases) / sizeof(array_cases[0]);
+	     i++) {
+		const struct array_case *c = &array_cases[i];
+		json_t *j = db_text_array_json(c->text);
+		char *got = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+
+		if (c->json == NULL)
+			ok(j == NULL, "text[] '%s' is refused", c->text);
+		else
+			is_str(got, c->json, "text[] '%s' reads as %s", c->text,
+			       c->json);
+		free(got);
+		json_decref(j);
+	}
+	for (size_t i = 0; i < sizeof(time_cases) / sizeof(time_cases[0]);
+	     i++) {
+		const struct time_case *c = &time_cases[i];
+		int got = db_time_rfc3339(c->text, out, sizeof(out));
+
+		if (c->rfc3339 == NULL)
+			ok(got == -1, "timestamptz '%s' has no RFC 3339 form",
+			   c->text);
+		else
+			ok(got == 0 && strcmp(out, c->rfc3339) == 0,
+			   "timestamptz '%s' is %s (%s)", c->text, c->rfc3339,
+			   got == 0 ? out : "refused");
+	}
+	ok(db_time_rfc3339("2026-12-07 23:00:00.123+00", out, 24) == -1,
+	   "an output buffer too short: refused");
+	{
+		json_t *in = json_pack("[s,s,s,s,s]", "a,b", "\"q\"", "b\\s",
+		                       "NULL", "");
+		char *lit = db_text_array_literal(in);
+		json_t *back = lit != NULL ? db_text_array_json(lit) : NULL;
+
+		is_str(lit, "{\"a,b\",\"\\\"q\\\"\",\"b\\\\s\",\"NULL\",\"\"}",
+		       "db_text_array_literal quotes every element");
+		ok(back != NULL && json_equal(in, back),
+		   "  and db_text_array_json reads it back as it was");
+		free(lit);
+		json_decref(back);
+		json_decref(in);
+		in = json_pack("[s,i]", "a", 1);
+		ok(db_text_array_literal(in) == NULL,
+		   "  an element that is not a string: NULL");
+		json_decref(in);
+	}
+}
+
+static const enum db_type p_item[] = {DB_INT4, DB_TEXT, DB_TEXT_ARRAY, DB_JSONB,
+                                      DB_TIMESTAMPTZ};
+static const enum db_type p_int[] = {DB_INT4};
+static const enum db_type p_text[] = {DB_TEXT};
+static const struct db_column c_item[] = {
+    {"id", DB_INT4},   {"name", DB_TEXT},      {"tags", DB_TEXT_ARRAY},
+    {"doc", DB_JSONB}, {"at", DB_TIMESTAMPTZ}, {"flag", DB_BOOL},
+    {"big", DB_INT8},
+};
+static const struct db_column c_slept[] = {{"slept", DB_BOOL}};
+static const struct db_column c_n[] = {{"n", DB_INT4}};
+
+/* The test's own statement table, over t_items (made after the pool
+ * opens: each is prepared again at its first use). */
+static const struct db_statement q_table[] = {
+    {"q_insert",
+     "INSERT INTO t_items (id, name, tags, doc, at) VALUES ($1, $2, $3, $4, "
+     "$5) RETURNING id, name, tags, doc, at, flag, big",
+     p_item, 5, c_item, 7},
+    {"q_get",
+     "SELECT id, name, tags, doc, at, flag, big FROM t_items WHERE "
+     "id = $1",
+     p_int, 1, c_item, 7},
+    {"q_sleep", "SELECT true AS slept FROM pg_sleep($1)", p_int, 1, c_slept, 1},
+    {"q_flaky", "SELECT t_flaky($1) AS n", p_int, 1, c_n, 1},
+    {"q_int", "SELECT $1::int AS n", p_text, 1, c_n, 1},
+};
+#define Q_INSERT (&q_table[0])
+#define Q_GET (&q_table[1])
+#define Q_SLEEP (&q_table[2])
+#define Q_FLAKY (&q_table[3])
+#define Q_INT (&q_table[4])
+#define Q_N (sizeof(q_table) / sizeof(q_table[0]))
+
+static const char q_schema[] =
+    "CREATE TABLE t_items (id int PRIMARY KEY, name text NOT NULL, "
+    "tags text[] NOT NULL DEFAULT '{}', doc jsonb, at timestamptz, "
+    "flag boolean NOT NULL DEFAULT true, big bigint NOT NULL DEFAULT "
+    "9007199254740993);"
+    "CREATE SEQUENCE t_seq;"
+    "CREATE FUNCTION t_flaky(every int) RETURNS int LANGUAGE plpgsql AS $$ "
+    "DECLARE v bigint := nextval('t_seq'); BEGIN "
+    "IF v % every <> 0 THEN RAISE EXCEPTION 'not this time' USING "
+    "ERRCODE = '40001'; END IF; RETURN v::int; END $$";
+
+static const char *
+detail_of(const struct reply *rep)
+{
+	return json_string_value(json_object_get(rep->body, "detail"));
+}
+
+/* One db_query; its reply kept in rep (released by the caller). */
+static int
+query(struct request *req, const struct db_statement *st,
+      const char *const *values, struct db_result **res, struct reply *rep)
+{
+	memset(rep, 0, sizeof(*rep));
+	return db_query(req, st, values, res, rep);
+}
+
+static char *
+admin_value(PGconn *admin, const char *sql)
+{
+	PGresult *r = PQexec(admin, sql);
+	char *v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 &&
+	                  !PQgetisnull(r, 0, 0)
+	              ? strdup(PQgetvalue(r, 0, 0))
+	              : NULL;
+
+	PQclear(r);
+	return v;
+}
+
+/* The metrics text of the pool, for the counters. */
+static char *
+pool_metrics(struct db_pool *p)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return NULL;
+	db_pool_render_metrics(p, f);
+	fclose(f);
+	return text;
+}
+
+static int
+metrics_has(struct db_pool *p, const char *line)
+{
+	char *m = pool_metrics(p);
+	int found = m != NULL && strstr(m, line) != NULL;
+
+	if (!found && m != NULL)
+		diag("no '%s' in:\n%s", line, m);
+	free(m);
+	return found;
+}
+
+struct runner {
+	struct request *req;
+	const struct db_statement *st;
+	const char *const *values;
+	struct reply rep;
+	int ret;
+	long long took_ms;
+};
+
+static void *
+runner_main(void *arg)
+{
+	struct runner *r = arg;
+	struct db_result *res = NULL;
+	long long t0 = now_ms();
+
+	r->ret = query(r->req, r->st, r->values, &res, &r->rep);
+	r->took_ms = now_ms() - t0;
+	db_result_free(res);
+	return NULL;
+}
+
+/* The pid of the backend running sql's statement, within ms; -1. */
+static long
+active_backend(PGconn *admin, const char *like, long ms)
+{
+	char sql[256], *v = NULL;
+	long pid = -1;
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+	         "AND query LIKE '%s%%' AND pid <> pg_backend_pid()",
+	         like);
+	WAIT_UNTIL((free(v), v = admin_value(admin, sql)) != NULL, ms);
+	if (v != NULL)
+		pid = strtol(v, NULL, 10);
+	free(v);
+	return pid;
+}
+
+static void
+test_query_values(struct request *req, struct db_pool *p)
+{
+	const char *evil = "'; DROP TABLE t_items; -- \"x\" \\ $1 %s";
+	json_t *tags = json_pack("[s,s,s,s,s,s]", "a,b", "\"q\"", "back\\slash",
+	                         "NULL", "", "{}');--");
+	char *tag_lit = db_text_array_literal(tags);
+	const char *const v1[] = {"1", evil, tag_lit,
+	                          "{\"k\": [1, \"two\", null]}",
+	                          "2026-12-08 00:00:00.123+01"};
+	const char *const id1[] = {"1"};
+	struct db_result *res = NULL;
+	struct reply rep;
+	json_t *row, *want;
+	int ret;
+
+	ret = query(req, Q_INSERT, v1, &res, &rep);
+	ok(ret == 0 && res != NULL && db_result_rows(res) == 1,
+	   "db_query: an INSERT ... RETURNING, prepared at its first use (the "
+	   "table came after the connections)");
+	row = res != NULL ? db_result_json(res, 0) : NULL;
+	want = json_pack("{s:i,s:s,s:O,s:{s:[i,s,n]},s:s,s:b,s:I}", "id", 1,
+	                 "name", evil, "tags", tags, "doc", "k", 1, "two", "at",
+	                 "2026-12-07T23:00:00.123Z", "flag", 1, "big",
+	                 (json_int_t)9007199254740993LL);
+	ok(row != NULL && json_equal(row, want),
+	   "  db_result_json: every type as the header says, the injection "
+	   "shapes verbatim");
+	if (row != NULL && !json_equal(row, want)) {
+		char *g = json_dumps(row, JSON_COMPACT);
+
+		diag("got %s", g);
+		free(g);
+	}
+	json_decref(row);
+	db_result_free(res);
+	res = NULL;
+	reply_release(&rep);
+
+	ret = query(req, Q_GET, id1, &res, &rep);
+	row = ret == 0 ? db_result_json(res, 0) : NULL;
+	ok(row != NULL && json_equal(row, want),
+	   "  read back by id: the same object");
+	ok(ret == 0 && db_result_value(res, 0, 3) != NULL &&
+	       db_result_value(res, 0, 9) == NULL &&
+	       db_result_value(res, 5, 0) == NULL,
+	   "  db_result_value: the text; NULL past the row or the columns");
+	json_decref(row);
+	db_result_free(res);
+	res = NULL;
+	reply_release(&rep);
+	{
+		const char *const v2[] = {"2", "nulls", "{}", NULL, NULL};
+		const char *const id2[] = {"2"};
+
+		query(req, Q_INSERT, v2, &res, &rep);
+		db_result_free(res);
+		res = NULL;
+		reply_release(&rep);
+		ret = query(req, Q_GET, id2, &res, &rep);
+		row = ret == 0 ? db_result_json(res, 0) : NULL;
+		ok(row != NULL && json_is_null(json_object_get(row, "doc")) &&
+		       json_is_null(json_object_get(row, "at")) &&
+		       json_array_size(json_object_get(row, "tags")) == 0,
+		   "  SQL NULL is null, '{}' an empty array");
+		json_decref(row);
+		db_result_free(res);
+		res = NULL;
+		reply_release(&rep);
+	}
+	{
+		const char *const none[] = {"99"};
+
+		ret = query(req, Q_GET, none, &res, &rep);
+		ok(ret == 0 && db_result_rows(res) == 0,
+		   "  no row: 0 rows, no error");
+		db_result_free(res);
+		res = NULL;
+		reply_release(&rep);
+	}
+
+	/* 23505: the same id again. */
+	ret = query(req, Q_INSERT, v1, &res, &rep);
+	ok(ret == -1 && res == NULL && rep.status == 409,
+	   "23505 (the same id again): 409 (%u)", rep.status);
+	is_str(detail_of(&rep), "a stored row has the same unique value",
+	       "  the detail names no SQL and no server message");
+	ok(rep.retry_after == 0, "  no Retry-After");
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_insert\","
+	                  "class=\"23\"} 1"),
+	   "  microd_db_errors_total{statement=\"q_insert\",class=\"23\"} 1");
+	reply_release(&rep);
+
+	/* 22P02: not an integer. */
+	{
+		const char *const bad[] = {"abc"};
+		const char *const good[] = {"42"};
+
+		ret = query(req, Q_INT, bad, &res, &rep);
+		ok(ret == -1 && rep.status == 400,
+		   "22P02 ('abc'::int): 400 (%u)", rep.status);
+		is_str(detail_of(&rep),
+		       "a value is not valid input for its type",
+		       "  the detail does not quote the value");
+		reply_release(&rep);
+		ret = query(req, Q_INT, good, &res, &rep);
+		ok(ret == 0 && strcmp(db_result_value(res, 0, 0), "42") == 0,
+		   "  the connection is fine after it: 42");
+		db_result_free(res);
+		res = NULL;
+		reply_release(&rep);
+	}
+	json_decref(want);
+	json_decref(tags);
+	free(tag_lit);
+}
+
+static void
+test_query_retry(struct request *req, struct db_pool *p, PGconn *admin)
+{
+	const char *const every2[] = {"2"}, *const never[] = {"1000000"};
+	struct db_result *res = NULL;
+	struct reply rep;
+	char *seq;
+	int ret;
+
+	ret = query(req, Q_FLAKY, every2, &res, &rep);
+	seq = admin_value(admin, "SELECT last_value FROM t_seq");
+	ok(ret == 0 && strcmp(db_result_value(res, 0, 0), "2") == 0,
+	   "40001 once, then success: run once more, and answered");
+	is_str(seq, "2", "  the statement ran twice (t_seq)");
+	free(seq);
+	db_result_free(res);
+	res = NULL;
+	reply_release(&rep);
+
+	ret = query(req, Q_FLAKY, never, &res, &rep);
+	seq = admin_value(admin, "SELECT last_value FROM t_seq");
+	ok(ret == -1 && rep.status == 503 && rep.retry_after == 1,
+	   "40001 twice: 503 with Retry-After: 1 (%u, %u)", rep.status,
+	   rep.retry_after);
+	is_str(seq, "4", "  after two runs, not three (t_seq)");
+	is_str(detail_of(&rep),
+	       "the database could not serialize the transaction; try again",
+	       "  the detail");
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_flaky\","
+	                  "class=\"40\"} 3"),
+	   "  microd_db_errors_total counts each of the three failed runs");
+	free(seq);
+	reply_release(&rep);
+}
+
+static void
+test_query_deadline(struct request *req, struct db_pool *p, PGconn *admin)
+{
+	const char *const five[] = {"5"};
+	struct db_result *res = NULL;
+	struct reply rep;
+	unsigned long long before = stats(p).discarded;
+	long long t0;
+	int ret;
+
+	(void)admin;
+	t0 = now_ms();
+	ret = query(req, Q_SLEEP, five, &res, &rep);
+	t0 = now_ms() - t0;
+	ok(ret == -1 && rep.status == 504 && t0 < STATEMENT_MS + 250 + 200,
+	   "57014 (pg_sleep past the %d ms deadline): 504 after %lld ms (%u)",
+	   STATEMENT_MS, t0, rep.status);
+	is_str(detail_of(&rep),
+	       "the database statement did not finish within 200 ms",
+	       "  the detail names the deadline");
+	ok(stats(p).discarded == before + 1, "  its connection is discarded");
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_sleep\","
+	                  "class=\"57\"} 1"),
+	   "  microd_db_errors_total{statement=\"q_sleep\",class=\"57\"} 1");
+	reply_release(&rep);
+}
+
+/* The client leaves while its statement runs: cancelled, discarded. */
+static void
+test_query_gone(struct request *req, struct db_pool *p, PGconn *admin,
+                struct db_pool *slow)
+{
+	const char *const two[] = {"2"};
+	struct runtime rt = {.db = slow};
+	int fds[2] = {-1, -1}, gone;
+	struct request r2 = *req;
+	struct runner run = {.req = &r2, .st = Q_SLEEP, .values = two};
+	pthread_t t;
+	long pid;
+	long long t0;
+	char sql[128], *state = NULL;
+
+	(void)p;
+	if (pipe(fds) != 0) {
+		ok(0, "pipe");
+		return;
+	}
+	gone = fds[0];
+	r2.runtime = &rt;
+	r2.gone_fd = &gone;
+	pthread_create(&t, NULL, runner_main, &run);
+	pid = active_backend(admin, "SELECT true AS slept", 2000);
+	ok(pid > 0, "a 2 s statement runs (backend %ld)", pid);
+	t0 = now_ms();
+	ssize_t n = write(fds[1], "x", 1); /* the client's socket closed */
+	(void)n;
+	pthread_join(t, NULL);
+	snprintf(sql, sizeof(sql),
+	         "SELECT coalesce((SELECT state FROM pg_stat_activity WHERE "
+	         "pid = %ld), 'gone')",
+	         pid);
+	WAIT_UNTIL((free(state), state = admin_value(admin, sql)) != NULL &&
+	               strcmp(state, "active") != 0,
+	           500);
+	t0 = now_ms() - t0;
+	ok(run.ret == -1 && run.took_ms < 1500,
+	   "the client leaves: db_query returns at once (%lld ms)",
+	   run.took_ms);
+	ok(state != NULL && strcmp(state, "active") != 0 && t0 <= 500,
+	   "  its backend is no longer active within 500 ms (%s, %lld ms)",
+	   state != NULL ? state : "?", t0);
+	ok(stats(slow).discarded == 1,
+	   "  and its connection is discarded, never reused");
+	free(state);
+	reply_release(&run.rep);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+/* The backend is ended under a running statement: a connection failure. */
+static void
+test_query_terminated(struct request *req, struct db_pool *slow, PGconn *admin)
+{
+	const char *const two[] = {"2"};
+	struct runtime rt = {.db = slow};
+	struct request r2 = *req;
+	struct runner run = {.req = &r2, .st = Q_SLEEP, .values = two};
+	unsigned long long before = stats(slow).discarded;
+	pthread_t t;
+	long pid;
+	char sql[96], *done;
+
+	r2.runtime = &rt;
+	r2.gone_fd = NULL;
+	pthread_create(&t, NULL, runner_main, &run);
+	pid = active_backend(admin, "SELECT true AS slept", 2000);
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%ld)", pid);
+	done = admin_value(admin, sql);
+	pthread_join(t, NULL);
+	ok(pid > 0 && done != NULL && strcmp(done, "t") == 0,
+	   "pg_terminate_backend(%ld) under a running statement", pid);
+	ok(run.ret == -1 && run.rep.status == 503 && run.rep.retry_after == 1,
+	   "  a connection failure: 503 with Retry-After: 1 (%u, %u)",
+	   run.rep.status, run.rep.retry_after);
+	is_str(detail_of(&run.rep), "the database connection failed",
+	       "  the detail");
+	ok(stats(slow).discarded == before + 1,
+	   "  the connection is discarded");
+	ok(metrics_has(slow, "microd_db_errors_total{statement=\"q_sleep\","
+	                     "class=\"57\"} 1"),
+	   "  counted as class 57 (57P01: the server says goodbye first)");
+	free(done);
+	reply_release(&run.rep);
+}
+
+static void
+test_query_exhausted(struct request *req, struct db_pool *p)
+{
+	struct db_conn *c[SIZE] = {NULL};
+	const char *const one[] = {"1"};
+	struct db_result *res = NULL;
+	struct reply rep;
+	long long t0;
+	int ret;
+
+	WAIT_UNTIL(stats(p).idle == SIZE, 3000);
+	for (int i = 0; i < SIZE; i++)
+		db_acquire(p, &c[i]);
+	t0 = now_ms();
+	ret = query(req, Q_GET, one, &res, &rep);
+	t0 = now_ms() - t0;
+	ok(ret == -1 && rep.status == 503 && rep.retry_after == 1,
+	   "the pool exhausted: 503 with Retry-After: 1 (%u)", rep.status);
+	ok(t0 >= ACQUIRE_MS - 5 && t0 <= ACQUIRE_MS + SLACK_MS,
+	   "  within the acquire timeout + 100 ms: %lld ms", t0);
+	is_str(detail_of(&rep), "no database connection within 300 ms",
+	       "  the detail names the acquire timeout");
+	ok(metrics_has(p, "microd_db_acquire_seconds_count"),
+	   "  microd_db_acquire_seconds counts it");
+	reply_release(&rep);
+	for (int i = 0; i < SIZE; i++)
+		db_release(p, c[i], 0);
+}
+
+/* "N migrations pending: a.sql, b.sql": what the built-in files give. */
+static void
+pending_names(char *buf, size_t len)
+{
+	size_t used;
+
+	snprintf(buf, len, "%u migration%s pending: ", app_migrations_count,
+	         app_migrations_count == 1 ? "" : "s");
+	for (unsigned int i = 0; i < app_migrations_count; i++) {
+		used = strlen(buf);
+		snprintf(buf + used, len - used, "%s%s", i > 0 ? ", " : "",
+		         app_migrations[i].name);
+	}
+}
+
+static void
+test_schema(struct db_pool *p, PGconn *admin, const char *uri)
+{
+	static const struct db_column c_typo[] = {{"titel", DB_TEXT}};
+	static const struct db_column c_name[] = {{"nom", DB_TEXT}};
+	static const struct db_column c_type[] = {{"id", DB_INT8}};
+	static const struct db_statement bad[] = {
+	    {"s_typo", "SELECT titel FROM t_items WHERE id = $1", p_int, 1,
+	     c_typo, 1},
+	    {"s_name", "SELECT name FROM t_items WHERE id = $1", p_int, 1,
+	     c_name, 1},
+	    {"s_type", "SELECT id FROM t_items WHERE id = $1", p_int, 1, c_type,
+	     1},
+	    {"s_count", "SELECT id, name FROM t_items WHERE id = $1", p_int, 1,
+	     c_type, 1},
+	    {"s_params", "SELECT id FROM t_items WHERE id = $1 AND name = $2",
+	     p_int, 1, c_type, 1},
+	};
+	static const char *const want[] = {
+	    "statement s_typo: column \"titel\" does not exist",
+	    "statement s_name: column 1 is \"name\", the table says \"nom\"",
+	    "statement s_type: column id is integer, the table says bigint",
+	    "statement s_count: the SQL returns 2 columns, the table says 1",
+	    "statement s_params: the SQL takes 2 parameters, the table gives 1",
+	};
+	struct db_conn *c = NULL;
+	char why[256], pending[256];
+	int got;
+
+	(void)admin;
+	pending_names(pending, sizeof(pending));
+	db_acquire(p, &c);
+	got = db_statements_check(db_conn_pg(c), q_table, Q_N, now_ms() + 5000,
+	                          -1, why, sizeof(why));
+	ok(got == 0, "db_statements_check: the test's table matches (%s)",
+	   got == 0 ? "" : why);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		got =
+		    db_statements_check(db_conn_pg(c), &bad[i], 1,
+		                        now_ms() + 5000, -1, why, sizeof(why));
+		ok(got == -1 && strcmp(why, want[i]) == 0,
+		   "  a mismatch: %s (%d: %s)", want[i], got, why);
+	}
+	db_release(p, c, 0);
+
+	got = (int)db_schema_check(uri, q_table, Q_N, NULL, 0, 5000, why,
+	                           sizeof(why));
+	ok(got == DB_SCHEMA_OK, "db_schema_check (the start's): all match");
+	got =
+	    (int)db_schema_check(uri, bad, 1, NULL, 0, 5000, why, sizeof(why));
+	ok(got == DB_SCHEMA_MISMATCH && strcmp(why, want[0]) == 0,
+	   "  a mismatch: DB_SCHEMA_MISMATCH naming it (%s)", why);
+	got =
+	    (int)db_schema_check(uri, bad, 1, app_migrations,
+	                         app_migrations_count, 5000, why, sizeof(why));
+	ok(got == DB_SCHEMA_SKIPPED && strcmp(why, pending) == 0,
+	   "  with migrations pending: not checked, naming them (%s)", why);
+}
+
+/* The database check (db_ping) names pending migrations and a mismatch. */
+static void
+test_ping_schema(const char *uri)
+{
+	static const struct db_column c_typo[] = {{"titel", DB_TEXT}};
+	static const struct db_statement bad[] = {
+	    {"note_get", "SELECT titel FROM t_items WHERE id = $1", p_int, 1,
+	     c_typo, 1},
+	};
+	struct db_pool_options o = {.conninfo = uri,
+	                            .size = 1,
+	                            .acquire_timeout_ms = ACQUIRE_MS,
+	                            .statements = bad,
+	                            .n_statements = 1,
+	                            .migrations = app_migrations,
+	                            .n_migrations = app_migrations_count};
+	struct db_pool *p = db_pool_open(&o);
+	char why[256] = "", want[300];
+	int got;
+
+	pending_names(want, sizeof(want) - 40);
+	snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s",
+	         " (microd migrate, or --migrate)");
+	WAIT_UNTIL(stats(p).idle == 1, 3000);
+	got = db_ping(p, 2000, -1, why, sizeof(why));
+	ok(got == -1 && strcmp(why, want) == 0,
+	   "the database check with migrations pending names them (%s)", why);
+	{
+		char small[90];
+		const char *end = " (microd migrate, or --migrate)";
+		size_t n;
+
+		got = db_ping(p, 2000, -1, small, sizeof(small));
+		n = strlen(small);
+		ok(got == -1 && strstr(small, "...") != NULL &&
+		       n > strlen(end) &&
+		       strcmp(small + n - strlen(end), end) == 0,
+		   "  too many names for the reason: the names are cut, not "
+		   "the advice (%s)",
+		   small);
+	}
+	db_pool_close(p);
+	o.n_migrations = 0;
+	p = db_pool_open(&o);
+	WAIT_UNTIL(stats(p).idle == 1, 3000);
+	got = db_ping(p, 2000, -1, why, sizeof(why));
+	ok(got == -1 &&
+	       strcmp(why, "statement note_get: column \"titel\" does not "
+	                   "exist") == 0,
+	   "  none pending, a statement that does not match: fails naming "
+	   "it (%s)",
+	   why);
+	db_pool_close(p);
+	o.statements = q_table;
+	o.n_statements = Q_N;
+	p = db_pool_open(&o);
+	WAIT_UNTIL(stats(p).idle == 1, 3000);
+	got = db_ping(p, 2000, -1, why, sizeof(why));
+	ok(got == 0, "  with a table that matches: passes (%s)",
+	   got == 0 ? "" : why);
+	db_pool_close(p);
+}
+
+/* A pool that cannot connect: 503 at once; the error classes' bound. */
+static void
+test_query_down(struct request *req)
+{
+	struct db_pool_options o = {.conninfo =
+	                                "host=127.0.0.1 port=1 user=x dbname=x",
+	                            .size = 1,
+	                            .acquire_timeout_ms = ACQUIRE_MS,
+	                            .statements = q_table,
+	                            .n_statements = Q_N};
+	struct db_pool *p = db_pool_open(&o);
+	struct runtime rt = {.db = p};
+	struct request r2 = *req;
+	const char *const one[] = {"1"};
+	struct db_result *res = NULL;
+	struct reply rep;
+	char cls[8];
+	long long t0;
+	int ret;
+
+	r2.runtime = &rt;
+	WAIT_UNTIL(stats(p).down, 3000);
+	t0 = now_ms();
+	ret = query(&r2, Q_GET, one, &res, &rep);
+	t0 = now_ms() - t0;
+	ok(ret == -1 && rep.status == 503 && rep.retry_after == 1 && t0 < 50,
+	   "the database down: 503 with Retry-After: 1 at once (%u, %lld ms)",
+	   rep.status, t0);
+	is_str(detail_of(&rep), "the database cannot be reached",
+	       "  the detail");
+	reply_release(&rep);
+	for (int i = 0; i < 20; i++) {
+		snprintf(cls, sizeof(cls), "%02dxxx", i);
+		db_pool_count_error(p, 0, cls);
+	}
+	db_pool_count_error(p, 1, NULL);
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_insert\","
+	                  "class=\"14\"} 1\n"
+	                  "microd_db_errors_total{statement=\"q_insert\","
+	                  "class=\"other\"} 5\n"),
+	   "microd_db_errors_total: 15 classes of a statement, then other");
+	ok(metrics_has(p, "microd_db_errors_total{statement=\"q_get\","
+	                  "class=\"08\"} 1"),
+	   "  a failure without a SQLSTATE counts as class 08");
+	db_pool_close(p);
+}
+
+static void
+test_queries(const char *uri)
+{
+	struct db_pool_options o = {.conninfo = uri,
+	                            .size = SIZE,
+	                            .acquire_timeout_ms = ACQUIRE_MS,
+	                            .statement_timeout_ms = STATEMENT_MS,
+	                            .backoff_min_ms = 20,
+	                            .backoff_max_ms = 500,
+	                            .statements = q_table,
+	                            .n_statements = Q_N};
+	struct db_pool *p, *slow;
+	struct runtime rt = {.db = NULL};
+	struct request req = {.method = "GET", .path = "/t"};
+	PGconn *admin = PQconnectdb(uri);
+	PGresult *r;
+
+	test_formats();
+	p = db_pool_open(&o);
+	o.statement_timeout_ms = 10000;
+	o.size = 1;
+	slow = db_pool_open(&o);
+	ok(p != NULL && slow != NULL && PQstatus(admin) == CONNECTION_OK,
+	   "pools with the test's statement table, before its table exists");
+	if (p == NULL || slow == NULL || PQstatus(admin) != CONNECTION_OK)
+		goto out;
+	WAIT_UNTIL(stats(p).idle == SIZE && stats(slow).idle == 1, 5000);
+	r = PQexec(admin, q_schema);
+	ok(PQresultStatus(r) == PGRES_COMMAND_OK, "t_items, t_seq, t_flaky");
+	PQclear(r);
+	rt.db = p;
+	req.runtime = &rt;
+	test_query_values(&req, p);
+	test_query_retry(&req, p, admin);
+	test_query_deadline(&req, p, admin);
+	test_query_gone(&req, p, admin, slow);
+	test_query_terminated(&req, slow, admin);
+	test_query_exhausted(&req, p);
+	test_query_down(&req);
+	test_schema(p, admin, uri);
+	ok(metrics_has(p, "microd_db_operation_duration_seconds_count{"
+	                  "statement=\"q_get\"}"),
+	   "microd_db_operation_duration_seconds{statement=\"q_get\"}");
+	test_ping_schema(uri);
+	r = PQexec(admin, "DROP TABLE t_items; DROP SEQUENCE t_seq; "
+	                  "DROP FUNCTION t_flaky");
+	PQclear(r);
+out:
+	db_pool_close(p);
+	db_pool_close(slow);
+	PQfinish(admin);
+}
+
 static char *
 slurp(int fd)
 {
@@ -568,6 +1348,7 @@ main(void)
 	ok(p != NULL, "db_pool_open");
 	if (p == NULL)
 		goto out;
+	test_queries(uri);
 	test_acquire(p);
 	test_transactions(p);
 	test_deadline(p);
@@ -588,6 +1369,12 @@ main(void)
 	ok(logged != NULL &&
 	       strstr(logged, "password authentication failed") != NULL,
 	   "  and says why the wrong password failed");
+	ok(logged != NULL &&
+	       strstr(logged, "database: statement q_insert: SQLSTATE 23505 "
+	                      "(409): duplicate key value violates unique "
+	                      "constraint \\\"t_items_pkey\\\"") != NULL,
+	   "a failed statement's log line: its name, SQLSTATE, status and "
+	   "the server's message");
 	ok(logged != NULL && pass != NULL && strlen(pass) >= 16 &&
 	       strstr(logged, pass) == NULL && strstr(logged, "7Hq2") == NULL,
 	   "  and neither the password nor the wrong one is in it");

@@ -168,57 +168,192 @@ test_resolve(void)
 	reply_release(&rep);
 }
 
+/* POST /count: a raw body, any Content-Type, as sent. */
 static void
-test_notes(void)
+test_count(void)
 {
-	static const char *const match[] = {"If-None-Match: W/\"1\"", NULL};
 	struct reply rep;
 
-	oneshot_run(&(struct oneshot){.method = "PUT",
-	                              .target = "/notes/a",
-	                              .body = "hi",
+	oneshot_run(&(struct oneshot){.method = "POST",
+	                              .target = "/count",
+	                              .body = "caf\xc3\xa9\nn",
 	                              .app = app},
 	            &rep);
-	is(rep.status, 201, "PUT /notes/a is 201");
-	is_str(header(&rep, "Location"), "/notes/a", "Location: /notes/a");
-	is_str(header(&rep, "ETag"), "\"1\"", "ETag: \"1\"");
+	is(rep.status, 200, "POST /count is 200");
+	is(json_integer_value(json_object_get(rep.body, "bytes")), 7,
+	   "7 bytes");
+	is(json_integer_value(json_object_get(rep.body, "characters")), 6,
+	   "6 characters");
+	is(json_integer_value(json_object_get(rep.body, "lines")), 1, "1 line");
 	reply_release(&rep);
-	run("GET", "/notes/a", &rep);
-	is(rep.status, 200, "GET /notes/a is 200");
-	ok(rep.text != NULL && rep.text_len == 2 &&
-	       memcmp(rep.text, "hi", 2) == 0,
-	   "with the text stored");
-	reply_release(&rep);
-	oneshot_run(&(struct oneshot){.method = "GET",
-	                              .target = "/notes/a",
-	                              .headers = match,
-	                              .app = app},
-	            &rep);
-	is(rep.status, 304, "If-None-Match: W/\"1\" is 304");
-	reply_release(&rep);
-	oneshot_run(&(struct oneshot){.method = "PUT",
-	                              .target = "/notes/..",
-	                              .body = "x",
-	                              .app = app},
-	            &rep);
-	is_str(detail(&rep),
-	       "a note's name is 1 to 64 letters, digits, '.', '_' or '-', "
-	       "not only dots",
-	       "PUT /notes/..: the name rule answered");
-	reply_release(&rep);
-	oneshot_run(&(struct oneshot){.method = "PUT",
-	                              .target = "/notes/b",
+	oneshot_run(&(struct oneshot){.method = "POST",
+	                              .target = "/count",
 	                              .body = "a\0b",
 	                              .body_len = 3,
 	                              .app = app},
 	            &rep);
-	is_str(detail(&rep), "a note is UTF-8 text without NUL bytes",
-	       "a NUL in a note: the text rule answered");
+	is(rep.status, 415, "a NUL in the body: 415");
+	is_str(detail(&rep), "the body must be UTF-8 text without NUL bytes",
+	       "  the text rule answered");
 	reply_release(&rep);
-	run("GET", "/notes/nope", &rep);
-	is_str(detail(&rep), "no note named nope", "GET /notes/nope is 404");
-	is(rep.status, 404, "GET /notes/nope is 404");
+}
+
+/* One request's reply: status, detail, and the 422's errors as
+ * "pointer detail; pointer detail". */
+static void
+notes_shot(const char *method, const char *target, const char *const *headers,
+           const char *body, unsigned int status, const char *want,
+           const char *errors)
+{
+	struct reply rep;
+	char got[1024] = "";
+	size_t i, n = 0;
+	json_t *e;
+
+	oneshot_run(&(struct oneshot){.method = method,
+	                              .target = target,
+	                              .headers = headers,
+	                              .body = body,
+	                              .app = app},
+	            &rep);
+	is(rep.status, status, "%s %s %s: %u", method, target,
+	   body != NULL ? body : "", status);
+	is_str(detail(&rep), want, "  %s", want);
+	json_array_foreach(json_object_get(rep.body, "errors"), i, e)
+	{
+		int w = snprintf(
+		    got + n, sizeof(got) - n, "%s%s %s", i > 0 ? "; " : "",
+		    json_string_value(json_object_get(e, "pointer")),
+		    json_string_value(json_object_get(e, "detail")));
+
+		if (w > 0 && (size_t)w < sizeof(got) - n)
+			n += (size_t)w;
+	}
+	if (errors != NULL)
+		is_str(got, errors, "  errors: %s", errors);
 	reply_release(&rep);
+}
+
+/*
+ * What /notes answers before any query (the harness has no database): the
+ * body's shape (422, every error), a bad id or If-Match (400), and without
+ * --database a 503 once the request itself is fine.
+ */
+static void
+test_notes(void)
+{
+	static const char *const patch[] = {
+	    "Content-Type: application/merge-patch+json", NULL};
+	static const char *const text[] = {"Content-Type: text/plain", NULL};
+	static const char *const star[] = {"If-Match: *", NULL};
+	static const char *const tags[] = {"If-Match: \"1\", W/\"2\" ,\"a,b\",",
+	                                   NULL};
+	static const char *const space[] = {"If-Match: \"a b\"", NULL};
+	static const char *const bare[] = {"If-Match: 1", NULL};
+	static const char *const open[] = {"If-Match: \"1", NULL};
+	static const char *const after[] = {"If-Match: \"1\" x", NULL};
+	static const char *const two[] = {"If-Match: **", NULL};
+	static const char *const ctl[] = {"If-Match: \"a\tb\"", NULL};
+	const char *no_db = "no database is configured";
+	const char *bad_id =
+	    "a note's id is an integer from 1 to 9223372036854775807";
+	const char *bad_match =
+	    "If-Match must be \"*\" or a list of entity tags";
+	char big[4800], title[401];
+
+	notes_shot("POST", "/notes", json_header, "{\"title\":\"t\"}", 503,
+	           no_db, NULL);
+	notes_shot("POST", "/notes", json_header, "{}", 422,
+	           "the body does not fit: 1 error", "#/title is required");
+	notes_shot("POST", "/notes", json_header,
+	           "{\"title\":\"\",\"body\":1,\"tags\":[\"\",2,null,"
+	           "\"123456789012345678901234567890123\"],\"x\":0,"
+	           "\"a/b\":0}",
+	           422, "the body does not fit: 8 errors",
+	           "#/title must be 1 to 200 characters; #/body must be a "
+	           "string; #/tags/0 must be 1 to 32 characters; #/tags/1 must "
+	           "be a string; #/tags/2 must not be null; #/tags/3 must be 1 "
+	           "to 32 characters; #/x is not a known field; #/a~1b is not "
+	           "a known field");
+	notes_shot("POST", "/notes", json_header,
+	           "{\"title\":null,\"body\":null,\"tags\":[\"1\",\"2\",\"3\","
+	           "\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
+	           422, "the body does not fit: 3 errors",
+	           "#/title must not be null; #/body must not be null; "
+	           "#/tags must have at most 8 items");
+	snprintf(big, sizeof(big),
+	         "{\"title\":\"%0201d\",\"body\":\"%04097d\"}", 0, 0);
+	notes_shot(
+	    "POST", "/notes", json_header, big, 422,
+	    "the body does not fit: 2 errors",
+	    "#/title must be 1 to 200 characters; #/body must be at most "
+	    "4096 bytes");
+	/* 200 characters of 2 bytes each (é), 4096 bytes: both at their
+	 * bound. */
+	for (size_t i = 0; i < 200; i++)
+		memcpy(title + 2 * i, "\xc3\xa9", 2);
+	title[400] = '\0';
+	snprintf(big, sizeof(big), "{\"title\":\"%s\",\"body\":\"%04096d\"}",
+	         title, 0);
+	notes_shot("POST", "/notes", json_header, big, 503, no_db, NULL);
+	notes_shot("POST", "/notes", json_header, "[]", 422,
+	           "the body does not fit: 1 error", "# must be an object");
+	notes_shot("POST", "/notes", text, "{}", 415,
+	           "the request body must be application/json", NULL);
+
+	notes_shot("PATCH", "/notes/1", patch, "{}", 503, no_db, NULL);
+	notes_shot("PATCH", "/notes/1", json_header,
+	           "{\"body\":null,\"tags\":null}", 503, no_db, NULL);
+	notes_shot("PATCH", "/notes/1", patch,
+	           "{\"title\":null,\"tags\":[\"a\",\"\"],\"id\":2}", 422,
+	           "the body does not fit: 3 errors",
+	           "#/title must not be null; #/tags/1 must be 1 to 32 "
+	           "characters; #/id is not a known field");
+	notes_shot("PATCH", "/notes/x", patch, "{\"title\":null}", 400, bad_id,
+	           NULL);
+	notes_shot("PATCH", "/notes/1", text, "{}", 415,
+	           "the request body must be application/json", NULL);
+
+	notes_shot("GET", "/notes/1", NULL, NULL, 503, no_db, NULL);
+	notes_shot("GET", "/notes/0", NULL, NULL, 400, bad_id, NULL);
+	notes_shot("GET", "/notes/-1", NULL, NULL, 400, bad_id, NULL);
+	notes_shot("GET", "/notes/1.0", NULL, NULL, 400, bad_id, NULL);
+	notes_shot("GET", "/notes/%201", NULL, NULL, 400, bad_id, NULL);
+	notes_shot("GET", "/notes/9223372036854775807", NULL, NULL, 503, no_db,
+	           NULL);
+	notes_shot("GET", "/notes/9223372036854775808", NULL, NULL, 400, bad_id,
+	           NULL);
+	notes_shot("GET", "/notes/1'%20OR%20'1'='1", NULL, NULL, 400, bad_id,
+	           NULL);
+	notes_shot("DELETE", "/notes/abc", NULL, NULL, 400, bad_id, NULL);
+
+	notes_shot("GET", "/notes", NULL, NULL, 503, no_db, NULL);
+	notes_shot("GET", "/notes?limit=1&after=0", NULL, NULL, 503, no_db,
+	           NULL);
+	notes_shot("GET", "/notes?limit=100", NULL, NULL, 503, no_db, NULL);
+	notes_shot("GET", "/notes?limit=0", NULL, NULL, 400,
+	           "limit must be an integer from 1 to 100", NULL);
+	notes_shot("GET", "/notes?limit=101", NULL, NULL, 400,
+	           "limit must be an integer from 1 to 100", NULL);
+	notes_shot("GET", "/notes?limit", NULL, NULL, 400,
+	           "limit must be an integer from 1 to 100", NULL);
+	notes_shot("GET", "/notes?after=-1", NULL, NULL, 400,
+	           "after must be an integer from 0 to 9223372036854775807",
+	           NULL);
+	notes_shot(
+	    "GET", "/notes?after=1%3BDROP%20TABLE%20notes", NULL, NULL, 400,
+	    "after must be an integer from 0 to 9223372036854775807", NULL);
+
+	notes_shot("DELETE", "/notes/1", star, NULL, 503, no_db, NULL);
+	notes_shot("DELETE", "/notes/1", tags, NULL, 503, no_db, NULL);
+	notes_shot("DELETE", "/notes/1", bare, NULL, 400, bad_match, NULL);
+	notes_shot("DELETE", "/notes/1", open, NULL, 400, bad_match, NULL);
+	notes_shot("DELETE", "/notes/1", after, NULL, 400, bad_match, NULL);
+	notes_shot("DELETE", "/notes/1", two, NULL, 400, bad_match, NULL);
+	notes_shot("DELETE", "/notes/1", ctl, NULL, 400, bad_match, NULL);
+	notes_shot("DELETE", "/notes/1", space, NULL, 400, bad_match, NULL);
+	notes_shot("PUT", "/notes/1", NULL, NULL, 405,
+	           "PUT is not allowed on /notes/1", NULL);
 }
 
 /* The router's own answers and the target's rules, before any handler. */
@@ -281,6 +416,7 @@ main(void)
 	test_status();
 	test_delay();
 	test_resolve();
+	test_count();
 	test_notes();
 	test_router_answers();
 	test_query();

@@ -72,21 +72,27 @@ def test_usage(pg):
     ok(rc == 0 and out.startswith("Usage: microd migrate [--database URL] [--dry-run]"),
        "--help: exit 0 and the usage on stdout")
     rc, out, err = migrate("--bogus", DATABASE_URL=pg.uri)
-    ok(rc == 2 and "microd migrate: unknown argument '--bogus' (see --help)" in err,
+    ok(rc == 2 and "microd migrate: unknown option '--bogus' (see --help)" in err,
        "an unknown argument: exit 2 naming it (%d %s)" % (rc, err.strip()))
     rc, out, err = migrate("--database")
-    ok(rc == 2 and "no value for '--database'" in err, "--database without a value: exit 2 (%d %s)"
+    ok(rc == 2 and "microd migrate: --database: missing value (expected a libpq URI or key=value "
+       "connection string)" in err, "--database without a value: exit 2, as the server says it (%d %s)"
        % (rc, err.strip()))
     rc, out, err = migrate()
     ok(rc == 0 and "migrate: no database (--database, MICROD_DATABASE, DATABASE_URL): nothing to migrate"
        in err, "no database anywhere (an init container without its Secret): exit 0, saying so (%d %s)"
        % (rc, err.strip()))
     rc, out, err = migrate("--database=", DATABASE_URL=pg.uri)
-    ok(rc == 2 and "microd migrate: --database is empty (see --help)" in err,
-       "an empty --database: exit 2 (%d %s)" % (rc, err.strip()))
+    ok(rc == 2 and "microd migrate: --database: invalid value '(not shown)' (expected a libpq URI or "
+       "key=value connection string)" in err, "an empty --database: exit 2 (%d %s)" % (rc, err.strip()))
     rc, out, err = migrate("--database", "postgresql://app:s3cret@[::1")
-    ok(rc == 2 and "the database URL does not parse" in err and "s3cret" not in err,
-       "a URL that does not parse: exit 2, and the URL is not shown (%d %s)" % (rc, err.strip()))
+    ok(rc == 2 and "microd migrate: --database: invalid value (not shown: it may hold a password): not a "
+       "libpq URI or key=value connection string" in err and "s3cret" not in err,
+       "a URL that does not parse: exit 2, the server's words, and the URL is not shown (%d %s)"
+       % (rc, err.strip()))
+    rc, out, err = migrate(MICROD_DATABASE="postgresql://app:s3cret@[::1")
+    ok(rc == 2 and "microd migrate: MICROD_DATABASE: invalid value (not shown" in err and "s3cret" not in err,
+       "  MICROD_DATABASE is read by the server's option row too, and named (%d %s)" % (rc, err.strip()))
 
 
 def test_fresh(pg):
@@ -119,8 +125,9 @@ def test_fresh(pg):
     ok(cols == ["id|bigint|NO||YES|ALWAYS", "title|text|NO||NO|",
                 "body|text|NO|''::text|NO|", "tags|ARRAY|NO|'{}'::text[]|NO|",
                 "created_at|timestamp with time zone|NO|now()|NO|",
-                "updated_at|timestamp with time zone|NO|now()|NO|"],
-       "notes: id bigint generated always as identity, title, body '', tags '{}', the two times (%s)"
+                "updated_at|timestamp with time zone|NO|now()|NO|", "version|bigint|NO|1|NO|"],
+       "notes: id bigint generated always as identity, title, body '', tags '{}', the two times, "
+       "version 1 (%s)"
        % cols)
     ok(pg.psql("select string_agg(a.attname, ',') from pg_index i join pg_attribute a on "
                "a.attrelid = i.indrelid and a.attnum = any(i.indkey) where i.indrelid = "

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 
+from pg import Cluster
 from server import BIN, http_once, poll, start_microd, stop_microd
 from tap import done, ok
 
@@ -218,38 +219,48 @@ def test_no_request_cut():
     the request and the new connection arrive in one of its loops, where
     0.9.75 accepts before it reads. Either the request runs and is answered,
     or it never runs (a client retries it safely, as after nginx closes an
-    idle connection): a note stored without its 201 fails."""
-    proc, port, log = start(["--connection-limit", "3", "--threads", "1", "--example-routes",
-                             "--max-body", "8m", "--body-budget", "64m"])
-    if not ok(port is not None, "microd with --connection-limit 3 --threads 1 --example-routes"):
-        return
-    big = json.dumps([{"k": i, "v": "x" * 10} for i in range(60000)]).encode()
-    bigreq = (b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n" % len(big) + big)
-    answered = never_ran = lost = 0
-    for i in range(30):
-        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
-        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        read_head(idle)
-        other = socket.create_connection(("127.0.0.1", port), timeout=10)
-        busy = socket.create_connection(("127.0.0.1", port), timeout=10)
-        busy.sendall(bigreq)
-        idle.sendall(b"PUT /notes/n%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv" % i)
-        newcomer = socket.create_connection(("127.0.0.1", port), timeout=10)
-        reply = read_head(idle)
-        read_head(busy)
-        for s in (idle, other, busy, newcomer):
-            s.close()
-        st, _ = http_once(port, "/notes/n%d" % i)
-        if reply.startswith(b"HTTP/1.1 201"):
-            answered += 1
-        elif st == 200:
-            lost += 1
-        else:
-            never_ran += 1
-    ok(lost == 0, "30 rounds: %d answered, %d closed before running, %d run but unanswered"
-       % (answered, never_ran, lost))
-    stop_microd(proc, log)
+    idle connection): a note stored (POST /notes, in a throw-away
+    PostgreSQL of tests/pg.py) without its 201 fails."""
+    with Cluster() as pg:
+        r = subprocess.run([BIN, "migrate", "--database", pg.uri], capture_output=True, text=True)
+        if not ok(r.returncode == 0, "microd migrate: the notes table"):
+            print(r.stderr)
+            return
+        proc, port, log = start(["--connection-limit", "3", "--threads", "1", "--example-routes",
+                                 "--max-body", "8m", "--body-budget", "64m", "--database", pg.uri])
+        if not ok(port is not None, "microd with --connection-limit 3 --threads 1 --example-routes "
+                                    "--database"):
+            return
+        ok(poll(lambda: http_once(port, "/readyz")[0] == 200, 10, 0.05), "  ready: the database connected")
+        big = json.dumps([{"k": i, "v": "x" * 10} for i in range(60000)]).encode()
+        bigreq = (b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(big) + big)
+        answered = never_ran = lost = 0
+        for i in range(30):
+            note = b'{"title": "round %d"}' % i
+            idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+            idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_head(idle)
+            other = socket.create_connection(("127.0.0.1", port), timeout=10)
+            busy = socket.create_connection(("127.0.0.1", port), timeout=10)
+            busy.sendall(bigreq)
+            idle.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(note), note))
+            newcomer = socket.create_connection(("127.0.0.1", port), timeout=10)
+            reply = read_head(idle)
+            read_head(busy)
+            for s in (idle, other, busy, newcomer):
+                s.close()
+            stored = pg.psql("select count(*) from notes where title = 'round %d'" % i).strip() == "1"
+            if reply.startswith(b"HTTP/1.1 201"):
+                answered += 1
+            elif stored:
+                lost += 1
+            else:
+                never_ran += 1
+        ok(lost == 0, "30 rounds: %d answered, %d closed before running, %d run but unanswered"
+           % (answered, never_ran, lost))
+        stop_microd(proc, log)
 
 
 def main():

@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "config.h"
 #include "db/db.h"
+#include "dispatch.h"
 #include "encode.h"
 #include "health.h"
 #include "healthz.h"
@@ -235,12 +236,12 @@ test_router_check(void)
 	ok(router_check(router_at(0), router_count(), 0, msg, sizeof(msg)) ==
 	       NULL,
 	   "microd's own table is well formed, example rows included");
-	ok(router_check_served(0, 4096, msg, sizeof(msg)) == 0,
-	   "the joined table as served, with a body budget of 4096");
+	ok(router_check_served(0, 65536, msg, sizeof(msg)) == 0,
+	   "the joined table as served, with a body budget of 65536");
 	ok(router_check_served(ROUTE_EXAMPLE, 1000, msg, sizeof(msg)) == 0,
 	   "a hidden row's body limit may pass the budget");
 	ok(router_check_served(0, 1000, msg, sizeof(msg)) == -1 &&
-	       strcmp(msg, "PUT /notes/{name} takes bodies up to 4096 bytes, "
+	       strcmp(msg, "POST /count takes bodies up to 4096 bytes, "
 	                   "more than the body budget of 1000 bytes: raise "
 	                   "--body-budget") == 0,
 	   "a served row's body limit past the budget: refused (%s)", msg);
@@ -327,10 +328,25 @@ test_router(void)
 	   ROUTE_FOUND, "GET /delay/{ms}");
 	ok((res.route->flags & ROUTE_BLOCKING) != 0,
 	   "/delay runs on the handler pool");
-	is(router_find("PUT", "/notes/n", 0, buf, sizeof(buf), &res),
-	   ROUTE_FOUND, "PUT /notes/{name}");
-	ok((res.route->flags & ROUTE_RAW_BODY) && res.route->max_body == 4096,
-	   "/notes takes a raw body of at most 4096 bytes");
+	{
+		static const char *const notes[][2] = {
+		    {"POST", "/notes"},     {"GET", "/notes"},
+		    {"GET", "/notes/1"},    {"PATCH", "/notes/1"},
+		    {"DELETE", "/notes/1"},
+		};
+
+		for (size_t i = 0; i < sizeof(notes) / sizeof(notes[0]); i++) {
+			is(router_find(notes[i][0], notes[i][1], 0, buf,
+			               sizeof(buf), &res),
+			   ROUTE_FOUND, "%s %s", notes[i][0], notes[i][1]);
+			ok(res.route->flags & ROUTE_BLOCKING &&
+			       res.route->flags & ROUTE_EXAMPLE,
+			   "  an example on the handler pool (the database)");
+		}
+	}
+	router_find("PATCH", "/notes/1", 0, buf, sizeof(buf), &res);
+	ok((res.route->flags & ROUTE_JSON_BODY) && res.route->max_body == 65536,
+	   "PATCH /notes/{id} takes a JSON body of at most 65536 bytes");
 
 	router_find("PUT", "/health", 0, buf, sizeof(buf), &res);
 	router_reply_unmatched(&res, &req, &rep);
@@ -358,6 +374,34 @@ test_router(void)
 	test_router_match();
 	test_router_params();
 	test_router_check();
+}
+
+/* Which Content-Type a ROUTE_JSON_BODY route takes. */
+static void
+test_dispatch_is_json(void)
+{
+	static const struct {
+		const char *type;
+		int json;
+	} rows[] = {
+	    {"application/json", 1},
+	    {"Application/JSON; charset=utf-8", 1},
+	    {"application/json ;charset=utf-8", 1},
+	    {"application/merge-patch+json", 1},
+	    {"application/problem+json; x=y", 1},
+	    {"application/+json", 0},
+	    {"application/jsonx", 0},
+	    {"application/json+xml", 0},
+	    {"text/json", 0},
+	    {"application/", 0},
+	    {"", 0},
+	};
+
+	ok(!dispatch_is_json(NULL), "no Content-Type is not JSON");
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		is(dispatch_is_json(rows[i].type), rows[i].json,
+		   "Content-Type %s: %s", rows[i].type,
+		   rows[i].json ? "JSON" : "not JSON");
 }
 
 static const struct target_spec {
@@ -3721,6 +3765,7 @@ main(void)
 	                app_routes_count) != 0)
 		return 1;
 	test_router();
+	test_dispatch_is_json();
 	test_middleware_skips();
 	test_reply();
 	test_reply_header();

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "handlers.h"
 #include "log.h"
 
 struct app *
@@ -25,21 +24,20 @@ app_start(const struct config *cfg)
 		return NULL;
 	}
 #endif
-	if (cfg->example_routes) {
-		app->notes = notes_open();
-		if (app->notes == NULL) {
-			free(app);
-			return NULL;
-		}
-	}
+	app->example_routes = cfg->example_routes;
+	if (app->example_routes)
+		log_info("example routes on: /status/{code}, /delay/{ms}, "
+		         "/resolve/{host}, /count, and /notes, which needs "
+		         "--database%s",
+		         cfg->database != NULL ? "" : " (not set: 503)");
 	return app;
 }
 
 void
 app_drain(struct app *app)
 {
-	if (app->notes != NULL)
-		notes_drain(app->notes);
+	if (app->example_routes)
+		log_info("example routes: the drain begins");
 }
 
 void
@@ -47,6 +45,7 @@ app_stop(struct app *app)
 {
 	if (app == NULL)
 		return;
-	notes_close(app->notes);
+	if (app->example_routes)
+		log_info("example routes: stopped");
 	free(app);
 }

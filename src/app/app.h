@@ -13,16 +13,15 @@
 #include "router.h"
 
 struct config;
-struct notes;
 
 /*
  * Every handler gets a pointer to this as req->app. Handlers run on many
  * threads at once, so what they change in it is atomic or locked. Add the
- * service's own members here and set them up in app_start.
+ * service's own members here and set them up in app_start. The database
+ * pool is microd's (request_db(req)): the notes resource needs nothing here.
  */
 struct app {
-	struct notes *notes; /* the example routes' store; NULL without
-	                      * --example-routes */
+	int example_routes; /* --example-routes */
 };
 
 /* The service's route rows (src/app/routes.c), joined with microd's own at

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * examples.c -- the example routes, off unless --example-routes: a status
- * echo, a blocking delay on the handler pool, and a note store that shows a
- * path parameter, a raw body, reply headers and the application context
+ * echo, a blocking delay on the handler pool, a name lookup, and a raw text
+ * body counted; the example resource, /notes, is notes.c
  */
 #include "handlers.h"
 
@@ -10,36 +10,12 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
-#include "app.h"
-#include "log.h"
 #include "number.h"
 #include "reply.h"
 #include "utf8.h"
-
-/* What a note's name may hold: it goes into Location as it is. */
-#define NAME_BYTES                                                             \
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
-
-struct note {
-	char name[NOTES_NAME_MAX + 1]; /* "" for a free slot */
-	char *text;                    /* owned; NUL after len bytes */
-	size_t len;
-	unsigned long long version; /* the store's write count at the write */
-};
-
-struct notes {
-	pthread_mutex_t lock; /* guards everything below */
-	unsigned long long writes;
-	size_t used;
-	struct note at[NOTES_MAX];
-};
 
 /* GET /status/{code}: problem details with that status, 200 to 599. */
 void
@@ -134,199 +110,31 @@ handle_resolve(const struct request *req, struct reply *rep)
 	reply_header(rep, "Cache-Control", "max-age=30");
 }
 
-static struct note *
-note_find(struct notes *ns, const char *name)
+/*
+ * POST /count: the bytes, characters and lines of a UTF-8 text body of at
+ * most the route's 4096 bytes. A ROUTE_RAW_BODY route: the body as sent, in
+ * req->raw, whatever its Content-Type.
+ */
+void
+handle_count(const struct request *req, struct reply *rep)
 {
-	for (size_t i = 0; i < NOTES_MAX; i++)
-		if (ns->at[i].name[0] != '\0' &&
-		    strcmp(ns->at[i].name, name) == 0)
-			return &ns->at[i];
-	return NULL;
-}
+	const unsigned char *s = (const unsigned char *)req->raw;
+	size_t chars = 0, lines = 0;
 
-static void
-etag_of(const struct note *n, char *buf, size_t len)
-{
-	snprintf(buf, len, "\"%llu\"", n->version);
-}
+	for (size_t i = 0; i < req->raw_len; chars++) {
+		size_t n = utf8_seq_len(s + i, req->raw_len - i);
 
-/* Whether If-None-Match (a list of entity tags, or "*") names etag. */
-static int
-none_match(const char *header, const char *etag)
-{
-	size_t n = strlen(etag);
-
-	if (header == NULL)
-		return 0;
-	for (const char *p = header; *p != '\0';) {
-		size_t len;
-
-		p += strspn(p, " \t,");
-		if (strncmp(p, "W/", 2) == 0)
-			p += 2; /* If-None-Match compares weakly */
-		len = strcspn(p, " \t,");
-		if ((len == 1 && *p == '*') ||
-		    (len == n && memcmp(p, etag, n) == 0))
-			return 1;
-		p += len;
-	}
-	return 0;
-}
-
-static int
-is_utf8(const char *s, size_t len)
-{
-	for (size_t i = 0; i < len;) {
-		size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
-
-		if (n == 0 || s[i] == '\0')
-			return 0;
+		if (n == 0 || s[i] == '\0') {
+			reply_error(rep, 415,
+			            "the body must be UTF-8 text "
+			            "without NUL bytes");
+			return;
+		}
+		lines += s[i] == '\n';
 		i += n;
 	}
-	return 1;
-}
-
-/*
- * PUT /notes/{name}: stores the body (UTF-8 text, at most the route's 4096
- * bytes) under name. 201 with Location for a new note, 200 for a replaced
- * one; both carry the note's ETag. A ROUTE_BLOCKING route, as a write to a
- * real database would be.
- */
-void
-handle_note_put(const struct request *req, struct reply *rep)
-{
-	struct notes *ns = req->app->notes;
-	const char *name = request_param(req, "name");
-	struct note *n;
-	char etag[32], location[NOTES_NAME_MAX + 8];
-	unsigned int status = 200;
-	char *text;
-
-	/* Only dots would be a path segment of its own in Location. */
-	if (strlen(name) > NOTES_NAME_MAX ||
-	    strspn(name, NAME_BYTES) != strlen(name) ||
-	    strspn(name, ".") == strlen(name)) {
-		reply_error(
-		    rep, 400,
-		    "a note's name is 1 to %d letters, digits, '.', '_' "
-		    "or '-', not only dots",
-		    NOTES_NAME_MAX);
-		return;
-	}
-	if (!is_utf8(req->raw, req->raw_len)) {
-		reply_error(rep, 415, "a note is UTF-8 text without NUL bytes");
-		return;
-	}
-	text = malloc(req->raw_len + 1);
-	if (text == NULL) {
-		reply_json(rep, 500, NULL);
-		return;
-	}
-	memcpy(text, req->raw, req->raw_len + 1);
-	pthread_mutex_lock(&ns->lock);
-	n = note_find(ns, name);
-	if (n == NULL && ns->used < NOTES_MAX) {
-		for (n = ns->at; n->name[0] != '\0'; n++)
-			;
-		snprintf(n->name, sizeof(n->name), "%s", name);
-		ns->used++;
-		status = 201;
-	}
-	if (n == NULL) {
-		pthread_mutex_unlock(&ns->lock);
-		free(text);
-		reply_error(rep, 507, "the store holds %d notes already",
-		            NOTES_MAX);
-		return;
-	}
-	free(n->text);
-	n->text = text; /* the store owns it now */
-	n->len = req->raw_len;
-	n->version = ++ns->writes;
-	etag_of(n, etag, sizeof(etag));
-	pthread_mutex_unlock(&ns->lock);
-	reply_json(rep, status,
-	           json_pack("{s:s, s:I}", "name", name, "bytes",
-	                     (json_int_t)req->raw_len));
-	reply_header(rep, "ETag", etag);
-	if (status == 201) {
-		snprintf(location, sizeof(location), "/notes/%s", name);
-		reply_header(rep, "Location", location);
-	}
-}
-
-/*
- * GET /notes/{name}: the note as text/plain with its ETag; 304 when
- * If-None-Match names it; 404 when there is none. It only takes the store's
- * lock for a copy, so it runs where the request arrived.
- */
-void
-handle_note_get(const struct request *req, struct reply *rep)
-{
-	struct notes *ns = req->app->notes;
-	const char *name = request_param(req, "name");
-	struct note *n;
-	char etag[32], *text = NULL;
-	size_t len = 0;
-
-	pthread_mutex_lock(&ns->lock);
-	n = note_find(ns, name);
-	if (n != NULL) {
-		etag_of(n, etag, sizeof(etag));
-		len = n->len;
-		text = malloc(len + 1);
-		if (text != NULL)
-			memcpy(text, n->text, len + 1);
-	}
-	pthread_mutex_unlock(&ns->lock);
-	if (n == NULL) {
-		reply_error(rep, 404, "no note named %s", name);
-		return;
-	}
-	/* A 304 goes out without its body, but with the Content-Length of
-	 * the 200 (RFC 9110, 8.6): so it gets the same text. */
-	reply_text(rep,
-	           none_match(request_header(req, "If-None-Match"), etag) ? 304
-	                                                                  : 200,
-	           text, len, "text/plain; charset=utf-8");
-	reply_header(rep, "ETag", etag);
-}
-
-struct notes *
-notes_open(void)
-{
-	struct notes *ns = calloc(1, sizeof(*ns));
-
-	if (ns == NULL || pthread_mutex_init(&ns->lock, NULL) != 0) {
-		log_error("%s: cannot set up the note store", __func__);
-		free(ns);
-		return NULL;
-	}
-	log_info("example routes on: /status/{code}, /delay/{ms}, "
-	         "/resolve/{host}, /notes/{name}; note store open (%d notes of "
-	         "at most 4096 "
-	         "bytes)",
-	         NOTES_MAX);
-	return ns;
-}
-
-void
-notes_drain(struct notes *ns)
-{
-	pthread_mutex_lock(&ns->lock);
-	log_info("note store: drain begins with %zu notes", ns->used);
-	pthread_mutex_unlock(&ns->lock);
-}
-
-void
-notes_close(struct notes *ns)
-{
-	if (ns == NULL)
-		return;
-	log_info("note store closed: %zu notes, %llu writes", ns->used,
-	         ns->writes);
-	for (size_t i = 0; i < NOTES_MAX; i++)
-		free(ns->at[i].text);
-	pthread_mutex_destroy(&ns->lock);
-	free(ns);
+	reply_json(rep, 200,
+	           json_pack("{s:I, s:I, s:I}", "bytes",
+	                     (json_int_t)req->raw_len, "characters",
+	                     (json_int_t)chars, "lines", (json_int_t)lines));
 }

@@ -8,6 +8,9 @@
 #include "handlers.h"
 #include "router.h"
 
+/* The notes resource talks to the database: on the handler pool only. */
+#define NOTES (ROUTE_EXAMPLE | ROUTE_BLOCKING)
+
 const struct route app_routes[] = {
     {"POST", "/echo", handle_echo, ROUTE_JSON_BODY, 0},
     /* --example-routes: see src/app/examples.c and microd(8). */
@@ -15,9 +18,15 @@ const struct route app_routes[] = {
     {"GET", "/delay/{ms}", handle_delay, ROUTE_EXAMPLE | ROUTE_BLOCKING, 0},
     {"GET", "/resolve/{host}", handle_resolve, ROUTE_EXAMPLE | ROUTE_BLOCKING,
      0},
-    {"PUT", "/notes/{name}", handle_note_put,
-     ROUTE_EXAMPLE | ROUTE_RAW_BODY | ROUTE_BLOCKING, 4096},
-    {"GET", "/notes/{name}", handle_note_get, ROUTE_EXAMPLE, 0},
+    {"POST", "/count", handle_count, ROUTE_EXAMPLE | ROUTE_RAW_BODY, 4096},
+    /* --example-routes and --database: see src/app/notes.c. */
+    {"POST", "/notes", handle_notes_create, NOTES | ROUTE_JSON_BODY,
+     NOTES_BODY_MAX},
+    {"GET", "/notes", handle_notes_list, NOTES, 0},
+    {"GET", "/notes/{id}", handle_notes_get, NOTES, 0},
+    {"PATCH", "/notes/{id}", handle_notes_patch, NOTES | ROUTE_JSON_BODY,
+     NOTES_BODY_MAX},
+    {"DELETE", "/notes/{id}", handle_notes_delete, NOTES, 0},
 };
 
 const size_t app_routes_count = sizeof(app_routes) / sizeof(app_routes[0]);

@@ -9,6 +9,26 @@
 
 #include "db/query.h"
 
+/* Each statement's row in app_statements: &app_statements[NOTES_GET]. */
+enum app_statement {
+	NOTES_INSERT,
+	NOTES_GET,
+	NOTES_LIST,
+	NOTES_UPDATE,
+	NOTES_DELETE,
+};
+
+/* The columns of a note as the note statements return them. */
+enum note_column {
+	NOTE_ID,
+	NOTE_TITLE,
+	NOTE_BODY,
+	NOTE_TAGS,
+	NOTE_CREATED_AT,
+	NOTE_UPDATED_AT,
+	NOTE_VERSION, /* the ETag; not part of the note's JSON */
+};
+
 extern const struct db_statement app_statements[];
 extern const unsigned int app_statements_count;
 

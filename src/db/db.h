@@ -7,6 +7,7 @@
 #define MICROD_DB_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /*
  * What a statement's failure means for the client. A NULL SQLSTATE is a
@@ -31,9 +32,22 @@ struct db_verdict db_sqlstate_verdict(const char *sqlstate);
  */
 char *db_conninfo_redact(const char *conninfo);
 
+struct db_statement;
+struct db_migration;
+
 struct db_pool_options {
 	const char *conninfo; /* libpq's PG* variables fill what it omits */
-	unsigned int size;    /* connections, at least 1 */
+	/* The service's statements (src/db/query.h), prepared on every new
+	 * connection; one that fails to prepare (its table not migrated yet)
+	 * is prepared again at its first use on that connection. Borrowed:
+	 * they outlive the pool. */
+	const struct db_statement *statements;
+	unsigned int n_statements;
+	/* The migrations built in, for the database check (db_ping):
+	 * pending ones fail it, naming them. Borrowed. */
+	const struct db_migration *migrations;
+	unsigned int n_migrations;
+	unsigned int size; /* connections, at least 1 */
 	unsigned int acquire_timeout_ms;
 	unsigned int statement_timeout_ms; /* SET at connect; 0: the server's */
 	unsigned int connect_timeout_ms;   /* one attempt; 0: 5000 */
@@ -94,12 +108,23 @@ void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
 /*
  * The database check's run: a connection within timeout_ms (a failure here
  * is not counted in acquire_timeouts: those are the handlers'), then
- * SELECT 1 answered before the same deadline. A run cut short when stop_fd
- * (-1: none) turns readable. 0, or -1 with why set to one line without the
- * conninfo; a connection that did not answer in time is discarded.
+ * SELECT 1 answered before the same deadline; then no migration of the
+ * pool's may be pending ("migrations pending: 0001_notes.sql, ..."), and,
+ * until they once match, the pool's statements are checked against the
+ * schema (db_statements_check). A run cut short when stop_fd (-1: none)
+ * turns readable. 0, or -1 with why set to one line without the conninfo;
+ * a connection that did not answer in time is discarded.
  */
 int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
             char *why, size_t len);
+
+/*
+ * Writes the pool's histograms and error counters in the Prometheus text
+ * format: microd_db_acquire_seconds, microd_db_operation_duration_seconds
+ * {statement}, microd_db_errors_total{statement,class} (the gauges and
+ * counters of db_pool_stats are the caller's).
+ */
+void db_pool_render_metrics(struct db_pool *pool, FILE *f);
 
 /*
  * Stops the connecting thread, wakes every waiter (DB_DOWN) and closes the
@@ -147,5 +172,37 @@ int db_migrate(const char *conninfo, const struct db_migration *m,
  */
 int db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
                        unsigned int n, char *buf, size_t len);
+
+/*
+ * The statement table against the live schema, on pg: each statement is
+ * prepared (under its own name, unless prepared on pg already) and
+ * described, and its parameter count and types, column count, names and
+ * types compared with the table. 0 when all match; -1 with why naming the
+ * first statement that does not and the server's error or the difference
+ * ("statement note_get: column \"titel\" does not exist"); -2 when pg
+ * failed (a connection error: why says so). deadline_ms (now_ms()'s clock)
+ * bounds the whole; stop_fd (-1: none) turning readable cuts it short.
+ */
+int db_statements_check(struct pg_conn *pg, const struct db_statement *st,
+                        unsigned int n, long long deadline_ms, int stop_fd,
+                        char *why, size_t len);
+
+enum db_schema_result {
+	DB_SCHEMA_OK = 0,      /* every statement matches */
+	DB_SCHEMA_SKIPPED = 1, /* not checked: unreachable, or pending */
+	DB_SCHEMA_MISMATCH = 2,
+};
+
+/*
+ * At start and under --check-config: connects to conninfo once (within
+ * timeout_ms), and when no migration of m[0..n_m) is pending checks the
+ * statements (db_statements_check). why says what was found: the
+ * mismatch, why the check was skipped (the database cannot be reached;
+ * the pending files), or nothing. The password is never in it.
+ */
+enum db_schema_result
+db_schema_check(const char *conninfo, const struct db_statement *st,
+                unsigned int n, const struct db_migration *m, unsigned int n_m,
+                unsigned int timeout_ms, char *why, size_t len);
 
 #endif

@@ -24,11 +24,21 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
-struct db_conn {
-	PGconn *pg;
-	struct db_conn *next; /* in the idle stack */
+/* Most SQLSTATE classes microd_db_errors_total tells apart per statement;
+ * the rest count as class "other". */
+#define DB_ERROR_CLASSES 16
+
+/* One statement's metrics. */
+struct db_stmt_stats {
+	struct metrics_histogram duration;
+	struct {
+		char cls[8]; /* "23", "08", "other"; "" for a free slot */
+		unsigned long long n;
+	} errors[DB_ERROR_CLASSES]; /* under the pool's lock */
 };
 
 struct db_pool {
@@ -45,7 +55,11 @@ struct db_pool {
 	struct db_pool_options opt;
 	char *conninfo; /* opt.conninfo's copy */
 	char *shown;    /* the conninfo without its password, for logs */
-	unsigned long long rng; /* the connecting thread's jitter */
+	unsigned long long rng;           /* the connecting thread's jitter */
+	struct metrics_histogram acquire; /* db_acquire's waits */
+	struct db_stmt_stats *stmt;       /* one per opt.statements row */
+	/* The statements matched the schema once (db_ping checks until). */
+	_Atomic int schema_ok;
 };
 
 static void
@@ -105,15 +119,18 @@ db_log_pq_error(enum log_level level, const char *what, const PGconn *pg)
 	log_msg(level, "database: %s: %s", what, msg);
 }
 
-/* A statement on a fresh connection, within the connect deadline. */
+/*
+ * The results of what was sent on a fresh connection, within the connect
+ * deadline or the close: 0 all succeeded, 1 one failed (its primary message
+ * in why, when given), -1 the connection or the wait failed.
+ */
 static int
-db_setup(struct db_pool *p, PGconn *pg, const char *sql, long long deadline)
+db_setup_wait(struct db_pool *p, PGconn *pg, long long deadline, char *why,
+              size_t len)
 {
 	PGresult *r;
 	int ret = 0;
 
-	if (!PQsendQuery(pg, sql))
-		return -1;
 	for (;;) {
 		while (PQisBusy(pg)) {
 			if (db_wait(p, PQsocket(pg), POLLIN, deadline) <= 0 ||
@@ -122,17 +139,71 @@ db_setup(struct db_pool *p, PGconn *pg, const char *sql, long long deadline)
 		}
 		r = PQgetResult(pg);
 		if (r == NULL)
-			return ret;
-		if (PQresultStatus(r) != PGRES_COMMAND_OK)
-			ret = -1;
+			return PQstatus(pg) == CONNECTION_OK ? ret : -1;
+		if (PQresultStatus(r) != PGRES_COMMAND_OK && ret == 0) {
+			const char *m =
+			    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+
+			if (why != NULL)
+				snprintf(why, len, "%s",
+				         m != NULL ? m : "no message");
+			ret = 1;
+		}
 		PQclear(r);
 	}
 }
 
+/* A statement on a fresh connection, within the connect deadline. */
+static int
+db_setup(struct db_pool *p, PGconn *pg, const char *sql, long long deadline)
+{
+	if (!PQsendQuery(pg, sql))
+		return -1;
+	return db_setup_wait(p, pg, deadline, NULL, 0) == 0 ? 0 : -1;
+}
+
+/*
+ * Prepares the pool's statements on a fresh connection, each flag of
+ * prepared set for the ones that did. One the server refuses (its table is
+ * not migrated yet) leaves the connection usable: it is prepared again at
+ * its first use. -1 when the connection or the wait failed.
+ */
+static int
+db_setup_statements(struct db_pool *p, PGconn *pg, unsigned char *prepared,
+                    long long deadline)
+{
+	const struct db_statement *st = p->opt.statements;
+
+	for (unsigned int i = 0; i < p->opt.n_statements; i++) {
+		Oid types[64];
+		char why[256];
+		int got;
+
+		if (st[i].n_params > sizeof(types) / sizeof(types[0]))
+			continue; /* db_statements_check names it */
+		for (unsigned int j = 0; j < st[i].n_params; j++)
+			types[j] = db_type_oid(st[i].params[j]);
+		if (!PQsendPrepare(pg, st[i].name, st[i].sql,
+		                   (int)st[i].n_params, types))
+			return -1;
+		got = db_setup_wait(p, pg, deadline, why, sizeof(why));
+		if (got < 0)
+			return -1;
+		prepared[i] = got == 0;
+		if (got > 0)
+			log_debug("database: statement %s not prepared on a "
+			          "new connection (prepared again at its first "
+			          "use): %s",
+			          st[i].name, why);
+	}
+	return 0;
+}
+
 /* One connection, made without blocking past the connect timeout or the
- * close; NULL when it failed, with libpq's reason logged at level. */
+ * close, its statements prepared (prepared's flags); NULL when it failed,
+ * with libpq's reason logged at level. */
 static PGconn *
-db_connect(struct db_pool *p, enum log_level level)
+db_connect(struct db_pool *p, enum log_level level, unsigned char *prepared)
 {
 	/*
 	 * Keys before dbname are defaults the conninfo may override, those
@@ -171,6 +242,11 @@ db_connect(struct db_pool *p, enum log_level level)
 		if (db_setup(p, pg, sql, deadline) != 0)
 			goto fail;
 	}
+	/* Times as db_result_json reads them: ISO, in UTC. */
+	if (db_setup(p, pg, "SET DateStyle = 'ISO'; SET TimeZone = 'UTC'",
+	             deadline) != 0 ||
+	    db_setup_statements(p, pg, prepared, deadline) != 0)
+		goto fail;
 	return pg;
 fail:
 	if (log_enabled(level))
@@ -209,12 +285,19 @@ db_main(void *arg)
 				break;
 			continue;
 		}
-		pg = db_connect(p, failures == 0 ? LOG_WARN : LOG_DEBUG);
-		c = pg != NULL ? malloc(sizeof(*c)) : NULL;
-		if (c == NULL) {
+		c = calloc(1, sizeof(*c));
+		if (c != NULL)
+			c->prepared = calloc(p->opt.n_statements + 1, 1);
+		pg = c != NULL && c->prepared != NULL
+		         ? db_connect(p, failures == 0 ? LOG_WARN : LOG_DEBUG,
+		                      c->prepared)
+		         : NULL;
+		if (pg == NULL) {
+			if (c != NULL)
+				free(c->prepared);
+			free(c);
 			if (atomic_load(&p->closing))
 				break;
-			PQfinish(pg);
 			if (failures++ == 0)
 				log_warn(
 				    "database: trying %s again with backoff "
@@ -268,7 +351,16 @@ db_pool_free(struct db_pool *p)
 		close(p->wake[1]);
 	free(p->conninfo);
 	free(p->shown);
+	free(p->stmt);
 	free(p);
+}
+
+static void
+db_conn_free(struct db_conn *c)
+{
+	PQfinish(c->pg);
+	free(c->prepared);
+	free(c);
 }
 
 struct db_pool *
@@ -309,7 +401,8 @@ db_pool_open(const struct db_pool_options *opt)
 	}
 	p->conninfo = strdup(opt->conninfo);
 	p->opt.conninfo = NULL; /* ours is p->conninfo */
-	if (p->conninfo == NULL || pipe(p->wake) != 0 ||
+	p->stmt = calloc(p->opt.n_statements + 1, sizeof(*p->stmt));
+	if (p->conninfo == NULL || p->stmt == NULL || pipe(p->wake) != 0 ||
 	    fcntl(p->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
 	    fcntl(p->wake[1], F_SETFL, O_NONBLOCK) != 0) {
 		log_error("database: %s", strerror(errno));
@@ -358,8 +451,7 @@ db_discard(struct db_pool *p, struct db_conn *c)
 {
 	int last;
 
-	PQfinish(c->pg);
-	free(c);
+	db_conn_free(c);
 	pthread_mutex_lock(&p->lock);
 	p->used--;
 	p->discarded++;
@@ -435,7 +527,12 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 enum db_acquire_result
 db_acquire(struct db_pool *p, struct db_conn **out)
 {
-	return db_take(p, p->opt.acquire_timeout_ms, 1, out);
+	long long t0 = now_ns();
+	enum db_acquire_result got =
+	    db_take(p, p->opt.acquire_timeout_ms, 1, out);
+
+	metrics_histogram_observe(&p->acquire, now_ns() - t0);
+	return got;
 }
 
 /* Ends a transaction the handler left open or failed: 0, or -1 when c
@@ -488,10 +585,8 @@ db_release(struct db_pool *p, struct db_conn *c, int broken)
 		pthread_cond_signal(&p->avail);
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (abandoned) {
-		PQfinish(c->pg);
-		free(c);
-	}
+	if (abandoned)
+		db_conn_free(c);
 	if (last)
 		db_pool_free(p);
 }
@@ -540,8 +635,7 @@ db_pool_close(struct db_pool *p)
 	while (c != NULL) {
 		struct db_conn *next = c->next;
 
-		PQfinish(c->pg);
-		free(c);
+		db_conn_free(c);
 		c = next;
 	}
 	if (freeit)
@@ -555,6 +649,60 @@ db_why_pq(char *why, size_t len, const char *what, const PGconn *pg)
 	const char *m = PQerrorMessage(pg);
 
 	snprintf(why, len, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+/*
+ * The database check past SELECT 1: no migration pending, and the statement
+ * table matching the schema, checked until it once does. 0, or -1 with why;
+ * *broken set when the connection must go.
+ */
+static int
+db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
+               int stop_fd, char *why, size_t len, int *broken)
+{
+	/* Room for the words around the names: they are cut, not those. */
+	const size_t around = sizeof(" migrations pending:  (microd migrate, "
+	                             "or --migrate)") +
+	                      10;
+	char names[256];
+	int pending, got;
+
+	if (p->opt.n_migrations > 0) {
+		pending = db_migrate_pending(
+		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
+		    len > around && len - around < sizeof(names)
+		        ? len - around
+		        : sizeof(names));
+		if (pending < 0) {
+			db_why_pq(why, len, "migrations", c->pg);
+			*broken = PQstatus(c->pg) != CONNECTION_OK;
+			return -1;
+		}
+		if (pending > 0) {
+			snprintf(
+			    why, len,
+			    "%d migration%s pending: %s (microd migrate, or "
+			    "--migrate)",
+			    pending, pending == 1 ? "" : "s", names);
+			return -1;
+		}
+	}
+	if (atomic_load(&p->schema_ok) || p->opt.n_statements == 0)
+		return 0;
+	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
+	                          deadline, stop_fd, why, len);
+	if (got == -2) {
+		*broken = 1;
+		return -1;
+	}
+	if (got != 0)
+		return -1;
+	/* Prepared now on this connection under their names. */
+	memset(c->prepared, 1, p->opt.n_statements);
+	atomic_store(&p->schema_ok, 1);
+	log_info("database: the %u statements match the schema",
+	         p->opt.n_statements);
+	return 0;
 }
 
 int
@@ -624,7 +772,94 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 		PQclear(r);
 	}
 	broken = ret != 0 || PQstatus(pg) != CONNECTION_OK;
+	if (ret == 0)
+		ret =
+		    db_ping_schema(p, c, deadline, stop_fd, why, len, &broken);
 out:
 	db_release(p, c, broken);
 	return ret;
+}
+
+const struct db_pool_options *
+db_pool_settings(const struct db_pool *p)
+{
+	return &p->opt;
+}
+
+int
+db_pool_statement(const struct db_pool *p, const struct db_statement *st)
+{
+	const struct db_statement *t = p->opt.statements;
+
+	if (t == NULL || st < t || st >= t + p->opt.n_statements)
+		return -1;
+	return (int)(st - t);
+}
+
+void
+db_pool_observe(struct db_pool *p, unsigned int i, long long duration_ns)
+{
+	metrics_histogram_observe(&p->stmt[i].duration, duration_ns);
+}
+
+void
+db_pool_count_error(struct db_pool *p, unsigned int i, const char *sqlstate)
+{
+	struct db_stmt_stats *s = &p->stmt[i];
+	char cls[3] = "08"; /* no SQLSTATE: libpq's own, a connection's */
+	unsigned int k;
+
+	if (sqlstate != NULL && strlen(sqlstate) == 5)
+		snprintf(cls, sizeof(cls), "%.2s", sqlstate);
+	pthread_mutex_lock(&p->lock);
+	for (k = 0; k < DB_ERROR_CLASSES - 1; k++)
+		if (s->errors[k].cls[0] == '\0' ||
+		    strcmp(s->errors[k].cls, cls) == 0)
+			break;
+	if (s->errors[k].cls[0] == '\0')
+		snprintf(s->errors[k].cls, sizeof(s->errors[k].cls), "%s",
+		         k < DB_ERROR_CLASSES - 1 ? cls : "other");
+	s->errors[k].n++;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void
+db_pool_render_metrics(struct db_pool *p, FILE *f)
+{
+	const struct db_statement *st = p->opt.statements;
+
+	fputs("# HELP microd_db_acquire_seconds How long handlers waited for "
+	      "a connection, those that got none included.\n"
+	      "# TYPE microd_db_acquire_seconds histogram\n",
+	      f);
+	metrics_histogram_render(f, "microd_db_acquire_seconds", NULL,
+	                         &p->acquire, 0);
+	fputs("# HELP microd_db_operation_duration_seconds Each run of a "
+	      "statement, from its sending to its result, by statement.\n"
+	      "# TYPE microd_db_operation_duration_seconds histogram\n",
+	      f);
+	for (unsigned int i = 0; i < p->opt.n_statements; i++) {
+		const char *const labels[] = {"statement", st[i].name, NULL};
+
+		metrics_histogram_render(f,
+		                         "microd_db_operation_duration_seconds",
+		                         labels, &p->stmt[i].duration, 0);
+	}
+	fputs("# HELP microd_db_errors_total Statements that failed, by "
+	      "statement and SQLSTATE class (its first two characters; 08 "
+	      "also for a failure without one, libpq's own).\n"
+	      "# TYPE microd_db_errors_total counter\n",
+	      f);
+	pthread_mutex_lock(&p->lock);
+	for (unsigned int i = 0; i < p->opt.n_statements; i++)
+		for (unsigned int k = 0; k < DB_ERROR_CLASSES &&
+		                         p->stmt[i].errors[k].cls[0] != '\0';
+		     k++) {
+			fputs("microd_db_errors_total{statement=\"", f);
+			metrics_put_label(f, st[i].name);
+			fprintf(f, "\",class=\"%s\"} %llu\n",
+			        p->stmt[i].errors[k].cls,
+			        p->stmt[i].errors[k].n);
+		}
+	pthread_mutex_unlock(&p->lock);
 }

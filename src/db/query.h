@@ -32,6 +32,9 @@ struct db_column {
  * One statement of the service's table (src/app/statements.c). name is the
  * prepared statement's name on every connection and the label of its
  * metrics and log lines; sql takes $1..$n, bound, never pasted in.
+ * At start each is described by the server and compared with its row
+ * (parameter types; column names and types); a row with no columns
+ * (columns NULL) reads no result, and its result is not compared.
  */
 struct db_statement {
 	const char *name;
@@ -74,5 +77,13 @@ const char *db_result_value(const struct db_result *res, unsigned int row,
 json_t *db_result_json(const struct db_result *res, unsigned int row);
 
 void db_result_free(struct db_result *res); /* NULL-safe */
+
+/*
+ * A JSON array of strings as a DB_TEXT_ARRAY parameter's text: every
+ * element quoted, '"' and '\\' escaped ("{\"a\",\"b c\"}"), so any string
+ * goes in as it is. A string to free(), or NULL when an element is not a
+ * string or memory runs out.
+ */
+char *db_text_array_literal(const json_t *strings);
 
 #endif

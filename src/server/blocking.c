@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * blocking.c -- blocking routes: copy the request, suspend the connection,
- * run the handler on the pool, resume
+ * run the handler on the pool with its client watched (gone.c), resume
  */
 #include "internal.h"
 
@@ -107,12 +107,30 @@ job_run(struct pool_task *task)
 	struct exchange *ex = EXCHANGE_OF(task);
 	struct request req = {
 	    .lookup = lookup_snapshot, .each = each_snapshot, .ctx = ex};
+	struct gone_slot *watch = NULL;
 
 	request_view(ex, ex->res.route->method, &req);
 	if (ex->method_head)
 		req.method = "HEAD";
 	req.body = ex->job_body;
+	if (ex->gone != NULL)
+		watch = gone_claim(ex->gone, ex);
+	if (watch != NULL) {
+		/* Published before the state is read, as job_abandon moves
+		 * the state before it reads this: one of the two sees the
+		 * other, so a socket about to be closed is never watched. */
+		atomic_store(&ex->watch, watch);
+		if (atomic_load(&ex->job_state) == JOB_QUEUED)
+			gone_watch(ex->gone, watch, ex->fd);
+		else
+			gone_cut(ex->gone, watch, ex);
+		req.gone_fd = gone_fd(watch);
+	}
 	dispatch_run(ex->res.route, &req, ex->job_reply);
+	if (watch != NULL) { /* before job_finish resumes the connection */
+		atomic_store(&ex->watch, NULL);
+		gone_release(ex->gone, watch);
+	}
 }
 
 /*
@@ -148,10 +166,16 @@ job_abandon(struct pool_task *task)
 {
 	struct exchange *ex = EXCHANGE_OF(task);
 	int queued = JOB_QUEUED;
+	struct gone_slot *watch;
 
-	if (atomic_compare_exchange_strong(&ex->job_state, &queued,
-	                                   JOB_ABANDONED))
-		MHD_resume_connection(ex->conn);
+	if (!atomic_compare_exchange_strong(&ex->job_state, &queued,
+	                                    JOB_ABANDONED))
+		return;
+	/* Its socket out of the watch before libmicrohttpd may close it. */
+	watch = atomic_load(&ex->watch);
+	if (watch != NULL)
+		gone_cut(ex->gone, watch, ex);
+	MHD_resume_connection(ex->conn);
 }
 
 /*
@@ -164,6 +188,8 @@ enum MHD_Result
 start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
           json_t *body)
 {
+	const union MHD_ConnectionInfo *fd;
+
 	ex->job_reply = calloc(1, sizeof(*ex->job_reply));
 	if (ex->job_reply == NULL || snapshot_take(conn, &ex->snap) != 0) {
 		json_decref(body);
@@ -172,6 +198,11 @@ start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	}
 	ex->job_body = body; /* the exchange's now */
 	exchange_peer(ex);
+	fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (fd != NULL && !ex->own) { /* microd's own requests: not watched */
+		ex->gone = srv->gone;
+		ex->fd = fd->connect_fd;
+	}
 	ex->task.run = job_run;
 	ex->task.finish = job_finish;
 	atomic_store(&ex->job_state, JOB_QUEUED);

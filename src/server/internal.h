@@ -70,6 +70,7 @@ struct server {
 	struct app *app; /* the service's context, for its handlers; not ours */
 	struct runtime *runtime; /* microd's own; not ours */
 	struct pool *pool;       /* runs the ROUTE_BLOCKING handlers */
+	struct gone *gone;       /* watches their clients; with the pool */
 	struct waiting *heads;   /* client connections waiting for a head */
 	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
 };
@@ -156,6 +157,13 @@ struct exchange {
 	struct reply *job_reply; /* the handler's, from start_job on */
 	int method_head;         /* a HEAD request, served by a GET route */
 	int own; /* sent by microd itself: the pool check, watchdog */
+	/* The watch on the client's socket (gone.c) while the handler runs:
+	 * the server's watcher (NULL: none, as for microd's own requests),
+	 * the socket, and the slot, set on the handler thread and read by
+	 * job_abandon at stop (NULL outside the handler). */
+	struct gone *gone;
+	int fd;
+	_Atomic(struct gone_slot *) watch;
 	long long start_ns;
 	unsigned int status; /* sent; 0 while none is */
 	size_t bytes;        /* body bytes of the response */
@@ -220,6 +228,36 @@ enum MHD_Result start_job(struct server *srv, struct MHD_Connection *conn,
                           struct exchange *ex, json_t *body);
 enum MHD_Result on_resumed(struct server *srv, struct MHD_Connection *conn,
                            struct exchange *ex);
+
+/* gone.c */
+struct gone;
+struct gone_slot;
+
+/* Starts the thread that watches the clients of up to slots handlers at
+ * once (one per handler thread); NULL (logged) on error. */
+struct gone *gone_start(unsigned int slots);
+/* Ends the watcher; g is freed once no slot is claimed. NULL-safe. */
+void gone_stop(struct gone *g);
+/*
+ * On a handler thread, before its handler: a slot for the request owner,
+ * its descriptor (gone_fd) reset so that no earlier request's signal
+ * reaches this one; NULL when none is free. Give it back with
+ * gone_release, before the connection is resumed.
+ */
+struct gone_slot *gone_claim(struct gone *g, const void *owner);
+/* The descriptor the handler polls: readable once its client has gone. */
+const int *gone_fd(const struct gone_slot *s);
+/* Watches fd, the suspended connection's socket (never read, shut down or
+ * closed here), until gone_release or gone_cut. */
+void gone_watch(struct gone *g, struct gone_slot *s, int fd);
+/*
+ * At stop, from any thread, for a request about to be resumed while its
+ * handler runs: stops watching its socket, for good, and signals the
+ * handler, whose answer will be dropped. Nothing when s is no longer
+ * owner's.
+ */
+void gone_cut(struct gone *g, struct gone_slot *s, const void *owner);
+void gone_release(struct gone *g, struct gone_slot *s);
 
 /* waiting.c */
 struct waiting;

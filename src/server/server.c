@@ -371,7 +371,8 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 	if (needs_pool(srv->hide)) {
 		srv->pool =
 		    pool_start(cfg->handler_threads, cfg->handler_queue);
-		if (srv->pool == NULL)
+		srv->gone = gone_start(cfg->handler_threads);
+		if (srv->pool == NULL || srv->gone == NULL)
 			goto fail;
 		log_info("handler pool: %u threads, a queue of %u, for the "
 		         "routes that may block",
@@ -434,6 +435,7 @@ fail:
 		pool_close(srv->pool, NULL);
 		pool_stop(srv->pool);
 	}
+	gone_stop(srv->gone);
 	waiting_stop(srv->heads);
 	free(srv);
 	return NULL;
@@ -565,6 +567,7 @@ server_stop(struct server *srv)
 	if (srv->quiesced_fd != MHD_INVALID_SOCKET)
 		close(srv->quiesced_fd);
 	pool_stop(srv->pool);     /* NULL-safe; leaves running handlers be */
+	gone_stop(srv->gone);     /* NULL-safe; theirs last until they end */
 	waiting_stop(srv->heads); /* every connection is gone */
 	free(srv);
 	return running > 0 ? -1 : 0;

@@ -3,8 +3,8 @@
  * route.c -- fuzz target: the request view -> router -> handler -> reply
  * path, in process and fast. Input: method, NUL, raw path, NUL, body; the
  * body is parsed as the server parses it for routes that take JSON. The
- * example routes are on (with their note store), all but /delay and
- * /resolve, which only wait.
+ * example routes are on, all but /delay and /resolve, which only wait;
+ * /notes has no database here: its checks run, then it answers 503.
  */
 #include <jansson.h>
 #include <stdlib.h>

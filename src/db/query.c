@@ -1,0 +1,675 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * query.c -- one statement of the table run for a blocking handler: acquire,
+ * prepare at first use, send with bound text parameters, wait on the
+ * server, the client and the deadline, answer a failure by its SQLSTATE
+ *
+ * A handler calls db_query and waits for its result; how the statement
+ * reaches the server (one connection per query today) is this file's and
+ * pool.c's alone, so a pipeline that keeps several requests' statements in
+ * flight on one connection changes nothing above them.
+ */
+#include "query.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "db.h"
+#include "internal.h"
+#include "log.h"
+#include "reply.h"
+
+/* Past the statement deadline, the server's own statement_timeout has
+ * this long to answer (57014) before microd cancels it itself. */
+#define QUERY_GRACE_MS 250
+
+struct db_result {
+	PGresult *pg;
+	const struct db_statement *st;
+};
+
+unsigned int
+db_type_oid(enum db_type t)
+{
+	switch (t) {
+	case DB_BOOL:
+		return 16;
+	case DB_INT4:
+		return 23;
+	case DB_INT8:
+		return 20;
+	case DB_TEXT:
+		return 25;
+	case DB_TEXT_ARRAY:
+		return 1009;
+	case DB_JSONB:
+		return 3802;
+	case DB_TIMESTAMPTZ:
+		return 1184;
+	}
+	return 0;
+}
+
+enum db_wait
+db_result_wait(PGconn *pg, long long deadline_ms, int stop_fd, PGresult **out)
+{
+	PGresult *r, *kept = NULL;
+
+	*out = NULL;
+	for (;;) {
+		while (PQisBusy(pg)) {
+			struct pollfd pfd[2] = {
+			    {.fd = PQsocket(pg), .events = POLLIN},
+			    {.fd = stop_fd, .events = POLLIN}};
+			long long left =
+			    deadline_ms < 0 ? -1 : deadline_ms - now_ms();
+			int n;
+
+			if (pfd[0].fd < 0)
+				goto broken;
+			if (deadline_ms >= 0 && left <= 0)
+				goto timeout;
+			n = poll(pfd, stop_fd >= 0 ? 2 : 1,
+			         left < 0 || left > 60000 ? 60000 : (int)left);
+			if (n < 0 && errno != EINTR)
+				goto broken;
+			if (n > 0 && stop_fd >= 0 && pfd[1].revents != 0) {
+				PQclear(kept);
+				return DB_WAIT_GONE;
+			}
+			if (n > 0 && !PQconsumeInput(pg))
+				goto broken;
+		}
+		r = PQgetResult(pg);
+		if (r == NULL)
+			break;
+		if (kept != NULL && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+			PQclear(r); /* the first failure counts */
+		} else {
+			PQclear(kept); /* else the last result */
+			kept = r;
+		}
+	}
+	*out = kept;
+	if (PQstatus(pg) != CONNECTION_OK)
+		return DB_WAIT_BROKEN;
+	return DB_WAIT_DONE;
+timeout:
+	PQclear(kept);
+	return DB_WAIT_TIMEOUT;
+broken:
+	*out = kept;
+	return DB_WAIT_BROKEN;
+}
+
+int
+db_prepare(PGconn *pg, const struct db_statement *st, long long deadline_ms,
+           int stop_fd, PGresult **err)
+{
+	Oid types[64];
+	PGresult *r = NULL;
+	enum db_wait w;
+	const char *state;
+
+	*err = NULL;
+	if (st->n_params > sizeof(types) / sizeof(types[0]))
+		return -1;
+	for (unsigned int j = 0; j < st->n_params; j++)
+		types[j] = db_type_oid(st->params[j]);
+	if (!PQsendPrepare(pg, st->name, st->sql, (int)st->n_params, types))
+		return -1;
+	w = db_result_wait(pg, deadline_ms, stop_fd, &r);
+	if (w == DB_WAIT_TIMEOUT)
+		return -2;
+	if (w == DB_WAIT_GONE)
+		return -3;
+	if (w == DB_WAIT_DONE && r != NULL &&
+	    PQresultStatus(r) == PGRES_COMMAND_OK) {
+		PQclear(r);
+		return 0;
+	}
+	/* Prepared on this connection already (a schema check's): fine. */
+	state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	if (w == DB_WAIT_DONE && state != NULL && strcmp(state, "42P05") == 0) {
+		PQclear(r);
+		return 0;
+	}
+	*err = r;
+	return -1;
+}
+
+/* What the client reads for a verdict: never the SQL or the server's words. */
+static void
+query_refuse(struct reply *rep, struct db_verdict v, const char *sqlstate,
+             unsigned int deadline_ms)
+{
+	if (sqlstate != NULL && strcmp(sqlstate, "57014") == 0)
+		reply_error(rep, v.status,
+		            "the database statement did not finish within %u "
+		            "ms",
+		            deadline_ms);
+	else if (v.status == 409)
+		reply_error(rep, v.status,
+		            "a stored row has the same unique value");
+	else if (v.status == 400)
+		reply_error(rep, v.status,
+		            "a value is not valid input for its type");
+	else if (v.retry)
+		reply_error(rep, v.status,
+		            "the database could not serialize the transaction; "
+		            "try again");
+	else if (v.status == 503)
+		reply_error(rep, v.status, "the database connection failed");
+	else
+		reply_error(rep, v.status, "the database failed the statement");
+	rep->retry_after = v.retry_after;
+}
+
+/* The server's primary message on one line, for the log only. */
+static void
+query_log(const struct db_statement *st, const char *sqlstate,
+          const PGresult *r, const PGconn *pg, unsigned int status)
+{
+	char msg[256];
+	const char *m =
+	    r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	if (m == NULL)
+		m = PQerrorMessage(pg);
+	snprintf(msg, sizeof(msg), "%s", m);
+	for (char *c = msg; *c != '\0'; c++)
+		if (*c == '\n' || *c == '\r')
+			*c = *(c + 1) == '\0' ? '\0' : ' ';
+	log_msg(status >= 500 ? LOG_WARN : LOG_INFO,
+	        "database: statement %s: SQLSTATE %s (%u): %s", st->name,
+	        sqlstate != NULL ? sqlstate : "none", status, msg);
+}
+
+/*
+ * Cancels sent and not yet answered. libpq 15's PQcancel blocks until the
+ * server closes the cancel's connection, with no timeout of its own: a
+ * database that accepts that connection and never answers (hung, or cut
+ * off) would hold the thread. So each runs on a thread of its own, and past
+ * this many none is sent: the server's statement_timeout ends the statement
+ * anyway. Shared by every handler thread, hence atomic.
+ */
+#define QUERY_CANCELS_MAX 8
+static atomic_int cancels_in_flight;
+
+static void *
+query_cancel_main(void *arg)
+{
+	PGcancel *cancel = arg;
+	char err[256];
+
+	if (!PQcancel(cancel, err, sizeof(err)))
+		log_debug("database: cancel: %.*s", (int)strcspn(err, "\n"),
+		          err);
+	PQfreeCancel(cancel);
+	atomic_fetch_sub(&cancels_in_flight, 1);
+	return NULL;
+}
+
+/*
+ * Cancels what runs on c and discards c: a cancel that arrives late can
+ * then only hit a connection nobody uses any more (its backend's key is its
+ * own). The handler does not wait for the server's answer.
+ */
+static void
+query_cancel(struct db_pool *pool, struct db_conn *c)
+{
+	PGcancel *cancel = PQgetCancel(c->pg); /* outlives c */
+	pthread_attr_t attr;
+	pthread_t t;
+	int started = 0;
+
+	db_release(pool, c, 1);
+	if (cancel == NULL)
+		return;
+	if (atomic_fetch_add(&cancels_in_flight, 1) >= QUERY_CANCELS_MAX) {
+		atomic_fetch_sub(&cancels_in_flight, 1);
+		log_warn("database: %d cancels unanswered: this one is not "
+		         "sent (statement_timeout ends the statement)",
+		         QUERY_CANCELS_MAX);
+		PQfreeCancel(cancel);
+		return;
+	}
+	if (pthread_attr_init(&attr) == 0) {
+		started =
+		    pthread_attr_setdetachstate(&attr,
+		                                PTHREAD_CREATE_DETACHED) == 0 &&
+		    pthread_create(&t, &attr, query_cancel_main, cancel) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started)
+		query_cancel_main(cancel); /* no thread: here, then */
+}
+
+/* Whether a failure with sqlstate leaves c unfit for the next statement. */
+static int
+query_broken(const char *sqlstate, const PGconn *pg)
+{
+	return sqlstate == NULL || strncmp(sqlstate, "08", 2) == 0 ||
+	       strncmp(sqlstate, "57P0", 4) == 0 ||
+	       strcmp(sqlstate, "57014") == 0 || PQstatus(pg) != CONNECTION_OK;
+}
+
+enum query_step { QUERY_DONE, QUERY_FAILED, QUERY_AGAIN };
+
+/*
+ * One run of st (statement i of the pool's table) on a connection of its
+ * own: QUERY_DONE with *res, QUERY_FAILED with rep set, or QUERY_AGAIN
+ * when a serialization failure or deadlock may be run once more.
+ */
+static enum query_step
+query_run(const struct request *req, struct db_pool *pool, unsigned int i,
+          const struct db_statement *st, const char *const *values, int last,
+          struct db_result **res, struct reply *rep)
+{
+	const struct db_pool_options *opt = db_pool_settings(pool);
+	unsigned int limit = opt->statement_timeout_ms;
+	long long t0, deadline;
+	struct db_conn *c = NULL;
+	PGresult *r = NULL;
+	const char *state = NULL;
+	struct db_verdict v;
+	enum db_acquire_result got;
+	enum db_wait w;
+	int gone = request_gone_fd(req), broken;
+
+	got = db_acquire(pool, &c);
+	if (got != DB_OK) {
+		if (got == DB_EXHAUSTED)
+			reply_error(rep, 503,
+			            "no database connection within %u ms",
+			            opt->acquire_timeout_ms);
+		else
+			reply_error(rep, 503, "the database cannot be reached");
+		rep->retry_after = 1;
+		log_info("database: statement %s: %s", st->name,
+		         got == DB_EXHAUSTED ? "no connection free in time"
+		                             : "the database is down");
+		return QUERY_FAILED;
+	}
+	t0 = now_ns();
+	deadline = limit > 0 ? now_ms() + limit + QUERY_GRACE_MS : -1;
+	if (!c->prepared[i]) {
+		int p = db_prepare(c->pg, st, deadline, gone, &r);
+
+		if (p == -2 || p == -3) {
+			w = p == -3 ? DB_WAIT_GONE : DB_WAIT_TIMEOUT;
+			goto cut;
+		}
+		if (p != 0)
+			goto failed;
+		c->prepared[i] = 1;
+	}
+	if (!PQsendQueryPrepared(c->pg, st->name, (int)st->n_params, values,
+	                         NULL, NULL, 0))
+		goto failed;
+	w = db_result_wait(c->pg, deadline, gone, &r);
+	if (w == DB_WAIT_TIMEOUT || w == DB_WAIT_GONE)
+		goto cut;
+	if (w == DB_WAIT_DONE && r != NULL &&
+	    (PQresultStatus(r) == PGRES_TUPLES_OK ||
+	     PQresultStatus(r) == PGRES_COMMAND_OK)) {
+		db_pool_observe(pool, i, now_ns() - t0);
+		db_release(pool, c, 0);
+		*res = malloc(sizeof(**res));
+		if (*res == NULL) {
+			PQclear(r);
+			reply_error(rep, 500, "out of memory");
+			return QUERY_FAILED;
+		}
+		(*res)->pg = r; /* the result's now */
+		(*res)->st = st;
+		return QUERY_DONE;
+	}
+failed:
+	db_pool_observe(pool, i, now_ns() - t0);
+	state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	v = db_sqlstate_verdict(state);
+	db_pool_count_error(pool, i, state);
+	query_log(st, state, r, c->pg, v.status);
+	broken = query_broken(state, c->pg);
+	if (v.retry && !last) {
+		PQclear(r);
+		db_release(pool, c, broken);
+		return QUERY_AGAIN;
+	}
+	query_refuse(rep, v, state, limit);
+	PQclear(r);
+	db_release(pool, c, broken);
+	return QUERY_FAILED;
+cut:
+	db_pool_observe(pool, i, now_ns() - t0);
+	query_cancel(pool, c);
+	if (w == DB_WAIT_GONE) {
+		log_info("database: statement %s: the client left; cancelled",
+		         st->name);
+		reply_error(rep, 503,
+		            "the client left; the statement was "
+		            "cancelled");
+		return QUERY_FAILED;
+	}
+	db_pool_count_error(pool, i, "57014");
+	log_warn("database: statement %s: SQLSTATE 57014 (504): no answer "
+	         "within %u ms; cancelled, its connection discarded",
+	         st->name, limit);
+	query_refuse(rep, db_sqlstate_verdict("57014"), "57014", limit);
+	return QUERY_FAILED;
+}
+
+int
+db_query(const struct request *req, const struct db_statement *st,
+         const char *const *values, struct db_result **res, struct reply *rep)
+{
+	struct db_pool *pool = request_db(req);
+	int i;
+
+	*res = NULL;
+	if (pool == NULL) {
+		reply_error(rep, 503, "no database is configured");
+		return -1;
+	}
+	i = db_pool_statement(pool, st);
+	if (i < 0) {
+		log_error("database: statement %s is not in the pool's table",
+		          st->name);
+		reply_error(rep, 500, "the database failed the statement");
+		return -1;
+	}
+	for (int attempt = 0; attempt < 2; attempt++)
+		switch (query_run(req, pool, (unsigned int)i, st, values,
+		                  attempt == 1, res, rep)) {
+		case QUERY_DONE:
+			return 0;
+		case QUERY_FAILED:
+			return -1;
+		case QUERY_AGAIN:
+			break;
+		}
+	return -1; /* not reached: the second run is the last */
+}
+
+unsigned int
+db_result_rows(const struct db_result *res)
+{
+	int n = PQntuples(res->pg);
+
+	return n > 0 ? (unsigned int)n : 0;
+}
+
+const char *
+db_result_value(const struct db_result *res, unsigned int row, unsigned int col)
+{
+	if (row >= db_result_rows(res) || (int)col >= PQnfields(res->pg) ||
+	    PQgetisnull(res->pg, (int)row, (int)col))
+		return NULL;
+	return PQgetvalue(res->pg, (int)row, (int)col);
+}
+
+/* One array element's text, unquoted, into out (as long as s): its end. */
+static const char *
+array_element(const char *s, char *out, int *quoted)
+{
+	size_t n = 0;
+
+	*quoted = *s == '"';
+	if (*quoted) {
+		for (s++; *s != '"'; s++) {
+			if (*s == '\0')
+				return NULL;
+			if (*s == '\\' && *++s == '\0')
+				return NULL;
+			out[n++] = *s;
+		}
+		s++;
+	} else {
+		for (; *s != ',' && *s != '}' && *s != '\0'; s++) {
+			if (*s == '"' || *s == '{')
+				return NULL;
+			if (*s == '\\' && *++s == '\0')
+				return NULL;
+			out[n++] = *s;
+		}
+	}
+	out[n] = '\0';
+	return s;
+}
+
+json_t *
+db_text_array_json(const char *s)
+{
+	json_t *arr = json_array();
+	char *buf = malloc(strlen(s) + 1);
+
+	if (arr == NULL || buf == NULL)
+		goto fail;
+	if (*s == '[') { /* bounds other than 1: "[0:1]={a,b}" */
+		s = strchr(s, '=');
+		if (s == NULL)
+			goto fail;
+		s++;
+	}
+	if (*s++ != '{')
+		goto fail;
+	if (*s == '}' && s[1] == '\0')
+		goto done;
+	for (;;) {
+		int quoted;
+		json_t *v;
+
+		s = array_element(s, buf, &quoted);
+		if (s == NULL)
+			goto fail;
+		if (!quoted && strcmp(buf, "NULL") == 0)
+			v = json_null();
+		else if (!quoted && buf[0] == '\0')
+			goto fail; /* "{a,,b}" */
+		else
+			v = json_string(buf);
+		if (json_array_append_new(arr, v) != 0)
+			goto fail;
+		if (*s == '}' && s[1] == '\0')
+			break;
+		if (*s++ != ',')
+			goto fail;
+	}
+done:
+	free(buf);
+	return arr;
+fail:
+	free(buf);
+	json_decref(arr);
+	return NULL;
+}
+
+char *
+db_text_array_literal(const json_t *strings)
+{
+	size_t len = 3, i, n = json_array_size(strings);
+	char *out, *p;
+
+	if (!json_is_array(strings))
+		return NULL;
+	for (i = 0; i < n; i++) {
+		const json_t *v = json_array_get(strings, i);
+		const char *c = json_string_value(v);
+
+		if (c == NULL)
+			return NULL;
+		len += 3 + 2 * json_string_length(v);
+		if (strlen(c) != json_string_length(v))
+			return NULL; /* a NUL: no text holds one */
+	}
+	out = malloc(len);
+	if (out == NULL)
+		return NULL;
+	p = out;
+	*p++ = '{';
+	for (i = 0; i < n; i++) {
+		const char *c = json_string_value(json_array_get(strings, i));
+
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				*p++ = '\\';
+			*p++ = *c;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
+/* n digits at *s, advanced past them: the value, or -1. */
+static int
+time_digits(const char **s, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++, (*s)++) {
+		if (**s < '0' || **s > '9')
+			return -1;
+		v = v * 10 + (**s - '0');
+	}
+	return v;
+}
+
+int
+db_time_rfc3339(const char *s, char *out, size_t len)
+{
+	struct tm tm = {0};
+	const char *frac = NULL;
+	size_t nfrac = 0;
+	int off = 0, sign, oh, om = 0, os = 0;
+	time_t t;
+
+	if ((tm.tm_year = time_digits(&s, 4)) < 0 || *s++ != '-' ||
+	    (tm.tm_mon = time_digits(&s, 2)) < 0 || *s++ != '-' ||
+	    (tm.tm_mday = time_digits(&s, 2)) < 0 || *s++ != ' ' ||
+	    (tm.tm_hour = time_digits(&s, 2)) < 0 || *s++ != ':' ||
+	    (tm.tm_min = time_digits(&s, 2)) < 0 || *s++ != ':' ||
+	    (tm.tm_sec = time_digits(&s, 2)) < 0)
+		return -1;
+	if (*s == '.') {
+		frac = ++s;
+		while (*s >= '0' && *s <= '9')
+			s++;
+		nfrac = (size_t)(s - frac);
+		if (nfrac == 0 || nfrac > 6)
+			return -1;
+	}
+	if (*s != '+' && *s != '-')
+		return -1;
+	sign = *s++ == '-' ? -1 : 1;
+	if ((oh = time_digits(&s, 2)) < 0)
+		return -1;
+	if (*s == ':' && (s++, (om = time_digits(&s, 2)) < 0))
+		return -1;
+	if (*s == ':' && (s++, (os = time_digits(&s, 2)) < 0))
+		return -1;
+	if (*s != '\0' || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+	    tm.tm_sec > 60)
+		return -1; /* " BC", or a field out of range */
+	off = sign * (oh * 3600 + om * 60 + os);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm) - off;
+	if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999 ||
+	    tm.tm_year + 1900 < 0)
+		return -1;
+	if ((size_t)snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d%s%.*sZ",
+	                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+	                     tm.tm_hour, tm.tm_min, tm.tm_sec,
+	                     frac != NULL ? "." : "", (int)nfrac,
+	                     frac != NULL ? frac : "") >= len)
+		return -1;
+	return 0;
+}
+
+/* One value as its column's type says; NULL when memory runs out or the
+ * text is not of that type. */
+static json_t *
+result_value(enum db_type type, const char *v)
+{
+	char when[40];
+
+	switch (type) {
+	case DB_BOOL:
+		return json_boolean(v[0] == 't');
+	case DB_INT4:
+	case DB_INT8: {
+		char *end;
+		long long n;
+
+		errno = 0;
+		n = strtoll(v, &end, 10);
+		if (errno != 0 || *end != '\0' || end == v)
+			return NULL;
+		return json_integer((json_int_t)n);
+	}
+	case DB_TEXT:
+		return json_string(v);
+	case DB_TEXT_ARRAY:
+		return db_text_array_json(v);
+	case DB_JSONB:
+		return json_loads(v, JSON_DECODE_ANY, NULL);
+	case DB_TIMESTAMPTZ:
+		/* infinity and years past 9999 have no RFC 3339 form: as
+		 * the server wrote them. */
+		return json_string(
+		    db_time_rfc3339(v, when, sizeof(when)) == 0 ? when : v);
+	}
+	return NULL;
+}
+
+json_t *
+db_result_json(const struct db_result *res, unsigned int row)
+{
+	const struct db_statement *st = res->st;
+	json_t *obj = json_object();
+
+	if (obj == NULL)
+		return NULL;
+	for (unsigned int col = 0; col < st->n_columns; col++) {
+		const char *v = db_result_value(res, row, col);
+		json_t *j = v != NULL ? result_value(st->columns[col].type, v)
+		                      : json_null();
+
+		if (j == NULL) {
+			log_warn("database: statement %s: column %s: cannot "
+			         "read %s",
+			         st->name, st->columns[col].name,
+			         v != NULL ? "its value" : "a row");
+			json_decref(obj);
+			return NULL;
+		}
+		if (json_object_set_new(obj, st->columns[col].name, j) != 0) {
+			json_decref(obj);
+			return NULL;
+		}
+	}
+	return obj;
+}
+
+void
+db_result_free(struct db_result *res)
+{
+	if (res == NULL)
+		return;
+	PQclear(res->pg);
+	free(res);
+}
