@@ -250,6 +250,24 @@ ticker_poke(void)
 	wake(here);
 }
 
+/* At stop: an empty answer that closes the connection (into our end). */
+static enum MHD_Result
+answer_last(struct MHD_Connection *conn)
+{
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret = MHD_NO;
+
+	if (resp == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
+	                            "close") == MHD_YES)
+		ret = MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+		                         resp);
+	MHD_destroy_response(resp); /* MHD keeps its own reference */
+	return ret;
+}
+
 enum MHD_Result
 ticker_call(struct server *srv, struct MHD_Connection *conn, int first)
 {
@@ -260,8 +278,10 @@ ticker_call(struct server *srv, struct MHD_Connection *conn, int first)
 	for (unsigned int i = 0; fd != NULL && i < srv->n_ticks; i++)
 		if (atomic_load(&srv->ticks[i].fd) == fd->connect_fd)
 			t = &srv->ticks[i];
-	if (t == NULL || atomic_load(&srv->ticks_stop))
+	if (t == NULL)
 		return MHD_NO; /* closed unanswered */
+	if (atomic_load(&srv->ticks_stop))
+		return answer_last(conn);
 	if (first) {
 		t->conn = conn;
 		here = t;
