@@ -66,7 +66,8 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/stress.py tests/clients.py tests/binary.py tests/soak.py \
                tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
                tests/middleware.py tests/layout.py tests/deps.py \
-               tests/slowhead.py tests/migrate.py tests/database.py
+               tests/slowhead.py tests/migrate.py tests/database.py \
+               tests/gateway.py
 
 # Debian packages: what a build needs, and what the tests need on top. A
 # word a|b|c asks for any one of them, and for a when none is installed:
@@ -117,7 +118,8 @@ check: deps-test
 	    MICROD_HOOKS_BIN=$(BUILD)/tsan/hooks/microd \
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
 	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py \
-	    tests/tls.py tests/middleware.py tests/slowhead.py tests/database.py
+	    tests/tls.py tests/middleware.py tests/slowhead.py tests/database.py \
+	    tests/gateway.py
 
 # podman builds dist/Dockerfile and runs the image; a qemu VM boots systemd
 # and installs microd as the README says. Both start from one debootstrap

@@ -152,8 +152,8 @@ static const struct option options[] = {
      SECONDS(header_timeout_ms, 100, 3600), .dflt = "10"},
     {"connection-memory", "MICROD_CONNECTION_MEMORY", "BYTES",
      "memory per connection; bounds the request line plus headers, "
-     "larger gets 431 (default 16k)",
-     SIZE(connection_memory, 2048, (uintmax_t)1 << 20), .dflt = "16k"},
+     "larger gets 431 (default 10k: heads of 9 KiB)",
+     SIZE(connection_memory, 2048, (uintmax_t)1 << 20), .dflt = "10k"},
     {"log-level", "MICROD_LOG_LEVEL", "LEVEL",
      "error, warn, info or debug (default info)",
      WORD(log_level, log_level_parse), .dflt = "info",
