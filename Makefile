@@ -147,9 +147,12 @@ BENCH_BEFORE = a65e14b
 BENCH_PRECHAIN = 3ba251b
 # The last commit before the two wings (src/server/, src/app/).
 BENCH_PREWINGS = 5b69d38
+# The last commit before the epoll default and its tickers (issue 25).
+BENCH_PREGATEWAY = 790ed47
 BENCH_COMMIT_before = $(BENCH_BEFORE)
 BENCH_COMMIT_prechain = $(BENCH_PRECHAIN)
 BENCH_COMMIT_prewings = $(BENCH_PREWINGS)
+BENCH_COMMIT_pregateway = $(BENCH_PREGATEWAY)
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
 	$(MAKE) --no-print-directory $(BUILD)/microd
@@ -159,14 +162,17 @@ bench: deps
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/hooks \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
 	$(MAKE) --no-print-directory $(BUILD)/bench/before/microd \
-	    $(BUILD)/bench/prechain/microd $(BUILD)/bench/prewings/microd
+	    $(BUILD)/bench/prechain/microd $(BUILD)/bench/prewings/microd \
+	    $(BUILD)/bench/pregateway/microd
 	BENCH_BEFORE=$(BENCH_BEFORE) BENCH_PRECHAIN=$(BENCH_PRECHAIN) \
-	    BENCH_PREWINGS=$(BENCH_PREWINGS) python3 tests/bench.py
+	    BENCH_PREWINGS=$(BENCH_PREWINGS) \
+	    BENCH_PREGATEWAY=$(BENCH_PREGATEWAY) python3 tests/bench.py
 
 # git archive, not a worktree: nothing to register or prune, and the commit's
 # own Makefile builds it. Its COMMIT is given: git describe would see ours.
 $(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd \
-    $(BUILD)/bench/prewings/microd: $(BUILD)/bench/%/microd:
+    $(BUILD)/bench/prewings/microd $(BUILD)/bench/pregateway/microd: \
+    $(BUILD)/bench/%/microd:
 	@if git rev-parse -q --verify '$(BENCH_COMMIT_$*)^{commit}' >/dev/null; then \
 	    rm -rf $(@D) && mkdir -p $(@D)/src && \
 	    git archive $(BENCH_COMMIT_$*) | tar -x -C $(@D)/src && \
