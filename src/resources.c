@@ -6,11 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -482,8 +482,8 @@ resources_fit(struct config *cfg, const struct resources *res,
 			conns = MAX_CONNECTIONS;
 		cfg->connection_limit = (unsigned int)conns;
 		snprintf(cfg->connections_from, sizeof(cfg->connections_from),
-		         "the descriptor limit %llu, less %llu",
-		         res->files, reserve);
+		         "the descriptor limit %llu, less %llu", res->files,
+		         reserve);
 	}
 	if (res->memory == 0 || (budget_from != NULL && limit_from != NULL))
 		return;

@@ -31,8 +31,9 @@ struct config;
  * The defaults that follow from res for the options no flag or variable set:
  * the threads (the CPUs), the connection limit (the descriptors, less
  * FILES_RESERVE), and under a memory limit the body budget and a lower
- * connection limit if that is what fits. Each *_from is the flag or variable that set the option,
- * or NULL; cfg's threads_from, budget_from and connections_from say whence.
+ * connection limit if that is what fits. Each *_from is the flag or variable
+ * that set the option, or NULL; cfg's threads_from, budget_from and
+ * connections_from say whence.
  */
 void resources_fit(struct config *cfg, const struct resources *res,
                    const char *threads_from, const char *limit_from,

@@ -886,8 +886,7 @@ test_config(void)
 
 	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
 	ok(cfg.per_ip_limit == 0 && cfg.idle_timeout_s == 15 &&
-	       cfg.header_timeout_ms == 10000 &&
-	       cfg.connection_memory == 10240,
+	       cfg.header_timeout_ms == 10000 && cfg.connection_memory == 10240,
 	   "limit defaults: no per-ip, 15 s idle, 10 s for a head, 10k");
 	PARSE(&cfg, "--connection-memory", "8k");
 	is(cfg.connection_memory, 8192, "--connection-memory 8k");

@@ -75,13 +75,14 @@ struct server {
 	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
 	/* The epoll workers' tickers (ticker.c), one each; none with poll. */
 	struct tick {
-		atomic_int fd;       /* MHD's end; -1: none */
-		int shadow; /* epoll set of its worker's client sockets */
-		int peer;            /* ours, closed after the daemon stops */
-		atomic_int state;    /* enum tick_state */
-		atomic_llong woken_ns; /* when last resumed (now_ns) */
+		atomic_int fd;    /* MHD's end; -1: none */
+		int shadow;       /* epoll set of its worker's client sockets */
+		int peer;         /* ours, closed after the daemon stops */
+		atomic_int state; /* enum tick_state */
+		atomic_llong woken_ns;       /* when last resumed (now_ns) */
 		struct MHD_Connection *conn; /* set before its first suspend */
-		unsigned int quiet; /* its worker's only: calls since a request */
+		unsigned int
+		    quiet; /* its worker's only: calls since a request */
 	} ticks[CHECK_MAX];
 	unsigned int n_ticks; /* set before server_start returns */
 	atomic_bool ticks_stop;
@@ -172,7 +173,7 @@ struct exchange {
 	json_t *job_body;
 	struct reply *job_reply; /* the handler's, from start_job on */
 	int method_head;         /* a HEAD request, served by a GET route */
-	int own; /* sent by microd itself: the pool check, watchdog */
+	int own;    /* sent by microd itself: the pool check, watchdog */
 	int ticker; /* a ticker's endless request: none of the above */
 	long long start_ns;
 	unsigned int status; /* sent; 0 while none is */

@@ -89,8 +89,8 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 		int client = !is_own_connection(conn);
 		const union MHD_ConnectionInfo *sock = MHD_get_connection_info(
 		    conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-		int ticker = !client && sock != NULL &&
-		             ticker_is(srv, sock->connect_fd);
+		int ticker =
+		    !client && sock != NULL && ticker_is(srv, sock->connect_fd);
 		unsigned int now, peak;
 
 		cs = calloc(1, sizeof(*cs));
@@ -120,8 +120,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 					waiting_add(srv->heads, &cs->waiter,
 					            fd->connect_fd);
 					ticker_shadow(fd->connect_fd);
-				}
-				else
+				} else
 					cs->client = 0; /* cannot happen */
 			}
 		}
@@ -446,8 +445,8 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 		 */
 		srv->tls_daemon = start_daemon(
 		    srv, cfg, base | MHD_USE_POLL, limits, tls_listen_fd,
-		    cfg->tls_port, 1,
-		    srv->tls_address, sizeof(srv->tls_address), &srv->tls_port);
+		    cfg->tls_port, 1, srv->tls_address,
+		    sizeof(srv->tls_address), &srv->tls_port);
 		if (srv->tls_daemon == NULL)
 			goto fail;
 		log_info("listening on %s for HTTPS (%s)%s", srv->tls_address,

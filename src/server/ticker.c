@@ -136,7 +136,8 @@ watch(void *arg)
 
 			if (atomic_load(&t->state) != TICK_SUSPENDED)
 				continue;
-			p[n] = (struct pollfd){.fd = t->shadow, .events = POLLIN};
+			p[n] =
+			    (struct pollfd){.fd = t->shadow, .events = POLLIN};
 			at[n++] = i;
 		}
 		if (poll(p, n, ms) < 0) {
@@ -237,7 +238,8 @@ ticker_shadow(int fd)
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
 
 	/* Before its worker's ticker has run: the ticker is awake anyway. */
-	if (here != NULL && epoll_ctl(here->shadow, EPOLL_CTL_ADD, fd, &ev) != 0)
+	if (here != NULL &&
+	    epoll_ctl(here->shadow, EPOLL_CTL_ADD, fd, &ev) != 0)
 		log_warn("%s: epoll_ctl: %s", __func__, strerror(errno));
 }
 
