@@ -110,16 +110,11 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 			atomic_fetch_add(&srv->waiting, 1);
 			cs->client = client;
 			if (client) {
-				const union MHD_ConnectionInfo *fd =
-				    MHD_get_connection_info(
-				        conn,
-				        MHD_CONNECTION_INFO_CONNECTION_FD);
-
 				atomic_fetch_add(&srv->clients, 1);
-				if (fd != NULL) {
+				if (sock != NULL) {
 					waiting_add(srv->heads, &cs->waiter,
-					            fd->connect_fd);
-					ticker_shadow(fd->connect_fd);
+					            sock->connect_fd);
+					ticker_shadow(sock->connect_fd);
 				} else
 					cs->client = 0; /* cannot happen */
 			}
