@@ -277,7 +277,8 @@ ticker_call(struct server *srv, struct MHD_Connection *conn, int first)
 	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	struct tick *t = NULL;
 
-	for (unsigned int i = 0; fd != NULL && i < srv->n_ticks; i++)
+	/* n_ticks may still grow while the first ones run: by fd, to the end */
+	for (unsigned int i = 0; fd != NULL && i < CHECK_MAX && t == NULL; i++)
 		if (atomic_load(&srv->ticks[i].fd) == fd->connect_fd)
 			t = &srv->ticks[i];
 	if (t == NULL)
