@@ -67,7 +67,7 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
                tests/middleware.py tests/layout.py tests/deps.py \
                tests/slowhead.py tests/migrate.py tests/database.py \
-               tests/gone.py tests/notes.py
+               tests/gone.py tests/notes.py tests/gateway.py
 
 # Debian packages: what a build needs, and what the tests need on top. A
 # word a|b|c asks for any one of them, and for a when none is installed:
@@ -119,7 +119,7 @@ check: deps-test
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
 	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py \
 	    tests/tls.py tests/middleware.py tests/slowhead.py tests/database.py \
-	    tests/gone.py tests/notes.py
+	    tests/gone.py tests/notes.py tests/gateway.py
 
 # podman builds dist/Dockerfile and runs the image; a qemu VM boots systemd
 # and installs microd as the README says. Both start from one debootstrap
@@ -148,9 +148,12 @@ BENCH_BEFORE = a65e14b
 BENCH_PRECHAIN = 3ba251b
 # The last commit before the two wings (src/server/, src/app/).
 BENCH_PREWINGS = 5b69d38
+# The last commit before the epoll default and its tickers (issue 25).
+BENCH_PREGATEWAY = 790ed47
 BENCH_COMMIT_before = $(BENCH_BEFORE)
 BENCH_COMMIT_prechain = $(BENCH_PRECHAIN)
 BENCH_COMMIT_prewings = $(BENCH_PREWINGS)
+BENCH_COMMIT_pregateway = $(BENCH_PREGATEWAY)
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
 	$(MAKE) --no-print-directory $(BUILD)/microd
@@ -160,14 +163,17 @@ bench: deps
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/hooks \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_TEST_HOOKS=1" $(BUILD)/hooks/microd
 	$(MAKE) --no-print-directory $(BUILD)/bench/before/microd \
-	    $(BUILD)/bench/prechain/microd $(BUILD)/bench/prewings/microd
+	    $(BUILD)/bench/prechain/microd $(BUILD)/bench/prewings/microd \
+	    $(BUILD)/bench/pregateway/microd
 	BENCH_BEFORE=$(BENCH_BEFORE) BENCH_PRECHAIN=$(BENCH_PRECHAIN) \
-	    BENCH_PREWINGS=$(BENCH_PREWINGS) python3 tests/bench.py
+	    BENCH_PREWINGS=$(BENCH_PREWINGS) \
+	    BENCH_PREGATEWAY=$(BENCH_PREGATEWAY) python3 tests/bench.py
 
 # git archive, not a worktree: nothing to register or prune, and the commit's
 # own Makefile builds it. Its COMMIT is given: git describe would see ours.
 $(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd \
-    $(BUILD)/bench/prewings/microd: $(BUILD)/bench/%/microd:
+    $(BUILD)/bench/prewings/microd $(BUILD)/bench/pregateway/microd: \
+    $(BUILD)/bench/%/microd:
 	@if git rev-parse -q --verify '$(BENCH_COMMIT_$*)^{commit}' >/dev/null; then \
 	    rm -rf $(@D) && mkdir -p $(@D)/src && \
 	    git archive $(BENCH_COMMIT_$*) | tar -x -C $(@D)/src && \

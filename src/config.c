@@ -126,11 +126,11 @@ static const struct option options[] = {
      SIZE(body_budget, (uintmax_t)64 << 10, (uintmax_t)4 << 30),
      .accepts = ", at least --max-body"},
     {"event-loop", "MICROD_EVENT_LOOP", "LOOP",
-     "how each thread waits for its connections: poll (default) never "
-     "stalls but costs more per idle connection; epoll suits many idle "
-     "connections but stalls a thread that gets 128 or more requests at "
-     "once (a libmicrohttpd 0.9.75 bug, see microd(8), BUGS)",
-     WORD(event_loop, parse_event_loop), .dflt = "poll",
+     "how each thread waits for its connections: epoll (default) costs "
+     "nothing per idle connection; poll walks every connection on every "
+     "wake-up, so idle ones slow the busy ones. HTTPS always polls (see "
+     "microd(8), BUGS)",
+     WORD(event_loop, parse_event_loop), .dflt = "epoll",
      .accepts = "poll or epoll"},
     {"connection-limit", "MICROD_CONNECTION_LIMIT", "N",
      "client connections open at most, over all threads; more are "
@@ -152,8 +152,8 @@ static const struct option options[] = {
      SECONDS(header_timeout_ms, 100, 3600), .dflt = "10"},
     {"connection-memory", "MICROD_CONNECTION_MEMORY", "BYTES",
      "memory per connection; bounds the request line plus headers, "
-     "larger gets 431 (default 16k)",
-     SIZE(connection_memory, 2048, (uintmax_t)1 << 20), .dflt = "16k"},
+     "larger gets 431 (default 10k: heads of 9 KiB)",
+     SIZE(connection_memory, 2048, (uintmax_t)1 << 20), .dflt = "10k"},
     {"log-level", "MICROD_LOG_LEVEL", "LEVEL",
      "error, warn, info or debug (default info)",
      WORD(log_level, log_level_parse), .dflt = "info",

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -26,6 +27,17 @@
 #define BASE_MEMORY ((unsigned long long)8 << 20)
 #define CONNECTION_OVERHEAD ((unsigned long long)8 << 10)
 #define MIN_CONNECTIONS 16U
+
+/*
+ * Descriptors kept for other things than client connections: the standard
+ * ones, listening sockets, files, database and outbound connections, and per
+ * worker thread its epoll set, inter-thread channel, ticker socketpair and
+ * shadow set (src/server/ticker.c) and the watchdog's check.
+ */
+#define FILES_RESERVE(threads) (256ULL + 8ULL * (threads))
+
+/* Past this the default connection limit stops following the descriptors. */
+#define MAX_CONNECTIONS 1000000ULL
 
 /* A v1 limit this high is the kernel's "unlimited" (LONG_MAX, page-aligned). */
 #define V1_UNLIMITED (1ULL << 62)
@@ -382,6 +394,7 @@ resources_read(struct resources *r)
 	char dir[1024];
 	size_t ml;
 	cpu_set_t set;
+	struct rlimit nofile;
 	long online = sysconf(_SC_NPROCESSORS_ONLN);
 
 	r->cpus = online < 1 ? 1 : (unsigned int)online;
@@ -396,6 +409,22 @@ resources_read(struct resources *r)
 	r->memory = 0;
 	snprintf(r->memory_from, sizeof(r->memory_from),
 	         "no cgroup memory limit");
+	r->files = 0;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+		if (nofile.rlim_cur < nofile.rlim_max) {
+			struct rlimit raised = nofile;
+
+			/* "unlimited" is not a number the kernel takes here */
+			raised.rlim_cur = nofile.rlim_max == RLIM_INFINITY
+			                      ? MAX_CONNECTIONS
+			                      : nofile.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+				nofile = raised;
+		}
+		r->files = nofile.rlim_cur == RLIM_INFINITY
+		               ? MAX_CONNECTIONS
+		               : (unsigned long long)nofile.rlim_cur;
+	}
 
 	pt = malloc(sizeof(*pt));
 	if (pt == NULL ||
@@ -443,6 +472,19 @@ resources_fit(struct config *cfg, const struct resources *res,
 	         budget_from != NULL ? budget_from : "default");
 	snprintf(cfg->connections_from, sizeof(cfg->connections_from), "%s",
 	         limit_from != NULL ? limit_from : "default");
+	if (limit_from == NULL && res->files > 0) {
+		unsigned long long reserve = FILES_RESERVE(cfg->threads);
+
+		conns = res->files > reserve + MIN_CONNECTIONS
+		            ? res->files - reserve
+		            : MIN_CONNECTIONS;
+		if (conns > MAX_CONNECTIONS)
+			conns = MAX_CONNECTIONS;
+		cfg->connection_limit = (unsigned int)conns;
+		snprintf(cfg->connections_from, sizeof(cfg->connections_from),
+		         "the descriptor limit %llu, less %llu", res->files,
+		         reserve);
+	}
 	if (res->memory == 0 || (budget_from != NULL && limit_from != NULL))
 		return;
 	if (res->memory >= (1ULL << 20))

@@ -10,10 +10,15 @@ struct resources {
 	char cpus_from[128];       /* where that came from, for the log */
 	unsigned long long memory; /* bytes it may use; 0: no limit found */
 	char memory_from[128];
+	/* Descriptors it may open (RLIMIT_NOFILE, its soft limit raised to
+	 * the hard one by resources_read); 0: unknown. */
+	unsigned long long files;
 };
 
 /*
- * Reads the affinity mask, the cgroup CPU quota (v2 cpu.max, v1
+ * Raises the soft descriptor limit to the hard one, as nginx's
+ * worker_rlimit_nofile and Go's runtime do: every client connection holds
+ * one. Reads it, the affinity mask, the cgroup CPU quota (v2 cpu.max, v1
  * cpu.cfs_quota_us over cpu.cfs_period_us, rounded up) and the cgroup memory
  * limit (v2 memory.max, v1 memory.limit_in_bytes), each the smallest over the
  * process's cgroup and its ancestors. What cannot be read counts as no limit.
@@ -24,9 +29,11 @@ struct config;
 
 /*
  * The defaults that follow from res for the options no flag or variable set:
- * the threads (the CPUs), and under a memory limit the body budget and the
- * connection limit. Each *_from is the flag or variable that set the option,
- * or NULL; cfg's threads_from, budget_from and connections_from say whence.
+ * the threads (the CPUs), the connection limit (the descriptors, less
+ * FILES_RESERVE), and under a memory limit the body budget and a lower
+ * connection limit if that is what fits. Each *_from is the flag or variable
+ * that set the option, or NULL; cfg's threads_from, budget_from and
+ * connections_from say whence.
  */
 void resources_fit(struct config *cfg, const struct resources *res,
                    const char *threads_from, const char *limit_from,

@@ -18,7 +18,12 @@
 # instructions (`python3 tests/bench.py middleware` alone). The notes resource
 # (GET /notes/{id}, POST /notes at 64 connections) is measured against
 # pgbench running the same statements on a throw-away PostgreSQL of
-# tests/pg.py (`python3 tests/bench.py notes` alone). Every load is bounded in time
+# tests/pg.py (`python3 tests/bench.py notes` alone). The gateway: microd
+# beside nginx at 64 busy connections with none idle and while another process
+# holds as many idle keep-alive connections as the open-file limit allows, and
+# RSS per idle connection (`python3 tests/bench.py gateway` alone); /health
+# against the last commit before the epoll default (build/bench/pregateway/).
+# Every load is bounded in time
 # and targets 127.0.0.1 only. Writes
 # build/bench/results.md and build/bench/results.svg.
 import json
@@ -54,6 +59,10 @@ PRECHAIN_COMMIT = os.environ.get("BENCH_PRECHAIN", "3ba251b")
 # in src/app/): GET /health's instructions must stay within 1% of it.
 PREWINGS = os.path.join(ROOT, "build/bench/prewings/microd")
 PREWINGS_COMMIT = os.environ.get("BENCH_PREWINGS", "5b69d38")
+# The last commit before the epoll default and its tickers (issue 25):
+# /health at 64 connections with none idle must be no slower than there.
+PREGATEWAY = os.path.join(ROOT, "build/bench/pregateway/microd")
+PREGATEWAY_COMMIT = os.environ.get("BENCH_PREGATEWAY", "790ed47")
 HOOKS = os.path.join(ROOT, "build/hooks/microd")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
@@ -370,6 +379,129 @@ def paired(a, b, conns=64):
         a.stop()
         b.stop()
     return ratios
+
+
+def hold_idle(port, n):
+    """A child process that opens n keep-alive connections to port, one
+    answered GET /health each, and keeps them until its stdin closes
+    (tests/gateway.py's holder): (process, connections held)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gateway import HOLDER
+    proc = subprocess.Popen(LOAD_CPU + [sys.executable, "-c", HOLDER, str(port), str(n)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if line.startswith("error"):
+        line = proc.stdout.readline().strip()
+    return proc, int(line.split()[1]) if line.startswith("held ") else 0
+
+
+def gateway_bench():
+    """microd and nginx in turn, ROUNDS rounds: req/s and p99 at 64 busy
+    keep-alive connections with none idle, then while a child process holds
+    the idle set (the open-file limit less 1000), and at 256 busy with none
+    idle; RSS per idle connection from the server's VmRSS before and after
+    the set is held. Returns {server: {figure: [values]}}."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    idle_n = max(0, hard - 1000)
+    conf = nginx_conf()
+    servers = {
+        "microd": microd_server(MICROD),
+        "nginx": Server("nginx", lambda p: ["nginx", "-e", "stderr", "-c", conf + ".run"],
+                        prepare=lambda p: open(conf + ".run", "w").write(
+                            open(conf).read().replace("@PORT@", str(p)))),
+    }
+    if os.path.exists(PREGATEWAY):
+        servers["microd-pregateway-poll"] = microd_server(PREGATEWAY)
+    got = {name: {} for name in servers}
+    for rnd in range(ROUNDS):
+        for name, srv in servers.items():
+            g = got[name]
+            # Timeouts long enough for the set to stay open (nginx's
+            # keepalive_timeout is 75 s; microd's defaults close it at 10 s).
+            if name.startswith("microd"):
+                srv = microd_server(srv.cmd(0)[0], "--idle-timeout", "300", "--header-timeout", "300")
+            srv.start()
+            try:
+                for label, c in (("none idle c=64", 64), ("none idle c=256", 256)):
+                    r = wrk(srv.port, c)
+                    g.setdefault(label + " rps", []).append(r["rps"])
+                    g.setdefault(label + " p99", []).append(r["p99"])
+                    g.setdefault(label + " timeouts", []).append(r["socket"]["timeout"])
+                before = srv.rss_kib()
+                holder, held = hold_idle(srv.port, idle_n)
+                try:
+                    after = srv.rss_kib()
+                    g.setdefault("held", []).append(held)
+                    g.setdefault("per_conn", []).append((after - before) / held if held else None)
+                    r = wrk(srv.port, 64)
+                    g.setdefault("idle c=64 rps", []).append(r["rps"])
+                    g.setdefault("idle c=64 p99", []).append(r["p99"])
+                    g.setdefault("idle c=64 timeouts", []).append(r["socket"]["timeout"])
+                finally:
+                    holder.stdin.close()
+                    holder.wait(timeout=60)
+            finally:
+                srv.stop()
+            print("gateway round %d: %s done" % (rnd + 1, name), file=sys.stderr, flush=True)
+    got["idle_n"] = idle_n
+    return got
+
+
+def gateway_lines(got):
+    """The gateway table and the issue's targets, met or not."""
+    m, n = got["microd"], got["nginx"]
+    held = min(m.get("held", [0]) + n.get("held", [0]))
+
+    def r(a, b):
+        return a / b if a and b else 0
+
+    lines = ["microd (default event loop and limits, one thread, `--idle-timeout 300 --header-timeout 300`) "
+             "beside nginx, 64 busy keep-alive connections (`wrk -c64`, GET /health) with none idle and while "
+             "another process holds %d idle keep-alive connections, each answered once; %d rounds, median "
+             "(min-max):" % (held, ROUNDS), "",
+             "| figure | microd | nginx | microd/nginx |", "|---|---|---|---|"]
+    for key, spec, what in (("none idle c=64 rps", "%.0f", "req/s, none idle"),
+                            ("idle c=64 rps", "%.0f", "req/s, %d idle" % held),
+                            ("none idle c=64 p99", "%.2f", "p99 ms, none idle"),
+                            ("idle c=64 p99", "%.2f", "p99 ms, %d idle" % held),
+                            ("none idle c=256 rps", "%.0f", "req/s at 256 busy, none idle"),
+                            ("per_conn", "%.2f", "RSS per idle connection, KiB")):
+        lines.append("| %s | %s | %s | %.2f |" % (what, fmt_range(m.get(key, []), spec),
+                                                  fmt_range(n.get(key, []), spec),
+                                                  r(med(m.get(key, [])), med(n.get(key, [])))))
+    if "microd-pregateway-poll" in got:
+        o = got["microd-pregateway-poll"]
+        lines.append("| before: commit %s (poll) req/s none idle / %d idle, p99 ms idle | %s / %s, %s | | |" % (
+            PREGATEWAY_COMMIT, held, fmt_range(o.get("none idle c=64 rps", [])),
+            fmt_range(o.get("idle c=64 rps", [])), fmt_range(o.get("idle c=64 p99", []), "%.2f")))
+    timeouts = sum(sum(v) for k, v in m.items() if k.endswith("timeouts"))
+    targets = (
+        ("req/s with the idle set >= 0.9 x microd's own with none idle",
+         r(med(m.get("idle c=64 rps", [])), med(m.get("none idle c=64 rps", []))), 0.9, True),
+        ("req/s with the idle set >= 0.9 x nginx's with the idle set",
+         r(med(m.get("idle c=64 rps", [])), med(n.get("idle c=64 rps", []))), 0.9, True),
+        ("p99 with the idle set <= 2 x nginx's",
+         r(med(m.get("idle c=64 p99", [])), med(n.get("idle c=64 p99", []))), 2.0, False),
+        ("256 busy on one thread >= 0.9 x the 64-connection req/s",
+         r(med(m.get("none idle c=256 rps", [])), med(m.get("none idle c=64 rps", []))), 0.9, True),
+        ("RSS per idle connection <= 6 KiB (KiB)", med(m.get("per_conn", [])) or 0, 6.0, False))
+    lines += ["", "| target | value | met |", "|---|---|---|"]
+    for what, v, bound, at_least in targets:
+        lines.append("| %s | %.2f | %s |" % (what, v, "yes" if (v >= bound if at_least else v <= bound) else "NO"))
+    lines.append("| no request of microd's timed out (wrk, 5 s) | %d | %s |" % (timeouts, "yes" if timeouts == 0
+                                                                                 else "NO"))
+    return lines
+
+
+def gateway_main():
+    """python3 tests/bench.py gateway: the gateway rows alone."""
+    os.makedirs(OUT, exist_ok=True)
+    lines = gateway_lines(gateway_bench())
+    text = "\n".join(lines)
+    open(os.path.join(OUT, "gateway.md"), "w").write(text + "\n")
+    print(text)
+    return 0
 
 
 def sweep(srv, counts=(1, 16, 127, 128, 256, 512, 1000)):
@@ -1102,7 +1234,7 @@ def main():
     servers = {
         "microd": microd_server(MICROD),
         "microd-nometrics": microd_server(NOMETRICS),
-        "microd-epoll": microd_server(MICROD, "--event-loop", "epoll"),
+        "microd-poll": microd_server(MICROD, "--event-loop", "poll"),
         "nginx": Server("nginx", lambda p: ["nginx", "-e", "stderr", "-c", conf + ".run"],
                         prepare=lambda p: open(conf + ".run", "w").write(
                             open(conf).read().replace("@PORT@", str(p)))),
@@ -1123,7 +1255,7 @@ def main():
             add(name, "idle_rss", srv.rss_kib())
             add(name, "idle_anon", srv.rss_kib("RssAnon"))
             for label, c, extra in loads:
-                if name == "microd-epoll" and label not in ("keep-alive c=64", "keep-alive c=256"):
+                if name == "microd-poll" and label not in ("keep-alive c=64", "keep-alive c=256"):
                     continue
                 r = wrk(srv.port, c, extra=extra)
                 add(name, label + " rps", r["rps"])
@@ -1141,7 +1273,7 @@ def main():
             print("round %d: %s done" % (rnd + 1, name), file=sys.stderr, flush=True)
 
     # Start-up (median of 20) and memory per idle connection, once each.
-    for name in ("microd", "microd-epoll", "nginx"):
+    for name in ("microd", "microd-poll", "nginx"):
         srv = servers[name]
         times = []
         for _ in range(20):
@@ -1154,7 +1286,7 @@ def main():
 
     # The per-connection memory pool against the largest request head it takes.
     pools = []
-    for mem in ("4k", "6k", "8k", "16k"):
+    for mem in ("4k", "6k", "8k", "10k", "16k"):
         srv = microd_server(MICROD, "--connection-memory", mem)
         srv.start()
         head = largest_header_block(srv.port)
@@ -1171,6 +1303,10 @@ def main():
     else:
         print("%s missing (commit %s not in this clone?): /health against it skipped"
               % (os.path.relpath(BEFORE, ROOT), BEFORE_COMMIT), file=sys.stderr, flush=True)
+    pregateway_ratios = None
+    if os.path.exists(PREGATEWAY):
+        pregateway_ratios = paired(servers["microd"], microd_server(PREGATEWAY))
+        print("pre-gateway pairs done", file=sys.stderr, flush=True)
     latency = blocked_latency()
     checks_rps, checks_p99, _ = checks_paths()
     failing_rps, failing_p99, _ = checks_paths("/readyz")
@@ -1182,6 +1318,8 @@ def main():
     print("sweeps done", file=sys.stderr, flush=True)
     tls_section = tls_bench()
     notes_section = notes_bench()
+    gateway = gateway_lines(gateway_bench())
+    print("gateway done", file=sys.stderr, flush=True)
 
     stripped = os.path.join(OUT, "microd.stripped")
     shutil.copy(MICROD, stripped)
@@ -1216,8 +1354,8 @@ def main():
     rows.append(("RSS per idle keep-alive connection (%d open), KiB" % idle_n,
                  "%.1f" % m["per_conn"][0], "%.1f" % n["per_conn"][0],
                  "%.2f" % (m["per_conn"][0] / n["per_conn"][0]) if n["per_conn"][0] > 0 else "n/a"))
-    rows.append(("RSS per idle keep-alive connection with --event-loop epoll, KiB",
-                 "%.1f" % res["microd-epoll"]["per_conn"][0], "", ""))
+    rows.append(("RSS per idle keep-alive connection with --event-loop poll, KiB",
+                 "%.1f" % res["microd-poll"]["per_conn"][0], "", ""))
     rows.append(("idle RSS after start, private anonymous only, KiB", fmt_range(m["idle_anon"]),
                  fmt_range(n["idle_anon"]), ratio("idle_anon")))
     rows.append(("start-up, exec to first 200, ms (median of 20)", fmt_range(m["startup20"], "%.1f"),
@@ -1236,6 +1374,14 @@ def main():
     else:
         rows.append((label, "", "", "skipped: %s missing (commit %s not in this clone)" % (
             os.path.relpath(BEFORE, ROOT), BEFORE_COMMIT)))
+    label = ("keep-alive c=64 GET /health req/s, none idle, this build / commit %s (poll, before the "
+             "tickers), %d alternating pairs of %d s (microd only); target: no slower" % (
+                 PREGATEWAY_COMMIT, PAIRS, PAIR_SECONDS))
+    if pregateway_ratios:
+        rows.append((label, "", "", "new/old: %s; target %s" % (
+            fmt_range(pregateway_ratios, "%.3f"), "met" if med(pregateway_ratios) >= 1.0 else "NOT met")))
+    else:
+        rows.append((label, "", "", "skipped: %s missing" % os.path.relpath(PREGATEWAY, ROOT)))
     rows.append(("keep-alive c=64 GET /readyz?exclude=hangs with 5 checks (hangs times out on every run) / "
                  "GET /health, same server, %d alternating pairs of %d s (microd only)"
                  % (len(checks_rps), PAIR_SECONDS),
@@ -1257,10 +1403,10 @@ def main():
                          "wings" % PREWINGS_COMMIT, "%.0f / %.0f" % (with_m, old_i), "",
                          "new/old: %.4f; target within 1%%: %s" % (
                              with_m / old_i, "met" if abs(with_m / old_i - 1) <= 0.01 else "NOT met")))
-    e = res["microd-epoll"]
+    e = res["microd-poll"]
     for label in ("keep-alive c=64", "keep-alive c=256"):
-        rows.append(("%s req/s with --event-loop epoll (microd only)" % label, fmt_range(e[label + " rps"]), "",
-                     "epoll/poll: %.3f" % (med(e[label + " rps"]) / med(m[label + " rps"]))))
+        rows.append(("%s req/s with --event-loop poll (microd only)" % label, fmt_range(e[label + " rps"]), "",
+                     "poll/epoll: %.3f" % (med(e[label + " rps"]) / med(m[label + " rps"]))))
     errors = {k: v for name in res for k, v in res[name].items() if k.endswith("errors")}
 
     cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
@@ -1280,12 +1426,13 @@ def main():
               "|---|" + "---|" * len(counts)]
     for (threads, loop), row in sweeps.items():
         lines.append("| %d, %s | %s |" % (threads, loop, " | ".join("%.0f" % r for _, r in row)))
-    lines += ["", "microd's `--connection-memory` (default 16k) against what it costs and what it admits "
+    lines += ["", "microd's `--connection-memory` (default 10k) against what it costs and what it admits "
               "(%d idle keep-alive connections; request head = a browser's headers behind a proxy plus a "
               "Cookie grown until refused):" % idle_n, "",
               "| --connection-memory | RSS per idle connection, KiB | largest request head answered 200, bytes |",
               "|---|---|---|"]
     lines += ["| %s | %.1f | %d |" % p for p in pools]
+    lines += [""] + gateway
     lines += [""] + blocked_latency_lines(*latency)
     lines += [""] + tls_section
     lines += [""] + notes_section
@@ -1456,6 +1603,8 @@ def ab_main(argv):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["ab"]:
         raise SystemExit(ab_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["gateway"]:
+        raise SystemExit(gateway_main())
     if sys.argv[1:2] == ["load"]:
         raise SystemExit(load_main(sys.argv[2:]))
     if sys.argv[1:2] == ["latency"]:

@@ -929,11 +929,9 @@ test_config(void)
 	   "a bare suffix is refused");
 
 	parse_args(&cfg, err, sizeof(err), (const char *[]){NULL});
-	ok(cfg.connection_limit == 10000 && cfg.per_ip_limit == 0 &&
-	       cfg.idle_timeout_s == 15 && cfg.header_timeout_ms == 10000 &&
-	       cfg.connection_memory == 16384,
-	   "limit defaults: 10000 connections, no per-ip, 15 s idle, 10 s "
-	   "for a head, 16k");
+	ok(cfg.per_ip_limit == 0 && cfg.idle_timeout_s == 15 &&
+	       cfg.header_timeout_ms == 10000 && cfg.connection_memory == 10240,
+	   "limit defaults: no per-ip, 15 s idle, 10 s for a head, 10k");
 	PARSE(&cfg, "--connection-memory", "8k");
 	is(cfg.connection_memory, 8192, "--connection-memory 8k");
 	is(PARSE(&cfg, "--connection-memory", "1k"), CONFIG_ERROR,
@@ -1239,7 +1237,7 @@ test_config_bounds(void)
 
 	/* The defaults the rows give. */
 	PARSE(&cfg, "--port", "1");
-	ok(cfg.event_loop == EVENT_LOOP_POLL && cfg.tls_port == 8443 &&
+	ok(cfg.event_loop == EVENT_LOOP_EPOLL && cfg.tls_port == 8443 &&
 	       strcmp(cfg.tls_priorities, CONFIG_TLS_PRIORITIES) == 0 &&
 	       cfg.check_interval_ms == 5000 && cfg.check_timeout_ms == 1000 &&
 	       cfg.check_threshold == 1 && cfg.rate_milli == 0 &&
@@ -1248,7 +1246,7 @@ test_config_bounds(void)
 	       cfg.tls_cert == NULL && cfg.auth_token_file == NULL &&
 	       !cfg.log_probes && !cfg.health_details && !cfg.auth_metrics &&
 	       cfg.n_checks == 0 && cfg.n_trusted == 0,
-	   "the other defaults: poll, HTTPS port 8443 when enabled, TLS 1.2 "
+	   "the other defaults: epoll, HTTPS port 8443 when enabled, TLS 1.2 "
 	   "and 1.3, checks every 5 s for 1 s, no rate limit, no drain "
 	   "delay, switches off");
 	is(PARSE(&cfg, "--port"), CONFIG_ERROR, "a flag without its value");
@@ -1382,15 +1380,28 @@ test_resources(void)
 	ok(cfg.threads == 8 && strcmp(cfg.threads_from, "test quota") == 0,
 	   "threads default to the CPUs, saying whence");
 	ok(cfg.connection_limit == 10000 && cfg.body_budget == 8 << 20,
-	   "no memory limit: 10000 connections, 8 MiB budget");
+	   "no memory limit, descriptors unknown: 10000 connections, 8 MiB "
+	   "budget");
+	res.files = 20000;
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	ok(cfg.connection_limit == 20000 - 256 - 8 * 8 &&
+	       strcmp(cfg.connections_from,
+	              "the descriptor limit 20000, less 320") == 0,
+	   "20,000 descriptors, 8 threads: the limit follows them, less 256 "
+	   "and 8 a thread (%u, %s)",
+	   cfg.connection_limit, cfg.connections_from);
+	res.files = 100;
+	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
+	is(cfg.connection_limit, 16, "100 descriptors: the floor, 16");
+	res.files = 0;
 	res.cpus = 1;
 	res.memory = 64ULL << 20;
 	snprintf(res.memory_from, sizeof(res.memory_from), "test limit");
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
-	/* (64 - 16 - 8) MiB - the 8 MiB budget, over 16 + 8 KiB */
-	ok(cfg.threads == 1 && cfg.connection_limit == 1365 &&
+	/* (64 - 16 - 8) MiB - the 8 MiB budget, over 10 + 8 KiB */
+	ok(cfg.threads == 1 && cfg.connection_limit == 1820 &&
 	       cfg.body_budget == 8 << 20,
-	   "64 MiB: 1 thread, 1365 connections, 8 MiB budget (%u, %zu)",
+	   "64 MiB: 1 thread, 1820 connections, 8 MiB budget (%u, %zu)",
 	   cfg.connection_limit, cfg.body_budget);
 	ok(strstr(cfg.connections_from, "64 MiB test limit") != NULL &&
 	       strcmp(cfg.budget_from, "default") == 0,
@@ -1398,8 +1409,8 @@ test_resources(void)
 	   cfg.connections_from);
 	res.memory = 24ULL << 20;
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
-	ok(cfg.body_budget == 2621440 && cfg.connection_limit == 320,
-	   "24 MiB: budget a quarter of 10 MiB, 320 connections (%zu, %u)",
+	ok(cfg.body_budget == 2621440 && cfg.connection_limit == 426,
+	   "24 MiB: budget a quarter of 10 MiB, 426 connections (%zu, %u)",
 	   cfg.body_budget, cfg.connection_limit);
 	res.memory = 8ULL << 20;
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});

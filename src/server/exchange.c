@@ -406,7 +406,7 @@ mark_began(struct server *srv, struct MHD_Connection *conn,
 	*out = cs;
 	if (cs != NULL && cs->client && waiting_busy(&cs->waiter) != 0)
 		return -1;
-	if (cs != NULL && !cs->began) {
+	if (cs != NULL && !cs->began && !cs->ticker) {
 		cs->began = 1;
 		atomic_fetch_sub(&srv->waiting, 1);
 	}
@@ -429,6 +429,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		if (mark_began(srv, conn, &ex->cs) != 0)
 			return MHD_NO;
 		ex->began = 1;
+		if (ex->cs != NULL && ex->cs->ticker) {
+			ex->ticker = 1; /* not a request: never counted */
+			return ticker_call(srv, conn, 1);
+		}
+		ticker_poke();
 		metrics_request_started();
 		ex->own = ex->cs != NULL && !ex->cs->client;
 		ex->start_ns = now_ns();
@@ -440,6 +445,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		 * is decoded by microd. */
 		return on_headers(srv, conn, ex, method, url, version);
 	}
+	if (ex->ticker)
+		return ticker_call(srv, conn, 0);
 	if (*upload_data_size > 0) {
 		ret = on_body(srv, ex, upload_data, *upload_data_size);
 		*upload_data_size = 0;
@@ -549,7 +556,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	(void)toe;
 	if (ex == NULL)
 		return;
-	if (!ex->began) { /* refused by libmicrohttpd before the handler */
+	/* Refused by libmicrohttpd before the handler, or a ticker's. */
+	if (!ex->began || ex->ticker) {
 		exchange_unref(ex);
 		*req_cls = NULL;
 		return;

@@ -8,6 +8,7 @@
 
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -73,6 +74,22 @@ struct server {
 	struct gone *gone;       /* watches their clients; with the pool */
 	struct waiting *heads;   /* client connections waiting for a head */
 	unsigned int hide;       /* route flags left out: ROUTE_EXAMPLE, or 0 */
+	/* The epoll workers' tickers (ticker.c), one each; none with poll. */
+	struct tick {
+		atomic_int fd;    /* MHD's end; -1: none */
+		int shadow;       /* epoll set of its worker's client sockets */
+		int peer;         /* ours, closed after the daemon stops */
+		atomic_int state; /* enum tick_state */
+		atomic_llong woken_ns;       /* when last resumed (now_ns) */
+		struct MHD_Connection *conn; /* set before its first suspend */
+		unsigned int
+		    quiet; /* its worker's only: calls since a request */
+	} ticks[CHECK_MAX];
+	unsigned int n_ticks; /* set before server_start returns */
+	atomic_bool ticks_stop;
+	int tick_ctl; /* eventfd: wakes the watch thread; -1: none */
+	pthread_t tick_thread;
+	int tick_watching; /* tick_thread runs */
 };
 
 /*
@@ -82,6 +99,7 @@ struct server {
  */
 struct conn_state {
 	int began;  /* a request has begun on it */
+	int ticker; /* a ticker (ticker.c): no client, never counted */
 	int client; /* counted in srv->clients: not one of microd's own */
 	/* A client's place among those waiting for a request head. */
 	struct waiter {
@@ -156,7 +174,8 @@ struct exchange {
 	json_t *job_body;
 	struct reply *job_reply; /* the handler's, from start_job on */
 	int method_head;         /* a HEAD request, served by a GET route */
-	int own; /* sent by microd itself: the pool check, watchdog */
+	int own;    /* sent by microd itself: the pool check, watchdog */
+	int ticker; /* a ticker's endless request: none of the above */
 	/* The watch on the client's socket (gone.c) while the handler runs:
 	 * the server's watcher (NULL: none, as for microd's own requests),
 	 * the socket, and the slot, set on the handler thread and read by
@@ -320,5 +339,35 @@ waiting_idle(struct waiter *c, long long now)
 /* selfcall.c */
 int selfcall_is_own_peer(const struct sockaddr *addr);
 int is_own_connection(struct MHD_Connection *conn);
+/* A socketpair whose one end (*mhd_fd) MHD_add_connection gives to worker
+ * want of n; returns the other end, or -1 with errno set. */
+int selfcall_pair(unsigned int n, unsigned int want, int *mhd_fd);
+/* Hands fd to the HTTP daemon as one of microd's own; 0 or -1. fd is the
+ * library's from here on, even on failure. */
+int selfcall_add(struct server *srv, int fd);
+
+/* ticker.c */
+enum tick_state {
+	TICK_AWAKE,     /* on its worker's ready list: its waits do not block */
+	TICK_SUSPENDED, /* by its own handler; the watch thread polls */
+	TICK_WOKEN,     /* resumed, its handler not run yet */
+};
+
+/* One ticker per worker of the HTTP daemon (epoll only), and the thread
+ * that watches them; 0, or -1 logged. ticker_stop, ticker_close undo it. */
+int ticker_start(struct server *srv);
+/* Whether fd is a ticker's (for NOTIFY_STARTED, on microd's own). */
+int ticker_is(struct server *srv, int fd);
+/* A client connection on this thread: into its worker's shadow set. */
+void ticker_shadow(int fd);
+/* A request has begun on this thread: its worker's ticker stays awake. */
+void ticker_poke(void);
+/* The ticker's access handler; first: the call with its head. */
+enum MHD_Result ticker_call(struct server *srv, struct MHD_Connection *conn,
+                            int first);
+/* Before MHD_stop_daemon: wakes every ticker, which then closes. */
+void ticker_stop(struct server *srv);
+/* After MHD_stop_daemon: closes microd's ends. */
+void ticker_close(struct server *srv);
 
 #endif

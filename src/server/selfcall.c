@@ -167,6 +167,32 @@ fd_for_worker(int fd, unsigned int want, unsigned int n)
 }
 
 int
+selfcall_pair(unsigned int n, unsigned int want, int *mhd_fd)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	*mhd_fd = fd_for_worker(sv[0], want, n);
+	if (*mhd_fd < 0) {
+		close(sv[1]);
+		errno = EMFILE;
+		return -1;
+	}
+	return sv[1];
+}
+
+int
+selfcall_add(struct server *srv, int fd)
+{
+	return MHD_add_connection(srv->daemon, fd,
+	                          (const struct sockaddr *)&internal_peer,
+	                          INTERNAL_PEER_LEN) == MHD_YES
+	           ? 0
+	           : -1;
+}
+
+int
 server_check_pool(struct server *srv, int timeout_ms, int cancel_fd,
                   struct pool_check *out)
 {

@@ -47,11 +47,11 @@
  * library a limit no worker can reach: every client on one worker, plus the
  * connections shut down to make room and not yet closed, plus one client
  * per other worker accepted in the same instant, plus the watchdog's one
- * check per worker, plus a spare.
+ * check per worker, plus its ticker (ticker.c), plus a spare.
  */
 #define LIBRARY_LIMIT(limit, workers)                                          \
 	((intptr_t)(workers) *                                                 \
-	 ((intptr_t)(limit) + WAITING_CLOSING_MAX + (intptr_t)(workers) + 2))
+	 ((intptr_t)(limit) + WAITING_CLOSING_MAX + (intptr_t)(workers) + 3))
 
 /*
  * libmicrohttpd's accept policy: --connection-limit over all workers (see
@@ -87,36 +87,47 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		int client = !is_own_connection(conn);
+		const union MHD_ConnectionInfo *sock = MHD_get_connection_info(
+		    conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		int ticker =
+		    !client && sock != NULL && ticker_is(srv, sock->connect_fd);
+		unsigned int now, peak;
 
-		unsigned int now = metrics_connection_opened();
-		unsigned int peak = atomic_load(&srv->peak_conns);
-
+		cs = calloc(1, sizeof(*cs));
+		if (ticker) { /* not a connection anyone opened */
+			if (cs != NULL)
+				cs->ticker = 1;
+			*socket_ctx = cs; /* freed below */
+			return;
+		}
+		now = metrics_connection_opened();
+		peak = atomic_load(&srv->peak_conns);
 		while (now > peak && !atomic_compare_exchange_weak(
 		                         &srv->peak_conns, &peak, now))
 			;
 		/* Without it the connection just never counts as waiting. */
-		cs = calloc(1, sizeof(*cs));
 		if (cs != NULL) {
 			atomic_fetch_add(&srv->waiting, 1);
 			cs->client = client;
 			if (client) {
-				const union MHD_ConnectionInfo *fd =
-				    MHD_get_connection_info(
-				        conn,
-				        MHD_CONNECTION_INFO_CONNECTION_FD);
-
 				atomic_fetch_add(&srv->clients, 1);
-				if (fd != NULL)
+				if (sock != NULL) {
 					waiting_add(srv->heads, &cs->waiter,
-					            fd->connect_fd);
-				else
+					            sock->connect_fd);
+					ticker_shadow(sock->connect_fd);
+				} else
 					cs->client = 0; /* cannot happen */
 			}
 		}
 		*socket_ctx = cs; /* freed below, when the connection closes */
 	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-		metrics_connection_closed();
 		cs = *socket_ctx;
+		if (cs != NULL && cs->ticker) {
+			free(cs);
+			*socket_ctx = NULL;
+			return;
+		}
+		metrics_connection_closed();
 		if (cs != NULL && !cs->began)
 			atomic_fetch_sub(&srv->waiting, 1);
 		if (cs != NULL && cs->client) {
@@ -323,17 +334,14 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 {
 	struct server *srv;
 	/*
-	 * poll by default: in epoll mode libmicrohttpd 0.9.75 reads events
-	 * 128 at a time and, when a batch comes back full, waits again with
-	 * its blocking timeout before serving it, so a thread that gets 128
-	 * requests at once stalls until another event or a timeout
-	 * (tests/clients.py shows it).
+	 * epoll by default: an idle connection costs it nothing per request
+	 * served, where poll walks every connection on every wake-up. Its
+	 * 0.9.75 stall (a worker that finds 128 requests ready at once waits
+	 * for its whole timeout) is what the tickers cure (ticker.c).
 	 */
-	unsigned int flags =
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-	    MHD_ALLOW_SUSPEND_RESUME |
-	    (cfg->event_loop == EVENT_LOOP_EPOLL ? MHD_USE_EPOLL
-	                                         : MHD_USE_POLL);
+	unsigned int base = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+	                    MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+	int epoll = cfg->event_loop == EVENT_LOOP_EPOLL;
 
 	srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
@@ -349,8 +357,16 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 	atomic_init(&srv->peak_conns, 0);
 	srv->workers = cfg->threads > 1 ? cfg->threads : 1;
 	srv->connection_limit = cfg->connection_limit;
-	for (size_t i = 0; i < CHECK_MAX; i++)
+	for (size_t i = 0; i < CHECK_MAX; i++) {
 		srv->probes[i].fd = -1;
+		atomic_init(&srv->ticks[i].fd, -1);
+		srv->ticks[i].shadow = -1;
+		srv->ticks[i].peer = -1;
+		atomic_init(&srv->ticks[i].state, TICK_AWAKE);
+		atomic_init(&srv->ticks[i].woken_ns, 0);
+	}
+	atomic_init(&srv->ticks_stop, 0);
+	srv->tick_ctl = -1;
 	atomic_init(&srv->clients, 0);
 	srv->log_probes = cfg->log_probes;
 	srv->passed = listen_fd >= 0;
@@ -401,10 +417,13 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 	    {MHD_OPTION_END, 0, NULL},
 	};
 
-	srv->daemon =
-	    start_daemon(srv, cfg, flags, limits, listen_fd, cfg->port, 0,
-	                 srv->address, sizeof(srv->address), &srv->port);
+	srv->daemon = start_daemon(
+	    srv, cfg, base | (epoll ? MHD_USE_EPOLL : MHD_USE_POLL), limits,
+	    listen_fd, cfg->port, 0, srv->address, sizeof(srv->address),
+	    &srv->port);
 	if (srv->daemon == NULL)
+		goto fail;
+	if (epoll && ticker_start(srv) != 0)
 		goto fail;
 	log_info("listening on %s%s", srv->address,
 	         srv->passed ? " (socket passed by the service manager)" : "");
@@ -415,9 +434,15 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 			goto fail;
 		}
 		srv->tls_passed = tls_listen_fd >= 0;
+		/*
+		 * HTTPS polls: a ticker is a plain socketpair, and a TLS
+		 * daemon would wait for its handshake, so epoll there would
+		 * keep the stall (microd(8), BUGS).
+		 */
 		srv->tls_daemon = start_daemon(
-		    srv, cfg, flags, limits, tls_listen_fd, cfg->tls_port, 1,
-		    srv->tls_address, sizeof(srv->tls_address), &srv->tls_port);
+		    srv, cfg, base | MHD_USE_POLL, limits, tls_listen_fd,
+		    cfg->tls_port, 1, srv->tls_address,
+		    sizeof(srv->tls_address), &srv->tls_port);
 		if (srv->tls_daemon == NULL)
 			goto fail;
 		log_info("listening on %s for HTTPS (%s)%s", srv->tls_address,
@@ -428,8 +453,11 @@ server_start(const struct config *cfg, int listen_fd, int tls_listen_fd,
 	}
 	return srv;
 fail:
-	if (srv->daemon != NULL)
+	if (srv->daemon != NULL) {
+		ticker_stop(srv);
 		MHD_stop_daemon(srv->daemon);
+		ticker_close(srv);
+	}
 	free(srv->tls_priorities);
 	if (srv->pool != NULL) {
 		pool_close(srv->pool, NULL);
@@ -553,7 +581,9 @@ server_stop(struct server *srv)
 			nanosleep(&tick, NULL);
 		}
 	}
+	ticker_stop(srv); /* 0.9.75 aborts on a suspended connection */
 	MHD_stop_daemon(srv->daemon);
+	ticker_close(srv);
 	if (srv->tls_daemon != NULL)
 		MHD_stop_daemon(srv->tls_daemon);
 	if (srv->tls_quiesced_fd != MHD_INVALID_SOCKET)
