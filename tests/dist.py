@@ -149,6 +149,9 @@ def test_kubernetes():
     ref = url[0].get("valueFrom", {}).get("secretKeyRef", {}) if url else {}
     ok(ref.get("name") and ref.get("key") and ref.get("optional") is True,
        "  its DATABASE_URL from a Secret, optional: %s" % ref)
+    main_url = [e for e in c.get("env", []) if e["name"] == "DATABASE_URL"]
+    ok(main_url and main_url[0].get("valueFrom") == url[0].get("valueFrom"),
+       "  and microd's own DATABASE_URL comes from the same Secret: %s" % main_url)
     ok(init.get("securityContext") == sc and init.get("resources") == res,
        "  with the main container's security context and resources")
     init_env = {k: v for k, v in os.environ.items()
