@@ -424,7 +424,7 @@ test_down_at_open(const char *uri)
 	                            .backoff_min_ms = 20,
 	                            .backoff_max_ms = 500};
 	struct db_pool *p;
-	struct db_conn *c = NULL;
+	struct db_conn *c = NULL, *c2 = NULL;
 	long long t0, up;
 	enum db_acquire_result got;
 	char *again;
@@ -448,10 +448,20 @@ test_down_at_open(const char *uri)
 	free(again);
 	got = db_acquire(p, &c);
 	ok(got == DB_OK && run_ok(c, "SELECT 1"), "  and serves");
-	/* Closed with c in use: c's release frees the pool. */
-	db_pool_close(p);
+	/* Closed with c in use (a shutdown that cut a handler): the pool
+	 * stays, its thread stopped, for the handler's next calls. */
+	db_pool_abandon(p);
+	t0 = now_ms();
+	got = db_acquire(p, &c2);
+	t0 = now_ms() - t0;
+	ok(got == DB_DOWN && t0 <= SLACK_MS,
+	   "  abandoned with a connection in use: a new acquire fails at "
+	   "once (%d, %lld ms)",
+	   got, t0);
 	db_release(p, c, 0);
-	ok(1, "closed with a connection in use, then that one released");
+	ok(stats(p).used == 0 && stats(p).idle == 0,
+	   "  the one in use released: closed, not made idle");
+	db_pool_close(p); /* nothing in use now: freed */
 }
 
 /* A wrong password: the pool stays down, and says why without it. */

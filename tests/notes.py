@@ -265,20 +265,25 @@ def test_injection(pg, port):
 
 class Locker:
     """LOCK TABLE notes IN ACCESS EXCLUSIVE MODE from a psql of our own, held
-    until release()."""
+    until release(); or, row=id, that note's row alone (FOR UPDATE)."""
 
-    def __init__(self, pg):
+    def __init__(self, pg, row=None):
         argv = [os.path.join(pg.bin, "psql"), "-X", "-q", "-h", pg.dir, "-p", str(pg.port), "-U", "microd",
                 "-d", "microd", "-v", "ON_ERROR_STOP=1"]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, text=True,
                                      env={k: v for k, v in os.environ.items() if not k.startswith("PG")})
-        self.proc.stdin.write("BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE;\n")
+        mode = "AccessExclusiveLock"
+        if row is None:
+            self.proc.stdin.write("BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE;\n")
+        else:
+            self.proc.stdin.write("BEGIN; SELECT id FROM notes WHERE id = %d FOR UPDATE;\n" % row)
+            mode = "RowShareLock"
         self.proc.stdin.flush()
         self.pg = pg
         self.held = poll(lambda: pg.psql("select count(*) from pg_locks l join pg_class c on c.oid = "
                                          "l.relation where c.relname = 'notes' and l.mode = "
-                                         "'AccessExclusiveLock' and l.granted").strip() == "1", 10, 0.02)
+                                         "'%s' and l.granted" % mode).strip() == "1", 10, 0.02)
 
     def release(self):
         self.proc.stdin.write("ROLLBACK;\n")
@@ -344,6 +349,43 @@ def test_deadline(pg):
     stop_microd(proc, log)
 
 
+def test_shutdown_cuts_queries(pg):
+    """--shutdown-timeout cuts handlers waiting on a lock: the pool's
+    connecting thread, which replaces the connections they discard, is
+    stopped before microd exits, which exits 0 without a crash."""
+    proc, port, log = microd(pg, "--handler-threads", "4", "--database-timeout", "60",
+                             "--shutdown-timeout", "1")
+    if not ok(port is not None, "microd --handler-threads 4 --database-timeout 60 --shutdown-timeout 1"):
+        return
+    nid = int(pg.psql("select max(id) from notes").strip())
+    lock = Locker(pg, row=nid)  # the connections made again can prepare
+    socks = []
+    for i in range(8):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        body = b'{"body":"x"}'
+        s.sendall(b"PATCH /notes/%d HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (nid, len(body), body))
+        socks.append(s)
+    ok(poll(lambda: pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                            "and query like 'UPDATE notes%'").strip() == "4", 5, 0.02),
+       "  4 PATCHes wait on the lock, 4 more queued")
+    text = [""]
+    proc.send_signal(__import__("signal").SIGTERM)
+    try:
+        rc = proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    text[0] = open(log).read()
+    os.unlink(log)
+    ok(rc == 0 and "Sanitizer" not in text[0] and "the application is not torn down" in text[0],
+       "SIGTERM with the handlers cut: exit 0, no crash (%s%s)"
+       % (rc, "" if rc == 0 else ": " + text[0][-3000:]))
+    lock.release()
+    for s in socks:
+        s.close()
+
+
 def test_readme():
     """The README's handler and statement row are the source's, verbatim."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -390,6 +432,7 @@ def main():
         ok(pg.password not in text, "no password in the log")
         ok(stop_microd(proc, log) == 0, "exit status 0")
         test_deadline(pg)
+        test_shutdown_cuts_queries(pg)
     return done()
 
 

@@ -84,6 +84,16 @@ enum db_acquire_result {
 enum db_acquire_result db_acquire(struct db_pool *pool, struct db_conn **out);
 
 /*
+ * db_acquire with waited_ms (the request's time in the handler queue)
+ * taken from the acquire timeout: with the pool as large as the handler
+ * pool, that queue is where a request waits for a connection. Waited as
+ * long already: DB_EXHAUSTED at once, without taking a connection.
+ */
+enum db_acquire_result db_acquire_waited(struct db_pool *pool,
+                                         long long waited_ms,
+                                         struct db_conn **out);
+
+/*
  * Gives c back, with every result read. broken: the caller saw a
  * connection failure (SQLSTATE class 08, a NULL SQLSTATE) or sent a cancel;
  * c is then closed and replaced in the background, as it is when libpq
@@ -127,11 +137,20 @@ int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
 void db_pool_render_metrics(struct db_pool *pool, FILE *f);
 
 /*
- * Stops the connecting thread, wakes every waiter (DB_DOWN) and closes the
- * idle connections. A connection still in use is closed by its
- * db_release(), the last of which frees the pool.
+ * Stops the connecting thread (joined), wakes every waiter (DB_DOWN) and
+ * closes the idle connections, then frees the pool: for a stop after every
+ * handler finished (one still holding a connection leaves it unfreed, as
+ * db_pool_abandon; a second db_pool_close, once none is, frees it).
  */
 void db_pool_close(struct db_pool *pool);
+
+/*
+ * The same stop for a shutdown that cut handlers still running: the pool
+ * is never freed, so a cut handler may go on calling it until the process
+ * ends (db_acquire then fails at once, DB_DOWN; db_release closes what it
+ * gives back). No thread of the pool's runs any more.
+ */
+void db_pool_abandon(struct db_pool *pool);
 
 /*
  * One migration: a file of src/app/sql/ built into the binary (the

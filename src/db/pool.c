@@ -443,26 +443,19 @@ db_conn_alive(PGconn *pg)
 }
 
 /*
- * Closes c outside the lock and asks the connecting thread for another; 1
- * when c was the last in use of a closed pool, which is now freed.
+ * Closes c outside the lock and asks the connecting thread for another (a
+ * pool that was closed or abandoned makes none: its thread has stopped).
  */
-static int
+static void
 db_discard(struct db_pool *p, struct db_conn *c)
 {
-	int last;
-
 	db_conn_free(c);
 	pthread_mutex_lock(&p->lock);
 	p->used--;
 	p->discarded++;
 	p->replace++;
-	last = p->abandoned && p->used == 0;
 	pthread_mutex_unlock(&p->lock);
-	if (last)
-		db_pool_free(p);
-	else
-		db_wake(p);
-	return last;
+	db_wake(p);
 }
 
 /* db_acquire with its own timeout; counted: a failure is an acquire
@@ -501,8 +494,7 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 			}
 			log_info("database: an idle connection was closed by "
 			         "the server; discarded");
-			if (db_discard(p, c))
-				return DB_DOWN; /* closed meanwhile */
+			db_discard(p, c);
 			pthread_mutex_lock(&p->lock);
 			continue;
 		}
@@ -525,14 +517,31 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 }
 
 enum db_acquire_result
-db_acquire(struct db_pool *p, struct db_conn **out)
+db_acquire_waited(struct db_pool *p, long long waited_ms, struct db_conn **out)
 {
-	long long t0 = now_ns();
-	enum db_acquire_result got =
-	    db_take(p, p->opt.acquire_timeout_ms, 1, out);
+	long long t0 = now_ns() - (waited_ms > 0 ? waited_ms * 1000000 : 0);
+	long long left = (long long)p->opt.acquire_timeout_ms -
+	                 (waited_ms > 0 ? waited_ms : 0);
+	enum db_acquire_result got;
 
+	if (left <= 0) {
+		*out = NULL;
+		pthread_mutex_lock(&p->lock);
+		p->acquire_timeouts++;
+		pthread_mutex_unlock(&p->lock);
+		got = DB_EXHAUSTED;
+	} else {
+		got = db_take(p, (unsigned int)left, 1, out);
+	}
+	/* The wait in the handler queue counts: it is the acquire's. */
 	metrics_histogram_observe(&p->acquire, now_ns() - t0);
 	return got;
+}
+
+enum db_acquire_result
+db_acquire(struct db_pool *p, struct db_conn **out)
+{
+	return db_acquire_waited(p, 0, out);
 }
 
 /* Ends a transaction the handler left open or failed: 0, or -1 when c
@@ -566,18 +575,17 @@ db_conn_reset(PGconn *pg)
 void
 db_release(struct db_pool *p, struct db_conn *c, int broken)
 {
-	int last, abandoned;
+	int abandoned;
 
 	if (c == NULL)
 		return;
 	if (broken || db_conn_reset(c->pg) != 0) {
-		(void)db_discard(p, c);
+		db_discard(p, c);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
 	p->used--;
 	abandoned = p->abandoned;
-	last = abandoned && p->used == 0;
 	if (!abandoned) {
 		c->next = p->idle;
 		p->idle = c;
@@ -587,8 +595,6 @@ db_release(struct db_pool *p, struct db_conn *c, int broken)
 	pthread_mutex_unlock(&p->lock);
 	if (abandoned)
 		db_conn_free(c);
-	if (last)
-		db_pool_free(p);
 }
 
 struct pg_conn *
@@ -611,26 +617,32 @@ db_pool_stats(struct db_pool *p, struct db_pool_stats *st)
 	pthread_mutex_unlock(&p->lock);
 }
 
-void
-db_pool_close(struct db_pool *p)
+/*
+ * Stops the connecting thread (joined: no libpq call of its own outlives
+ * this), wakes every waiter and closes the idle connections: the number
+ * still in use, each closed by its db_release().
+ */
+static unsigned int
+db_pool_stop(struct db_pool *p)
 {
 	struct db_conn *c;
-	int freeit;
+	unsigned int used;
+	int stopped;
 
-	if (p == NULL)
-		return;
 	pthread_mutex_lock(&p->lock);
-	atomic_store(&p->closing, 1);
+	stopped = atomic_exchange(&p->closing, 1);
 	pthread_cond_broadcast(&p->avail);
 	pthread_mutex_unlock(&p->lock);
-	db_wake(p);
-	pthread_join(p->thread, NULL);
+	if (!stopped) { /* else a close or abandon did it */
+		db_wake(p);
+		pthread_join(p->thread, NULL);
+	}
 	pthread_mutex_lock(&p->lock);
 	c = p->idle;
 	p->idle = NULL;
 	p->nidle = 0;
-	freeit = p->used == 0;
-	p->abandoned = !freeit;
+	used = p->used;
+	p->abandoned = 1;
 	pthread_mutex_unlock(&p->lock);
 	while (c != NULL) {
 		struct db_conn *next = c->next;
@@ -638,8 +650,26 @@ db_pool_close(struct db_pool *p)
 		db_conn_free(c);
 		c = next;
 	}
-	if (freeit)
+	return used;
+}
+
+void
+db_pool_close(struct db_pool *p)
+{
+	if (p == NULL)
+		return;
+	if (db_pool_stop(p) == 0)
 		db_pool_free(p);
+	else
+		log_warn("database: the pool is not freed: a connection is "
+		         "still in use");
+}
+
+void
+db_pool_abandon(struct db_pool *p)
+{
+	if (p != NULL)
+		(void)db_pool_stop(p);
 }
 
 /* libpq's message, its first line only, into why after what. */

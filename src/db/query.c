@@ -284,7 +284,7 @@ query_run(const struct request *req, struct db_pool *pool, unsigned int i,
 	enum db_wait w;
 	int gone = request_gone_fd(req), broken;
 
-	got = db_acquire(pool, &c);
+	got = db_acquire_waited(pool, req->started_ms - req->queued_ms, &c);
 	if (got != DB_OK) {
 		if (got == DB_EXHAUSTED)
 			reply_error(rep, 503,
@@ -349,7 +349,10 @@ failed:
 	db_release(pool, c, broken);
 	return QUERY_FAILED;
 cut:
+	/* Every use of the pool before the release in query_cancel. */
 	db_pool_observe(pool, i, now_ns() - t0);
+	if (w != DB_WAIT_GONE)
+		db_pool_count_error(pool, i, "57014");
 	query_cancel(pool, c);
 	if (w == DB_WAIT_GONE) {
 		log_info("database: statement %s: the client left; cancelled",
@@ -359,7 +362,6 @@ cut:
 		            "cancelled");
 		return QUERY_FAILED;
 	}
-	db_pool_count_error(pool, i, "57014");
 	log_warn("database: statement %s: SQLSTATE 57014 (504): no answer "
 	         "within %u ms; cancelled, its connection discarded",
 	         st->name, limit);
