@@ -386,6 +386,42 @@ def test_shutdown_cuts_queries(pg):
         s.close()
 
 
+def test_pool_exhausted(pg):
+    """The pool exhausted (2 connections, 6 handler threads, the rows
+    locked): every 503 comes within the acquire timeout plus 100 ms of its
+    request's sending, the wait in the handler queue counted."""
+    import threading
+    acquire = 0.5
+    proc, port, log = microd(pg, "--database-pool", "2", "--handler-threads", "6",
+                             "--database-acquire-timeout", str(acquire), "--database-timeout", "3")
+    if not ok(port is not None, "microd --database-pool 2 --handler-threads 6 --database-acquire-timeout 0.5"):
+        return
+    nid = int(pg.psql("select max(id) from notes").strip())
+    lock = Locker(pg, row=nid)
+    out = [None] * 40
+
+    def one(i):
+        t0 = time.monotonic()
+        st, h, b = request(port, "PATCH", "/notes/%d" % nid, body={"body": "x"})
+        out[i] = (st, time.monotonic() - t0, detail(b), h.get("retry-after"))
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(len(out))]
+    for t in ts:
+        t.start()
+    poll(lambda: sum(1 for o in out if o is not None) >= len(out) - 2, 10, 0.02)
+    lock.release()
+    for t in ts:
+        t.join(20)
+    late = [o for o in out if o and o[0] == 503 and o[1] > acquire + 0.1]
+    n503 = [o for o in out if o and o[0] == 503]
+    want = "no database connection within 500 ms"
+    ok(len(n503) >= len(out) - 2 and not late,
+       "40 PATCHes on a locked row, pool 2: %d answered 503, each within %.1f s of its sending (late: %s)"
+       % (len(n503), acquire + 0.1, ["%.2f s" % o[1] for o in late][:5]))
+    ok(all(o[2] == want and o[3] == "1" for o in n503),
+       "  each saying %r, Retry-After: 1 (%s)" % (want, sorted(set(o[2] for o in n503))))
+    stop_microd(proc, log)
+
+
 def test_readme():
     """The README's handler and statement row are the source's, verbatim."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -433,6 +469,7 @@ def main():
         ok(stop_microd(proc, log) == 0, "exit status 0")
         test_deadline(pg)
         test_shutdown_cuts_queries(pg)
+        test_pool_exhausted(pg)
     return done()
 
 
