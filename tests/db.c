@@ -464,6 +464,53 @@ test_down_at_open(const char *uri)
 	db_pool_close(p); /* nothing in use now: freed */
 }
 
+/*
+ * Every connection being replaced (each discarded, as a 57014 or a client
+ * leaving does) while the database is up: an acquire that times out then
+ * says the pool is exhausted, never that the database is down.
+ */
+static void
+test_replacing(const char *uri)
+{
+	struct db_pool_options o = {.conninfo = uri,
+	                            .size = 1,
+	                            .acquire_timeout_ms = 1,
+	                            .backoff_min_ms = 20,
+	                            .backoff_max_ms = 500};
+	struct db_pool *p = db_pool_open(&o);
+	struct db_conn *c = NULL;
+	int down = 0, exhausted = 0;
+
+	if (p == NULL) {
+		ok(0, "a pool of 1");
+		return;
+	}
+	for (int i = 0; i < 5; i++) {
+		WAIT_UNTIL(stats(p).idle == 1, 5000);
+		if (db_acquire(p, &c) != DB_OK) {
+			ok(0, "  an acquire of the idle one");
+			break;
+		}
+		db_release(p, c, 1); /* discarded: replaced in the background */
+		switch (db_acquire(p, &c)) {
+		case DB_OK:
+			db_release(p, c, 0);
+			break;
+		case DB_DOWN:
+			down++;
+			break;
+		case DB_EXHAUSTED:
+			exhausted++;
+			break;
+		}
+	}
+	ok(down == 0 && exhausted > 0,
+	   "its one connection being replaced, the database up: an acquire "
+	   "times out as DB_EXHAUSTED (%d), never DB_DOWN (%d)",
+	   exhausted, down);
+	db_pool_close(p);
+}
+
 /* A wrong password: the pool stays down, and says why without it. */
 static void
 test_wrong_password(const char *wrong)
@@ -1368,6 +1415,7 @@ main(void)
 	db_pool_close(p);
 	p = NULL;
 	test_down_at_open(uri);
+	test_replacing(uri);
 	test_wrong_password(wrong);
 
 	fflush(stderr);

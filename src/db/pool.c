@@ -506,7 +506,10 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 			err = pthread_cond_timedwait(&p->avail, &p->lock,
 			                             &deadline);
 		if (err == ETIMEDOUT && p->idle == NULL) {
-			ret = p->nidle + p->used == 0 ? DB_DOWN : DB_EXHAUSTED;
+			/* None at all is no sign of a database down: each
+			 * may be being replaced (57014s, clients leaving);
+			 * only the connecting thread's failure is. */
+			ret = p->down ? DB_DOWN : DB_EXHAUSTED;
 			break;
 		}
 	}
