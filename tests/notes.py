@@ -422,6 +422,43 @@ def test_pool_exhausted(pg):
     stop_microd(proc, log)
 
 
+def db_metric(port, name):
+    st, h, b = request(port, "GET", "/metrics")
+    m = re.search(rb'^%s (\d+)$' % re.escape(name.encode()), b, re.M)
+    return int(m.group(1)) if m else None
+
+
+def idle_connections(port):
+    return db_metric(port, 'microd_db_connections{state="idle"}')
+
+
+def test_reconnect_under_lock(pg):
+    """A table locked ACCESS EXCLUSIVE (a migration's ALTER) while the pool's
+    connections are replaced: each new one is made all the same, the
+    statements the lock holds up prepared at their first use."""
+    # The database check, every 0.1 s, finds the terminated ones.
+    proc, port, log = microd(pg, "--database-pool", "2", "--check-interval", "0.1")
+    if not ok(port is not None and poll(lambda: idle_connections(port) == 2, 5, 0.02),
+              "microd --database-pool 2: both connections idle"):
+        return
+    lock = Locker(pg)
+    pg.psql("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'microd'")
+    t0 = time.monotonic()
+    back = poll(lambda: db_metric(port, "microd_db_reconnects_total") == 2
+                and idle_connections(port) == 2, 3, 0.02)
+    took = time.monotonic() - t0
+    ok(back and took < 2.0, "the lock held, the connections terminated: 2 made again within 2 s (%.2f s)" % took)
+    lock.release()
+    nid = int(pg.psql("select max(id) from notes").strip())
+    st, h, b = request(port, "GET", "/notes/%d" % nid)
+    ok(st == 200, "  the lock released: GET served, notes_get prepared at its first use (%s)" % st)
+    text = open(log).read()
+    ok(re.search(r"statement \w+: no answer within 200 ms on a new connection \(a lock held\)", text)
+       and not re.search(r'cannot connect: "', text),
+       "  the log says which statement waited, and never 'cannot connect' without a reason")
+    ok(stop_microd(proc, log) == 0 and not re.search(r'cannot connect: "', text), "  exit 0")
+
+
 def test_readme():
     """The README's handler and statement row are the source's, verbatim."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -470,6 +507,7 @@ def main():
         test_deadline(pg)
         test_shutdown_cuts_queries(pg)
         test_pool_exhausted(pg)
+        test_reconnect_under_lock(pg)
     return done()
 
 

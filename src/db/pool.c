@@ -120,13 +120,22 @@ db_log_pq_error(enum log_level level, const char *what, const PGconn *pg)
 }
 
 /*
+ * How long a statement's PREPARE on a fresh connection may wait for a lock
+ * (a migration's ALTER TABLE holds ACCESS EXCLUSIVE): past it, the
+ * statement is prepared at its first use instead, under the statement
+ * deadline, and the connection serves the others meanwhile.
+ */
+#define DB_SETUP_LOCK_MS 200
+
+/*
  * The results of what was sent on a fresh connection, within the connect
  * deadline or the close: 0 all succeeded, 1 one failed (its primary message
- * in why, when given), -1 the connection or the wait failed.
+ * in why and its SQLSTATE in state, when given), -1 the connection or the
+ * wait failed.
  */
 static int
 db_setup_wait(struct db_pool *p, PGconn *pg, long long deadline, char *why,
-              size_t len)
+              size_t len, char state[6])
 {
 	PGresult *r;
 	int ret = 0;
@@ -143,10 +152,13 @@ db_setup_wait(struct db_pool *p, PGconn *pg, long long deadline, char *why,
 		if (PQresultStatus(r) != PGRES_COMMAND_OK && ret == 0) {
 			const char *m =
 			    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+			const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
 			if (why != NULL)
 				snprintf(why, len, "%s",
 				         m != NULL ? m : "no message");
+			if (state != NULL)
+				snprintf(state, 6, "%s", st != NULL ? st : "");
 			ret = 1;
 		}
 		PQclear(r);
@@ -159,24 +171,31 @@ db_setup(struct db_pool *p, PGconn *pg, const char *sql, long long deadline)
 {
 	if (!PQsendQuery(pg, sql))
 		return -1;
-	return db_setup_wait(p, pg, deadline, NULL, 0) == 0 ? 0 : -1;
+	return db_setup_wait(p, pg, deadline, NULL, 0, NULL) == 0 ? 0 : -1;
 }
 
 /*
  * Prepares the pool's statements on a fresh connection, each flag of
  * prepared set for the ones that did. One the server refuses (its table is
- * not migrated yet) leaves the connection usable: it is prepared again at
- * its first use. -1 when the connection or the wait failed.
+ * not migrated yet) or that waits on a lock past DB_SETUP_LOCK_MS leaves
+ * the connection usable: it is prepared again at its first use. -1 when
+ * the connection or the wait failed.
  */
 static int
 db_setup_statements(struct db_pool *p, PGconn *pg, unsigned char *prepared,
                     long long deadline)
 {
 	const struct db_statement *st = p->opt.statements;
+	char sql[64];
 
+	if (p->opt.n_statements == 0)
+		return 0;
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", DB_SETUP_LOCK_MS);
+	if (db_setup(p, pg, sql, deadline) != 0)
+		return -1;
 	for (unsigned int i = 0; i < p->opt.n_statements; i++) {
 		Oid types[64];
-		char why[256];
+		char why[256], state[6] = "";
 		int got;
 
 		if (st[i].n_params > sizeof(types) / sizeof(types[0]))
@@ -186,17 +205,27 @@ db_setup_statements(struct db_pool *p, PGconn *pg, unsigned char *prepared,
 		if (!PQsendPrepare(pg, st[i].name, st[i].sql,
 		                   (int)st[i].n_params, types))
 			return -1;
-		got = db_setup_wait(p, pg, deadline, why, sizeof(why));
+		got = db_setup_wait(p, pg, deadline, why, sizeof(why), state);
 		if (got < 0)
 			return -1;
 		prepared[i] = got == 0;
+		if (got > 0 && strcmp(state, "55P03") == 0) {
+			/* A migration under way, most likely: the rest
+			 * would wait as long, one after the other. */
+			log_info("database: statement %s: no answer within %d "
+			         "ms on a new connection (a lock held): it and "
+			         "the %u after it prepared at their first use",
+			         st[i].name, DB_SETUP_LOCK_MS,
+			         p->opt.n_statements - i - 1);
+			break;
+		}
 		if (got > 0)
 			log_debug("database: statement %s not prepared on a "
 			          "new connection (prepared again at its first "
 			          "use): %s",
 			          st[i].name, why);
 	}
-	return 0;
+	return db_setup(p, pg, "RESET lock_timeout", deadline);
 }
 
 /* One connection, made without blocking past the connect timeout or the
@@ -249,7 +278,14 @@ db_connect(struct db_pool *p, enum log_level level, unsigned char *prepared)
 		goto fail;
 	return pg;
 fail:
-	if (log_enabled(level))
+	if (atomic_load(&p->closing))
+		; /* the close cut it short: nothing to say */
+	else if (pg != NULL && PQerrorMessage(pg)[0] == '\0')
+		log_msg(level,
+		        "database: cannot connect to %s: no answer within "
+		        "%u ms",
+		        p->shown, p->opt.connect_timeout_ms);
+	else if (log_enabled(level))
 		db_log_pq_error(level, "cannot connect", pg);
 	PQfinish(pg); /* NULL-safe */
 	return NULL;
