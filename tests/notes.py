@@ -459,6 +459,40 @@ def test_reconnect_under_lock(pg):
     ok(stop_microd(proc, log) == 0 and not re.search(r'cannot connect: "', text), "  exit 0")
 
 
+def test_schema_changed(pg):
+    """The schema changed under the statements while serving (a column's
+    type): the request that finds it is served on a fresh preparation, and
+    the database check compares the statements again: readiness fails while
+    they do not match, and passes again once they do."""
+    proc, port, log = microd(pg, "--check-interval", "0.1", "--health-details")
+    if not ok(port is not None, "microd --check-interval 0.1"):
+        return
+    nid = int(pg.psql("select max(id) from notes").strip())
+    ok(request(port, "GET", "/notes/%d" % nid)[0] == 200, "GET /notes/%d: 200" % nid)
+    pg.psql("alter table notes alter column body type varchar(5000)")
+    st, h, b = request(port, "GET", "/notes/%d" % nid)
+    ok(st == 200, "body altered to varchar(5000): GET is 200 all the same, prepared afresh (%s %s)"
+       % (st, detail(b)))
+
+    def reason():
+        st, h, b = request(port, "GET", "/readyz?verbose")
+        try:
+            return st, (json.loads(b).get("checks", {}).get("database") or {}).get("output")
+        except ValueError:
+            return st, None
+    ok(poll(lambda: reason()[0] == 503 and re.fullmatch(r"statement notes_\w+: column body is varchar, the "
+                                                       r"table says text", reason()[1] or ""), 3, 0.05),
+       "  /readyz fails, the database check naming a statement and the column (%s)" % (reason(),))
+    pg.psql("alter table notes alter column body type text")
+    for i in range(4):  # each connection that prepared it meets the change
+        request(port, "GET", "/notes/%d" % nid)
+    ok(poll(lambda: reason()[0] == 200, 3, 0.05), "  the column back to text: /readyz 200 again (%s)" % (reason(),))
+    ok(request(port, "GET", "/notes/%d" % nid)[0] == 200, "  and GET 200")
+    text = open(log).read()
+    ok("database: statement notes_get: its result changed type" in text, "  the log says which statement saw it")
+    stop_microd(proc, log)
+
+
 def test_readme():
     """The README's handler and statement row are the source's, verbatim."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -508,6 +542,7 @@ def main():
         test_shutdown_cuts_queries(pg)
         test_pool_exhausted(pg)
         test_reconnect_under_lock(pg)
+        test_schema_changed(pg)
     return done()
 
 

@@ -758,6 +758,20 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 	}
 	if (atomic_load(&p->schema_ok) || p->opt.n_statements == 0)
 		return 0;
+	/* Described afresh: a statement prepared before the schema changed
+	 * would be described as it was. */
+	memset(c->prepared, 0, p->opt.n_statements);
+	{
+		PGresult *r = PQexec(c->pg, "DEALLOCATE ALL");
+		int done = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+		PQclear(r);
+		if (!done) {
+			db_why_pq(why, len, "DEALLOCATE ALL", c->pg);
+			*broken = 1;
+			return -1;
+		}
+	}
 	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
 	                          deadline, stop_fd, why, len);
 	if (got == -2) {
@@ -847,6 +861,16 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 out:
 	db_release(p, c, broken);
 	return ret;
+}
+
+void
+db_pool_schema_changed(struct db_pool *p, const char *name)
+{
+	if (atomic_exchange(&p->schema_ok, 0))
+		log_warn("database: statement %s: its result changed type "
+		         "(the schema changed): the statements are checked "
+		         "against the schema again",
+		         name);
 }
 
 const struct db_pool_options *

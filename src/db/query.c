@@ -252,6 +252,24 @@ query_cancel(struct db_pool *pool, struct db_conn *c)
 		query_cancel_main(cancel); /* no thread: here, then */
 }
 
+/* Drops statement i from c, to be prepared again at its next use: 0, or
+ * -1 when DEALLOCATE failed. */
+static int
+query_unprepare(struct db_conn *c, unsigned int i,
+                const struct db_statement *st)
+{
+	char sql[128];
+	PGresult *r;
+	int ret;
+
+	snprintf(sql, sizeof(sql), "DEALLOCATE \"%s\"", st->name);
+	r = PQexec(c->pg, sql);
+	ret = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+	PQclear(r);
+	c->prepared[i] = 0;
+	return ret;
+}
+
 /* Whether a failure with sqlstate leaves c unfit for the next statement. */
 static int
 query_broken(const char *sqlstate, const PGconn *pg)
@@ -339,6 +357,20 @@ failed:
 	db_pool_count_error(pool, i, state);
 	query_log(st, state, r, c->pg, v.status);
 	broken = query_broken(state, c->pg);
+	if (!broken && state != NULL && strcmp(state, "0A000") == 0 &&
+	    query_unprepare(c, i, st) != 0) {
+		broken = 1; /* c keeps the stale statement: c goes */
+	} else if (!broken && state != NULL && strcmp(state, "0A000") == 0) {
+		/* "cached plan must not change result type": the schema
+		 * changed under the statement. Prepared afresh at its next
+		 * run, here once more; the database check compares again. */
+		db_pool_schema_changed(pool, st->name);
+		if (!last) {
+			PQclear(r);
+			db_release(pool, c, 0);
+			return QUERY_AGAIN;
+		}
+	}
 	if (v.retry && !last) {
 		PQclear(r);
 		db_release(pool, c, broken);
