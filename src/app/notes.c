@@ -75,14 +75,51 @@ is_version(const char *s, size_t len)
  * 0, or -1 with rep set: 400 when the field is neither "*" nor a list of
  * entity tags.
  */
+/* Every If-Match line joined with ',' (RFC 9110 5.3: one list). */
+struct if_match_field {
+	char *text; /* NULL: no line came */
+	size_t len;
+	int failed; /* out of memory */
+};
+
+static void
+if_match_line(void *arg, const char *value)
+{
+	struct if_match_field *f = arg;
+	size_t n = value != NULL ? strlen(value) : 0;
+	char *t = realloc(f->text, f->len + n + 2);
+
+	if (t == NULL) {
+		f->failed = 1;
+		return;
+	}
+	if (f->text != NULL)
+		t[f->len++] = ',';
+	memcpy(t + f->len, value != NULL ? value : "", n);
+	f->len += n;
+	t[f->len] = '\0';
+	f->text = t;
+}
+
 static int
 if_match(const struct request *req, char **versions, struct reply *rep)
 {
-	const char *p = request_header(req, "If-Match");
+	struct if_match_field field = {NULL, 0, 0};
+	const char *p;
 	char *out = NULL;
 	size_t n = 0;
 
 	*versions = NULL;
+	if (req->each != NULL)
+		request_header_each(req, "If-Match", if_match_line, &field);
+	else if ((p = request_header(req, "If-Match")) != NULL)
+		if_match_line(&field, p);
+	if (field.failed) {
+		free(field.text);
+		reply_json(rep, 500, NULL);
+		return -1;
+	}
+	p = field.text;
 	if (p == NULL)
 		return 0;
 	p += strspn(p, " \t");
@@ -90,11 +127,13 @@ if_match(const struct request *req, char **versions, struct reply *rep)
 		p++;
 		if (p[strspn(p, " \t")] != '\0')
 			goto bad;
+		free(field.text);
 		return 0;
 	}
 	/* Each "N" of the field is at most N and a comma here. */
 	out = malloc(strlen(p) + 3);
 	if (out == NULL) {
+		free(field.text);
 		reply_json(rep, 500, NULL);
 		return -1;
 	}
@@ -124,8 +163,10 @@ if_match(const struct request *req, char **versions, struct reply *rep)
 	out[n++] = ']';
 	out[n] = '\0';
 	*versions = out; /* the caller's */
+	free(field.text);
 	return 0;
 bad:
+	free(field.text);
 	free(out);
 	reply_error(rep, 400,
 	            "If-Match must be \"*\" or a list of entity tags");

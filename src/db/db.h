@@ -119,9 +119,9 @@ void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
  * The database check's run: a connection within timeout_ms (a failure here
  * is not counted in acquire_timeouts: those are the handlers'), then
  * SELECT 1 answered before the same deadline; then no migration of the
- * pool's may be pending ("migrations pending: 0001_notes.sql, ..."), and,
- * until they once match, the pool's statements are checked against the
- * schema (db_statements_check). A run cut short when stop_fd (-1: none)
+ * pool's may be pending ("migrations pending: 0001_notes.sql, ..."), and
+ * the pool's statements are checked against the schema at every run
+ * (DEALLOCATE ALL, then db_statements_check, on that connection). A run cut short when stop_fd (-1: none)
  * turns readable. 0, or -1 with why set to one line without the conninfo;
  * a connection that did not answer in time is discarded.
  */
@@ -199,7 +199,8 @@ int db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
  * types compared with the table. 0 when all match; -1 with why naming the
  * first statement that does not and the server's error or the difference
  * ("statement note_get: column \"titel\" does not exist"); -2 when pg
- * failed (a connection error: why says so). deadline_ms (now_ms()'s clock)
+ * failed (a connection error: why says so); -3 when a statement's PREPARE
+ * met the session's lock_timeout (55P03: a lock held, a migration's). deadline_ms (now_ms()'s clock)
  * bounds the whole; stop_fd (-1: none) turning readable cuts it short.
  */
 int db_statements_check(struct pg_conn *pg, const struct db_statement *st,

@@ -721,6 +721,32 @@ db_why_pq(char *why, size_t len, const char *what, const PGconn *pg)
 }
 
 /*
+ * sql on the check's connection within deadline, every result read: 0, or
+ * -1 with why (NULL: not wanted) saying what failed.
+ */
+static int
+db_ping_exec(PGconn *pg, const char *sql, long long deadline, int stop_fd,
+             char *why, size_t len)
+{
+	PGresult *r = NULL;
+	enum db_wait w = PQsendQuery(pg, sql)
+	                     ? db_result_wait(pg, deadline, stop_fd, &r)
+	                     : DB_WAIT_BROKEN;
+	int done = w == DB_WAIT_DONE && r != NULL &&
+	           PQresultStatus(r) == PGRES_COMMAND_OK;
+
+	PQclear(r);
+	if (done || why == NULL)
+		return done ? 0 : -1;
+	if (w == DB_WAIT_TIMEOUT || w == DB_WAIT_GONE)
+		snprintf(why, len, "%s: %s", sql,
+		         w == DB_WAIT_GONE ? "halted" : "no answer in time");
+	else
+		db_why_pq(why, len, sql, pg);
+	return -1;
+}
+
+/*
  * The database check past SELECT 1: no migration pending, and the statement
  * table matching the schema, checked until it once does. 0, or -1 with why;
  * *broken set when the connection must go.
@@ -733,7 +759,7 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 	const size_t around = sizeof(" migrations pending:  (microd migrate, "
 	                             "or --migrate)") +
 	                      10;
-	char names[256];
+	char names[256], sql[64];
 	int pending, got;
 
 	if (p->opt.n_migrations > 0) {
@@ -756,35 +782,47 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 			return -1;
 		}
 	}
-	if (atomic_load(&p->schema_ok) || p->opt.n_statements == 0)
+	if (p->opt.n_statements == 0)
 		return 0;
-	/* Described afresh: a statement prepared before the schema changed
-	 * would be described as it was. */
+	/*
+	 * Checked at every run, not once: the man page says the check passes
+	 * while the statements match, and a schema changed under them (an
+	 * ALTER while serving) does not always show as a 0A000. Described
+	 * afresh: a statement prepared before the change would be described
+	 * as it was.
+	 */
 	memset(c->prepared, 0, p->opt.n_statements);
-	{
-		PGresult *r = PQexec(c->pg, "DEALLOCATE ALL");
-		int done = PQresultStatus(r) == PGRES_COMMAND_OK;
-
-		PQclear(r);
-		if (!done) {
-			db_why_pq(why, len, "DEALLOCATE ALL", c->pg);
-			*broken = 1;
-			return -1;
-		}
-	}
-	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
-	                          deadline, stop_fd, why, len);
-	if (got == -2) {
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d; DEALLOCATE ALL",
+	         DB_SETUP_LOCK_MS);
+	if (db_ping_exec(c->pg, sql, deadline, stop_fd, why, len) != 0) {
 		*broken = 1;
 		return -1;
 	}
-	if (got != 0)
+	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
+	                          deadline, stop_fd, why, len);
+	if (got == -2 || db_ping_exec(c->pg, "RESET lock_timeout", deadline,
+	                              stop_fd, got == 0 ? why : NULL,
+	                              len) != 0) {
+		*broken = 1;
 		return -1;
+	}
+	if (got == -3) {
+		/* The schema is locked (a migration under way): it keeps
+		 * the verdict it had, rather than fail a healthy service or
+		 * wait on the lock at every run. */
+		if (atomic_load(&p->schema_ok))
+			return 0;
+		return -1;
+	}
+	if (got != 0) {
+		atomic_store(&p->schema_ok, 0);
+		return -1;
+	}
 	/* Prepared now on this connection under their names. */
 	memset(c->prepared, 1, p->opt.n_statements);
-	atomic_store(&p->schema_ok, 1);
-	log_info("database: the %u statements match the schema",
-	         p->opt.n_statements);
+	if (!atomic_exchange(&p->schema_ok, 1))
+		log_info("database: the %u statements match the schema",
+		         p->opt.n_statements);
 	return 0;
 }
 

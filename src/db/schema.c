@@ -131,8 +131,15 @@ db_statements_check(struct pg_conn *pg, const struct db_statement *st,
 			return -2;
 		}
 		if (got != 0) {
+			const char *state =
+			    r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+			              : NULL;
+			int locked = state != NULL && strcmp(state, "55P03") == 0;
+
 			server_error(why, len, st[i].name, r, pg);
 			PQclear(r);
+			if (locked)
+				return -3;
 			return PQstatus(pg) == CONNECTION_OK ? -1 : -2;
 		}
 		if (!PQsendDescribePrepared(pg, st[i].name)) {
