@@ -142,6 +142,18 @@ def test_invalid(port):
     st, h, b = request(port, "POST", "/notes", body=b'{"title": "x",}', headers=["Content-Type: application/json"])
     ok(st == 400 and detail(b).startswith("invalid JSON at line 1, column 15"),
        "malformed JSON stays 400 with its position: %s" % detail(b))
+    st, h, b = request(port, "POST", "/notes", body=b'{"title": "a\\u0000b", "tags": ["\\u0000"]}',
+                       headers=["Content-Type: application/json"])
+    ok(st == 422 and errors(b) == [("#/title", "must not contain U+0000"), ("#/tags/0", "must not contain U+0000")],
+       "\\u0000 in a string: valid JSON that does not fit, 422 with its pointers (%s %s %s)"
+       % (st, errors(b), detail(b)))
+    st, h, b = request(port, "POST", "/echo", body=b'{"a":"x\\u0000y"}',
+                       headers=["Content-Type: application/json"])
+    ok(st == 200 and b == b'{"a":"x\\u0000y"}\n', "/echo returns \\u0000 as it came, not cut (%s %r)" % (st, b))
+    st, h, b = request(port, "POST", "/notes", body=b'{"title": "", "title": "ok"}',
+                       headers=["Content-Type: application/json"])
+    ok(st == 400 and detail(b) == "invalid JSON at line 1, column 21: duplicate object key near '\"title\"'",
+       "a key given twice: 400 with its position (%s %s)" % (st, detail(b)))
     st, h, b = request(port, "POST", "/notes", body=b'{"title": "x"}', headers=["Content-Type: text/plain"])
     ok(st == 415, "a body that is not JSON's type: 415")
 
