@@ -205,7 +205,8 @@ def test_delete(pg, port, nid):
     ok(st == 412 and detail(b) == 'the note has changed: its ETag is now "5", which If-Match does not name',
        "DELETE with a stale If-Match: 412 (%s %s)" % (st, detail(b)))
     st, h, b = request(port, "DELETE", "/notes/%d" % nid, headers=['If-Match: "5"'])
-    ok(st == 204 and b == b"" and "content-length" not in h, "DELETE with its ETag: 204, no body (%s %r)" % (st, b))
+    ok(st == 204 and b == b"" and "content-length" not in h and "content-type" not in h,
+       "DELETE with its ETag: 204, no body, no Content-Type (%s %r %s)" % (st, b, h.get("content-type")))
     ok(pg.psql("select count(*) from notes where id = %d" % nid).strip() == "0", "  the row is gone")
     st, h, b = request(port, "GET", "/notes/%d" % nid)
     ok(st == 404, "GET it: 404")
@@ -511,7 +512,7 @@ def test_schema_changed(pg):
     text = open(log).read()
     # Whether the server reports the change to a prepared statement as a
     # 0A000 varies (not in every run); when it does, the log says so.
-    ok("SQLSTATE 0A000" not in text or "database: statement notes_get: its result changed type" in text,
+    ok("SQLSTATE 0A000" not in text or re.search(r"database: statement notes_get: its result changed type", text),
        "  a 0A000 seen is logged, naming the statement")
     stop_microd(proc, log)
 

@@ -904,11 +904,13 @@ out:
 void
 db_pool_schema_changed(struct db_pool *p, const char *name)
 {
-	if (atomic_exchange(&p->schema_ok, 0))
-		log_warn("database: statement %s: its result changed type "
-		         "(the schema changed): the statements are checked "
-		         "against the schema again",
-		         name);
+	/* Once per connection and statement at most: each is prepared
+	 * again where it was met. */
+	atomic_store(&p->schema_ok, 0);
+	log_warn("database: statement %s: its result changed type (the "
+	         "schema changed): prepared again, and the statements checked "
+	         "against the schema",
+	         name);
 }
 
 const struct db_pool_options *
