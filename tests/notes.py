@@ -228,10 +228,16 @@ def test_paging(pg, port):
        and page.get("next") == "/notes?limit=20&after=%d" % ids[19],
        "GET /notes: the first 20 by id, next: /notes?limit=20&after=%d (%s)" % (ids[19], page.get("next")))
     st, h, b = request(port, "GET", "/notes?limit=1")
-    one = request(port, "GET", "/notes/%d" % ids[0])[2]
+    st1, h1, one = request(port, "GET", "/notes/%d" % ids[0])
+    item = one.rstrip(b"\n")[:-1] + b',"etag":' + json.dumps(h1.get("etag")).encode() + b'}'
     ok(st == 200 and h.get("content-type") == "application/json"
-       and b == b'{"items":[' + one.rstrip(b"\n") + b'],"next":"/notes?limit=1&after=%d"}\n' % ids[0],
-       "GET /notes?limit=1, byte for byte: the note as GET /notes/{id} has it, and next (%r)" % b[:60])
+       and b == b'{"items":[' + item + b'],"next":"/notes?limit=1&after=%d"}\n' % ids[0],
+       "GET /notes?limit=1, byte for byte: the note as GET /notes/{id} has it with its ETag as \"etag\", "
+       "and next (%r)" % b[:60])
+    nid = ids[0]
+    st, h, b = request(port, "PATCH", "/notes/%d" % nid, headers=["If-Match: " + json.loads(item)["etag"]],
+                       body={"body": "via the list's etag"})
+    ok(st == 200, "  a PATCH with If-Match: the item's etag is 200 (%s)" % st)
     seen, path, pages = [], "/notes?limit=7", 0
     while path is not None and pages < 10:
         st, h, b = request(port, "GET", path)

@@ -281,8 +281,16 @@ handle_notes_list(const struct request *req, struct reply *rep)
 	if (db_query(req, ST(NOTES_LIST), values, &res, rep) != 0)
 		return;
 	items = json_array();
-	for (unsigned int i = 0; i < db_result_rows(res) && i < limit; i++)
-		json_array_append_new(items, note_json(res, i));
+	/* Each item with its ETag, as the header of GET /notes/{id} has it:
+	 * what a conditional PATCH or DELETE of it sends. */
+	for (unsigned int i = 0; i < db_result_rows(res) && i < limit; i++) {
+		json_t *note = note_json(res, i);
+
+		json_object_set_new(
+		    note, "etag",
+		    json_sprintf("\"%s\"", db_result_value(res, i, NOTE_VERSION)));
+		json_array_append_new(items, note);
+	}
 	next = db_result_rows(res) > limit
 	           ? json_sprintf(
 	                 "/notes?limit=%ju&after=%s", limit,
