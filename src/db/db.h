@@ -184,12 +184,17 @@ int db_migrate(const char *conninfo, const struct db_migration *m,
 
 /*
  * For the database check, on a connection of the pool (db_conn_pg()): how
- * many of m[0..n) are not applied with their checksum (a changed one
- * counts), their names in buf, comma-separated and cut with "..." when
- * they do not fit; -1 when the query fails. Reads only: a database without
- * microd_migrations has every file pending.
+ * many of m[0..n) are not applied (one applied with another checksum is
+ * not pending: db_migrate_changed), their names in buf, comma-separated and
+ * cut with "..." when they do not fit; -1 when the query fails. Reads only:
+ * a database without microd_migrations has every file pending.
  */
 int db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
+                       unsigned int n, char *buf, size_t len);
+
+/* The same for the files applied with another checksum than theirs now:
+ * microd migrate stops at them (exit 2), so they are not pending. */
+int db_migrate_changed(struct pg_conn *pg, const struct db_migration *m,
                        unsigned int n, char *buf, size_t len);
 
 /*

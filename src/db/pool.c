@@ -763,6 +763,18 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 	int pending, got;
 
 	if (p->opt.n_migrations > 0) {
+		pending = db_migrate_changed(
+		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
+		    len > around && len - around < sizeof(names)
+		        ? len - around
+		        : sizeof(names));
+		if (pending > 0) {
+			snprintf(why, len,
+			         "%s: checksum changed (applied with another "
+			         "one: restore the file, or fix the database)",
+			         names);
+			return -1;
+		}
 		pending = db_migrate_pending(
 		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
 		    len > around && len - around < sizeof(names)

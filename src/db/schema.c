@@ -189,6 +189,12 @@ db_schema_check(const char *conninfo, const struct db_statement *st,
 		goto out;
 	}
 	pending =
+	    n_m > 0 ? db_migrate_changed(pg, m, n_m, names, sizeof(names)) : 0;
+	if (pending > 0) {
+		snprintf(why, len, "%s: checksum changed", names);
+		goto out;
+	}
+	pending =
 	    n_m > 0 ? db_migrate_pending(pg, m, n_m, names, sizeof(names)) : 0;
 	if (pending != 0) {
 		if (pending < 0)
