@@ -1318,6 +1318,24 @@ test_queries(const char *uri)
 	PQclear(r);
 	rt.db = p;
 	req.runtime = &rt;
+	{
+		struct db_result *res = NULL;
+		struct reply rep;
+		const char *const one[] = {"1"};
+
+		memset(&rep, 0, sizeof(rep));
+		ok(db_query(&req, Q_GET, one, &res, &rep) == -1 &&
+		       rep.status == 500 && res == NULL &&
+		       strcmp(json_string_value(json_object_get(rep.body,
+		                                                "detail")),
+		              "a database statement outside the handler "
+		              "pool") == 0,
+		   "db_query on a request not on the handler pool "
+		   "(queued_ms 0, an I/O thread's): refused, 500");
+		reply_release(&rep);
+	}
+	/* As the handler pool runs them: queued, then started. */
+	req.queued_ms = req.started_ms = now_ms();
 	test_query_values(&req, p);
 	test_query_retry(&req, p, admin);
 	test_query_deadline(&req, p, admin);
@@ -1437,6 +1455,12 @@ main(void)
 	                      "constraint \\\"t_items_pkey\\\"") != NULL,
 	   "a failed statement's log line: its name, SQLSTATE, status and "
 	   "the server's message");
+	ok(logged != NULL &&
+	       strstr(logged, "database: statement q_get: db_query on an I/O "
+	                      "thread: mark the route ROUTE_BLOCKING") !=
+	           NULL,
+	   "the refusal on an I/O thread is logged with the statement's "
+	   "name");
 	ok(logged != NULL && pass != NULL && strlen(pass) >= 16 &&
 	       strstr(logged, pass) == NULL && strstr(logged, "7Hq2") == NULL,
 	   "  and neither the password nor the wrong one is in it");

@@ -203,6 +203,9 @@ query_log(const struct db_statement *st, const char *sqlstate,
 #define QUERY_CANCELS_MAX 8
 static atomic_int cancels_in_flight;
 
+/* db_query called on an I/O thread was logged; shared, hence atomic. */
+static atomic_int io_thread_logged;
+
 static void *
 query_cancel_main(void *arg)
 {
@@ -411,6 +414,17 @@ db_query(const struct request *req, const struct db_statement *st,
 	*res = NULL;
 	if (pool == NULL) {
 		reply_error(rep, 503, "no database is configured");
+		return -1;
+	}
+	if (req->queued_ms == 0) {
+		/* An I/O thread: waiting on the database here would stall
+		 * every connection it serves. Said once: a route's error. */
+		if (!atomic_exchange(&io_thread_logged, 1))
+			log_error("database: statement %s: db_query on an I/O "
+			          "thread: mark the route ROUTE_BLOCKING",
+			          st->name);
+		reply_error(rep, 500,
+		            "a database statement outside the handler pool");
 		return -1;
 	}
 	i = db_pool_statement(pool, st);
