@@ -193,6 +193,18 @@ def test_patch(pg, port, nid):
        "title null: 422, #/title must not be null (%s %s)" % (st, errors(b)))
     st, h, b = request(port, "PATCH", "/notes/%d" % nid, headers=mp + ["If-Match: *"], body=[1])
     ok(st == 422 and errors(b) == [("#", "must be an object")], "a patch that is not an object: 422")
+    before = db_times(pg, nid)
+    st, h, b = request(port, "PATCH", "/notes/%d" % nid, headers=mp + ['If-Match: "5"'], body={})
+    ok(st == 200 and h.get("etag") == '"5"' and db_times(pg, nid) == before
+       and json.loads(b).get("updated_at") == before[1],
+       "an empty patch writes nothing: 200, the note as it is, ETag and updated_at unchanged (%s %s)"
+       % (st, h.get("etag")))
+    st, h, b = request(port, "PATCH", "/notes/%d" % nid, headers=mp + ['If-Match: "4"'], body={})
+    ok(st == 412 and h.get("etag") == '"5"', "  with a stale If-Match: 412 all the same (%s)" % st)
+    st, h, b = request(port, "PATCH", "/notes/%d" % nid, headers=["Content-Type: application/json-patch+json"],
+                       body=b'[{"op":"replace","path":"/title","value":"x"}]')
+    ok(st == 415 and detail(b) == "a PATCH body must be application/merge-patch+json or application/json",
+       "a JSON Patch (application/json-patch+json): 415, not read as a merge patch (%s %s)" % (st, detail(b)))
     st, h, b = request(port, "PATCH", "/notes/999999", headers=mp + ['If-Match: "1"'], body={"title": "x"})
     ok(st == 404 and detail(b) == "no note with id 999999", "PATCH a note that is not there: 404")
     st, h, b = request(port, "PATCH", "/notes/%d" % nid, headers=mp + ["If-Match: 5"], body={})

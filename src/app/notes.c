@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "number.h"
 #include "reply.h"
@@ -325,6 +326,64 @@ handle_notes_get(const struct request *req, struct reply *rep)
  * null puts body and tags back to their defaults ("" and []). The note and
  * its new ETag; 412 when If-Match names another version.
  */
+/*
+ * A PATCH body's media type: a JSON Merge Patch, as such or as plain JSON.
+ * Another +json type (application/json-patch+json, RFC 6902) would be
+ * read as a merge patch and do something else than its sender meant.
+ */
+static int
+patch_type_ok(const struct request *req)
+{
+	const char *ct = request_header(req, "Content-Type");
+	size_t n;
+
+	if (ct == NULL)
+		return 0;
+	ct += strspn(ct, " \t");
+	n = strcspn(ct, "; \t");
+	return (n == 16 && strncasecmp(ct, "application/json", n) == 0) ||
+	       (n == 28 &&
+	        strncasecmp(ct, "application/merge-patch+json", n) == 0);
+}
+
+/*
+ * An empty merge patch changes nothing, so nothing is written (no new
+ * version, no new updated_at): the note as it is, 200, If-Match held to
+ * as for any PATCH.
+ */
+static void
+note_patch_empty(const struct request *req, const char *id,
+                 const char *versions, struct reply *rep)
+{
+	const char *values[] = {id};
+	struct db_result *res;
+	json_t *names = versions != NULL ? json_loads(versions, 0, NULL) : NULL;
+	int named = versions == NULL;
+
+	if (versions != NULL && names == NULL) {
+		reply_json(rep, 500, NULL);
+		return;
+	}
+	if (db_query(req, ST(NOTES_GET), values, &res, rep) != 0)
+		goto out;
+	for (size_t i = 0; !named && db_result_rows(res) > 0 &&
+	                   i < json_array_size(names);
+	     i++) {
+		char v[24];
+
+		snprintf(v, sizeof(v), "%" JSON_INTEGER_FORMAT,
+		         json_integer_value(json_array_get(names, i)));
+		named = strcmp(v, db_result_value(res, 0, NOTE_VERSION)) == 0;
+	}
+	if (db_result_rows(res) == 0 || !named)
+		note_missing_or_stale(req, id, rep);
+	else
+		note_reply(rep, 200, res);
+	db_result_free(res);
+out:
+	json_decref(names);
+}
+
 void
 handle_notes_patch(const struct request *req, struct reply *rep)
 {
@@ -334,11 +393,21 @@ handle_notes_patch(const struct request *req, struct reply *rep)
 	const char *values[5] = {id};
 	struct db_result *res;
 
+	if (!patch_type_ok(req)) {
+		reply_error(rep, 415,
+		            "a PATCH body must be application/merge-patch+json "
+		            "or application/json");
+		return;
+	}
 	if (note_id(req, id, rep) != 0 ||
 	    validate_body(&note_shape, req->body, VALIDATE_MERGE_PATCH, rep) !=
 	        0 ||
 	    if_match(req, &versions, rep) != 0)
 		return;
+	if (json_object_size(req->body) == 0) {
+		note_patch_empty(req, id, versions, rep);
+		goto out;
+	}
 	if (tags != NULL && !json_is_null(tags) &&
 	    (tags_text = json_dumps(tags, JSON_COMPACT)) == NULL) {
 		reply_json(rep, 500, NULL);
