@@ -535,6 +535,35 @@ def test_schema_changed(pg):
     stop_microd(proc, log)
 
 
+def test_ready_while_busy(pg):
+    """Every connection busy (held by statements waiting on a lock) while
+    the database answers: readiness keeps passing, as the last run that got
+    a connection did."""
+    import threading
+    proc, port, log = microd(pg, "--database-pool", "2", "--check-interval", "0.1", "--check-timeout", "0.3",
+                             "--database-timeout", "10")
+    if not ok(port is not None, "microd --database-pool 2 --check-interval 0.1"):
+        return
+    nid = int(pg.psql("select max(id) from notes").strip())
+    lock = Locker(pg, row=nid)
+    ts = [threading.Thread(target=request, args=(port, "PATCH", "/notes/%d" % nid),
+                           kwargs={"body": {"body": "busy"}, "timeout": 20}) for i in range(2)]
+    for t in ts:
+        t.start()
+    busy = poll(lambda: pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                                "and query like 'UPDATE notes%'").strip() == "2", 5, 0.02)
+    seen, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < 1.5:
+        seen.append(request(port, "GET", "/readyz")[0])
+        time.sleep(0.05)
+    ok(busy and seen and all(x == 200 for x in seen),
+       "both connections busy for 1.5 s (check timeout 0.3 s): /readyz 200 throughout (%s)" % sorted(set(seen)))
+    lock.release()
+    for t in ts:
+        t.join(20)
+    stop_microd(proc, log)
+
+
 def test_readme():
     """The README's handler and statement row are the source's, verbatim."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -585,6 +614,7 @@ def main():
         test_pool_exhausted(pg)
         test_reconnect_under_lock(pg)
         test_schema_changed(pg)
+        test_ready_while_busy(pg)
     return done()
 
 

@@ -123,7 +123,9 @@ void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
  * the pool's statements are checked against the schema at every run
  * (DEALLOCATE ALL, then db_statements_check, on that connection). A run cut short when stop_fd (-1: none)
  * turns readable. 0, or -1 with why set to one line without the conninfo;
- * a connection that did not answer in time is discarded.
+ * a connection that did not answer in time is discarded. No connection
+ * free while the pool is not down (every one busy) is the last run's
+ * verdict: 0 with why set, when that run passed.
  */
 int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
             char *why, size_t len);

@@ -58,8 +58,10 @@ struct db_pool {
 	unsigned long long rng;           /* the connecting thread's jitter */
 	struct metrics_histogram acquire; /* db_acquire's waits */
 	struct db_stmt_stats *stmt;       /* one per opt.statements row */
-	/* The statements matched the schema once (db_ping checks until). */
+	/* The statements matched the schema at the last check. */
 	_Atomic int schema_ok;
+	/* The last db_ping that got a connection passed. */
+	_Atomic int ping_ok;
 };
 
 static void
@@ -852,10 +854,13 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 	case DB_OK:
 		break;
 	case DB_EXHAUSTED:
+		/* Every connection busy proves the database answers: a busy
+		 * service stays in its load balancer, with the verdict of
+		 * the last run that got one. */
 		snprintf(why, len,
 		         "no connection free within %u ms: all %u in use",
 		         timeout_ms, p->opt.size);
-		return -1;
+		return atomic_load(&p->ping_ok) ? 0 : -1;
 	case DB_DOWN:
 	default:
 		snprintf(why, len,
@@ -909,6 +914,7 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 		ret =
 		    db_ping_schema(p, c, deadline, stop_fd, why, len, &broken);
 out:
+	atomic_store(&p->ping_ok, ret == 0);
 	db_release(p, c, broken);
 	return ret;
 }
