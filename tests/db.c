@@ -1326,8 +1326,8 @@ test_queries(const char *uri)
 		memset(&rep, 0, sizeof(rep));
 		ok(db_query(&req, Q_GET, one, &res, &rep) == -1 &&
 		       rep.status == 500 && res == NULL &&
-		       strcmp(json_string_value(json_object_get(rep.body,
-		                                                "detail")),
+		       strcmp(json_string_value(
+		                  json_object_get(rep.body, "detail")),
 		              "a database statement outside the handler "
 		              "pool") == 0,
 		   "db_query on a request not on the handler pool "
@@ -1457,8 +1457,7 @@ main(void)
 	   "the server's message");
 	ok(logged != NULL &&
 	       strstr(logged, "database: statement q_get: db_query on an I/O "
-	                      "thread: mark the route ROUTE_BLOCKING") !=
-	           NULL,
+	                      "thread: mark the route ROUTE_BLOCKING") != NULL,
 	   "the refusal on an I/O thread is logged with the statement's "
 	   "name");
 	ok(logged != NULL && pass != NULL && strlen(pass) >= 16 &&

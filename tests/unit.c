@@ -3481,11 +3481,11 @@ test_validate_table(void)
 		    c->mode == VALIDATE_WHOLE ? "whole" : "patch";
 		char *text = validate_expand(c->text);
 		json_error_t jerr;
-		json_t *body = text != NULL
-		                   ? json_loads(text,
-		                                JSON_DECODE_ANY | JSON_ALLOW_NUL,
-		                                &jerr)
-		                   : NULL;
+		json_t *body =
+		    text != NULL
+		        ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+		                     &jerr)
+		        : NULL;
 		json_t *errors = (json_t *)&i; /* must be set either way */
 		char *got = NULL, *want = NULL;
 		size_t n;

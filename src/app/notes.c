@@ -289,7 +289,8 @@ handle_notes_list(const struct request *req, struct reply *rep)
 
 		json_object_set_new(
 		    note, "etag",
-		    json_sprintf("\"%s\"", db_result_value(res, i, NOTE_VERSION)));
+		    json_sprintf("\"%s\"",
+		                 db_result_value(res, i, NOTE_VERSION)));
 		json_array_append_new(items, note);
 	}
 	next = db_result_rows(res) > limit
@@ -366,8 +367,8 @@ note_patch_empty(const struct request *req, const char *id,
 	}
 	if (db_query(req, ST(NOTES_GET), values, &res, rep) != 0)
 		goto out;
-	for (size_t i = 0; !named && db_result_rows(res) > 0 &&
-	                   i < json_array_size(names);
+	for (size_t i = 0;
+	     !named && db_result_rows(res) > 0 && i < json_array_size(names);
 	     i++) {
 		char v[24];
 

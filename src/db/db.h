@@ -121,11 +121,11 @@ void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
  * SELECT 1 answered before the same deadline; then no migration of the
  * pool's may be pending ("migrations pending: 0001_notes.sql, ..."), and
  * the pool's statements are checked against the schema at every run
- * (DEALLOCATE ALL, then db_statements_check, on that connection). A run cut short when stop_fd (-1: none)
- * turns readable. 0, or -1 with why set to one line without the conninfo;
- * a connection that did not answer in time is discarded. No connection
- * free while the pool is not down (every one busy) is the last run's
- * verdict: 0 with why set, when that run passed.
+ * (DEALLOCATE ALL, then db_statements_check, on that connection). A run cut
+ * short when stop_fd (-1: none) turns readable. 0, or -1 with why set to one
+ * line without the conninfo; a connection that did not answer in time is
+ * discarded. No connection free while the pool is not down (every one busy) is
+ * the last run's verdict: 0 with why set, when that run passed.
  */
 int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
             char *why, size_t len);
@@ -207,8 +207,9 @@ int db_migrate_changed(struct pg_conn *pg, const struct db_migration *m,
  * first statement that does not and the server's error or the difference
  * ("statement note_get: column \"titel\" does not exist"); -2 when pg
  * failed (a connection error: why says so); -3 when a statement's PREPARE
- * met the session's lock_timeout (55P03: a lock held, a migration's). deadline_ms (now_ms()'s clock)
- * bounds the whole; stop_fd (-1: none) turning readable cuts it short.
+ * met the session's lock_timeout (55P03: a lock held, a migration's).
+ * deadline_ms (now_ms()'s clock) bounds the whole; stop_fd (-1: none) turning
+ * readable cuts it short.
  */
 int db_statements_check(struct pg_conn *pg, const struct db_statement *st,
                         unsigned int n, long long deadline_ms, int stop_fd,

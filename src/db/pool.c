@@ -154,7 +154,8 @@ db_setup_wait(struct db_pool *p, PGconn *pg, long long deadline, char *why,
 		if (PQresultStatus(r) != PGRES_COMMAND_OK && ret == 0) {
 			const char *m =
 			    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-			const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+			const char *st =
+			    PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
 			if (why != NULL)
 				snprintf(why, len, "%s",
@@ -814,9 +815,9 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 	}
 	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
 	                          deadline, stop_fd, why, len);
-	if (got == -2 || db_ping_exec(c->pg, "RESET lock_timeout", deadline,
-	                              stop_fd, got == 0 ? why : NULL,
-	                              len) != 0) {
+	if (got == -2 ||
+	    db_ping_exec(c->pg, "RESET lock_timeout", deadline, stop_fd,
+	                 got == 0 ? why : NULL, len) != 0) {
 		*broken = 1;
 		return -1;
 	}

@@ -134,7 +134,8 @@ db_statements_check(struct pg_conn *pg, const struct db_statement *st,
 			const char *state =
 			    r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
 			              : NULL;
-			int locked = state != NULL && strcmp(state, "55P03") == 0;
+			int locked =
+			    state != NULL && strcmp(state, "55P03") == 0;
 
 			server_error(why, len, st[i].name, r, pg);
 			PQclear(r);
