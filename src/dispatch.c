@@ -34,8 +34,12 @@ dispatch_json(const char *body, size_t len, json_t **out, struct reply *rep)
 		reply_error(rep, v.status, "%s", v.detail);
 		return -1;
 	}
-	*out =
-	    json_loadb(body != NULL ? body : "", len, JSON_DECODE_ANY, &jerr);
+	/* "\u0000" is valid JSON: parsed, and refused by the shapes that
+	 * cannot hold it (validate.c) with its pointer, not as malformed.
+	 * A key given twice is refused here, with its position. */
+	*out = json_loadb(
+	    body != NULL ? body : "", len,
+	    JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
 	if (*out != NULL)
 		return 0;
 	reply_error(rep, 400, "invalid JSON at line %d, column %d: %s",

@@ -633,6 +633,11 @@ stop_serving(struct supervisor *sv)
 		app_stop(sv->app);
 		db_pool_close(sv->runtime.db);
 		sv->runtime.db = NULL;
+	} else {
+		/* Its connecting thread must not outlive main (libpq and
+		 * TLS inside it while exit tears them down); the cut
+		 * handlers may still call it. */
+		db_pool_abandon(sv->runtime.db);
 	}
 	tls_close(sv->tls); /* no handshake any more: the daemons stopped */
 }
@@ -641,7 +646,10 @@ int
 main(int argc, char **argv)
 {
 	struct config cfg;
-	struct supervisor sv = {.watchdog = NULL};
+	/* Static, not for sharing (main alone touches it) but so that what
+	 * the handlers a shutdown cut still use (the application, the
+	 * database pool) stays reachable while they finish after main. */
+	static struct supervisor sv = {.watchdog = NULL};
 	sigset_t sigs;
 	int sig, status, listen_fd, tls_listen_fd;
 

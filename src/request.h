@@ -56,6 +56,11 @@ struct request {
 	 * closed or reset. NULL: not watched (an I/O-thread handler, the
 	 * handler harness). Read through request_gone_fd(). */
 	const int *gone_fd;
+	/* now_ms() (clock.h) when the engine queued the request for the
+	 * handler pool and when its handler began to run there; both 0: it
+	 * was not (an I/O-thread handler, the harness). The time between is
+	 * taken from the database's acquire timeout. */
+	long long queued_ms, started_ms;
 	const char *(*lookup)(void *ctx, enum request_field field,
 	                      const char *name);
 	/* Calls fn with the value of every header line or query argument

@@ -165,6 +165,11 @@ check_string(struct walk *w, const struct validate_field *f, const json_t *v)
 	size_t bytes = json_string_length(v);
 	char detail[96];
 
+	/* Valid JSON ("\u0000") that no C string or SQL text can hold. */
+	if (memchr(json_string_value(v), '\0', bytes) != NULL) {
+		walk_fail(w, "must not contain U+0000");
+		return;
+	}
 	if (f->min_chars > 0 || f->max_chars > 0) {
 		size_t chars = count_chars(json_string_value(v), bytes);
 

@@ -363,6 +363,13 @@ def test_migrate_flag(pg):
        % rc)
     ok("was applied with checksum x" in text and "--migrate: the migrations failed (exit 2, as microd "
        "migrate): not started" in text, "  the log says which file and why")
+    proc, port, log = start_microd(args + ["--health-details"], env_without_db())
+    want = "%s: checksum changed (applied with another one: restore the file, or fix the database)" % NAMES[0]
+    ok(port is not None and poll(lambda: (verbose_database(port)[1] or {}).get("output") == want, 3, 0.05),
+       "without --migrate: it serves, the database check failing with %r, not 'pending' (%r)"
+       % (want, (verbose_database(port)[1] or {}).get("output") if port else None))
+    if port is not None:
+        stop_microd(proc, log)
     pg.stop()
     proc, port, log = start_microd(args + ["--migrate"], env_without_db())
     rc = proc.wait(timeout=30)

@@ -300,7 +300,7 @@ test_killed_idle(struct db_pool *p)
 /*
  * db_migrate_pending on a pool's connection, for the database check: the
  * built-in files all pending before db_migrate, none after, a changed
- * checksum pending again, and a short buffer cut with "...".
+ * checksum not pending but changed, and a short buffer cut with "...".
  */
 static void
 test_pending(struct db_pool *p, const char *uri)
@@ -332,8 +332,12 @@ test_pending(struct db_pool *p, const char *uri)
 	             "name = '0001_notes.sql'"),
 	   "a checksum changed behind its back");
 	got = db_migrate_pending(db_conn_pg(c), m, n, buf, sizeof(buf));
+	ok(got == 0 && buf[0] == '\0',
+	   "  is not pending (microd migrate would not apply it): %d, '%s'",
+	   got, buf);
+	got = db_migrate_changed(db_conn_pg(c), m, n, buf, sizeof(buf));
 	ok(got == 1 && strcmp(buf, "0001_notes.sql") == 0,
-	   "  makes that file pending again: %d, %s", got, buf);
+	   "  db_migrate_changed names it: %d, %s", got, buf);
 	is(db_migrate(uri, m, n, 0), 2, "  and db_migrate refuses with 2");
 	ok(run_ok(c, "DROP TABLE microd_migrations, notes, world"),
 	   "the tables dropped again");
@@ -424,7 +428,7 @@ test_down_at_open(const char *uri)
 	                            .backoff_min_ms = 20,
 	                            .backoff_max_ms = 500};
 	struct db_pool *p;
-	struct db_conn *c = NULL;
+	struct db_conn *c = NULL, *c2 = NULL;
 	long long t0, up;
 	enum db_acquire_result got;
 	char *again;
@@ -448,10 +452,67 @@ test_down_at_open(const char *uri)
 	free(again);
 	got = db_acquire(p, &c);
 	ok(got == DB_OK && run_ok(c, "SELECT 1"), "  and serves");
-	/* Closed with c in use: c's release frees the pool. */
-	db_pool_close(p);
+	/* Closed with c in use (a shutdown that cut a handler): the pool
+	 * stays, its thread stopped, for the handler's next calls. */
+	db_pool_abandon(p);
+	t0 = now_ms();
+	got = db_acquire(p, &c2);
+	t0 = now_ms() - t0;
+	ok(got == DB_DOWN && t0 <= SLACK_MS,
+	   "  abandoned with a connection in use: a new acquire fails at "
+	   "once (%d, %lld ms)",
+	   got, t0);
 	db_release(p, c, 0);
-	ok(1, "closed with a connection in use, then that one released");
+	ok(stats(p).used == 0 && stats(p).idle == 0,
+	   "  the one in use released: closed, not made idle");
+	db_pool_close(p); /* nothing in use now: freed */
+}
+
+/*
+ * Every connection being replaced (each discarded, as a 57014 or a client
+ * leaving does) while the database is up: an acquire that times out then
+ * says the pool is exhausted, never that the database is down.
+ */
+static void
+test_replacing(const char *uri)
+{
+	struct db_pool_options o = {.conninfo = uri,
+	                            .size = 1,
+	                            .acquire_timeout_ms = 1,
+	                            .backoff_min_ms = 20,
+	                            .backoff_max_ms = 500};
+	struct db_pool *p = db_pool_open(&o);
+	struct db_conn *c = NULL;
+	int down = 0, exhausted = 0;
+
+	if (p == NULL) {
+		ok(0, "a pool of 1");
+		return;
+	}
+	for (int i = 0; i < 5; i++) {
+		WAIT_UNTIL(stats(p).idle == 1, 5000);
+		if (db_acquire(p, &c) != DB_OK) {
+			ok(0, "  an acquire of the idle one");
+			break;
+		}
+		db_release(p, c, 1); /* discarded: replaced in the background */
+		switch (db_acquire(p, &c)) {
+		case DB_OK:
+			db_release(p, c, 0);
+			break;
+		case DB_DOWN:
+			down++;
+			break;
+		case DB_EXHAUSTED:
+			exhausted++;
+			break;
+		}
+	}
+	ok(down == 0 && exhausted > 0,
+	   "its one connection being replaced, the database up: an acquire "
+	   "times out as DB_EXHAUSTED (%d), never DB_DOWN (%d)",
+	   exhausted, down);
+	db_pool_close(p);
 }
 
 /* A wrong password: the pool stays down, and says why without it. */
@@ -1257,6 +1318,24 @@ test_queries(const char *uri)
 	PQclear(r);
 	rt.db = p;
 	req.runtime = &rt;
+	{
+		struct db_result *res = NULL;
+		struct reply rep;
+		const char *const one[] = {"1"};
+
+		memset(&rep, 0, sizeof(rep));
+		ok(db_query(&req, Q_GET, one, &res, &rep) == -1 &&
+		       rep.status == 500 && res == NULL &&
+		       strcmp(json_string_value(
+		                  json_object_get(rep.body, "detail")),
+		              "a database statement outside the handler "
+		              "pool") == 0,
+		   "db_query on a request not on the handler pool "
+		   "(queued_ms 0, an I/O thread's): refused, 500");
+		reply_release(&rep);
+	}
+	/* As the handler pool runs them: queued, then started. */
+	req.queued_ms = req.started_ms = now_ms();
 	test_query_values(&req, p);
 	test_query_retry(&req, p, admin);
 	test_query_deadline(&req, p, admin);
@@ -1358,6 +1437,7 @@ main(void)
 	db_pool_close(p);
 	p = NULL;
 	test_down_at_open(uri);
+	test_replacing(uri);
 	test_wrong_password(wrong);
 
 	fflush(stderr);
@@ -1375,6 +1455,11 @@ main(void)
 	                      "constraint \\\"t_items_pkey\\\"") != NULL,
 	   "a failed statement's log line: its name, SQLSTATE, status and "
 	   "the server's message");
+	ok(logged != NULL &&
+	       strstr(logged, "database: statement q_get: db_query on an I/O "
+	                      "thread: mark the route ROUTE_BLOCKING") != NULL,
+	   "the refusal on an I/O thread is logged with the statement's "
+	   "name");
 	ok(logged != NULL && pass != NULL && strlen(pass) >= 16 &&
 	       strstr(logged, pass) == NULL && strstr(logged, "7Hq2") == NULL,
 	   "  and neither the password nor the wrong one is in it");

@@ -3090,6 +3090,20 @@ static const struct validate_case {
     /* code points, not graphemes: e and U+0301 are two */
     {"{\"title\":\"<<e\\u0301*100>>\"}", &vnote, VALIDATE_WHOLE, {NULL}},
     {"{\"title\":\"<<e\\u0301*100>>e\"}", &vnote, VALIDATE_WHOLE, {V_TITLE}},
+    /* U+0000: valid JSON no string field may hold, refused with its
+     * pointer wherever it is (dispatch.c parses with JSON_ALLOW_NUL) */
+    {"{\"title\":\"a\\u0000b\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/title", "must not contain U+0000"}},
+    {"{\"title\":\"a\",\"body\":\"\\u0000\"}",
+     &vnote,
+     VALIDATE_WHOLE,
+     {"#/body", "must not contain U+0000"}},
+    {"{\"title\":\"a\",\"tags\":[\"t\",\"x\\u0000\"]}",
+     &vnote,
+     VALIDATE_MERGE_PATCH,
+     {"#/tags/1", "must not contain U+0000"}},
     /* required, not null, a string */
     {"{}", &vnote, VALIDATE_WHOLE, {"#/title", "is required"}},
     {"{\"title\":null}",
@@ -3478,9 +3492,11 @@ test_validate_table(void)
 		    c->mode == VALIDATE_WHOLE ? "whole" : "patch";
 		char *text = validate_expand(c->text);
 		json_error_t jerr;
-		json_t *body = text != NULL
-		                   ? json_loads(text, JSON_DECODE_ANY, &jerr)
-		                   : NULL;
+		json_t *body =
+		    text != NULL
+		        ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+		                     &jerr)
+		        : NULL;
 		json_t *errors = (json_t *)&i; /* must be set either way */
 		char *got = NULL, *want = NULL;
 		size_t n;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "number.h"
 #include "reply.h"
@@ -75,14 +76,51 @@ is_version(const char *s, size_t len)
  * 0, or -1 with rep set: 400 when the field is neither "*" nor a list of
  * entity tags.
  */
+/* Every If-Match line joined with ',' (RFC 9110 5.3: one list). */
+struct if_match_field {
+	char *text; /* NULL: no line came */
+	size_t len;
+	int failed; /* out of memory */
+};
+
+static void
+if_match_line(void *arg, const char *value)
+{
+	struct if_match_field *f = arg;
+	size_t n = value != NULL ? strlen(value) : 0;
+	char *t = realloc(f->text, f->len + n + 2);
+
+	if (t == NULL) {
+		f->failed = 1;
+		return;
+	}
+	if (f->text != NULL)
+		t[f->len++] = ',';
+	memcpy(t + f->len, value != NULL ? value : "", n);
+	f->len += n;
+	t[f->len] = '\0';
+	f->text = t;
+}
+
 static int
 if_match(const struct request *req, char **versions, struct reply *rep)
 {
-	const char *p = request_header(req, "If-Match");
+	struct if_match_field field = {NULL, 0, 0};
+	const char *p;
 	char *out = NULL;
 	size_t n = 0;
 
 	*versions = NULL;
+	if (req->each != NULL)
+		request_header_each(req, "If-Match", if_match_line, &field);
+	else if ((p = request_header(req, "If-Match")) != NULL)
+		if_match_line(&field, p);
+	if (field.failed) {
+		free(field.text);
+		reply_json(rep, 500, NULL);
+		return -1;
+	}
+	p = field.text;
 	if (p == NULL)
 		return 0;
 	p += strspn(p, " \t");
@@ -90,11 +128,13 @@ if_match(const struct request *req, char **versions, struct reply *rep)
 		p++;
 		if (p[strspn(p, " \t")] != '\0')
 			goto bad;
+		free(field.text);
 		return 0;
 	}
 	/* Each "N" of the field is at most N and a comma here. */
 	out = malloc(strlen(p) + 3);
 	if (out == NULL) {
+		free(field.text);
 		reply_json(rep, 500, NULL);
 		return -1;
 	}
@@ -124,8 +164,10 @@ if_match(const struct request *req, char **versions, struct reply *rep)
 	out[n++] = ']';
 	out[n] = '\0';
 	*versions = out; /* the caller's */
+	free(field.text);
 	return 0;
 bad:
+	free(field.text);
 	free(out);
 	reply_error(rep, 400,
 	            "If-Match must be \"*\" or a list of entity tags");
@@ -240,8 +282,17 @@ handle_notes_list(const struct request *req, struct reply *rep)
 	if (db_query(req, ST(NOTES_LIST), values, &res, rep) != 0)
 		return;
 	items = json_array();
-	for (unsigned int i = 0; i < db_result_rows(res) && i < limit; i++)
-		json_array_append_new(items, note_json(res, i));
+	/* Each item with its ETag, as the header of GET /notes/{id} has it:
+	 * what a conditional PATCH or DELETE of it sends. */
+	for (unsigned int i = 0; i < db_result_rows(res) && i < limit; i++) {
+		json_t *note = note_json(res, i);
+
+		json_object_set_new(
+		    note, "etag",
+		    json_sprintf("\"%s\"",
+		                 db_result_value(res, i, NOTE_VERSION)));
+		json_array_append_new(items, note);
+	}
 	next = db_result_rows(res) > limit
 	           ? json_sprintf(
 	                 "/notes?limit=%ju&after=%s", limit,
@@ -276,6 +327,64 @@ handle_notes_get(const struct request *req, struct reply *rep)
  * null puts body and tags back to their defaults ("" and []). The note and
  * its new ETag; 412 when If-Match names another version.
  */
+/*
+ * A PATCH body's media type: a JSON Merge Patch, as such or as plain JSON.
+ * Another +json type (application/json-patch+json, RFC 6902) would be
+ * read as a merge patch and do something else than its sender meant.
+ */
+static int
+patch_type_ok(const struct request *req)
+{
+	const char *ct = request_header(req, "Content-Type");
+	size_t n;
+
+	if (ct == NULL)
+		return 0;
+	ct += strspn(ct, " \t");
+	n = strcspn(ct, "; \t");
+	return (n == 16 && strncasecmp(ct, "application/json", n) == 0) ||
+	       (n == 28 &&
+	        strncasecmp(ct, "application/merge-patch+json", n) == 0);
+}
+
+/*
+ * An empty merge patch changes nothing, so nothing is written (no new
+ * version, no new updated_at): the note as it is, 200, If-Match held to
+ * as for any PATCH.
+ */
+static void
+note_patch_empty(const struct request *req, const char *id,
+                 const char *versions, struct reply *rep)
+{
+	const char *values[] = {id};
+	struct db_result *res;
+	json_t *names = versions != NULL ? json_loads(versions, 0, NULL) : NULL;
+	int named = versions == NULL;
+
+	if (versions != NULL && names == NULL) {
+		reply_json(rep, 500, NULL);
+		return;
+	}
+	if (db_query(req, ST(NOTES_GET), values, &res, rep) != 0)
+		goto out;
+	for (size_t i = 0;
+	     !named && db_result_rows(res) > 0 && i < json_array_size(names);
+	     i++) {
+		char v[24];
+
+		snprintf(v, sizeof(v), "%" JSON_INTEGER_FORMAT,
+		         json_integer_value(json_array_get(names, i)));
+		named = strcmp(v, db_result_value(res, 0, NOTE_VERSION)) == 0;
+	}
+	if (db_result_rows(res) == 0 || !named)
+		note_missing_or_stale(req, id, rep);
+	else
+		note_reply(rep, 200, res);
+	db_result_free(res);
+out:
+	json_decref(names);
+}
+
 void
 handle_notes_patch(const struct request *req, struct reply *rep)
 {
@@ -285,11 +394,21 @@ handle_notes_patch(const struct request *req, struct reply *rep)
 	const char *values[5] = {id};
 	struct db_result *res;
 
+	if (!patch_type_ok(req)) {
+		reply_error(rep, 415,
+		            "a PATCH body must be application/merge-patch+json "
+		            "or application/json");
+		return;
+	}
 	if (note_id(req, id, rep) != 0 ||
 	    validate_body(&note_shape, req->body, VALIDATE_MERGE_PATCH, rep) !=
 	        0 ||
 	    if_match(req, &versions, rep) != 0)
 		return;
+	if (json_object_size(req->body) == 0) {
+		note_patch_empty(req, id, versions, rep);
+		goto out;
+	}
 	if (tags != NULL && !json_is_null(tags) &&
 	    (tags_text = json_dumps(tags, JSON_COMPACT)) == NULL) {
 		reply_json(rep, 500, NULL);

@@ -84,6 +84,16 @@ enum db_acquire_result {
 enum db_acquire_result db_acquire(struct db_pool *pool, struct db_conn **out);
 
 /*
+ * db_acquire with waited_ms (the request's time in the handler queue)
+ * taken from the acquire timeout: with the pool as large as the handler
+ * pool, that queue is where a request waits for a connection. Waited as
+ * long already: DB_EXHAUSTED at once, without taking a connection.
+ */
+enum db_acquire_result db_acquire_waited(struct db_pool *pool,
+                                         long long waited_ms,
+                                         struct db_conn **out);
+
+/*
  * Gives c back, with every result read. broken: the caller saw a
  * connection failure (SQLSTATE class 08, a NULL SQLSTATE) or sent a cancel;
  * c is then closed and replaced in the background, as it is when libpq
@@ -109,11 +119,13 @@ void db_pool_stats(struct db_pool *pool, struct db_pool_stats *st);
  * The database check's run: a connection within timeout_ms (a failure here
  * is not counted in acquire_timeouts: those are the handlers'), then
  * SELECT 1 answered before the same deadline; then no migration of the
- * pool's may be pending ("migrations pending: 0001_notes.sql, ..."), and,
- * until they once match, the pool's statements are checked against the
- * schema (db_statements_check). A run cut short when stop_fd (-1: none)
- * turns readable. 0, or -1 with why set to one line without the conninfo;
- * a connection that did not answer in time is discarded.
+ * pool's may be pending ("migrations pending: 0001_notes.sql, ..."), and
+ * the pool's statements are checked against the schema at every run
+ * (DEALLOCATE ALL, then db_statements_check, on that connection). A run cut
+ * short when stop_fd (-1: none) turns readable. 0, or -1 with why set to one
+ * line without the conninfo; a connection that did not answer in time is
+ * discarded. No connection free while the pool is not down (every one busy) is
+ * the last run's verdict: 0 with why set, when that run passed.
  */
 int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
             char *why, size_t len);
@@ -127,11 +139,20 @@ int db_ping(struct db_pool *pool, unsigned int timeout_ms, int stop_fd,
 void db_pool_render_metrics(struct db_pool *pool, FILE *f);
 
 /*
- * Stops the connecting thread, wakes every waiter (DB_DOWN) and closes the
- * idle connections. A connection still in use is closed by its
- * db_release(), the last of which frees the pool.
+ * Stops the connecting thread (joined), wakes every waiter (DB_DOWN) and
+ * closes the idle connections, then frees the pool: for a stop after every
+ * handler finished (one still holding a connection leaves it unfreed, as
+ * db_pool_abandon; a second db_pool_close, once none is, frees it).
  */
 void db_pool_close(struct db_pool *pool);
+
+/*
+ * The same stop for a shutdown that cut handlers still running: the pool
+ * is never freed, so a cut handler may go on calling it until the process
+ * ends (db_acquire then fails at once, DB_DOWN; db_release closes what it
+ * gives back). No thread of the pool's runs any more.
+ */
+void db_pool_abandon(struct db_pool *pool);
 
 /*
  * One migration: a file of src/app/sql/ built into the binary (the
@@ -165,12 +186,17 @@ int db_migrate(const char *conninfo, const struct db_migration *m,
 
 /*
  * For the database check, on a connection of the pool (db_conn_pg()): how
- * many of m[0..n) are not applied with their checksum (a changed one
- * counts), their names in buf, comma-separated and cut with "..." when
- * they do not fit; -1 when the query fails. Reads only: a database without
- * microd_migrations has every file pending.
+ * many of m[0..n) are not applied (one applied with another checksum is
+ * not pending: db_migrate_changed), their names in buf, comma-separated and
+ * cut with "..." when they do not fit; -1 when the query fails. Reads only:
+ * a database without microd_migrations has every file pending.
  */
 int db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
+                       unsigned int n, char *buf, size_t len);
+
+/* The same for the files applied with another checksum than theirs now:
+ * microd migrate stops at them (exit 2), so they are not pending. */
+int db_migrate_changed(struct pg_conn *pg, const struct db_migration *m,
                        unsigned int n, char *buf, size_t len);
 
 /*
@@ -180,8 +206,10 @@ int db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
  * types compared with the table. 0 when all match; -1 with why naming the
  * first statement that does not and the server's error or the difference
  * ("statement note_get: column \"titel\" does not exist"); -2 when pg
- * failed (a connection error: why says so). deadline_ms (now_ms()'s clock)
- * bounds the whole; stop_fd (-1: none) turning readable cuts it short.
+ * failed (a connection error: why says so); -3 when a statement's PREPARE
+ * met the session's lock_timeout (55P03: a lock held, a migration's).
+ * deadline_ms (now_ms()'s clock) bounds the whole; stop_fd (-1: none) turning
+ * readable cuts it short.
  */
 int db_statements_check(struct pg_conn *pg, const struct db_statement *st,
                         unsigned int n, long long deadline_ms, int stop_fd,

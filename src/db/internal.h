@@ -38,6 +38,13 @@ int db_pool_statement(const struct db_pool *pool,
 void db_pool_observe(struct db_pool *pool, unsigned int i,
                      long long duration_ns);
 
+/*
+ * A statement's cached plan no longer fits the schema (0A000): the
+ * database check compares the statements with it again (until then it
+ * fails when they do not match). name: the statement that saw it.
+ */
+void db_pool_schema_changed(struct db_pool *pool, const char *name);
+
 /* Statement i failed with sqlstate (NULL: no SQLSTATE, counted as 08). */
 void db_pool_count_error(struct db_pool *pool, unsigned int i,
                          const char *sqlstate);

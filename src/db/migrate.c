@@ -332,14 +332,16 @@ migrate_list(char *buf, size_t len, size_t *used, const char *name)
 	return -1;
 }
 
-int
-db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
-                   unsigned int n, char *buf, size_t len)
+/* m[0..n) not applied (changed: applied with another checksum), as
+ * db_migrate_pending and db_migrate_changed say. */
+static int
+migrate_scan(struct pg_conn *pg, const struct db_migration *m, unsigned int n,
+             char *buf, size_t len, int changed)
 {
 	PGresult *applied = migrate_applied(pg, 0);
 	size_t used = 0;
 	char sum[65];
-	int pending = 0, cut = 0;
+	int found = 0, cut = 0;
 
 	if (len > 0)
 		buf[0] = '\0';
@@ -348,13 +350,29 @@ db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
 	for (unsigned int i = 0; i < n; i++) {
 		const char *was = migrate_recorded(applied, m[i].name);
 
-		if (was != NULL && db_migration_checksum(&m[i], sum) == 0 &&
-		    strcmp(was, sum) == 0)
+		if (changed ? was == NULL ||
+		                  (db_migration_checksum(&m[i], sum) == 0 &&
+		                   strcmp(was, sum) == 0)
+		            : was != NULL)
 			continue;
-		pending++;
+		found++;
 		if (!cut)
 			cut = migrate_list(buf, len, &used, m[i].name) != 0;
 	}
 	PQclear(applied);
-	return pending;
+	return found;
+}
+
+int
+db_migrate_pending(struct pg_conn *pg, const struct db_migration *m,
+                   unsigned int n, char *buf, size_t len)
+{
+	return migrate_scan(pg, m, n, buf, len, 0);
+}
+
+int
+db_migrate_changed(struct pg_conn *pg, const struct db_migration *m,
+                   unsigned int n, char *buf, size_t len)
+{
+	return migrate_scan(pg, m, n, buf, len, 1);
 }

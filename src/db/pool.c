@@ -58,8 +58,10 @@ struct db_pool {
 	unsigned long long rng;           /* the connecting thread's jitter */
 	struct metrics_histogram acquire; /* db_acquire's waits */
 	struct db_stmt_stats *stmt;       /* one per opt.statements row */
-	/* The statements matched the schema once (db_ping checks until). */
+	/* The statements matched the schema at the last check. */
 	_Atomic int schema_ok;
+	/* The last db_ping that got a connection passed. */
+	_Atomic int ping_ok;
 };
 
 static void
@@ -120,13 +122,22 @@ db_log_pq_error(enum log_level level, const char *what, const PGconn *pg)
 }
 
 /*
+ * How long a statement's PREPARE on a fresh connection may wait for a lock
+ * (a migration's ALTER TABLE holds ACCESS EXCLUSIVE): past it, the
+ * statement is prepared at its first use instead, under the statement
+ * deadline, and the connection serves the others meanwhile.
+ */
+#define DB_SETUP_LOCK_MS 200
+
+/*
  * The results of what was sent on a fresh connection, within the connect
  * deadline or the close: 0 all succeeded, 1 one failed (its primary message
- * in why, when given), -1 the connection or the wait failed.
+ * in why and its SQLSTATE in state, when given), -1 the connection or the
+ * wait failed.
  */
 static int
 db_setup_wait(struct db_pool *p, PGconn *pg, long long deadline, char *why,
-              size_t len)
+              size_t len, char state[6])
 {
 	PGresult *r;
 	int ret = 0;
@@ -143,10 +154,14 @@ db_setup_wait(struct db_pool *p, PGconn *pg, long long deadline, char *why,
 		if (PQresultStatus(r) != PGRES_COMMAND_OK && ret == 0) {
 			const char *m =
 			    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+			const char *st =
+			    PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
 			if (why != NULL)
 				snprintf(why, len, "%s",
 				         m != NULL ? m : "no message");
+			if (state != NULL)
+				snprintf(state, 6, "%s", st != NULL ? st : "");
 			ret = 1;
 		}
 		PQclear(r);
@@ -159,24 +174,31 @@ db_setup(struct db_pool *p, PGconn *pg, const char *sql, long long deadline)
 {
 	if (!PQsendQuery(pg, sql))
 		return -1;
-	return db_setup_wait(p, pg, deadline, NULL, 0) == 0 ? 0 : -1;
+	return db_setup_wait(p, pg, deadline, NULL, 0, NULL) == 0 ? 0 : -1;
 }
 
 /*
  * Prepares the pool's statements on a fresh connection, each flag of
  * prepared set for the ones that did. One the server refuses (its table is
- * not migrated yet) leaves the connection usable: it is prepared again at
- * its first use. -1 when the connection or the wait failed.
+ * not migrated yet) or that waits on a lock past DB_SETUP_LOCK_MS leaves
+ * the connection usable: it is prepared again at its first use. -1 when
+ * the connection or the wait failed.
  */
 static int
 db_setup_statements(struct db_pool *p, PGconn *pg, unsigned char *prepared,
                     long long deadline)
 {
 	const struct db_statement *st = p->opt.statements;
+	char sql[64];
 
+	if (p->opt.n_statements == 0)
+		return 0;
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", DB_SETUP_LOCK_MS);
+	if (db_setup(p, pg, sql, deadline) != 0)
+		return -1;
 	for (unsigned int i = 0; i < p->opt.n_statements; i++) {
 		Oid types[64];
-		char why[256];
+		char why[256], state[6] = "";
 		int got;
 
 		if (st[i].n_params > sizeof(types) / sizeof(types[0]))
@@ -186,17 +208,27 @@ db_setup_statements(struct db_pool *p, PGconn *pg, unsigned char *prepared,
 		if (!PQsendPrepare(pg, st[i].name, st[i].sql,
 		                   (int)st[i].n_params, types))
 			return -1;
-		got = db_setup_wait(p, pg, deadline, why, sizeof(why));
+		got = db_setup_wait(p, pg, deadline, why, sizeof(why), state);
 		if (got < 0)
 			return -1;
 		prepared[i] = got == 0;
+		if (got > 0 && strcmp(state, "55P03") == 0) {
+			/* A migration under way, most likely: the rest
+			 * would wait as long, one after the other. */
+			log_info("database: statement %s: no answer within %d "
+			         "ms on a new connection (a lock held): it and "
+			         "the %u after it prepared at their first use",
+			         st[i].name, DB_SETUP_LOCK_MS,
+			         p->opt.n_statements - i - 1);
+			break;
+		}
 		if (got > 0)
 			log_debug("database: statement %s not prepared on a "
 			          "new connection (prepared again at its first "
 			          "use): %s",
 			          st[i].name, why);
 	}
-	return 0;
+	return db_setup(p, pg, "RESET lock_timeout", deadline);
 }
 
 /* One connection, made without blocking past the connect timeout or the
@@ -249,7 +281,14 @@ db_connect(struct db_pool *p, enum log_level level, unsigned char *prepared)
 		goto fail;
 	return pg;
 fail:
-	if (log_enabled(level))
+	if (atomic_load(&p->closing))
+		; /* the close cut it short: nothing to say */
+	else if (pg != NULL && PQerrorMessage(pg)[0] == '\0')
+		log_msg(level,
+		        "database: cannot connect to %s: no answer within "
+		        "%u ms",
+		        p->shown, p->opt.connect_timeout_ms);
+	else if (log_enabled(level))
 		db_log_pq_error(level, "cannot connect", pg);
 	PQfinish(pg); /* NULL-safe */
 	return NULL;
@@ -443,26 +482,19 @@ db_conn_alive(PGconn *pg)
 }
 
 /*
- * Closes c outside the lock and asks the connecting thread for another; 1
- * when c was the last in use of a closed pool, which is now freed.
+ * Closes c outside the lock and asks the connecting thread for another (a
+ * pool that was closed or abandoned makes none: its thread has stopped).
  */
-static int
+static void
 db_discard(struct db_pool *p, struct db_conn *c)
 {
-	int last;
-
 	db_conn_free(c);
 	pthread_mutex_lock(&p->lock);
 	p->used--;
 	p->discarded++;
 	p->replace++;
-	last = p->abandoned && p->used == 0;
 	pthread_mutex_unlock(&p->lock);
-	if (last)
-		db_pool_free(p);
-	else
-		db_wake(p);
-	return last;
+	db_wake(p);
 }
 
 /* db_acquire with its own timeout; counted: a failure is an acquire
@@ -501,8 +533,7 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 			}
 			log_info("database: an idle connection was closed by "
 			         "the server; discarded");
-			if (db_discard(p, c))
-				return DB_DOWN; /* closed meanwhile */
+			db_discard(p, c);
 			pthread_mutex_lock(&p->lock);
 			continue;
 		}
@@ -514,7 +545,10 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 			err = pthread_cond_timedwait(&p->avail, &p->lock,
 			                             &deadline);
 		if (err == ETIMEDOUT && p->idle == NULL) {
-			ret = p->nidle + p->used == 0 ? DB_DOWN : DB_EXHAUSTED;
+			/* None at all is no sign of a database down: each
+			 * may be being replaced (57014s, clients leaving);
+			 * only the connecting thread's failure is. */
+			ret = p->down ? DB_DOWN : DB_EXHAUSTED;
 			break;
 		}
 	}
@@ -525,14 +559,31 @@ db_take(struct db_pool *p, unsigned int timeout_ms, int counted,
 }
 
 enum db_acquire_result
-db_acquire(struct db_pool *p, struct db_conn **out)
+db_acquire_waited(struct db_pool *p, long long waited_ms, struct db_conn **out)
 {
-	long long t0 = now_ns();
-	enum db_acquire_result got =
-	    db_take(p, p->opt.acquire_timeout_ms, 1, out);
+	long long t0 = now_ns() - (waited_ms > 0 ? waited_ms * 1000000 : 0);
+	long long left = (long long)p->opt.acquire_timeout_ms -
+	                 (waited_ms > 0 ? waited_ms : 0);
+	enum db_acquire_result got;
 
+	if (left <= 0) {
+		*out = NULL;
+		pthread_mutex_lock(&p->lock);
+		p->acquire_timeouts++;
+		pthread_mutex_unlock(&p->lock);
+		got = DB_EXHAUSTED;
+	} else {
+		got = db_take(p, (unsigned int)left, 1, out);
+	}
+	/* The wait in the handler queue counts: it is the acquire's. */
 	metrics_histogram_observe(&p->acquire, now_ns() - t0);
 	return got;
+}
+
+enum db_acquire_result
+db_acquire(struct db_pool *p, struct db_conn **out)
+{
+	return db_acquire_waited(p, 0, out);
 }
 
 /* Ends a transaction the handler left open or failed: 0, or -1 when c
@@ -566,18 +617,17 @@ db_conn_reset(PGconn *pg)
 void
 db_release(struct db_pool *p, struct db_conn *c, int broken)
 {
-	int last, abandoned;
+	int abandoned;
 
 	if (c == NULL)
 		return;
 	if (broken || db_conn_reset(c->pg) != 0) {
-		(void)db_discard(p, c);
+		db_discard(p, c);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
 	p->used--;
 	abandoned = p->abandoned;
-	last = abandoned && p->used == 0;
 	if (!abandoned) {
 		c->next = p->idle;
 		p->idle = c;
@@ -587,8 +637,6 @@ db_release(struct db_pool *p, struct db_conn *c, int broken)
 	pthread_mutex_unlock(&p->lock);
 	if (abandoned)
 		db_conn_free(c);
-	if (last)
-		db_pool_free(p);
 }
 
 struct pg_conn *
@@ -611,26 +659,32 @@ db_pool_stats(struct db_pool *p, struct db_pool_stats *st)
 	pthread_mutex_unlock(&p->lock);
 }
 
-void
-db_pool_close(struct db_pool *p)
+/*
+ * Stops the connecting thread (joined: no libpq call of its own outlives
+ * this), wakes every waiter and closes the idle connections: the number
+ * still in use, each closed by its db_release().
+ */
+static unsigned int
+db_pool_stop(struct db_pool *p)
 {
 	struct db_conn *c;
-	int freeit;
+	unsigned int used;
+	int stopped;
 
-	if (p == NULL)
-		return;
 	pthread_mutex_lock(&p->lock);
-	atomic_store(&p->closing, 1);
+	stopped = atomic_exchange(&p->closing, 1);
 	pthread_cond_broadcast(&p->avail);
 	pthread_mutex_unlock(&p->lock);
-	db_wake(p);
-	pthread_join(p->thread, NULL);
+	if (!stopped) { /* else a close or abandon did it */
+		db_wake(p);
+		pthread_join(p->thread, NULL);
+	}
 	pthread_mutex_lock(&p->lock);
 	c = p->idle;
 	p->idle = NULL;
 	p->nidle = 0;
-	freeit = p->used == 0;
-	p->abandoned = !freeit;
+	used = p->used;
+	p->abandoned = 1;
 	pthread_mutex_unlock(&p->lock);
 	while (c != NULL) {
 		struct db_conn *next = c->next;
@@ -638,8 +692,26 @@ db_pool_close(struct db_pool *p)
 		db_conn_free(c);
 		c = next;
 	}
-	if (freeit)
+	return used;
+}
+
+void
+db_pool_close(struct db_pool *p)
+{
+	if (p == NULL)
+		return;
+	if (db_pool_stop(p) == 0)
 		db_pool_free(p);
+	else
+		log_warn("database: the pool is not freed: a connection is "
+		         "still in use");
+}
+
+void
+db_pool_abandon(struct db_pool *p)
+{
+	if (p != NULL)
+		(void)db_pool_stop(p);
 }
 
 /* libpq's message, its first line only, into why after what. */
@@ -649,6 +721,32 @@ db_why_pq(char *why, size_t len, const char *what, const PGconn *pg)
 	const char *m = PQerrorMessage(pg);
 
 	snprintf(why, len, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+/*
+ * sql on the check's connection within deadline, every result read: 0, or
+ * -1 with why (NULL: not wanted) saying what failed.
+ */
+static int
+db_ping_exec(PGconn *pg, const char *sql, long long deadline, int stop_fd,
+             char *why, size_t len)
+{
+	PGresult *r = NULL;
+	enum db_wait w = PQsendQuery(pg, sql)
+	                     ? db_result_wait(pg, deadline, stop_fd, &r)
+	                     : DB_WAIT_BROKEN;
+	int done = w == DB_WAIT_DONE && r != NULL &&
+	           PQresultStatus(r) == PGRES_COMMAND_OK;
+
+	PQclear(r);
+	if (done || why == NULL)
+		return done ? 0 : -1;
+	if (w == DB_WAIT_TIMEOUT || w == DB_WAIT_GONE)
+		snprintf(why, len, "%s: %s", sql,
+		         w == DB_WAIT_GONE ? "halted" : "no answer in time");
+	else
+		db_why_pq(why, len, sql, pg);
+	return -1;
 }
 
 /*
@@ -664,10 +762,22 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 	const size_t around = sizeof(" migrations pending:  (microd migrate, "
 	                             "or --migrate)") +
 	                      10;
-	char names[256];
+	char names[256], sql[64];
 	int pending, got;
 
 	if (p->opt.n_migrations > 0) {
+		pending = db_migrate_changed(
+		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
+		    len > around && len - around < sizeof(names)
+		        ? len - around
+		        : sizeof(names));
+		if (pending > 0) {
+			snprintf(why, len,
+			         "%s: checksum changed (applied with another "
+			         "one: restore the file, or fix the database)",
+			         names);
+			return -1;
+		}
 		pending = db_migrate_pending(
 		    c->pg, p->opt.migrations, p->opt.n_migrations, names,
 		    len > around && len - around < sizeof(names)
@@ -687,21 +797,47 @@ db_ping_schema(struct db_pool *p, struct db_conn *c, long long deadline,
 			return -1;
 		}
 	}
-	if (atomic_load(&p->schema_ok) || p->opt.n_statements == 0)
+	if (p->opt.n_statements == 0)
 		return 0;
-	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
-	                          deadline, stop_fd, why, len);
-	if (got == -2) {
+	/*
+	 * Checked at every run, not once: the man page says the check passes
+	 * while the statements match, and a schema changed under them (an
+	 * ALTER while serving) does not always show as a 0A000. Described
+	 * afresh: a statement prepared before the change would be described
+	 * as it was.
+	 */
+	memset(c->prepared, 0, p->opt.n_statements);
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d; DEALLOCATE ALL",
+	         DB_SETUP_LOCK_MS);
+	if (db_ping_exec(c->pg, sql, deadline, stop_fd, why, len) != 0) {
 		*broken = 1;
 		return -1;
 	}
-	if (got != 0)
+	got = db_statements_check(c->pg, p->opt.statements, p->opt.n_statements,
+	                          deadline, stop_fd, why, len);
+	if (got == -2 ||
+	    db_ping_exec(c->pg, "RESET lock_timeout", deadline, stop_fd,
+	                 got == 0 ? why : NULL, len) != 0) {
+		*broken = 1;
 		return -1;
+	}
+	if (got == -3) {
+		/* The schema is locked (a migration under way): it keeps
+		 * the verdict it had, rather than fail a healthy service or
+		 * wait on the lock at every run. */
+		if (atomic_load(&p->schema_ok))
+			return 0;
+		return -1;
+	}
+	if (got != 0) {
+		atomic_store(&p->schema_ok, 0);
+		return -1;
+	}
 	/* Prepared now on this connection under their names. */
 	memset(c->prepared, 1, p->opt.n_statements);
-	atomic_store(&p->schema_ok, 1);
-	log_info("database: the %u statements match the schema",
-	         p->opt.n_statements);
+	if (!atomic_exchange(&p->schema_ok, 1))
+		log_info("database: the %u statements match the schema",
+		         p->opt.n_statements);
 	return 0;
 }
 
@@ -719,10 +855,13 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 	case DB_OK:
 		break;
 	case DB_EXHAUSTED:
+		/* Every connection busy proves the database answers: a busy
+		 * service stays in its load balancer, with the verdict of
+		 * the last run that got one. */
 		snprintf(why, len,
 		         "no connection free within %u ms: all %u in use",
 		         timeout_ms, p->opt.size);
-		return -1;
+		return atomic_load(&p->ping_ok) ? 0 : -1;
 	case DB_DOWN:
 	default:
 		snprintf(why, len,
@@ -776,8 +915,21 @@ db_ping(struct db_pool *p, unsigned int timeout_ms, int stop_fd, char *why,
 		ret =
 		    db_ping_schema(p, c, deadline, stop_fd, why, len, &broken);
 out:
+	atomic_store(&p->ping_ok, ret == 0);
 	db_release(p, c, broken);
 	return ret;
+}
+
+void
+db_pool_schema_changed(struct db_pool *p, const char *name)
+{
+	/* Once per connection and statement at most: each is prepared
+	 * again where it was met. */
+	atomic_store(&p->schema_ok, 0);
+	log_warn("database: statement %s: its result changed type (the "
+	         "schema changed): prepared again, and the statements checked "
+	         "against the schema",
+	         name);
 }
 
 const struct db_pool_options *

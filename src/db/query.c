@@ -203,6 +203,9 @@ query_log(const struct db_statement *st, const char *sqlstate,
 #define QUERY_CANCELS_MAX 8
 static atomic_int cancels_in_flight;
 
+/* db_query called on an I/O thread was logged; shared, hence atomic. */
+static atomic_int io_thread_logged;
+
 static void *
 query_cancel_main(void *arg)
 {
@@ -252,6 +255,24 @@ query_cancel(struct db_pool *pool, struct db_conn *c)
 		query_cancel_main(cancel); /* no thread: here, then */
 }
 
+/* Drops statement i from c, to be prepared again at its next use: 0, or
+ * -1 when DEALLOCATE failed. */
+static int
+query_unprepare(struct db_conn *c, unsigned int i,
+                const struct db_statement *st)
+{
+	char sql[128];
+	PGresult *r;
+	int ret;
+
+	snprintf(sql, sizeof(sql), "DEALLOCATE \"%s\"", st->name);
+	r = PQexec(c->pg, sql);
+	ret = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+	PQclear(r);
+	c->prepared[i] = 0;
+	return ret;
+}
+
 /* Whether a failure with sqlstate leaves c unfit for the next statement. */
 static int
 query_broken(const char *sqlstate, const PGconn *pg)
@@ -284,7 +305,7 @@ query_run(const struct request *req, struct db_pool *pool, unsigned int i,
 	enum db_wait w;
 	int gone = request_gone_fd(req), broken;
 
-	got = db_acquire(pool, &c);
+	got = db_acquire_waited(pool, req->started_ms - req->queued_ms, &c);
 	if (got != DB_OK) {
 		if (got == DB_EXHAUSTED)
 			reply_error(rep, 503,
@@ -339,6 +360,20 @@ failed:
 	db_pool_count_error(pool, i, state);
 	query_log(st, state, r, c->pg, v.status);
 	broken = query_broken(state, c->pg);
+	if (!broken && state != NULL && strcmp(state, "0A000") == 0 &&
+	    query_unprepare(c, i, st) != 0) {
+		broken = 1; /* c keeps the stale statement: c goes */
+	} else if (!broken && state != NULL && strcmp(state, "0A000") == 0) {
+		/* "cached plan must not change result type": the schema
+		 * changed under the statement. Prepared afresh at its next
+		 * run, here once more; the database check compares again. */
+		db_pool_schema_changed(pool, st->name);
+		if (!last) {
+			PQclear(r);
+			db_release(pool, c, 0);
+			return QUERY_AGAIN;
+		}
+	}
 	if (v.retry && !last) {
 		PQclear(r);
 		db_release(pool, c, broken);
@@ -349,7 +384,10 @@ failed:
 	db_release(pool, c, broken);
 	return QUERY_FAILED;
 cut:
+	/* Every use of the pool before the release in query_cancel. */
 	db_pool_observe(pool, i, now_ns() - t0);
+	if (w != DB_WAIT_GONE)
+		db_pool_count_error(pool, i, "57014");
 	query_cancel(pool, c);
 	if (w == DB_WAIT_GONE) {
 		log_info("database: statement %s: the client left; cancelled",
@@ -359,7 +397,6 @@ cut:
 		            "cancelled");
 		return QUERY_FAILED;
 	}
-	db_pool_count_error(pool, i, "57014");
 	log_warn("database: statement %s: SQLSTATE 57014 (504): no answer "
 	         "within %u ms; cancelled, its connection discarded",
 	         st->name, limit);
@@ -377,6 +414,17 @@ db_query(const struct request *req, const struct db_statement *st,
 	*res = NULL;
 	if (pool == NULL) {
 		reply_error(rep, 503, "no database is configured");
+		return -1;
+	}
+	if (req->queued_ms == 0) {
+		/* An I/O thread: waiting on the database here would stall
+		 * every connection it serves. Said once: a route's error. */
+		if (!atomic_exchange(&io_thread_logged, 1))
+			log_error("database: statement %s: db_query on an I/O "
+			          "thread: mark the route ROUTE_BLOCKING",
+			          st->name);
+		reply_error(rep, 500,
+		            "a database statement outside the handler pool");
 		return -1;
 	}
 	i = db_pool_statement(pool, st);

@@ -56,7 +56,10 @@ struct db_result;
  * log line naming st->name and the SQLSTATE. A serialization failure or
  * deadlock is run once more first. The statement is cancelled, and its
  * connection discarded, when the client leaves (request_gone_fd) or the
- * statement deadline (--database-timeout) passes.
+ * statement deadline (--database-timeout) passes. On a request that is not
+ * on the handler pool (req->queued_ms 0: an I/O thread) it refuses with a
+ * 500, logged once: "db_query on an I/O thread: mark the route
+ * ROUTE_BLOCKING".
  */
 int db_query(const struct request *req, const struct db_statement *st,
              const char *const *values, struct db_result **res,

@@ -131,8 +131,16 @@ db_statements_check(struct pg_conn *pg, const struct db_statement *st,
 			return -2;
 		}
 		if (got != 0) {
+			const char *state =
+			    r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+			              : NULL;
+			int locked =
+			    state != NULL && strcmp(state, "55P03") == 0;
+
 			server_error(why, len, st[i].name, r, pg);
 			PQclear(r);
+			if (locked)
+				return -3;
 			return PQstatus(pg) == CONNECTION_OK ? -1 : -2;
 		}
 		if (!PQsendDescribePrepared(pg, st[i].name)) {
@@ -179,6 +187,12 @@ db_schema_check(const char *conninfo, const struct db_statement *st,
 
 		snprintf(why, len, "the database cannot be reached: %.*s",
 		         (int)strcspn(e, "\n"), e);
+		goto out;
+	}
+	pending =
+	    n_m > 0 ? db_migrate_changed(pg, m, n_m, names, sizeof(names)) : 0;
+	if (pending > 0) {
+		snprintf(why, len, "%s: checksum changed", names);
 		goto out;
 	}
 	pending =

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "dispatch.h"
 #include "pool.h"
 #include "reply.h"
@@ -96,6 +97,18 @@ each_snapshot(void *ctx, enum request_field field, const char *name,
 			fn(arg, ex->snap.at[i].value);
 }
 
+/*
+ * The reply start_job allocates for the handler, with when the request was
+ * queued: the exchange's job_reply points at rep, its first member, so
+ * exchange.c frees the whole as it frees a reply.
+ */
+struct job_reply {
+	struct reply rep;
+	long long queued_ms;
+};
+
+#define JOB_REPLY_OF(r) ((struct job_reply *)(void *)(r))
+
 #define EXCHANGE_OF(t)                                                         \
 	((struct exchange *)(void *)((char *)(t)-offsetof(struct exchange,     \
 	                                                  task)))
@@ -113,6 +126,8 @@ job_run(struct pool_task *task)
 	if (ex->method_head)
 		req.method = "HEAD";
 	req.body = ex->job_body;
+	req.queued_ms = JOB_REPLY_OF(ex->job_reply)->queued_ms;
+	req.started_ms = now_ms();
 	if (ex->gone != NULL)
 		watch = gone_claim(ex->gone, ex);
 	if (watch != NULL) {
@@ -189,9 +204,13 @@ start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
           json_t *body)
 {
 	const union MHD_ConnectionInfo *fd;
+	struct job_reply *jr = calloc(1, sizeof(*jr));
 
-	ex->job_reply = calloc(1, sizeof(*ex->job_reply));
-	if (ex->job_reply == NULL || snapshot_take(conn, &ex->snap) != 0) {
+	if (jr != NULL) {
+		jr->queued_ms = now_ms();
+		ex->job_reply = &jr->rep; /* the exchange's now */
+	}
+	if (jr == NULL || snapshot_take(conn, &ex->snap) != 0) {
 		json_decref(body);
 		return send_error(srv, conn, ex, 500, ex->chunked,
 		                  "out of memory copying the request");

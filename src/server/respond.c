@@ -174,8 +174,11 @@ send_reply(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 		if (resp == NULL)
 			goto out;
 	}
-	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) !=
-	        MHD_YES ||
+	/* A 204 or a 304 has no content, so no type for it: whatever the
+	 * handler set, none is sent. */
+	if ((status != MHD_HTTP_NO_CONTENT && status != MHD_HTTP_NOT_MODIFIED &&
+	     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                             type) != MHD_YES) ||
 	    MHD_add_response_header(resp, "X-Request-Id", ex->request_id) !=
 	        MHD_YES)
 		goto out;
