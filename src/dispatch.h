@@ -16,6 +16,10 @@
  * by parameters. A ROUTE_JSON_BODY route gets 415 otherwise. */
 int dispatch_is_json(const char *content_type);
 
+/* The 415's detail when it does not. */
+#define DISPATCH_NOT_JSON                                                      \
+	"the request body must be application/json or application/*+json"
+
 /*
  * For a ROUTE_JSON_BODY route: parses the len bytes at body (NULL: none)
  * into *out (the caller's to json_decref). 0, or -1 with rep filled: 413

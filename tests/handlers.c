@@ -73,8 +73,10 @@ test_echo_refused(void)
 	                              .body = "{}"},
 	            &rep);
 	is(rep.status, 415, "POST /echo without Content-Type is 415");
-	is_str(detail(&rep), "the request body must be application/json",
-	       "the Content-Type rule answered");
+	is_str(
+	    detail(&rep),
+	    "the request body must be application/json or application/*+json",
+	    "the Content-Type rule answered");
 	reply_release(&rep);
 	oneshot_run(&(struct oneshot){.method = "POST",
 	                              .target = "/echo",
@@ -298,8 +300,10 @@ test_notes(void)
 	notes_shot("POST", "/notes", json_header, big, 503, no_db, NULL);
 	notes_shot("POST", "/notes", json_header, "[]", 422,
 	           "the body does not fit: 1 error", "# must be an object");
-	notes_shot("POST", "/notes", text, "{}", 415,
-	           "the request body must be application/json", NULL);
+	notes_shot(
+	    "POST", "/notes", text, "{}", 415,
+	    "the request body must be application/json or application/*+json",
+	    NULL);
 
 	notes_shot("PATCH", "/notes/1", patch, "{}", 503, no_db, NULL);
 	notes_shot("PATCH", "/notes/1", json_header,
@@ -311,8 +315,10 @@ test_notes(void)
 	           "characters; #/id is not a known field");
 	notes_shot("PATCH", "/notes/x", patch, "{\"title\":null}", 400, bad_id,
 	           NULL);
-	notes_shot("PATCH", "/notes/1", text, "{}", 415,
-	           "the request body must be application/json", NULL);
+	notes_shot(
+	    "PATCH", "/notes/1", text, "{}", 415,
+	    "the request body must be application/json or application/*+json",
+	    NULL);
 
 	notes_shot("GET", "/notes/1", NULL, NULL, 503, no_db, NULL);
 	notes_shot("GET", "/notes/0", NULL, NULL, 400, bad_id, NULL);

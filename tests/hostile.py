@@ -261,7 +261,7 @@ CASES = [
     ("a JSON body denser than one value per 8 bytes", echo(b"[" + b"0," * 1000 + b"0]"), 413, "microd",
      "the JSON body holds more values than its size allows (one per 8 bytes, plus 64)"),
     ("wrong Content-Type", echo(b'{"a":1}', b"text/plain"), 415, "microd",
-     "the request body must be application/json"),
+     "the request body must be application/json or application/*+json"),
 ]
 
 # libmicrohttpd 0.9.75 refuses a bad Content-Length while it reads the head

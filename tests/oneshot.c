@@ -199,9 +199,7 @@ oneshot_run(const struct oneshot *in, struct reply *rep)
 	if (res.route->flags & ROUTE_JSON_BODY) {
 		if (!dispatch_is_json(
 		        lookup(&s, REQUEST_HEADER, "Content-Type"))) {
-			reply_error(
-			    rep, 415,
-			    "the request body must be application/json");
+			reply_error(rep, 415, DISPATCH_NOT_JSON);
 			goto out;
 		}
 		if (dispatch_json(in->body, blen, &req.body, rep) != 0)

@@ -221,8 +221,7 @@ on_headers(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
 	    (ex->res.route->flags & ROUTE_JSON_BODY) &&
 	    !dispatch_is_json(MHD_lookup_connection_value(
 	        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
-		return send_error(srv, conn, ex, 415, 1,
-		                  "the request body must be application/json");
+		return send_error(srv, conn, ex, 415, 1, DISPATCH_NOT_JSON);
 	/* A body that will be buffered takes its share of the budget now,
 	 * before any of it is read; a chunked one as it grows. */
 	if (ex->takes_body && f.sized && f.length > 0 &&
