@@ -161,7 +161,9 @@ def k8s_env():
     """The manifest's env, plus what Kubernetes injects for Services named microd, api and redis-cache."""
     doc = [d for d in yaml.safe_load_all(open(os.path.join(ROOT, "dist/kubernetes.yaml"))) if d["kind"] == "Deployment"][0]
     spec = doc["spec"]["template"]["spec"]
-    env = [(e["name"], str(e["value"])) for e in spec["containers"][0].get("env", [])]
+    # A variable from the optional Secret (valueFrom) is unset here: no
+    # Secret, as in a cluster without a database.
+    env = [(e["name"], str(e["value"])) for e in spec["containers"][0].get("env", []) if "value" in e]
     injected = []
     for name, ip, port in (("MICROD", "10.96.0.12", 80), ("API", "10.96.3.4", 8080), ("REDIS_CACHE", "10.96.7.1", 6379)):
         injected += [("%s_SERVICE_HOST" % name, ip), ("%s_SERVICE_PORT" % name, str(port)),
