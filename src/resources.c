@@ -30,11 +30,14 @@
 
 /*
  * Descriptors kept for other things than client connections: the standard
- * ones, listening sockets, files, database and outbound connections, and per
- * worker thread its epoll set, inter-thread channel, ticker socketpair and
- * shadow set (src/server/ticker.c) and the watchdog's check.
+ * ones, listening sockets, files and outbound connections; per worker thread
+ * its epoll set, inter-thread channel, ticker socketpair and shadow set
+ * (src/server/ticker.c) and the watchdog's check; per handler thread the
+ * descriptor that tells it its client left (src/server/gone.c); and each
+ * connection of the database pool.
  */
-#define FILES_RESERVE(threads) (256ULL + 8ULL * (threads))
+#define FILES_RESERVE(threads, handlers, db)                                   \
+	(256ULL + 8ULL * (threads) + (unsigned long long)(handlers) + (db))
 
 /* Past this the default connection limit stops following the descriptors. */
 #define MAX_CONNECTIONS 1000000ULL
@@ -473,7 +476,13 @@ resources_fit(struct config *cfg, const struct resources *res,
 	snprintf(cfg->connections_from, sizeof(cfg->connections_from), "%s",
 	         limit_from != NULL ? limit_from : "default");
 	if (limit_from == NULL && res->files > 0) {
-		unsigned long long reserve = FILES_RESERVE(cfg->threads);
+		/* --database-pool's own default comes later: the handlers. */
+		unsigned int db = cfg->database == NULL ? 0
+		                  : cfg->database_pool != 0
+		                      ? cfg->database_pool
+		                      : cfg->handler_threads;
+		unsigned long long reserve =
+		    FILES_RESERVE(cfg->threads, cfg->handler_threads, db);
 
 		conns = res->files > reserve + MIN_CONNECTIONS
 		            ? res->files - reserve

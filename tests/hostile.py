@@ -321,6 +321,20 @@ SMUGGLING = [
 ]
 
 
+def cookie_memory():
+    """microd.8, LIMITS: a Cookie of 8 KiB needs --connection-memory 18k
+    (it counts twice); 16k refuses it."""
+    head = G + b"Cookie: " + b"a" * 8192 + b"\r\nConnection: close\r\n\r\n"
+    for mem, want in (("16k", 431), ("18k", 200)):
+        proc, port, log = start_microd([BIN, "--bind", "127.0.0.1", "--port", "0", "--connection-memory", mem])
+        if not ok(port is not None, "microd --connection-memory %s starts" % mem):
+            proc.kill()
+            continue
+        st, _, _, _ = exchange(port, head)
+        ok(st == want, "  a head with an 8 KiB Cookie: %s (want %d)" % (st, want))
+        stop_microd(proc, log)
+
+
 def chunked_over_limit():
     """A chunked body cannot be refused until it ends (0.9.75 queues a reply
     only before the body or after all of it). microd reads up to --max-body
@@ -509,6 +523,7 @@ def main():
        "a raw control byte in the target is logged escaped (\\u0001), never as the byte %r" % raw[:1])
     status = stop_microd(proc, log)
     chunked_over_limit()
+    cookie_memory()
     ok(status == 0, "microd stops cleanly after all of it (exit %s)" % status)
     ok("AddressSanitizer" not in text and "runtime error" not in text, "no sanitizer report in the log")
     return done()

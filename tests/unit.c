@@ -1384,12 +1384,24 @@ test_resources(void)
 	   "budget");
 	res.files = 20000;
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
-	ok(cfg.connection_limit == 20000 - 256 - 8 * 8 &&
+	ok(cfg.connection_limit == 20000 - 256 - 8 * 8 - 8 &&
 	       strcmp(cfg.connections_from,
-	              "the descriptor limit 20000, less 320") == 0,
-	   "20,000 descriptors, 8 threads: the limit follows them, less 256 "
-	   "and 8 a thread (%u, %s)",
+	              "the descriptor limit 20000, less 328") == 0,
+	   "20,000 descriptors, 8 threads, 8 handler threads: the limit "
+	   "follows them, less 256, 8 a thread and 1 a handler (%u, %s)",
 	   cfg.connection_limit, cfg.connections_from);
+	parse_res(&cfg, &res, err, sizeof(err),
+	          (const char *[]){"--handler-threads", "256", "--database",
+	                           "host=/tmp", NULL});
+	ok(cfg.connection_limit == 20000 - 256 - 8 * 8 - 256 - 256,
+	   "  256 handler threads and a database pool of as many: 1 each "
+	   "more (%u, %s)",
+	   cfg.connection_limit, cfg.connections_from);
+	parse_res(&cfg, &res, err, sizeof(err),
+	          (const char *[]){"--handler-threads", "256", "--database",
+	                           "host=/tmp", "--database-pool", "4", NULL});
+	ok(cfg.connection_limit == 20000 - 256 - 8 * 8 - 256 - 4,
+	   "  a pool of 4 counts 4 (%u)", cfg.connection_limit);
 	res.files = 100;
 	parse_res(&cfg, &res, err, sizeof(err), (const char *[]){NULL});
 	is(cfg.connection_limit, 16, "100 descriptors: the floor, 16");
