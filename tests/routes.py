@@ -365,8 +365,9 @@ def test_half_close(port):
     """libmicrohttpd 0.9.75 in poll mode reads a client's end of file when it
     resumes a request, and closes: a blocking route's reply is lost to a
     client that half-closed after sending (microd.8's BUGS). In epoll mode,
-    the default, the reply arrives. Pinned, so a library that changes it is
-    noticed."""
+    the default, it may arrive or not (seen both ways, even for a lone
+    client under load): never anything else. Pinned, so a library that
+    changes it is noticed."""
     def half(p, path):
         s = socket.create_connection(("127.0.0.1", p), timeout=10)
         s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
@@ -375,8 +376,9 @@ def test_half_close(port):
         s.close()
         return got
     ok(half(port, "/status/200").startswith(b"HTTP/1.1 200 "), "a half-closed client gets a plain route's reply")
-    ok(half(port, "/delay/100").startswith(b"HTTP/1.1 200 "),
-       "  and, with the default event loop (epoll), a blocking route's")
+    got = half(port, "/delay/100")
+    ok(got == b"" or (got.startswith(b"HTTP/1.1 200 ") and b'"delayed_ms":100' in got and got.endswith(b'}\n')),
+       "  with the default event loop (epoll), a blocking route's: the whole reply or none (%r)" % got[:40])
     proc, pport, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--example-routes",
                                      "--event-loop", "poll"])
     if not ok(pport is not None, "microd --event-loop poll started"):
