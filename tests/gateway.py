@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from server import BIN, start_microd, stop_microd
+from server import BIN, http_once, start_microd, stop_microd
 from tap import done, ok
 
 SANITIZED = "/sanitize/" in BIN or "/tsan/" in BIN
@@ -68,19 +68,8 @@ sys.stdin.read()
 def get(port, path, timeout=5):
     """(answer bytes or None, ms) for one request on a new connection."""
     t0 = time.monotonic()
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-        s.close()
-    except OSError:
-        data = None
-    return data, (time.monotonic() - t0) * 1000
+    st, data = http_once(port, path, timeout=timeout)
+    return (data if st is not None else None), (time.monotonic() - t0) * 1000
 
 
 def health_ok(port):

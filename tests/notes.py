@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from pg import Cluster
-from server import BIN, poll, recv_all, start_microd, stop_microd
+from server import BIN, poll, readme_code, recv_all, start_microd, stop_microd
 from tap import done, ok
 
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z"
@@ -567,11 +567,7 @@ def test_ready_while_busy(pg):
 def test_readme():
     """The README's handler and statement row are the source's, verbatim."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("### A resource on PostgreSQL\n"):]
-    section = section[:re.search(r"\n##+ ", section[4:]).start() + 4]
-    blocks = re.findall(r"```c\n(.*?)```", section, re.S)
+    blocks = readme_code("### A resource on PostgreSQL")
     with open(os.path.join(root, "src/app/notes.c")) as f:
         notes = f.read()
     with open(os.path.join(root, "src/app/statements.c")) as f:

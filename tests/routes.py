@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from server import BIN, free_port, poll, recv_all, start_microd, stop_microd, wait_exit
+from server import BIN, free_port, poll, readme_code, recv_all, start_microd, stop_microd, wait_exit
 from tap import done, ok
 
 HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
@@ -405,13 +405,9 @@ def test_readme():
     """The README's "Adding a route" code is the source's, byte for byte, and
     so is its handler test."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "README.md")) as f:
-        readme = f.read()
     # From its heading to the next one ("### Testing a handler"), so a code
     # block there is never taken for one of the route's two.
-    section = readme[readme.index("### Adding a route\n"):]
-    section = section[:re.search(r"\n##+ ", section[4:]).start() + 4]
-    blocks = re.findall(r"```c\n(.*?)```", section, re.S)
+    blocks = readme_code("### Adding a route")
     with open(os.path.join(root, "src/app/examples.c")) as f:
         examples = f.read()
     with open(os.path.join(root, "src/app/routes.c")) as f:
@@ -421,9 +417,7 @@ def test_readme():
     ok(len(blocks) == 2 and blocks[1] in router, "its route row is in src/app/routes.c, verbatim")
     # The handler test: a function of tests/handlers.c, which make check
     # runs, called from its main(), at most 15 lines.
-    section = readme[readme.index("### Testing a handler\n"):]
-    section = section[:re.search(r"\n##+ ", section[4:]).start() + 4]
-    blocks = re.findall(r"```c\n(.*?)```", section, re.S)
+    blocks = readme_code("### Testing a handler")
     with open(os.path.join(root, "tests/handlers.c")) as f:
         handlers = f.read()
     name = re.match(r"static void\n(\w+)\(void\)\n", blocks[0]) if len(blocks) == 1 else None

@@ -96,3 +96,14 @@ def http_once(port, path="/health", method="GET", body=None, timeout=5):
         return None, str(e).encode()
     m = re.match(rb"HTTP/1\.1 (\d{3})", data)
     return (int(m.group(1)), data) if m else (None, b"no status line: %r" % data[:60])
+
+
+def readme_code(heading):
+    """The ```c blocks of README.md's section under heading ("### Adding a
+    route"), up to the next heading of any level."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index(heading + "\n"):]
+    section = section[:re.search(r"\n##+ ", section[4:]).start() + 4]
+    return re.findall(r"```c\n(.*?)```", section, re.S)
