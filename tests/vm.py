@@ -218,7 +218,7 @@ def test_cgroup_limits(vm):
     http(vm.http_port)
     log = vm.out("journalctl -q --no-pager -o cat -u microd.service --since @%s" % since)
     where = "/sys/fs/cgroup/system.slice/microd.service"
-    ok("1 threads (poll; from cgroup CPU quota 100000/100000 us in %s)" % where in log,
+    ok("1 threads (epoll; from cgroup CPU quota 100000/100000 us in %s)" % where in log,
        "CPUQuota=100%%: 1 thread, from cgroup v2 cpu.max: %s" % re.findall(r"\d+ threads \([^)]*\)", log))
     ok("limits: 1820 connections" in log and "connection limit from 64 MiB cgroup memory limit in %s" % where in log,
        "MemoryMax=64M: 1820 connections, from cgroup v2 memory.max: %s" % re.findall(
