@@ -97,18 +97,6 @@ each_snapshot(void *ctx, enum request_field field, const char *name,
 			fn(arg, ex->snap.at[i].value);
 }
 
-/*
- * The reply start_job allocates for the handler, with when the request was
- * queued: the exchange's job_reply points at rep, its first member, so
- * exchange.c frees the whole as it frees a reply.
- */
-struct job_reply {
-	struct reply rep;
-	long long queued_ms;
-};
-
-#define JOB_REPLY_OF(r) ((struct job_reply *)(void *)(r))
-
 #define EXCHANGE_OF(t)                                                         \
 	((struct exchange *)(void *)((char *)(t)-offsetof(struct exchange,     \
 	                                                  task)))
@@ -126,7 +114,7 @@ job_run(struct pool_task *task)
 	if (ex->method_head)
 		req.method = "HEAD";
 	req.body = ex->job_body;
-	req.queued_ms = JOB_REPLY_OF(ex->job_reply)->queued_ms;
+	req.queued_ms = ex->queued_ms;
 	req.started_ms = now_ms();
 	if (ex->gone != NULL)
 		watch = gone_claim(ex->gone, ex);
@@ -204,13 +192,9 @@ start_job(struct server *srv, struct MHD_Connection *conn, struct exchange *ex,
           json_t *body)
 {
 	const union MHD_ConnectionInfo *fd;
-	struct job_reply *jr = calloc(1, sizeof(*jr));
-
-	if (jr != NULL) {
-		jr->queued_ms = now_ms();
-		ex->job_reply = &jr->rep; /* the exchange's now */
-	}
-	if (jr == NULL || snapshot_take(conn, &ex->snap) != 0) {
+	ex->job_reply = calloc(1, sizeof(*ex->job_reply));
+	ex->queued_ms = now_ms();
+	if (ex->job_reply == NULL || snapshot_take(conn, &ex->snap) != 0) {
 		json_decref(body);
 		return send_error(srv, conn, ex, 500, ex->chunked,
 		                  "out of memory copying the request");

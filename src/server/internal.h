@@ -173,6 +173,7 @@ struct exchange {
 	struct conn_state *cs; /* its connection's; NULL: none (no memory) */
 	json_t *job_body;
 	struct reply *job_reply; /* the handler's, from start_job on */
+	long long queued_ms;     /* when start_job queued it (now_ms) */
 	int method_head;         /* a HEAD request, served by a GET route */
 	int own;    /* sent by microd itself: the pool check, watchdog */
 	int ticker; /* a ticker's endless request: none of the above */
