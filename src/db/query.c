@@ -447,6 +447,33 @@ db_query(const struct request *req, const struct db_statement *st,
 	return -1; /* not reached: the second run is the last */
 }
 
+int
+db_pipeline(const struct request *req, struct db_call *calls, unsigned int n,
+            struct reply *rep)
+{
+	unsigned int k;
+
+	/* First cut: one statement after the other; the pipeline replaces
+	 * this loop. */
+	for (k = 0; k < n; k++)
+		calls[k].res = NULL;
+	if (n == 0 || n > DB_PIPELINE_MAX) {
+		reply_error(rep, 500, "the database failed the statement");
+		return -1;
+	}
+	for (k = 0; k < n; k++)
+		if (db_query(req, calls[k].st, calls[k].values, &calls[k].res,
+		             rep) != 0)
+			goto fail;
+	return 0;
+fail:
+	for (unsigned int j = 0; j < k; j++) {
+		db_result_free(calls[j].res);
+		calls[j].res = NULL;
+	}
+	return -1;
+}
+
 unsigned int
 db_result_rows(const struct db_result *res)
 {

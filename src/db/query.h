@@ -65,6 +65,26 @@ int db_query(const struct request *req, const struct db_statement *st,
              const char *const *values, struct db_result **res,
              struct reply *rep);
 
+/* One statement of a db_pipeline: st with its values in; res out. */
+struct db_call {
+	const struct db_statement *st;
+	const char *const *values;
+	struct db_result *res; /* set when db_pipeline returns 0 */
+};
+
+/*
+ * Runs calls[0..n) in order as one implicit transaction, sent together on
+ * one connection (libpq's pipeline mode): n statements, one round trip.
+ * 0 with every calls[k].res set (each freed with db_result_free), or -1
+ * with rep set as db_query says, for the first statement that failed; the
+ * others' effects are rolled back, and no res is set. A serialization
+ * failure or deadlock runs the whole batch once more. n is at most
+ * DB_PIPELINE_MAX.
+ */
+#define DB_PIPELINE_MAX 512
+int db_pipeline(const struct request *req, struct db_call *calls,
+                unsigned int n, struct reply *rep);
+
 unsigned int db_result_rows(const struct db_result *res);
 
 /* Row row's column col as text, NULL for SQL NULL; owned by res. */
