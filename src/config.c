@@ -40,6 +40,16 @@ parse_event_loop(const char *s)
 	return -1;
 }
 
+static int
+parse_on_off(const char *s)
+{
+	if (strcmp(s, "on") == 0)
+		return 1;
+	if (strcmp(s, "off") == 0)
+		return 0;
+	return -1;
+}
+
 /* Room for the longest check a value can hold, and one byte over. */
 #define CHECK_SPEC_MAX                                                         \
 	(HEALTH_NAME_MAX + HEALTH_HOST_MAX + HEALTH_PATH_MAX + 32)
@@ -282,6 +292,13 @@ static const struct option options[] = {
      "statement_timeout (default 5)",
      SECONDS(database_timeout_ms, 1, 3600), .dflt = "5",
      .accepts = ", e.g. 5 or 0.5"},
+    {"database-pipeline", "MICROD_DATABASE_PIPELINE", "on|off",
+     "on (default): the statements of several requests travel together on "
+     "each connection, a request's statements in one round trip; off: one "
+     "statement a round trip, one request at a time on a connection (see "
+     "microd(8), DATABASE)",
+     WORD(database_pipeline, parse_on_off), .dflt = "on",
+     .accepts = "on or off"},
     {"migrate", "MICROD_MIGRATE", NULL,
      "with --database, apply the pending migrations (as microd migrate "
      "does) before serving; a failure stops the start with microd "
@@ -674,9 +691,10 @@ print_database(const struct config *cfg, FILE *out)
 	shown = db_conninfo_redact(cfg->database); /* parsed before */
 	fprintf(out,
 	        "database %s: %u connections, acquire timeout %u ms, "
-	        "statement timeout %u ms\n",
+	        "statement timeout %u ms, pipeline %s\n",
 	        shown != NULL ? shown : "(not shown)", cfg->database_pool,
-	        cfg->database_acquire_timeout_ms, cfg->database_timeout_ms);
+	        cfg->database_acquire_timeout_ms, cfg->database_timeout_ms,
+	        cfg->database_pipeline ? "on" : "off");
 	free(shown);
 }
 

@@ -62,6 +62,7 @@ struct config {
 	                             * as handler threads */
 	unsigned int database_acquire_timeout_ms;
 	unsigned int database_timeout_ms; /* each statement's deadline */
+	int database_pipeline;            /* --database-pipeline on: 1 */
 	int migrate; /* --migrate: apply pending migrations before serving */
 	unsigned int shutdown_timeout_ms;
 	unsigned int drain_delay_ms; /* ready turns 503 this long before */

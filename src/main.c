@@ -531,6 +531,7 @@ open_database(struct runtime *rt, const struct config *cfg)
 	    .size = cfg->database_pool,
 	    .acquire_timeout_ms = cfg->database_acquire_timeout_ms,
 	    .statement_timeout_ms = cfg->database_timeout_ms,
+	    .pipeline = cfg->database_pipeline,
 	    .statements = app_statements,
 	    .n_statements = app_statements_count,
 	    .migrations = app_migrations,

@@ -79,7 +79,7 @@ def test_down_then_up_then_down(pg):
     text = open(log).read()
     ok("check database: not run -> fail: " + DOWN in text, "  the log: check database: not run -> fail: ...")
     ok(re.search(r"database: user='microd' dbname='microd' host='127\.0\.0\.1' port='%d', 3 connections, "
-                 r"acquire timeout 300 ms, statement timeout 2000 ms" % pg.port, text),
+                 r"acquire timeout 300 ms, statement timeout 2000 ms, pipeline on" % pg.port, text),
        "  the pool's log line names the database without its password, and the flags' settings")
     ok(re.search(r"database: cannot connect: connection to server at \\\"127\.0\.0\.1\\\", port %d failed: "
                  r"Connection refused" % pg.port, text),
@@ -227,12 +227,12 @@ def test_settings(pg):
     shown = "user='microd' dbname='microd' host='127.0.0.1' port='%d'" % pg.port
     rc, line, out = check_config(["--database", pg.uri, "--handler-threads", "5"], env)
     ok(rc == 0 and line == "database %s: 5 connections, acquire timeout 1000 ms, statement timeout "
-       "5000 ms" % shown, "--check-config: the database without its password, the pool as large as "
+       "5000 ms, pipeline on" % shown, "--check-config: the database without its password, the pool as large as "
        "--handler-threads (%r)" % line)
     ok(pg.password not in out, "  the password is not in its output")
     rc, line, out = check_config(["--database", pg.uri, "--database-pool", "7",
                                   "--database-acquire-timeout", "0.25", "--database-timeout", "2"], env)
-    ok(rc == 0 and line == "database %s: 7 connections, acquire timeout 250 ms, statement timeout 2000 ms"
+    ok(rc == 0 and line == "database %s: 7 connections, acquire timeout 250 ms, statement timeout 2000 ms, pipeline on"
        % shown, "  --database-pool, --database-acquire-timeout, --database-timeout (%r)" % line)
     rc, line, out = check_config([], dict(env, DATABASE_URL=pg.uri))
     ok(rc == 0 and line is not None and line.startswith("database " + shown),
@@ -241,7 +241,7 @@ def test_settings(pg):
                                           MICROD_DATABASE=pg.socket_conninfo,
                                           MICROD_DATABASE_POOL="4"))
     ok(rc == 0 and line == "database user='microd' dbname='microd' host='%s' port='%d': 4 connections, "
-       "acquire timeout 1000 ms, statement timeout 5000 ms" % (pg.dir, pg.port),
+       "acquire timeout 1000 ms, statement timeout 5000 ms, pipeline on" % (pg.dir, pg.port),
        "  MICROD_DATABASE before DATABASE_URL, key=value, MICROD_DATABASE_POOL (%r)" % line)
     rc, line, out = check_config([], env)
     ok(rc == 0 and line == "database: off", "  without it: database: off (%r)" % line)

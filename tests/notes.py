@@ -436,6 +436,18 @@ def test_pool_exhausted(pg):
         return
     nid = int(pg.psql("select max(id) from notes").strip())
     lock = Locker(pg, row=nid)
+    # Both connections busy first: two PATCHes wait on the lock, one on
+    # each (a lane takes none behind a request older than 5 ms).
+    first = []
+    for i in range(2):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        body = b'{"body":"x"}'
+        s.sendall(b"PATCH /notes/%d HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (nid, len(body), body))
+        first.append(s)
+    ok(poll(lambda: pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                            "and query like 'UPDATE notes%'").strip() == "2", 5, 0.02),
+       "  2 PATCHes wait on the lock, one on each connection")
     out = [None] * 40
 
     def one(i):
@@ -457,6 +469,8 @@ def test_pool_exhausted(pg):
        % (len(n503), acquire + 0.1, ["%.2f s" % o[1] for o in late][:5]))
     ok(all(o[2] == want and o[3] == "1" for o in n503),
        "  each saying %r, Retry-After: 1 (%s)" % (want, sorted(set(o[2] for o in n503))))
+    for s in first:
+        s.close()
     stop_microd(proc, log)
 
 

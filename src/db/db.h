@@ -53,6 +53,10 @@ struct db_pool_options {
 	unsigned int connect_timeout_ms;   /* one attempt; 0: 5000 */
 	unsigned int backoff_min_ms; /* between failed attempts, doubling */
 	unsigned int backoff_max_ms; /* with jitter; 0: 50 and 1000 */
+	/* Several requests' statements in flight on each connection (libpq's
+	 * pipeline mode); 0: one statement a round trip, one request's
+	 * statements at a time on a connection. */
+	int pipeline;
 };
 
 struct db_pool;

@@ -9,14 +9,25 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stddef.h>
 
 #include "db.h"
 #include "query.h"
 
+/* A statement's state on one connection (db_conn.prepared[i]). */
+enum {
+	DB_UNPREPARED = 0,
+	DB_PREPARED = 1,
+	DB_STALE = 2, /* its cached plan no longer fits (0A000): DEALLOCATE */
+};
+
+/* Parameters of one statement at most. */
+#define DB_PARAMS_MAX 64
+
 /*
- * One connection of a pool. prepared[i] says the pool's statement i is
- * prepared on it; a connection is used by one thread at a time, so the
+ * One connection of a pool. prepared[i] says where the pool's statement i
+ * stands on it; a connection is used by one thread at a time, so the
  * flags need no lock.
  */
 struct db_conn {
@@ -26,6 +37,19 @@ struct db_conn {
 };
 
 /* pool.c */
+
+/* A connection for a lane (pipeline.c), waiting at most timeout_ms; not
+ * counted in the acquire metrics (db_pool_count_acquire is). */
+enum db_acquire_result db_take_lane(struct db_pool *pool,
+                                    unsigned int timeout_ms,
+                                    struct db_conn **out);
+
+/* A batch waited waited_ns for a lane to send it; timed_out: in vain. */
+void db_pool_count_acquire(struct db_pool *pool, long long waited_ns,
+                           int timed_out);
+
+/* The pool's lanes, which run every statement of the handlers. */
+struct db_lanes *db_pool_lanes(struct db_pool *pool);
 
 /* The pool's settings (its table among them); borrowed from the pool. */
 const struct db_pool_options *db_pool_settings(const struct db_pool *pool);
@@ -48,6 +72,77 @@ void db_pool_schema_changed(struct db_pool *pool, const char *name);
 /* Statement i failed with sqlstate (NULL: no SQLSTATE, counted as 08). */
 void db_pool_count_error(struct db_pool *pool, unsigned int i,
                          const char *sqlstate);
+
+/* pipeline.c */
+
+/* How a batch ended. */
+enum db_outcome {
+	DB_RAN,         /* every result came: pg[k] each, or err */
+	DB_GONE,        /* the client left */
+	DB_TIMEOUT,     /* no answer past the deadline: the connection cut */
+	DB_LOST,        /* the connection failed under it */
+	DB_NO_SLOT,     /* not sent within the acquire timeout */
+	DB_UNREACHABLE, /* no connection: the database is down */
+	DB_CLOSING,     /* the pool stops */
+};
+
+struct item;
+
+/*
+ * One db_pipeline call's statements on their way: made by query.c, queued
+ * on a lane by db_lanes_run, answered there. The fields after `in` are the
+ * lane's while the batch is in it.
+ */
+struct db_batch {
+	const struct db_call *calls; /* values read only while sending */
+	unsigned int *stmt;          /* calls[k]'s row of the pool's table */
+	unsigned int n;
+	int gone_fd; /* turns readable when the client leaves; -1: none */
+	long long acquire_deadline_ms; /* now_ms()'s clock */
+	/* out, once db_lanes_run returned */
+	enum db_outcome outcome;
+	PGresult **pg;         /* call k's result (DB_RAN without err) */
+	long long *end_ns;     /* when it came (now_ns()'s clock) */
+	PGresult *err;         /* the first failure, or NULL */
+	unsigned int err_stmt; /* its statement's row */
+	long long err_ns;      /* when it came */
+	long long sent_ns;     /* the first statement sent; 0: never */
+	/* in: the lane's */
+	pthread_cond_t done; /* with the lane's lock: notified */
+	struct db_batch *next;
+	struct item *items;
+	unsigned int nitems, item, next_call;
+	long long head_ms; /* the oldest in flight since then */
+	int in_lane, notified, orphan;
+};
+
+/* A batch for n calls (stmt left to fill), NULL when memory is short. */
+struct db_batch *db_batch_new(const struct db_call *calls, unsigned int n);
+
+void db_batch_free(struct db_batch *b); /* NULL-safe, with its results */
+
+/*
+ * One lane a connection of the pool (opt->size), each with its thread;
+ * pipeline 0 sends one statement a round trip and one batch a lane at a
+ * time. NULL when a thread cannot start (logged).
+ */
+struct db_lanes *db_lanes_start(struct db_pool *pool,
+                                const struct db_pool_options *opt,
+                                int pipeline);
+
+/*
+ * Queues b on the lane with the fewest batches and waits for its outcome:
+ * 1 when b is the caller's again (db_batch_free), 0 when it stays in the
+ * lane (its client left while it runs pipelined with others; the lane
+ * frees it).
+ */
+int db_lanes_run(struct db_lanes *ls, struct db_batch *b);
+
+/* Answers what waits with DB_CLOSING, gives the connections back, joins
+ * the threads. Batches run after it are answered DB_CLOSING at once. */
+void db_lanes_stop(struct db_lanes *ls);
+
+void db_lanes_free(struct db_lanes *ls); /* after db_lanes_stop */
 
 /* query.c */
 

@@ -58,6 +58,7 @@ struct db_pool {
 	unsigned long long rng;           /* the connecting thread's jitter */
 	struct metrics_histogram acquire; /* db_acquire's waits */
 	struct db_stmt_stats *stmt;       /* one per opt.statements row */
+	struct db_lanes *lanes;           /* run the statements (pipeline.c) */
 	/* The statements matched the schema at the last check. */
 	_Atomic int schema_ok;
 	/* The last db_ping that got a connection passed. */
@@ -391,6 +392,7 @@ db_pool_free(struct db_pool *p)
 	free(p->conninfo);
 	free(p->shown);
 	free(p->stmt);
+	db_lanes_free(p->lanes);
 	free(p);
 }
 
@@ -453,10 +455,15 @@ db_pool_open(const struct db_pool_options *opt)
 		          strerror(err));
 		goto fail;
 	}
+	p->lanes = db_lanes_start(p, &p->opt, p->opt.pipeline);
+	if (p->lanes == NULL) {
+		db_pool_close(p);
+		return NULL;
+	}
 	log_info("database: %s, %u connections, acquire timeout %u ms, "
-	         "statement timeout %u ms",
+	         "statement timeout %u ms, pipeline %s",
 	         p->shown, p->opt.size, p->opt.acquire_timeout_ms,
-	         p->opt.statement_timeout_ms);
+	         p->opt.statement_timeout_ms, p->opt.pipeline ? "on" : "off");
 	return p;
 fail:
 	db_pool_free(p);
@@ -581,6 +588,29 @@ db_acquire_waited(struct db_pool *p, long long waited_ms, struct db_conn **out)
 }
 
 enum db_acquire_result
+db_take_lane(struct db_pool *p, unsigned int timeout_ms, struct db_conn **out)
+{
+	return db_take(p, timeout_ms, 0, out);
+}
+
+void
+db_pool_count_acquire(struct db_pool *p, long long waited_ns, int timed_out)
+{
+	if (timed_out) {
+		pthread_mutex_lock(&p->lock);
+		p->acquire_timeouts++;
+		pthread_mutex_unlock(&p->lock);
+	}
+	metrics_histogram_observe(&p->acquire, waited_ns);
+}
+
+struct db_lanes *
+db_pool_lanes(struct db_pool *p)
+{
+	return p->lanes;
+}
+
+enum db_acquire_result
 db_acquire(struct db_pool *p, struct db_conn **out)
 {
 	return db_acquire_waited(p, 0, out);
@@ -679,6 +709,8 @@ db_pool_stop(struct db_pool *p)
 		db_wake(p);
 		pthread_join(p->thread, NULL);
 	}
+	/* Their connections go back to the idle stack, freed below. */
+	db_lanes_stop(p->lanes);
 	pthread_mutex_lock(&p->lock);
 	c = p->idle;
 	p->idle = NULL;

@@ -4,10 +4,9 @@
  * prepare at first use, send with bound text parameters, wait on the
  * server, the client and the deadline, answer a failure by its SQLSTATE
  *
- * A handler calls db_query and waits for its result; how the statement
- * reaches the server (one connection per query today) is this file's and
- * pool.c's alone, so a pipeline that keeps several requests' statements in
- * flight on one connection changes nothing above them.
+ * A handler calls db_query or db_pipeline and waits for the results; the
+ * statements travel on the pool's lanes (pipeline.c), pipelined with other
+ * requests' on one connection. This file answers what came back.
  */
 #include "query.h"
 
@@ -25,10 +24,6 @@
 #include "internal.h"
 #include "log.h"
 #include "reply.h"
-
-/* Past the statement deadline, the server's own statement_timeout has
- * this long to answer (57014) before microd cancels it itself. */
-#define QUERY_GRACE_MS 250
 
 struct db_result {
 	PGresult *pg;
@@ -175,14 +170,14 @@ query_refuse(struct reply *rep, struct db_verdict v, const char *sqlstate,
 /* The server's primary message on one line, for the log only. */
 static void
 query_log(const struct db_statement *st, const char *sqlstate,
-          const PGresult *r, const PGconn *pg, unsigned int status)
+          const PGresult *r, unsigned int status)
 {
 	char msg[256];
 	const char *m =
 	    r != NULL ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
 	if (m == NULL)
-		m = PQerrorMessage(pg);
+		m = "(no message)";
 	snprintf(msg, sizeof(msg), "%s", m);
 	for (char *c = msg; *c != '\0'; c++)
 		if (*c == '\n' || *c == '\r')
@@ -192,226 +187,169 @@ query_log(const struct db_statement *st, const char *sqlstate,
 	        sqlstate != NULL ? sqlstate : "none", status, msg);
 }
 
-/*
- * Cancels sent and not yet answered. libpq 15's PQcancel blocks until the
- * server closes the cancel's connection, with no timeout of its own: a
- * database that accepts that connection and never answers (hung, or cut
- * off) would hold the thread. So each runs on a thread of its own, and past
- * this many none is sent: the server's statement_timeout ends the statement
- * anyway. Shared by every handler thread, hence atomic.
- */
-#define QUERY_CANCELS_MAX 8
-static atomic_int cancels_in_flight;
-
 /* db_query called on an I/O thread was logged; shared, hence atomic. */
 static atomic_int io_thread_logged;
 
-static void *
-query_cancel_main(void *arg)
-{
-	PGcancel *cancel = arg;
-	char err[256];
-
-	if (!PQcancel(cancel, err, sizeof(err)))
-		log_debug("database: cancel: %.*s", (int)strcspn(err, "\n"),
-		          err);
-	PQfreeCancel(cancel);
-	atomic_fetch_sub(&cancels_in_flight, 1);
-	return NULL;
-}
-
-/*
- * Cancels what runs on c and discards c: a cancel that arrives late can
- * then only hit a connection nobody uses any more (its backend's key is its
- * own). The handler does not wait for the server's answer.
- */
-static void
-query_cancel(struct db_pool *pool, struct db_conn *c)
-{
-	PGcancel *cancel = PQgetCancel(c->pg); /* outlives c */
-	pthread_attr_t attr;
-	pthread_t t;
-	int started = 0;
-
-	db_release(pool, c, 1);
-	if (cancel == NULL)
-		return;
-	if (atomic_fetch_add(&cancels_in_flight, 1) >= QUERY_CANCELS_MAX) {
-		atomic_fetch_sub(&cancels_in_flight, 1);
-		log_warn("database: %d cancels unanswered: this one is not "
-		         "sent (statement_timeout ends the statement)",
-		         QUERY_CANCELS_MAX);
-		PQfreeCancel(cancel);
-		return;
-	}
-	if (pthread_attr_init(&attr) == 0) {
-		started =
-		    pthread_attr_setdetachstate(&attr,
-		                                PTHREAD_CREATE_DETACHED) == 0 &&
-		    pthread_create(&t, &attr, query_cancel_main, cancel) == 0;
-		pthread_attr_destroy(&attr);
-	}
-	if (!started)
-		query_cancel_main(cancel); /* no thread: here, then */
-}
-
-/* Drops statement i from c, to be prepared again at its next use: 0, or
- * -1 when DEALLOCATE failed. */
+/* Whether a run may be tried once more: a serialization failure or
+ * deadlock (the verdict says retry), or a cached plan the schema changed
+ * under (0A000: prepared afresh on the next run). */
 static int
-query_unprepare(struct db_conn *c, unsigned int i,
-                const struct db_statement *st)
+query_again(const char *sqlstate, struct db_verdict v)
 {
-	char sql[128];
-	PGresult *r;
-	int ret;
+	return v.retry || (sqlstate != NULL && strcmp(sqlstate, "0A000") == 0);
+}
 
-	snprintf(sql, sizeof(sql), "DEALLOCATE \"%s\"", st->name);
-	r = PQexec(c->pg, sql);
-	ret = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
-	PQclear(r);
-	c->prepared[i] = 0;
+/* The results of a batch that ran, each the call's own. 0, or -1 when
+ * memory runs out (none set then). */
+static int
+query_take(struct db_batch *b, struct db_call *calls, unsigned int n,
+           const struct db_statement *const *st)
+{
+	unsigned int k;
+
+	for (k = 0; k < n; k++) {
+		calls[k].res = malloc(sizeof(*calls[k].res));
+		if (calls[k].res == NULL)
+			goto fail;
+		calls[k].res->pg = b->pg[k];
+		calls[k].res->st = st[k];
+	}
+	for (k = 0; k < n; k++)
+		b->pg[k] = NULL; /* the calls' now */
+	return 0;
+fail:
+	while (k-- > 0) {
+		free(calls[k].res);
+		calls[k].res = NULL;
+	}
+	return -1;
+}
+
+/* What a batch that did not run answers: the reply, the log line and the
+ * metrics. first: its first statement's row, name its name. */
+static void
+query_not_run(struct db_pool *pool, const struct db_batch *b,
+              unsigned int first, const char *name, struct reply *rep)
+{
+	const struct db_pool_options *opt = db_pool_settings(pool);
+
+	switch (b->outcome) {
+	case DB_GONE:
+		log_info("database: statement %s: the client left; cancelled",
+		         name);
+		reply_error(rep, 503,
+		            "the client left; the statement was cancelled");
+		return;
+	case DB_TIMEOUT:
+		db_pool_count_error(pool, first, "57014");
+		log_warn("database: statement %s: SQLSTATE 57014 (504): no "
+		         "answer within %u ms; cancelled, its connection "
+		         "discarded",
+		         name, opt->statement_timeout_ms);
+		query_refuse(rep, db_sqlstate_verdict("57014"), "57014",
+		             opt->statement_timeout_ms);
+		return;
+	case DB_NO_SLOT:
+		reply_error(rep, 503, "no database connection within %u ms",
+		            opt->acquire_timeout_ms);
+		log_info("database: statement %s: no connection free in time",
+		         name);
+		break;
+	case DB_UNREACHABLE:
+		reply_error(rep, 503, "the database cannot be reached");
+		log_info("database: statement %s: the database is down", name);
+		break;
+	case DB_LOST:
+	case DB_CLOSING:
+	case DB_RAN:
+		db_pool_count_error(pool, first, NULL);
+		log_warn("database: statement %s: SQLSTATE none (503): %s",
+		         name,
+		         b->outcome == DB_CLOSING ? "the pool is closing"
+		                                  : "the connection failed");
+		reply_error(rep, 503, "the database connection failed");
+		break;
+	}
+	rep->retry_after = 1;
+}
+
+/* One run of the batch: 0 with every call's res, 1 when it may run once
+ * more, -1 with rep set. */
+static int
+query_run(const struct request *req, struct db_pool *pool,
+          struct db_call *calls, unsigned int n,
+          const struct db_statement *const *st, const unsigned int *rows,
+          int last, struct reply *rep)
+{
+	const struct db_pool_options *opt = db_pool_settings(pool);
+	long long waited = req->started_ms - req->queued_ms;
+	long long queued_ns = waited > 0 ? waited * 1000000 : 0;
+	long long t0 = now_ns();
+	struct db_batch *b = db_batch_new(calls, n);
+	const char *state;
+	struct db_verdict v;
+	int ret = -1;
+
+	if (b == NULL) {
+		reply_error(rep, 500, "out of memory");
+		return -1;
+	}
+	memcpy(b->stmt, rows, n * sizeof(*rows));
+	b->gone_fd = request_gone_fd(req);
+	/* The wait in the handler queue counts: it is the acquire's. */
+	b->acquire_deadline_ms =
+	    now_ms() + opt->acquire_timeout_ms - (waited > 0 ? waited : 0);
+	if (db_lanes_run(db_pool_lanes(pool), b) == 0) {
+		/* Its client left while it runs pipelined with others: the
+		 * lane drops its result and frees it. */
+		log_info("database: statement %s: the client left; its "
+		         "result is dropped",
+		         st[0]->name);
+		reply_error(rep, 503,
+		            "the client left; the statement was cancelled");
+		return -1;
+	}
+	if (b->outcome == DB_NO_SLOT)
+		db_pool_count_acquire(pool, now_ns() - t0 + queued_ns, 1);
+	else if (b->sent_ns > 0)
+		db_pool_count_acquire(pool, b->sent_ns - t0 + queued_ns, 0);
+	if (b->outcome != DB_RAN) {
+		query_not_run(pool, b, rows[0], st[0]->name, rep);
+		goto done;
+	}
+	if (b->err == NULL) {
+		if (query_take(b, calls, n, st) == 0)
+			ret = 0;
+		else
+			reply_error(rep, 500, "out of memory");
+		goto done;
+	}
+	state = PQresultErrorField(b->err, PG_DIAG_SQLSTATE);
+	v = db_sqlstate_verdict(state);
+	db_pool_count_error(pool, b->err_stmt, state);
+	query_log(&opt->statements[b->err_stmt], state, b->err, v.status);
+	if (state != NULL && strcmp(state, "0A000") == 0)
+		db_pool_schema_changed(pool, opt->statements[b->err_stmt].name);
+	if (!last && query_again(state, v))
+		ret = 1;
+	else
+		query_refuse(rep, v, state, opt->statement_timeout_ms);
+done:
+	db_batch_free(b);
 	return ret;
 }
 
-/* Whether a failure with sqlstate leaves c unfit for the next statement. */
-static int
-query_broken(const char *sqlstate, const PGconn *pg)
-{
-	return sqlstate == NULL || strncmp(sqlstate, "08", 2) == 0 ||
-	       strncmp(sqlstate, "57P0", 4) == 0 ||
-	       strcmp(sqlstate, "57014") == 0 || PQstatus(pg) != CONNECTION_OK;
-}
-
-enum query_step { QUERY_DONE, QUERY_FAILED, QUERY_AGAIN };
-
-/*
- * One run of st (statement i of the pool's table) on a connection of its
- * own: QUERY_DONE with *res, QUERY_FAILED with rep set, or QUERY_AGAIN
- * when a serialization failure or deadlock may be run once more.
- */
-static enum query_step
-query_run(const struct request *req, struct db_pool *pool, unsigned int i,
-          const struct db_statement *st, const char *const *values, int last,
-          struct db_result **res, struct reply *rep)
-{
-	const struct db_pool_options *opt = db_pool_settings(pool);
-	unsigned int limit = opt->statement_timeout_ms;
-	long long t0, deadline;
-	struct db_conn *c = NULL;
-	PGresult *r = NULL;
-	const char *state = NULL;
-	struct db_verdict v;
-	enum db_acquire_result got;
-	enum db_wait w;
-	int gone = request_gone_fd(req), broken;
-
-	got = db_acquire_waited(pool, req->started_ms - req->queued_ms, &c);
-	if (got != DB_OK) {
-		if (got == DB_EXHAUSTED)
-			reply_error(rep, 503,
-			            "no database connection within %u ms",
-			            opt->acquire_timeout_ms);
-		else
-			reply_error(rep, 503, "the database cannot be reached");
-		rep->retry_after = 1;
-		log_info("database: statement %s: %s", st->name,
-		         got == DB_EXHAUSTED ? "no connection free in time"
-		                             : "the database is down");
-		return QUERY_FAILED;
-	}
-	t0 = now_ns();
-	deadline = limit > 0 ? now_ms() + limit + QUERY_GRACE_MS : -1;
-	if (!c->prepared[i]) {
-		int p = db_prepare(c->pg, st, deadline, gone, &r);
-
-		if (p == -2 || p == -3) {
-			w = p == -3 ? DB_WAIT_GONE : DB_WAIT_TIMEOUT;
-			goto cut;
-		}
-		if (p != 0)
-			goto failed;
-		c->prepared[i] = 1;
-	}
-	if (!PQsendQueryPrepared(c->pg, st->name, (int)st->n_params, values,
-	                         NULL, NULL, 0))
-		goto failed;
-	w = db_result_wait(c->pg, deadline, gone, &r);
-	if (w == DB_WAIT_TIMEOUT || w == DB_WAIT_GONE)
-		goto cut;
-	if (w == DB_WAIT_DONE && r != NULL &&
-	    (PQresultStatus(r) == PGRES_TUPLES_OK ||
-	     PQresultStatus(r) == PGRES_COMMAND_OK)) {
-		db_pool_observe(pool, i, now_ns() - t0);
-		db_release(pool, c, 0);
-		*res = malloc(sizeof(**res));
-		if (*res == NULL) {
-			PQclear(r);
-			reply_error(rep, 500, "out of memory");
-			return QUERY_FAILED;
-		}
-		(*res)->pg = r; /* the result's now */
-		(*res)->st = st;
-		return QUERY_DONE;
-	}
-failed:
-	db_pool_observe(pool, i, now_ns() - t0);
-	state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-	v = db_sqlstate_verdict(state);
-	db_pool_count_error(pool, i, state);
-	query_log(st, state, r, c->pg, v.status);
-	broken = query_broken(state, c->pg);
-	if (!broken && state != NULL && strcmp(state, "0A000") == 0 &&
-	    query_unprepare(c, i, st) != 0) {
-		broken = 1; /* c keeps the stale statement: c goes */
-	} else if (!broken && state != NULL && strcmp(state, "0A000") == 0) {
-		/* "cached plan must not change result type": the schema
-		 * changed under the statement. Prepared afresh at its next
-		 * run, here once more; the database check compares again. */
-		db_pool_schema_changed(pool, st->name);
-		if (!last) {
-			PQclear(r);
-			db_release(pool, c, 0);
-			return QUERY_AGAIN;
-		}
-	}
-	if (v.retry && !last) {
-		PQclear(r);
-		db_release(pool, c, broken);
-		return QUERY_AGAIN;
-	}
-	query_refuse(rep, v, state, limit);
-	PQclear(r);
-	db_release(pool, c, broken);
-	return QUERY_FAILED;
-cut:
-	/* Every use of the pool before the release in query_cancel. */
-	db_pool_observe(pool, i, now_ns() - t0);
-	if (w != DB_WAIT_GONE)
-		db_pool_count_error(pool, i, "57014");
-	query_cancel(pool, c);
-	if (w == DB_WAIT_GONE) {
-		log_info("database: statement %s: the client left; cancelled",
-		         st->name);
-		reply_error(rep, 503,
-		            "the client left; the statement was "
-		            "cancelled");
-		return QUERY_FAILED;
-	}
-	log_warn("database: statement %s: SQLSTATE 57014 (504): no answer "
-	         "within %u ms; cancelled, its connection discarded",
-	         st->name, limit);
-	query_refuse(rep, db_sqlstate_verdict("57014"), "57014", limit);
-	return QUERY_FAILED;
-}
-
 int
-db_query(const struct request *req, const struct db_statement *st,
-         const char *const *values, struct db_result **res, struct reply *rep)
+db_pipeline(const struct request *req, struct db_call *calls, unsigned int n,
+            struct reply *rep)
 {
 	struct db_pool *pool = request_db(req);
-	int i;
+	const struct db_statement *st[DB_PIPELINE_MAX];
+	unsigned int rows[DB_PIPELINE_MAX];
+	const char *name = n > 0 ? calls[0].st->name : "(none)";
 
-	*res = NULL;
+	for (unsigned int k = 0; k < n && k < DB_PIPELINE_MAX; k++)
+		calls[k].res = NULL;
 	if (pool == NULL) {
 		reply_error(rep, 503, "no database is configured");
 		return -1;
@@ -422,56 +360,49 @@ db_query(const struct request *req, const struct db_statement *st,
 		if (!atomic_exchange(&io_thread_logged, 1))
 			log_error("database: statement %s: db_query on an I/O "
 			          "thread: mark the route ROUTE_BLOCKING",
-			          st->name);
+			          name);
 		reply_error(rep, 500,
 		            "a database statement outside the handler pool");
 		return -1;
 	}
-	i = db_pool_statement(pool, st);
-	if (i < 0) {
-		log_error("database: statement %s is not in the pool's table",
-		          st->name);
+	if (n == 0 || n > DB_PIPELINE_MAX) {
+		log_error("database: a batch of %u statements (1 to %d)", n,
+		          DB_PIPELINE_MAX);
 		reply_error(rep, 500, "the database failed the statement");
 		return -1;
 	}
-	for (int attempt = 0; attempt < 2; attempt++)
-		switch (query_run(req, pool, (unsigned int)i, st, values,
-		                  attempt == 1, res, rep)) {
-		case QUERY_DONE:
-			return 0;
-		case QUERY_FAILED:
+	for (unsigned int k = 0; k < n; k++) {
+		int i = db_pool_statement(pool, calls[k].st);
+
+		if (i < 0) {
+			log_error("database: statement %s is not in the "
+			          "pool's table",
+			          calls[k].st->name);
+			reply_error(rep, 500,
+			            "the database failed the statement");
 			return -1;
-		case QUERY_AGAIN:
-			break;
 		}
-	return -1; /* not reached: the second run is the last */
+		st[k] = calls[k].st;
+		rows[k] = (unsigned int)i;
+	}
+	for (int attempt = 0;; attempt++) {
+		int r =
+		    query_run(req, pool, calls, n, st, rows, attempt == 1, rep);
+
+		if (r <= 0)
+			return r;
+	}
 }
 
 int
-db_pipeline(const struct request *req, struct db_call *calls, unsigned int n,
-            struct reply *rep)
+db_query(const struct request *req, const struct db_statement *st,
+         const char *const *values, struct db_result **res, struct reply *rep)
 {
-	unsigned int k;
+	struct db_call call = {st, values, NULL};
+	int ret = db_pipeline(req, &call, 1, rep);
 
-	/* First cut: one statement after the other; the pipeline replaces
-	 * this loop. */
-	for (k = 0; k < n; k++)
-		calls[k].res = NULL;
-	if (n == 0 || n > DB_PIPELINE_MAX) {
-		reply_error(rep, 500, "the database failed the statement");
-		return -1;
-	}
-	for (k = 0; k < n; k++)
-		if (db_query(req, calls[k].st, calls[k].values, &calls[k].res,
-		             rep) != 0)
-			goto fail;
-	return 0;
-fail:
-	for (unsigned int j = 0; j < k; j++) {
-		db_result_free(calls[j].res);
-		calls[j].res = NULL;
-	}
-	return -1;
+	*res = call.res;
+	return ret;
 }
 
 unsigned int
