@@ -44,8 +44,9 @@ world_random(void)
 	return 1 + (unsigned int)(reqid_random() % WORLD_ROWS);
 }
 
-/* The benchmark's rules ask for Server on each of these replies; the Date
- * libmicrohttpd writes on every reply, from the clock of the moment. */
+/* The benchmark's rules ask for Server on each of these routes' replies;
+ * the Date libmicrohttpd writes on every reply, from the clock of the
+ * moment. */
 static void
 world_headers(struct reply *rep)
 {
@@ -212,11 +213,11 @@ world_run(const struct request *req, struct reply *rep, unsigned int n,
 		rows = one;
 	}
 	reply_json(rep, 200, rows); /* rows is rep's; NULL: a 500 */
-	world_headers(rep);
 	goto out;
 nomem:
 	reply_json(rep, 500, NULL);
 out:
+	world_headers(rep); /* on every reply of these routes, a problem too */
 	free(params[0]);
 	free(params[1]);
 	free(calls);
