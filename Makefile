@@ -141,8 +141,9 @@ test-progs: $(BUILD)/microd $(TESTS)
 # make check. A second microd without request metrics measures their cost;
 # the code before the router and request view (BENCH_BEFORE, built once from
 # git), /health against today's; the test-hooks build, a handler that blocks
-# the I/O thread against one on the handler pool; the notes resource against
-# pgbench on a throw-away PostgreSQL (tests/pg.py).
+# the I/O thread against one on the handler pool; the notes resource and the
+# TechEmpower test types against pgbench on a throw-away PostgreSQL
+# (tests/pg.py).
 DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux valgrind postgresql
 BENCH_BEFORE = a65e14b
 # The last commit before the before-handler chain: /health against it.
