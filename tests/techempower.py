@@ -164,6 +164,10 @@ def test_db(pg, port):
     t = table(pg)
     ok(row and t.get(row["id"]) == row["randomNumber"], "  the row as the table has it")
     ok(calls(pg, WORLD_GET) == 1, "  one SELECT (pg_stat_statements): %d" % calls(pg, WORLD_GET))
+    for path in ("/plaintext", "/db", "/queries?queries=3"):
+        st, h, b = request(port, path, "HEAD")
+        ok(st == 200 and b == b"" and h.get("server") == "microd" and date_ok(h) and "content-length" in h,
+           "HEAD %s: 200, no body, Server, Date, Content-Length (%s)" % (path, h.get("content-length")))
 
 
 def test_queries(pg, port):
