@@ -67,7 +67,8 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/routes.py tests/checks.py tests/tls.py tests/trace.py \
                tests/middleware.py tests/layout.py tests/deps.py \
                tests/slowhead.py tests/migrate.py tests/database.py \
-               tests/gone.py tests/notes.py tests/gateway.py
+               tests/gone.py tests/notes.py tests/gateway.py \
+               tests/techempower.py
 
 # Debian packages: what a build needs, and what the tests need on top. A
 # word a|b|c asks for any one of them, and for a when none is installed:
@@ -119,7 +120,7 @@ check: deps-test
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
 	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py \
 	    tests/tls.py tests/middleware.py tests/slowhead.py tests/database.py \
-	    tests/gone.py tests/notes.py tests/gateway.py
+	    tests/gone.py tests/notes.py tests/gateway.py tests/techempower.py
 
 # podman builds dist/Dockerfile and runs the image; a qemu VM boots systemd
 # and installs microd as the README says. Both start from one debootstrap
@@ -140,8 +141,9 @@ test-progs: $(BUILD)/microd $(TESTS)
 # make check. A second microd without request metrics measures their cost;
 # the code before the router and request view (BENCH_BEFORE, built once from
 # git), /health against today's; the test-hooks build, a handler that blocks
-# the I/O thread against one on the handler pool; the notes resource against
-# pgbench on a throw-away PostgreSQL (tests/pg.py).
+# the I/O thread against one on the handler pool; the notes resource and the
+# TechEmpower test types against pgbench on a throw-away PostgreSQL
+# (tests/pg.py).
 DEB_BENCH = nginx-light wrk gnuplot-nox python3 util-linux valgrind postgresql
 BENCH_BEFORE = a65e14b
 # The last commit before the before-handler chain: /health against it.

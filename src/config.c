@@ -192,8 +192,9 @@ static const struct option options[] = {
      UINT(handler_queue, 0, 100000), .dflt = "64"},
     {"example-routes", "MICROD_EXAMPLE_ROUTES", NULL,
      "serve the example routes: GET /status/{code}, GET /delay/{ms} and "
-     "GET /resolve/{host} (on the handler pool), POST /count, and /notes "
-     "with --database (off by default: not for production)",
+     "GET /resolve/{host} (on the handler pool), POST /count, GET /json "
+     "and /plaintext, and /notes, /db, /queries and /updates with "
+     "--database (off by default: not for production)",
      BOOL(example_routes)},
     {"check", "MICROD_CHECKS", "NAME=URL",
      "a readiness check of a dependency, run in the background: connect "

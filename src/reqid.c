@@ -71,6 +71,14 @@ reqid_new(char *out)
 	out[32] = '\0';
 }
 
+uint64_t
+reqid_random(void)
+{
+	if (!rng_seeded)
+		seed();
+	return next();
+}
+
 int
 reqid_valid(const char *id)
 {

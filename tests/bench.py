@@ -23,6 +23,10 @@
 # holds as many idle keep-alive connections as the open-file limit allows, and
 # RSS per idle connection (`python3 tests/bench.py gateway` alone); /health
 # against the last commit before the epoll default (build/bench/pregateway/).
+# The TechEmpower test types (issue 27): /json against nginx, /db, /queries
+# and /updates at 64 and 256 connections against pgbench running the same
+# statements, and /queries with and without the pipeline (`python3
+# tests/bench.py te` alone).
 # Every load is bounded in time
 # and targets 127.0.0.1 only. Writes
 # build/bench/results.md and build/bench/results.svg.
@@ -332,6 +336,10 @@ http {
             default_type application/json;
             add_header Cache-Control no-store;
             return 200 '{"status":"ok"}\\n';
+        }
+        location = /json {
+            default_type application/json;
+            return 200 '{"message":"Hello, World!"}\\n';
         }
     }
 }
@@ -1318,6 +1326,7 @@ def main():
     print("sweeps done", file=sys.stderr, flush=True)
     tls_section = tls_bench()
     notes_section = notes_bench()
+    te_section = te_bench()
     gateway = gateway_lines(gateway_bench())
     print("gateway done", file=sys.stderr, flush=True)
 
@@ -1436,6 +1445,7 @@ def main():
     lines += [""] + blocked_latency_lines(*latency)
     lines += [""] + tls_section
     lines += [""] + notes_section
+    lines += [""] + te_section
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
@@ -1491,14 +1501,14 @@ def statement_sql(name):
                    for tok in re.findall(r'"(?:[^"\\]|\\.)*"|NOTE_COLUMNS', row))
 
 
-def pgbench(pg, script, seconds, defines=()):
-    """pgbench -M prepared at NOTES_CONNS clients on the load CPU: (tps,
-    p99 ms from its per-transaction log)."""
+def pgbench(pg, script, seconds, defines=(), conns=NOTES_CONNS, extra=()):
+    """pgbench -M prepared at conns clients (NOTES_CONNS unless told) on the
+    load CPU: (tps, p99 ms from its per-transaction log)."""
     d = tempfile.mkdtemp(prefix="microd-pgbench-")
     path = os.path.join(d, "script.sql")
     open(path, "w").write(script)
-    cmd = LOAD_CPU + [os.path.join(pg.bin, "pgbench"), "-n", "-M", "prepared", "-c", str(NOTES_CONNS),
-                      "-j", "2", "-T", str(seconds), "-f", path, "-l", "--log-prefix", os.path.join(d, "tx"),
+    cmd = LOAD_CPU + [os.path.join(pg.bin, "pgbench"), "-n", "-M", "prepared", "-c", str(conns)] + list(extra) \
+        + ["-j", "2", "-T", str(seconds), "-f", path, "-l", "--log-prefix", os.path.join(d, "tx"),
                       "-h", pg.dir, "-p", str(pg.port), "-U", "microd"] \
         + [x for kv in defines for x in ("-D", kv)] + ["microd"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -1583,6 +1593,149 @@ def notes_main():
     return 0
 
 
+# The TechEmpower test types (src/app/world.c) as issue 27 sets them up: one
+# microd thread on CPU 0, wrk -t1 on CPU 1, a pool of TE_POOL connections;
+# /json against nginx answering the same bytes; /db, /queries?queries=20 and
+# /updates?queries=20 at each of TE_CONNS connections against pgbench
+# running the same statements (read from src/app/statements.c) with as many
+# connections, in the same run; /queries?queries=20 with and without the
+# pipeline (--database-pipeline off, when that option exists).
+TE_POOL = 8
+TE_CONNS = (64, 256)
+TE_QUERIES = 20
+
+
+def te_microd(uri, *extra):
+    return microd_server(MICROD, "--example-routes", "--database", uri, "--database-pool", str(TE_POOL),
+                         "--handler-threads", str(TE_POOL), "--handler-queue", "1024",
+                         "--database-acquire-timeout", "5", *extra)
+
+
+def te_start(srv):
+    srv.start()
+    deadline = time.monotonic() + 10  # the pool connects in the background
+    while time.monotonic() < deadline and b"200 OK" not in http_get(srv.port, "/readyz", 1)[:20]:
+        time.sleep(0.05)
+
+
+def te_scripts():
+    """pgbench's scripts: one world_get (as /db, and the unit of /queries),
+    and TE_QUERIES world_get then one world_update (as /updates), its ids
+    sorted and distinct in SQL as world.c sorts them in C."""
+    get = statement_sql("world_get")
+    update = statement_sql("world_update")
+    one = "\\set id random(1, 10000)\n%s;\n" % get.replace("$1", ":id")
+    ids = ",".join(":i%d" % k for k in range(TE_QUERIES))
+    batch = "".join("\\set i%d random(1, 10000)\n\\set r%d random(1, 10000)\n" % (k, k)
+                    for k in range(TE_QUERIES))
+    batch += "".join("%s;\n" % get.replace("$1", ":i%d" % k) for k in range(TE_QUERIES))
+    batch += update.replace("$1", "(SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(ARRAY[%s]) AS x)" % ids) \
+        .replace("$2", "ARRAY[%s]" % ",".join(":r%d" % k for k in range(TE_QUERIES))) + ";\n"
+    return one, batch
+
+
+def te_bench():
+    """The TechEmpower rows of make bench: (rows, notes)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from pg import Cluster
+
+    conf = nginx_conf()
+    nginx = Server("nginx", lambda p: ["nginx", "-e", "stderr", "-c", conf + ".run"],
+                   prepare=lambda p: open(conf + ".run", "w").write(open(conf).read().replace("@PORT@", str(p))))
+    one, batch = te_scripts()
+    pipeline_opt = "--database-pipeline" in subprocess.run([MICROD, "--help"], capture_output=True,
+                                                           text=True).stdout
+    res = {}
+
+    def add(key, val):
+        res.setdefault(key, []).append(val)
+
+    with Cluster() as pg:
+        # 256 clients and the pool beside them: past the default 100.
+        pg.psql("alter system set max_connections = 400")
+        pg.stop()
+        pg.start()
+        r = subprocess.run([MICROD, "migrate", "--database", pg.uri], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("microd migrate: %s" % r.stderr)
+        pg.psql("vacuum analyze world")
+        srv = te_microd(pg.uri)
+        off = te_microd(pg.uri, "--database-pipeline", "off") if pipeline_opt else None
+        q = "/queries?queries=%d" % TE_QUERIES
+        for rnd in range(ROUNDS):
+            for name, s in (("microd", srv), ("nginx", nginx)):
+                s.start()
+                add("json " + name, wrk(s.port, 64, "/json"))
+                s.stop()
+            te_start(srv)
+            for c in TE_CONNS:
+                for key, path in (("db", "/db"), ("queries", q), ("updates", "/updates?queries=%d" % TE_QUERIES)):
+                    add("%s %d" % (key, c), wrk(srv.port, c, path))
+            srv.stop()
+            if off:
+                te_start(off)
+                add("queries off", wrk(off.port, 64, q))
+                off.stop()
+            for c in TE_CONNS:
+                add("pgbench one %d" % c, pgbench(pg, one, SECONDS, conns=c))
+                add("pgbench batch %d" % c, pgbench(pg, batch, SECONDS, conns=c))
+            print("te round %d done" % (rnd + 1), file=sys.stderr, flush=True)
+
+    def rps(key):
+        return med([w["rps"] for w in res[key]])
+
+    def errs(key):
+        return sum(w["non2xx"] + sum(w["socket"].values()) for w in res[key])
+
+    lines = ["`python3 tests/bench.py te` (or `make bench`): the TechEmpower test types (issue 27). microd "
+             "on CPU 0 (`--threads 1 --example-routes --database-pool %d --handler-threads %d "
+             "--handler-queue 1024 --database-acquire-timeout 5`), `wrk -t1` on CPU 1; pgbench -M prepared "
+             "with as many connections running the same statements (src/app/statements.c: one world_get; "
+             "%d world_get and one world_update), the database unpinned; %d rounds of %d s, median."
+             % (TE_POOL, TE_POOL, TE_QUERIES, ROUNDS, SECONDS), "",
+             "| load | microd req/s | reference | ratio | target | microd p99 ms | errors |",
+             "|---|---|---|---|---|---|---|"]
+    j, n = rps("json microd"), rps("json nginx")
+    lines.append("| GET /json c=64 vs nginx `return 200` | %.0f | %.0f | %.2f | | %.2f | %d |" % (
+        j, n, j / n, med([w["p99"] for w in res["json microd"]]), errs("json microd")))
+    for c in TE_CONNS:
+        one_tps = med([t for t, _ in res["pgbench one %d" % c]])
+        batch_tps = med([t for t, _ in res["pgbench batch %d" % c]])
+        d, qq, u = rps("db %d" % c), rps("queries %d" % c), rps("updates %d" % c)
+        dp99 = med([w["p99"] for w in res["db %d" % c]])
+        lines.append("| GET /db c=%d ÷ pgbench world_get | %.0f | %.0f tps | %.2f | ≥ 1.0: %s | %.2f "
+                     "(≤ 2 ms: %s) | %d |" % (c, d, one_tps, d / one_tps, "met" if d >= one_tps else "NOT met",
+                                               dp99, "met" if dp99 is not None and dp99 <= 2 else "NOT met",
+                                               errs("db %d" % c)))
+        lines.append("| GET /queries?queries=%d c=%d × %d ÷ pgbench world_get | %.0f | %.0f tps | %.2f | "
+                     "≥ 2.5: %s | %.2f | %d |" % (
+                         TE_QUERIES, c, TE_QUERIES, qq, one_tps, qq * TE_QUERIES / one_tps,
+                         "met" if qq * TE_QUERIES >= 2.5 * one_tps else "NOT met",
+                         med([w["p99"] for w in res["queries %d" % c]]), errs("queries %d" % c)))
+        lines.append("| GET /updates?queries=%d c=%d ÷ pgbench (%d world_get + world_update) | %.0f | %.0f tps "
+                     "| %.2f | reported | %.2f | %d |" % (
+                         TE_QUERIES, c, TE_QUERIES, u, batch_tps, u / batch_tps,
+                         med([w["p99"] for w in res["updates %d" % c]]), errs("updates %d" % c)))
+    if off:
+        o, w = rps("queries off"), rps("queries 64")
+        lines += ["", "The pipeline's effect, GET /queries?queries=%d at c=64: with %.0f req/s, without "
+                  "(--database-pipeline off) %.0f req/s: %.2f times." % (TE_QUERIES, w, o, w / o)]
+    else:
+        lines += ["", "The pipeline's effect, GET /queries?queries=%d at c=64: with %.0f req/s; "
+                  "without: option missing (microd --help lists no --database-pipeline)."
+                  % (TE_QUERIES, rps("queries 64"))]
+    return lines
+
+
+def te_main():
+    """python3 tests/bench.py te: only the TechEmpower rows."""
+    os.makedirs(OUT, exist_ok=True)
+    text = "\n".join(te_bench())
+    open(os.path.join(OUT, "te.md"), "w").write(text + "\n")
+    print(text)
+    return 0
+
+
 def ab_main(argv):
     """python3 tests/bench.py ab CONNS CMD_A... -- CMD_B...: how a change pays,
     as req/s of A over B in BENCH_PAIRS alternating pairs; PORT in a command
@@ -1615,6 +1768,8 @@ if __name__ == "__main__":
         raise SystemExit(tls_main())
     if sys.argv[1:2] == ["notes"]:
         raise SystemExit(notes_main())
+    if sys.argv[1:2] == ["te"]:
+        raise SystemExit(te_main())
     if sys.argv[1:2] == ["middleware"]:
         raise SystemExit(middleware_main())
     raise SystemExit(main())

@@ -241,6 +241,37 @@ notes_shot(const char *method, const char *target, const char *const *headers,
  * body's shape (422, every error), a bad id or If-Match (400), and without
  * --database a 503 once the request itself is fine.
  */
+/* /json and /plaintext made per request, with the benchmark's Server; the
+ * World table's routes without a database: 503. */
+static void
+test_world(void)
+{
+	struct reply rep;
+	char *text;
+
+	run("GET", "/json", &rep);
+	text = json_dumps(rep.body, JSON_COMPACT);
+	is(rep.status, 200, "GET /json is 200");
+	is_str(text, "{\"message\":\"Hello, World!\"}", "  its message");
+	is_str(reply_content_type(&rep), "application/json", "  as JSON");
+	is_str(header(&rep, "Server"), "microd", "  Server: microd");
+	free(text);
+	reply_release(&rep);
+	run("GET", "/plaintext", &rep);
+	is(rep.status, 200, "GET /plaintext is 200");
+	ok(rep.text != NULL && rep.text_len == 13 &&
+	       memcmp(rep.text, "Hello, World!", 13) == 0,
+	   "  Hello, World!");
+	is_str(reply_content_type(&rep), "text/plain", "  as text/plain");
+	is_str(header(&rep, "Server"), "microd", "  Server: microd");
+	reply_release(&rep);
+	run("GET", "/queries?queries=3", &rep);
+	is(rep.status, 503, "GET /queries without a database is 503");
+	is_str(detail(&rep), "no database is configured", "  and says so");
+	is_str(header(&rep, "Server"), "microd", "  Server on the problem too");
+	reply_release(&rep);
+}
+
 static void
 test_notes(void)
 {
@@ -424,6 +455,7 @@ main(void)
 	test_resolve();
 	test_count();
 	test_notes();
+	test_world();
 	test_router_answers();
 	test_query();
 	app_stop(app);

@@ -19,6 +19,7 @@
 
 #include "activation.h"
 #include "app/app.h"
+#include "app/handlers.h"
 #include "app/sql.h"
 #include "auth.h"
 #include "builtin.h"
@@ -2133,6 +2134,42 @@ test_number(void)
 	   "sign, space, trailing junk and hex are refused");
 }
 
+/* ?queries= of /queries and /updates, clamped as the benchmark says. */
+static const struct world_case {
+	const char *value; /* NULL: absent */
+	unsigned int n;
+} world_cases[] = {
+    {NULL, 1},
+    {"", 1},
+    {"foo", 1},
+    {"7x", 1},
+    {"-3", 1},
+    {"+3", 1},
+    {" 3", 1},
+    {"0x10", 1},
+    {"0", 1},
+    {"1", 1},
+    {"20", 20},
+    {"007", 7},
+    {"499", 499},
+    {"500", 500},
+    {"501", 500},
+    {"99999999999999999999999", 500},
+    {"18446744073709551616", 500},
+};
+
+static void
+test_world_queries(void)
+{
+	for (size_t i = 0; i < sizeof(world_cases) / sizeof(world_cases[0]);
+	     i++) {
+		const struct world_case *c = &world_cases[i];
+
+		is(world_queries(c->value), c->n, "queries=%s: %u",
+		   c->value != NULL ? c->value : "(absent)", c->n);
+	}
+}
+
 /* Rate limits: the bucket arithmetic, the table, the client's key. */
 static const unsigned char rl_seed[RATELIMIT_SEED_LEN] = {
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
@@ -3818,6 +3855,7 @@ main(void)
 	test_activation();
 	test_notify();
 	test_number();
+	test_world_queries();
 	test_policy_names();
 	test_policy_framing();
 	test_policy_trailers();

@@ -27,7 +27,8 @@ app_start(const struct config *cfg)
 	app->example_routes = cfg->example_routes;
 	if (app->example_routes)
 		log_info("example routes on: /status/{code}, /delay/{ms}, "
-		         "/resolve/{host}, /count, and /notes, which needs "
+		         "/resolve/{host}, /count, /json, /plaintext, and "
+		         "/notes, /db, /queries, /updates, which need "
 		         "--database%s",
 		         cfg->database != NULL ? "" : " (not set: 503)");
 	return app;

@@ -8,7 +8,8 @@
 #include "handlers.h"
 #include "router.h"
 
-/* The notes resource talks to the database: on the handler pool only. */
+/* The notes resource and the World table's routes talk to the database:
+ * on the handler pool only. */
 #define NOTES (ROUTE_EXAMPLE | ROUTE_BLOCKING)
 
 const struct route app_routes[] = {
@@ -27,6 +28,13 @@ const struct route app_routes[] = {
     {"PATCH", "/notes/{id}", handle_notes_patch, NOTES | ROUTE_JSON_BODY,
      NOTES_BODY_MAX},
     {"DELETE", "/notes/{id}", handle_notes_delete, NOTES, 0},
+    /* --example-routes: the TechEmpower test types, see src/app/world.c;
+     * the World table's also need --database. */
+    {"GET", "/json", handle_json, ROUTE_EXAMPLE, 0},
+    {"GET", "/plaintext", handle_plaintext, ROUTE_EXAMPLE, 0},
+    {"GET", "/db", handle_db, NOTES, 0},
+    {"GET", "/queries", handle_queries, NOTES, 0},
+    {"GET", "/updates", handle_updates, NOTES, 0},
 };
 
 const size_t app_routes_count = sizeof(app_routes) / sizeof(app_routes[0]);

@@ -28,6 +28,17 @@ static const enum db_type update_params[] = {DB_INT8, DB_JSONB, DB_TEXT,
                                              DB_TEXT, DB_JSONB};
 static const enum db_type delete_params[] = {DB_INT8, DB_JSONB};
 
+/* TechEmpower's World table (src/app/world.c). */
+static const struct db_column world[] = {
+    {"id", DB_INT4},
+    {"randomnumber", DB_INT4},
+};
+static const enum db_type world_id[] = {DB_INT4};
+/* Two int[] as text ("{1,5,9}"): the ids, sorted and distinct, and their
+ * new numbers in the same order. The table has no int[] type of its own,
+ * so they are cast from text. */
+static const enum db_type world_batch[] = {DB_TEXT, DB_TEXT};
+
 const struct db_statement app_statements[] = {
     [NOTES_INSERT] = {"notes_insert",
                       "INSERT INTO notes (title, body, tags) "
@@ -57,6 +68,16 @@ const struct db_statement app_statements[] = {
                       "DELETE FROM notes WHERE id = $1 AND ($2 IS NULL OR "
                       "$2 @> to_jsonb(version)) RETURNING id",
                       delete_params, N(delete_params), id_only, N(id_only)},
+    [WORLD_GET] = {"world_get",
+                   "SELECT id, randomnumber FROM world WHERE id = $1", world_id,
+                   N(world_id), world, N(world)},
+    /* One statement for a request's batch; the ids in order, so that two
+     * batches lock their rows in the same order. */
+    [WORLD_UPDATE] = {"world_update",
+                      "UPDATE world SET randomnumber = v.r "
+                      "FROM unnest($1::text::int[], $2::text::int[]) "
+                      "AS v(id, r) WHERE world.id = v.id",
+                      world_batch, N(world_batch), NULL, 0},
 };
 
 const unsigned int app_statements_count = N(app_statements);

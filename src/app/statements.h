@@ -16,6 +16,8 @@ enum app_statement {
 	NOTES_LIST,
 	NOTES_UPDATE,
 	NOTES_DELETE,
+	WORLD_GET,
+	WORLD_UPDATE,
 };
 
 /* The columns of a note as the note statements return them. */
@@ -27,6 +29,12 @@ enum note_column {
 	NOTE_CREATED_AT,
 	NOTE_UPDATED_AT,
 	NOTE_VERSION, /* the ETag; not part of the note's JSON */
+};
+
+/* The columns of a world row (WORLD_GET). */
+enum world_column {
+	WORLD_ID,
+	WORLD_RANDOMNUMBER,
 };
 
 extern const struct db_statement app_statements[];
