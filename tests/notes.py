@@ -387,6 +387,26 @@ def test_deadline(pg):
     stop_microd(proc, log)
 
 
+def lock_waiters(pg):
+    return int(pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                       "and query like 'UPDATE notes%'").strip() or 0)
+
+
+def hold_connections(pg, port, nid, n):
+    """n PATCHes of note nid, each sent once the one before waits on the
+    lock (a lane takes none behind a request older than 5 ms, so each goes
+    to a connection of its own): (their sockets, whether n wait)."""
+    socks, held = [], True
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        body = b'{"body":"x"}'
+        s.sendall(b"PATCH /notes/%d HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (nid, len(body), body))
+        socks.append(s)
+        held = held and poll(lambda: lock_waiters(pg) == i + 1, 5, 0.02)
+    return socks, held
+
+
 def test_shutdown_cuts_queries(pg):
     """--shutdown-timeout cuts handlers waiting on a lock: the pool's
     connecting thread, which replaces the connections they discard, is
@@ -397,16 +417,14 @@ def test_shutdown_cuts_queries(pg):
         return
     nid = int(pg.psql("select max(id) from notes").strip())
     lock = Locker(pg, row=nid)  # the connections made again can prepare
-    socks = []
-    for i in range(8):
+    socks, held = hold_connections(pg, port, nid, 4)
+    for i in range(4):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         body = b'{"body":"x"}'
         s.sendall(b"PATCH /notes/%d HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (nid, len(body), body))
         socks.append(s)
-    ok(poll(lambda: pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                            "and query like 'UPDATE notes%'").strip() == "4", 5, 0.02),
-       "  4 PATCHes wait on the lock, 4 more queued")
+    ok(held, "  4 PATCHes wait on the lock, 4 more queued")
     text = [""]
     proc.send_signal(__import__("signal").SIGTERM)
     try:
@@ -436,18 +454,8 @@ def test_pool_exhausted(pg):
         return
     nid = int(pg.psql("select max(id) from notes").strip())
     lock = Locker(pg, row=nid)
-    # Both connections busy first: two PATCHes wait on the lock, one on
-    # each (a lane takes none behind a request older than 5 ms).
-    first = []
-    for i in range(2):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        body = b'{"body":"x"}'
-        s.sendall(b"PATCH /notes/%d HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (nid, len(body), body))
-        first.append(s)
-    ok(poll(lambda: pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                            "and query like 'UPDATE notes%'").strip() == "2", 5, 0.02),
-       "  2 PATCHes wait on the lock, one on each connection")
+    first, held = hold_connections(pg, port, nid, 2)
+    ok(held, "  2 PATCHes wait on the lock, one on each connection")
     out = [None] * 40
 
     def one(i):
@@ -560,12 +568,7 @@ def test_ready_while_busy(pg):
         return
     nid = int(pg.psql("select max(id) from notes").strip())
     lock = Locker(pg, row=nid)
-    ts = [threading.Thread(target=request, args=(port, "PATCH", "/notes/%d" % nid),
-                           kwargs={"body": {"body": "busy"}, "timeout": 20}) for i in range(2)]
-    for t in ts:
-        t.start()
-    busy = poll(lambda: pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                                "and query like 'UPDATE notes%'").strip() == "2", 5, 0.02)
+    socks, busy = hold_connections(pg, port, nid, 2)
     seen, t0 = [], time.monotonic()
     while time.monotonic() - t0 < 1.5:
         seen.append(request(port, "GET", "/readyz")[0])
@@ -573,8 +576,9 @@ def test_ready_while_busy(pg):
     ok(busy and seen and all(x == 200 for x in seen),
        "both connections busy for 1.5 s (check timeout 0.3 s): /readyz 200 throughout (%s)" % sorted(set(seen)))
     lock.release()
-    for t in ts:
-        t.join(20)
+    for s in socks:
+        recv_all(s)
+        s.close()
     stop_microd(proc, log)
 
 

@@ -32,6 +32,9 @@
 /* Batches in flight on one connection at most. */
 #define LANE_DEPTH 32
 
+/* A handler picks the first lane with fewer batches than this. */
+#define LANE_FILL 16
+
 /* A lane whose oldest batch has waited this long for its results sends
  * nothing more until it is answered. */
 #define LANE_STALL_MS 5
@@ -62,16 +65,17 @@ struct item {
 };
 
 struct lane {
-	pthread_mutex_t lock; /* guards the queue, stop, idle, polling */
+	pthread_mutex_t lock; /* guards all below, the connection's use too */
 	pthread_cond_t work;  /* a batch was queued, or stop */
 	struct db_batch *queue, *queue_tail; /* queued, not sent */
 	_Atomic unsigned int load;           /* queued or in flight */
-	int stop, idle, polling;
-	int wake; /* eventfd: a batch was queued while the thread polls */
+	int stop, idle;
+	int polling; /* the thread waits in poll(): a handler may send */
+	int failed;  /* a handler's send failed: the connection goes */
+	int wake;    /* eventfd: a batch was queued while the thread polls */
 	pthread_t thread;
 	int started;
 	struct db_lanes *lanes;
-	/* The lane thread's own, no lock: */
 	struct db_conn *conn;
 	struct db_batch *fly, *fly_tail; /* sent, in the server's order */
 	unsigned int nfly;
@@ -115,15 +119,11 @@ lane_notify(struct lane *l, struct db_batch *b, enum db_outcome o)
 static void
 lane_finish(struct lane *l, struct db_batch *b, enum db_outcome o)
 {
-	pthread_mutex_lock(&l->lock);
 	b->in_lane = 0;
-	if (b->orphan) {
-		pthread_mutex_unlock(&l->lock);
+	if (b->orphan)
 		db_batch_free(b);
-		return;
-	}
-	lane_notify(l, b, o);
-	pthread_mutex_unlock(&l->lock);
+	else
+		lane_notify(l, b, o);
 }
 
 static void *
@@ -261,7 +261,6 @@ lane_send_queued(struct lane *l)
 		    (l->fly != NULL &&
 		     now_ms() - l->fly->head_ms >= LANE_STALL_MS))
 			return 0;
-		pthread_mutex_lock(&l->lock);
 		b = l->queue;
 		if (b != NULL) {
 			l->queue = b->next;
@@ -269,7 +268,6 @@ lane_send_queued(struct lane *l)
 				l->queue_tail = NULL;
 			b->next = NULL;
 		}
-		pthread_mutex_unlock(&l->lock);
 		if (b == NULL)
 			return 0;
 		if (l->fly_tail != NULL)
@@ -381,7 +379,6 @@ lane_expire_queued(struct lane *l, enum db_outcome o, int all)
 	long long now = now_ms();
 	struct db_batch **pp, *b;
 
-	pthread_mutex_lock(&l->lock);
 	pp = &l->queue;
 	l->queue_tail = NULL;
 	while ((b = *pp) != NULL) {
@@ -395,12 +392,11 @@ lane_expire_queued(struct lane *l, enum db_outcome o, int all)
 		l->queue_tail = b;
 		pp = &b->next;
 	}
-	pthread_mutex_unlock(&l->lock);
 }
 
-/* A connection for the lane, in pipeline mode: 0, or -1 with the queue
- * failed as the pool answered (none within the first queued batch's
- * acquire deadline, or the database down). */
+/* A connection for the lane, in pipeline mode, taken with the lock let
+ * go: 0, or -1 with the queue failed as the pool answered (none within the
+ * first queued batch's acquire deadline, or the database down). */
 static int
 lane_connect(struct lane *l)
 {
@@ -409,20 +405,23 @@ lane_connect(struct lane *l)
 	long long left;
 	PGconn *pg;
 
-	pthread_mutex_lock(&l->lock);
 	left = l->queue != NULL ? l->queue->acquire_deadline_ms - now_ms() : 0;
 	pthread_mutex_unlock(&l->lock);
 	got = left > 0 ? db_take_lane(l->lanes->pool, (unsigned int)left, &c)
 	               : DB_EXHAUSTED;
 	if (got == DB_OK) {
 		pg = db_conn_pg(c);
-		if (PQsetnonblocking(pg, 1) == 0 &&
-		    PQenterPipelineMode(pg) == 1) {
-			l->conn = c;
-			return 0;
+		if (PQsetnonblocking(pg, 1) != 0 ||
+		    PQenterPipelineMode(pg) != 1) {
+			db_release(l->lanes->pool, c, 1);
+			c = NULL;
+			got = DB_DOWN;
 		}
-		db_release(l->lanes->pool, c, 1);
-		got = DB_DOWN;
+	}
+	pthread_mutex_lock(&l->lock);
+	if (c != NULL) {
+		l->conn = c;
+		return 0;
 	}
 	lane_expire_queued(l, got == DB_DOWN ? DB_UNREACHABLE : DB_NO_SLOT,
 	                   got == DB_DOWN);
@@ -440,8 +439,7 @@ lane_put_conn(struct lane *l)
 	l->conn = NULL;
 }
 
-/* The earliest moment something in flight or queued is due; under the
- * lane's lock. */
+/* The earliest moment something in flight or queued is due. */
 static long long
 lane_due(struct lane *l, long long limit_ms)
 {
@@ -465,17 +463,17 @@ lane_due(struct lane *l, long long limit_ms)
 static void
 lane_gone(struct lane *l, struct db_batch *b)
 {
-	if (l->nfly == 1 && b == l->fly) {
+	if (l->nfly == 1 && b == l->fly)
 		lane_cut(l, DB_GONE, DB_LOST, 1);
-		return;
-	}
-	pthread_mutex_lock(&l->lock);
-	lane_notify(l, b, DB_GONE);
-	pthread_mutex_unlock(&l->lock);
+	else
+		lane_notify(l, b, DB_GONE);
 }
 
-/* One wait on the connection, the wake-up and the clients in flight, then
- * what it found. */
+/*
+ * One wait on the connection, the wake-up and the clients in flight, with
+ * the lock let go (a handler may send meanwhile: polling says so), then
+ * what it found.
+ */
 static void
 lane_poll(struct lane *l)
 {
@@ -486,7 +484,8 @@ lane_poll(struct lane *l)
 	unsigned int nw = 0;
 	int flush = PQflush(pg), n, timeout;
 
-	if (flush < 0) {
+	if (flush < 0 || l->failed) {
+		l->failed = 0;
 		lane_cut(l, DB_LOST, DB_LOST, 0);
 		return;
 	}
@@ -499,17 +498,14 @@ lane_poll(struct lane *l)
 			pfd[2 + nw++] =
 			    (struct pollfd){.fd = b->gone_fd, .events = POLLIN};
 		}
-	/* From here a batch queued pokes the wake-up: none is missed. */
-	pthread_mutex_lock(&l->lock);
-	l->polling = 1;
 	due = lane_due(l, limit);
-	pthread_mutex_unlock(&l->lock);
 	left = due < 0 ? 60000 : due - now_ms();
 	timeout = left < 0 ? 0 : (int)(left > 60000 ? 60000 : left);
+	l->polling = 1;
+	pthread_mutex_unlock(&l->lock);
 	n = poll(pfd, 2 + nw, timeout);
 	pthread_mutex_lock(&l->lock);
 	l->polling = 0;
-	pthread_mutex_unlock(&l->lock);
 	if (n < 0 && errno != EINTR) {
 		lane_cut(l, DB_LOST, DB_LOST, 0);
 		return;
@@ -520,7 +516,8 @@ lane_poll(struct lane *l)
 
 		(void)r;
 	}
-	/* Clients first: a batch read below may be freed at once. */
+	/* Clients first: a batch read below may be freed at once. Those
+	 * watched are still in flight: only this thread takes one out. */
 	for (unsigned int i = 0; n > 0 && i < nw; i++)
 		if (pfd[2 + i].revents != 0) {
 			int alone = l->nfly == 1;
@@ -529,7 +526,8 @@ lane_poll(struct lane *l)
 			if (alone)
 				return; /* the connection went with it */
 		}
-	if (n > 0 && pfd[1].revents != 0 && lane_read(l) != 0) {
+	if (l->failed || (n > 0 && pfd[1].revents != 0 && lane_read(l) != 0)) {
+		l->failed = 0;
 		lane_cut(l, DB_LOST, DB_LOST, 0);
 		return;
 	}
@@ -543,42 +541,34 @@ lane_main(void *arg)
 {
 	struct lane *l = arg;
 
-	for (;;) {
-		int stop, queued;
-
-		pthread_mutex_lock(&l->lock);
-		while (!l->stop && l->queue == NULL && l->fly == NULL) {
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop) {
+		if (l->queue == NULL && l->fly == NULL) {
 			if (l->conn != NULL) {
-				pthread_mutex_unlock(&l->lock);
 				lane_put_conn(l);
-				pthread_mutex_lock(&l->lock);
 				continue;
 			}
 			l->idle = 1;
 			pthread_cond_wait(&l->work, &l->lock);
 			l->idle = 0;
+			continue;
 		}
-		stop = l->stop;
-		queued = l->queue != NULL;
-		pthread_mutex_unlock(&l->lock);
-		if (stop)
-			break;
-		if (l->conn == NULL && (!queued || lane_connect(l) != 0))
+		if (l->conn == NULL && lane_connect(l) != 0)
 			continue;
 		if (lane_send_queued(l) != 0) {
 			lane_cut(l, DB_LOST, DB_LOST, 0);
 			continue;
 		}
 		lane_expire_queued(l, DB_NO_SLOT, 0);
-		if (l->fly == NULL)
-			continue;
-		lane_poll(l);
+		if (l->fly != NULL)
+			lane_poll(l);
 	}
 	if (l->fly != NULL)
 		lane_cut(l, DB_CLOSING, DB_CLOSING, 1);
 	else if (l->conn != NULL)
 		lane_put_conn(l);
 	lane_expire_queued(l, DB_CLOSING, 1);
+	pthread_mutex_unlock(&l->lock);
 	return NULL;
 }
 
@@ -708,16 +698,32 @@ db_lanes_run(struct db_lanes *ls, struct db_batch *b)
 	unsigned int least = ~0u;
 	int keep;
 
-	/* The lane with the fewest, the first of equals: the warmest. */
-	for (unsigned int i = 0; i < ls->n && least > 0; i++) {
-		unsigned int load = atomic_load(&ls->lane[i].load);
+	/* The first lane with room that is not held up: requests gather on
+	 * few connections, and each of the server's wake-ups answers more. */
+	for (unsigned int i = 0; i < ls->n; i++) {
+		struct lane *l = &ls->lane[i];
+		unsigned int load = atomic_load(&l->load);
 
 		if (load < least) {
 			least = load;
-			best = &ls->lane[i];
+			best = l;
 		}
+		if (load >= LANE_FILL)
+			continue;
+		pthread_mutex_lock(&l->lock);
+		if (l->conn != NULL &&
+		    (l->fly == NULL ||
+		     now_ms() - l->fly->head_ms < LANE_STALL_MS)) {
+			best = l;
+			goto queue;
+		}
+		pthread_mutex_unlock(&l->lock);
+		if (load == 0) /* idle, without a connection: as good as any */
+			break;
 	}
+	/* Else the one with the fewest. */
 	pthread_mutex_lock(&best->lock);
+queue:
 	if (best->stop) {
 		pthread_mutex_unlock(&best->lock);
 		b->outcome = DB_CLOSING;
@@ -730,7 +736,19 @@ db_lanes_run(struct db_lanes *ls, struct db_batch *b)
 	else
 		best->queue = b;
 	best->queue_tail = b;
-	lane_poke(best);
+	/* The lane's thread waits on the connection: send from here, one
+	 * wake-up fewer. It looks at the new batch when it wakes. */
+	if (best->polling && !best->failed) {
+		if (lane_send_queued(best) != 0) {
+			best->failed = 1;
+			lane_poke(best);
+		} else if (best->queue != NULL ||
+		           PQflush(db_conn_pg(best->conn)) != 0) {
+			lane_poke(best); /* held back, or not all written */
+		}
+	} else {
+		lane_poke(best);
+	}
 	while (!b->notified)
 		pthread_cond_wait(&b->done, &best->lock);
 	keep = !b->in_lane;
