@@ -254,6 +254,43 @@ def test_concurrent(pg, port):
        % (sum(want), sum(want), got))
 
 
+def vxids_of_one_request(pg, port, path):
+    """The virtual transaction ids (log_line_prefix %v) of the world_get
+    executions that one GET of path logs: one per transaction."""
+    offset = os.path.getsize(pg.log)
+    st, h, b = request(port, path)
+
+    def lines():
+        with open(pg.log, errors="replace") as f:
+            f.seek(offset)
+            return [l for l in f.read().splitlines() if "execute world_get" in l]
+    n = int(path.rsplit("=", 1)[1])
+    poll(lambda: len(lines()) >= n, 5, 0.02)
+    return st, [l.split(" ", 1)[0] for l in lines()]
+
+
+def test_one_round_trip(pg):
+    """A request's statements go out together, one transaction (one Sync):
+    the 20 world_get of one /queries?queries=20 share one virtual
+    transaction id in the server's log; with --database-pipeline off each
+    is a transaction of its own."""
+    pg.psql("ALTER SYSTEM SET log_statement = 'all'")
+    pg.psql("ALTER SYSTEM SET log_line_prefix = 'vxid=%v '")
+    pg.psql("SELECT pg_reload_conf()")
+    for mode, want in (("on", 1), ("off", 20)):
+        proc, port, log = microd("--example-routes", "--database", pg.uri, "--database-pipeline", mode)
+        if not ok(port is not None, "microd --database-pipeline %s" % mode):
+            continue
+        st, vx = vxids_of_one_request(pg, port, "/queries?queries=20")
+        ok(st == 200 and len(vx) == 20 and len(set(vx)) == want,
+           "  --database-pipeline %s: the 20 SELECTs of one request in %d transaction(s): %d logged, %d "
+           "transactions" % (mode, want, len(vx), len(set(vx))))
+        stop_microd(proc, log)
+    pg.psql("ALTER SYSTEM RESET log_statement")
+    pg.psql("ALTER SYSTEM RESET log_line_prefix")
+    pg.psql("SELECT pg_reload_conf()")
+
+
 def main():
     test_without_database()
     with Cluster() as pg:
@@ -271,6 +308,7 @@ def main():
         test_updates(pg, port)
         test_concurrent(pg, port)
         ok(stop_microd(proc, log) == 0, "exit status 0")
+        test_one_round_trip(pg)
     return done()
 
 
