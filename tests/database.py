@@ -430,6 +430,35 @@ def test_check_config(pg):
        "  --check-config says the same on stderr, exit 2 (%d %r)" % (rc, err.strip()))
 
 
+def test_down_then_mismatch(pg):
+    """The database down at start (so the statements are not compared then),
+    up later with a schema that does not match a statement: the database
+    check fails naming the statement, and passes once the schema matches."""
+    uri = fresh_db(pg, "d_late")
+    migrate(uri)
+    pg.psql("alter table notes rename column title to titel", db="d_late")
+    pg.stop()
+    proc, port, log = start_microd([BIN, "--port", "0", "--bind", "127.0.0.1", "--log-format", "text",
+                                    "--database", uri, "--check-interval", "0.1", "--health-details"],
+                                   env_without_db())
+    if not ok(port is not None, "the database down at start, its schema not matching: microd starts"):
+        pg.restart()
+        return
+    pg.restart()
+    want = re.compile(r'^statement \S+: column "title"(?: of relation "notes")? does not exist$')
+    got = [None]
+
+    def named():
+        got[0] = (verbose_database(port)[1] or {}).get("output")
+        return bool(got[0] and want.match(got[0]))
+    ok(poll(named, 5, 0.05) and get(port, "/readyz")[0] == 503,
+       "  the database up: /readyz 503, the check naming the statement (%r)" % got[0])
+    pg.psql("alter table notes rename column titel to title", db="d_late")
+    ok(poll(lambda: get(port, "/readyz")[0] == 200, 5, 0.05),
+       "  the schema mended: /readyz 200 without a restart")
+    stop_microd(proc, log)
+
+
 def main():
     with Cluster() as pg:
         migrate(pg.uri)
@@ -440,6 +469,7 @@ def main():
         test_refusals(pg)
         test_metrics(pg)
         test_down_then_up_then_down(pg)
+        test_down_then_mismatch(pg)
     return done()
 
 
