@@ -1038,6 +1038,68 @@ test_query_gone(struct request *req, struct db_pool *p, PGconn *admin,
 	close(fds[1]);
 }
 
+/*
+ * Pipelined: a client leaves while its statement waits behind another
+ * request's on the one connection (sent right after it, or queued once it
+ * runs): its handler is answered at once, the other request is served, and
+ * the connection stays.
+ */
+static void
+test_query_gone_pipelined(struct request *req, struct db_pool *slow,
+                          PGconn *admin)
+{
+	const char *const one[] = {"1"}, *const seven[] = {"7"};
+	struct runtime rt = {.db = slow};
+
+	for (int wait_first = 0; wait_first < 2; wait_first++) {
+		struct request ra = *req, rb = *req;
+		struct runner a = {.req = &ra, .st = Q_SLEEP, .values = one};
+		struct runner b = {.req = &rb, .st = Q_INT, .values = seven};
+		unsigned long long before = stats(slow).discarded;
+		int fds[2] = {-1, -1}, gone;
+		pthread_t ta, tb;
+		long pid = 0;
+
+		if (pipe(fds) != 0) {
+			ok(0, "pipe");
+			return;
+		}
+		gone = fds[0];
+		ra.runtime = rb.runtime = &rt;
+		ra.gone_fd = NULL;
+		rb.gone_fd = &gone;
+		pthread_create(&ta, NULL, runner_main, &a);
+		if (wait_first)
+			pid =
+			    active_backend(admin, "SELECT true AS slept", 2000);
+		pthread_create(&tb, NULL, runner_main, &b);
+		if (!wait_first)
+			pid =
+			    active_backend(admin, "SELECT true AS slept", 2000);
+		ssize_t n = write(fds[1], "x", 1); /* b's client leaves */
+		(void)n;
+		pthread_join(tb, NULL);
+		pthread_join(ta, NULL);
+		is_str(b.ret == -1 ? detail_of(&b.rep) : "(served)",
+		       "the client left; the statement was cancelled",
+		       "a client leaves behind a 1 s statement on the one "
+		       "connection (%s): 503",
+		       wait_first ? "queued once it runs"
+		                  : "sent right after it");
+		ok(pid > 0 && b.took_ms < a.took_ms - 300,
+		   "  its handler answered before the other ends (%lld ms, the "
+		   "other %lld ms)",
+		   b.took_ms, a.took_ms);
+		ok(a.ret == 0 && stats(slow).discarded == before,
+		   "  the other request is served, the connection kept (%d)",
+		   a.ret);
+		reply_release(&a.rep);
+		reply_release(&b.rep);
+		close(fds[0]);
+		close(fds[1]);
+	}
+}
+
 /* The backend is ended under a running statement: a connection failure. */
 static void
 test_query_terminated(struct request *req, struct db_pool *slow, PGconn *admin)
@@ -1475,6 +1537,8 @@ test_queries(const char *uri, int pipeline)
 	test_query_retry(&req, p, admin);
 	test_query_deadline(&req, p, admin);
 	test_query_gone(&req, p, admin, slow);
+	if (pipeline)
+		test_query_gone_pipelined(&req, slow, admin);
 	test_query_terminated(&req, slow, admin);
 	test_query_exhausted(&req, p);
 	test_query_down(&req);

@@ -114,6 +114,7 @@ struct db_batch {
 	unsigned int nitems, item, next_call;
 	long long head_ms; /* the oldest in flight since then */
 	int in_lane, notified, orphan;
+	int watched; /* gone_fd is in the lane's epoll set */
 };
 
 /* A batch for n calls (stmt left to fill), NULL when memory is short. */

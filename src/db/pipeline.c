@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -31,6 +32,9 @@
 
 /* Batches in flight on one connection at most. */
 #define LANE_DEPTH 32
+
+/* Clients found gone in one look at most (more wait for the next). */
+#define LANE_GONE_BATCH 32
 
 /* A handler picks the first lane with fewer batches than this. */
 #define LANE_FILL 16
@@ -73,6 +77,10 @@ struct lane {
 	int polling; /* the thread waits in poll(): a handler may send */
 	int failed;  /* a handler's send failed: the connection goes */
 	int wake;    /* eventfd: a batch was queued while the thread polls */
+	/* epoll set of the clients' gone descriptors of the batches in the
+	 * lane (data: the batch), added by the handler that queues one: a
+	 * batch a handler sent itself is watched without a wake-up. */
+	int gone_ep;
 	pthread_t thread;
 	int started;
 	struct db_lanes *lanes;
@@ -103,12 +111,16 @@ lane_poke(struct lane *l)
 	}
 }
 
-/* Hands b's outcome to its waiter; under the lane's lock. */
+/* Hands b's outcome to its waiter; under the lane's lock. Its client is
+ * no longer watched: its handler's descriptor serves its next request. */
 static void
 lane_notify(struct lane *l, struct db_batch *b, enum db_outcome o)
 {
 	if (b->notified)
 		return;
+	if (b->watched)
+		(void)epoll_ctl(l->gone_ep, EPOLL_CTL_DEL, b->gone_fd, NULL);
+	b->watched = 0;
 	b->outcome = o;
 	b->notified = 1;
 	atomic_fetch_sub(&l->load, 1);
@@ -458,15 +470,39 @@ lane_due(struct lane *l, long long limit_ms)
 	return due;
 }
 
-/* A client of a batch in flight left: cancel it if it is alone on the
- * connection, else answer its waiter now and drop its result later. */
-static void
+/*
+ * The client of b left. Not sent yet: b leaves the queue. In flight alone
+ * on the connection: cancelled, the connection cut (1). In flight with
+ * others: its waiter is answered now, its result dropped when it comes.
+ */
+static int
 lane_gone(struct lane *l, struct db_batch *b)
 {
-	if (l->nfly == 1 && b == l->fly)
+	struct db_batch **pp;
+
+	if (b->sent_ns == 0) {
+		for (pp = &l->queue; *pp != NULL && *pp != b; pp = &(*pp)->next)
+			;
+		if (*pp == b) {
+			*pp = b->next;
+			b->next = NULL;
+			if (l->queue_tail == b) {
+				l->queue_tail = l->queue;
+				while (l->queue_tail != NULL &&
+				       l->queue_tail->next != NULL)
+					l->queue_tail = l->queue_tail->next;
+			}
+			b->in_lane = 0;
+			lane_notify(l, b, DB_GONE);
+		}
+		return 0;
+	}
+	if (l->nfly == 1 && b == l->fly) {
 		lane_cut(l, DB_GONE, DB_LOST, 1);
-	else
-		lane_notify(l, b, DB_GONE);
+		return 1;
+	}
+	lane_notify(l, b, DB_GONE);
+	return 0;
 }
 
 /*
@@ -477,11 +513,10 @@ lane_gone(struct lane *l, struct db_batch *b)
 static void
 lane_poll(struct lane *l)
 {
-	struct pollfd pfd[2 + LANE_DEPTH];
-	struct db_batch *watched[LANE_DEPTH];
+	struct pollfd pfd[3];
+	struct epoll_event ev[LANE_GONE_BATCH];
 	long long limit = l->lanes->opt->statement_timeout_ms, due, left;
 	PGconn *pg = db_conn_pg(l->conn);
-	unsigned int nw = 0;
 	int flush = PQflush(pg), n, timeout;
 
 	if (flush < 0 || l->failed) {
@@ -492,18 +527,13 @@ lane_poll(struct lane *l)
 	pfd[0] = (struct pollfd){.fd = l->wake, .events = POLLIN};
 	pfd[1] = (struct pollfd){.fd = PQsocket(pg),
 	                         .events = POLLIN | (flush ? POLLOUT : 0)};
-	for (struct db_batch *b = l->fly; b != NULL; b = b->next)
-		if (b->gone_fd >= 0 && !b->notified) {
-			watched[nw] = b;
-			pfd[2 + nw++] =
-			    (struct pollfd){.fd = b->gone_fd, .events = POLLIN};
-		}
+	pfd[2] = (struct pollfd){.fd = l->gone_ep, .events = POLLIN};
 	due = lane_due(l, limit);
 	left = due < 0 ? 60000 : due - now_ms();
 	timeout = left < 0 ? 0 : (int)(left > 60000 ? 60000 : left);
 	l->polling = 1;
 	pthread_mutex_unlock(&l->lock);
-	n = poll(pfd, 2 + nw, timeout);
+	n = poll(pfd, 3, timeout);
 	pthread_mutex_lock(&l->lock);
 	l->polling = 0;
 	if (n < 0 && errno != EINTR) {
@@ -517,15 +547,18 @@ lane_poll(struct lane *l)
 		(void)r;
 	}
 	/* Clients first: a batch read below may be freed at once. Those
-	 * watched are still in flight: only this thread takes one out. */
-	for (unsigned int i = 0; n > 0 && i < nw; i++)
-		if (pfd[2 + i].revents != 0) {
-			int alone = l->nfly == 1;
+	 * found are in the lane still (queued, or sent by a handler since):
+	 * only this thread answers one, and its answer unwatches it. */
+	if (n > 0 && pfd[2].revents != 0) {
+		int k = epoll_wait(l->gone_ep, ev, LANE_GONE_BATCH, 0);
 
-			lane_gone(l, watched[i]);
-			if (alone)
+		for (int i = 0; i < k; i++) {
+			struct db_batch *b = ev[i].data.ptr;
+
+			if (!b->notified && lane_gone(l, b))
 				return; /* the connection went with it */
 		}
+	}
 	if (l->failed || (n > 0 && pfd[1].revents != 0 && lane_read(l) != 0)) {
 		l->failed = 0;
 		lane_cut(l, DB_LOST, DB_LOST, 0);
@@ -590,7 +623,9 @@ db_lanes_start(struct db_pool *pool, const struct db_pool_options *opt,
 
 		l->lanes = ls;
 		l->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (l->wake < 0 || pthread_mutex_init(&l->lock, NULL) != 0 ||
+		l->gone_ep = epoll_create1(EPOLL_CLOEXEC);
+		if (l->wake < 0 || l->gone_ep < 0 ||
+		    pthread_mutex_init(&l->lock, NULL) != 0 ||
 		    pthread_cond_init(&l->work, NULL) != 0 ||
 		    pthread_create(&l->thread, NULL, lane_main, l) != 0) {
 			log_error("database: cannot start the pool's lane %u: "
@@ -643,6 +678,8 @@ db_lanes_free(struct db_lanes *ls)
 
 		if (l->wake >= 0)
 			close(l->wake);
+		if (l->gone_ep >= 0)
+			close(l->gone_ep);
 		pthread_mutex_destroy(&l->lock);
 		pthread_cond_destroy(&l->work);
 	}
@@ -731,6 +768,12 @@ queue:
 	}
 	atomic_fetch_add(&best->load, 1);
 	b->in_lane = 1;
+	if (b->gone_fd >= 0) {
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = b};
+
+		b->watched = epoll_ctl(best->gone_ep, EPOLL_CTL_ADD, b->gone_fd,
+		                       &e) == 0;
+	}
 	if (best->queue_tail != NULL)
 		best->queue_tail->next = b;
 	else
