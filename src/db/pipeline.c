@@ -704,7 +704,7 @@ db_batch_new(const struct db_call *calls, unsigned int n)
 	}
 	p = (char *)(b + 1);
 	b->items = (struct item *)(void *)p;
-	p += 3 * n * sizeof(struct item);
+	p += (size_t)3 * n * sizeof(struct item);
 	b->pg = (PGresult **)(void *)p;
 	p += n * sizeof(PGresult *);
 	b->end_ns = (long long *)(void *)p;
@@ -731,7 +731,7 @@ db_batch_free(struct db_batch *b)
 int
 db_lanes_run(struct db_lanes *ls, struct db_batch *b)
 {
-	struct lane *best = NULL;
+	struct lane *best = &ls->lane[0]; /* a pool has one at least */
 	unsigned int least = ~0u;
 	int keep;
 
