@@ -1069,6 +1069,9 @@ test_query_gone_pipelined(struct request *req, struct db_pool *slow,
 		ra.gone_fd = NULL;
 		rb.gone_fd = &gone;
 		pthread_create(&ta, NULL, runner_main, &a);
+		/* a's batch in the lane first (its connection taken), so b's
+		 * comes behind it. */
+		WAIT_UNTIL(stats(slow).used == 1, 2000);
 		if (wait_first)
 			pid =
 			    active_backend(admin, "SELECT true AS slept", 2000);
