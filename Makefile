@@ -228,7 +228,8 @@ endef
 $(BUILD)/microd: $(BUILD)/obj/main.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/builtin.o: \
+$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/builtin.o \
+    $(BUILD)/obj/export.o: \
     $(BUILD)/version.h
 $(BUILD)/obj/%.o: src/%.c Makefile
 	@mkdir -p $(@D)
