@@ -454,8 +454,12 @@ open_settings(struct supervisor *sv, struct config *cfg, int argc, char **argv)
 	if (cfg->check_only) {
 		config_print(cfg, stdout);
 		otelconf_print(&sv->otel, stdout);
-		if (sv->otel.warnings[0] != '\0')
-			fprintf(stderr, "%s", sv->otel.warnings);
+		for (const char *p = sv->otel.warnings; *p != '\0';) {
+			size_t n = strcspn(p, "\n");
+
+			fprintf(stderr, "microd: warning: %.*s\n", (int)n, p);
+			p += n + (p[n] == '\n');
+		}
 		end_early(sv);
 		return cfg->database != NULL && check_statements(cfg, 1) != 0
 		           ? 2
