@@ -157,7 +157,7 @@ BENCH_COMMIT_prewings = $(BENCH_PREWINGS)
 BENCH_COMMIT_pregateway = $(BENCH_PREGATEWAY)
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
-	$(MAKE) --no-print-directory $(BUILD)/microd
+	$(MAKE) --no-print-directory $(BUILD)/microd otlp-deps
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/bench/nometrics \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_REQUEST_METRICS=0" \
 	    $(BUILD)/bench/nometrics/microd
