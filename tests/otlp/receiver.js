@@ -7,9 +7,10 @@
 // Usage: node receiver.js NODE_MODULES_DIR
 // Prints "listening PORT" once it listens on 127.0.0.1 (port 0).
 //   POST /v1/traces (any path but /control and /received): one export.
-//   POST /control {"mode": "ok"|"status"|"slow"|"never", "status": 503,
+//   POST /control {"mode": "ok"|"sink"|"status"|"slow"|"never", "status": 503,
 //     "retry_after": "1", "times": N, "delay_ms": N}: how the next
 //     exports are answered ("status" for N of them, then ok again).
+//     ("sink": 200 at once, nothing decoded or kept: for the bench)
 //   GET /received: every export so far, decoded, as a JSON array.
 'use strict';
 
@@ -104,6 +105,10 @@ const server = http.createServer((req, res) => {
     }
     if (req.url === '/received') {
       answer(res, 200, JSON.stringify(received));
+      return;
+    }
+    if (mode.mode === 'sink') {
+      answer(res, 200, '{}');
       return;
     }
     const entry = {
