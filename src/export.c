@@ -258,7 +258,7 @@ static void *
 run(void *arg)
 {
 	struct export *e = arg;
-	struct span **batch = calloc(e->conf.max_batch, sizeof(*batch));
+	struct span **batch = calloc(e->conf.max_batch, sizeof(struct span *));
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
@@ -336,7 +336,7 @@ export_start(const struct otelconf *c, char *why, size_t len)
 	e->cancel[0] = e->cancel[1] = -1;
 	e->rnd = (unsigned int)(seed ^ (seed >> 32)) | 1u;
 	header_lines(e);
-	e->queue = calloc(c->max_queue, sizeof(*e->queue));
+	e->queue = calloc(c->max_queue, sizeof(struct span *));
 	if (e->queue == NULL || pipe(e->cancel) != 0 ||
 	    fcntl(e->cancel[0], F_SETFD, FD_CLOEXEC) != 0 ||
 	    fcntl(e->cancel[1], F_SETFD, FD_CLOEXEC) != 0) {
