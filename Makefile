@@ -68,7 +68,7 @@ SCRIPT_TESTS = tests/dist.py tests/systemd.py tests/hostile.py \
                tests/middleware.py tests/layout.py tests/deps.py \
                tests/slowhead.py tests/migrate.py tests/database.py \
                tests/gone.py tests/notes.py tests/gateway.py \
-               tests/techempower.py
+               tests/techempower.py tests/otel.py
 
 # Debian packages: what a build needs, and what the tests need on top. A
 # word a|b|c asks for any one of them, and for a when none is installed:
@@ -79,13 +79,13 @@ DEB_BUILD = gcc make pkg-config libmicrohttpd-dev libjansson-dev libgnutls28-dev
 DEB_CURL  = libcurl4-openssl-dev|libcurl4-gnutls-dev|libcurl4-nss-dev
 DEB_TEST  = $(DEB_BUILD) $(DEB_CURL) perl curl openssl clang-format \
             clang-tidy cppcheck binutils python3 python3-yaml prometheus \
-            systemd man-db wrk valgrind postgresql $(DEB_ENGINES)
+            systemd man-db wrk valgrind postgresql nodejs $(DEB_ENGINES)
 # The engine suites: a Debian 12 VM with systemd as PID 1, and podman.
 DEB_ENGINES = qemu-system-x86 debootstrap e2fsprogs openssh-client podman \
               runc
 ENGINE_TESTS = tests/podman.py tests/vm.py
 
-.PHONY: all run check test-progs deps deps-test lint fmt clean \
+.PHONY: all run check test-progs deps deps-test otlp-deps lint fmt clean \
         install uninstall bench fuzz fuzz-progs soak engines FORCE
 
 all: deps $(BUILD)/microd
@@ -100,6 +100,7 @@ run: all
 # engine suites run once, on the optimised build, between them.
 check: deps-test
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory otlp-deps
 	$(MAKE) --no-print-directory test-progs
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    SANITIZE=address,undefined test-progs
@@ -120,7 +121,8 @@ check: deps-test
 	    prove -f --exec '' $(TESTS:$(BUILD)/%=$(BUILD)/tsan/%) \
 	    tests/hostile.py tests/stress.py tests/routes.py tests/checks.py \
 	    tests/tls.py tests/middleware.py tests/slowhead.py tests/database.py \
-	    tests/gone.py tests/notes.py tests/gateway.py tests/techempower.py
+	    tests/gone.py tests/notes.py tests/gateway.py tests/techempower.py \
+	    tests/otel.py
 
 # podman builds dist/Dockerfile and runs the image; a qemu VM boots systemd
 # and installs microd as the README says. Both start from one debootstrap
@@ -158,7 +160,7 @@ BENCH_COMMIT_prewings = $(BENCH_PREWINGS)
 BENCH_COMMIT_pregateway = $(BENCH_PREGATEWAY)
 bench: deps
 	@$(call ensure_pkgs,$(DEB_BENCH))
-	$(MAKE) --no-print-directory $(BUILD)/microd
+	$(MAKE) --no-print-directory $(BUILD)/microd otlp-deps
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/bench/nometrics \
 	    CPPFLAGS="$(CPPFLAGS) -DMICROD_REQUEST_METRICS=0" \
 	    $(BUILD)/bench/nometrics/microd
@@ -185,6 +187,22 @@ $(BUILD)/bench/before/microd $(BUILD)/bench/prechain/microd \
 	    echo "microd: commit $(BENCH_COMMIT_$*) is not in this clone;" \
 	        "bench skips /health against it" >&2; \
 	fi
+
+# tests/otel.py's OTLP receiver (tests/otlp/receiver.js) decodes with the
+# OpenTelemetry JavaScript project's protobuf types: its npm packages, at the
+# versions tests/otlp/package.json pins, in build/otlp (outside BUILD, so the
+# sanitizer builds share it). No lockfile is kept. Debian's nodejs leaves
+# npm to a package of its own; other builds of nodejs bring it.
+OTLP_DIR = build/otlp
+otlp-deps: $(OTLP_DIR)/node_modules/.microd-stamp
+$(OTLP_DIR)/node_modules/.microd-stamp: tests/otlp/package.json
+	@$(call ensure_pkgs,nodejs)
+	@command -v npm >/dev/null 2>&1 || { $(call ensure_pkgs,npm); }
+	@mkdir -p $(OTLP_DIR)
+	cp tests/otlp/package.json $(OTLP_DIR)/package.json
+	cd $(OTLP_DIR) && npm install --no-package-lock --no-audit --no-fund \
+	    --ignore-scripts
+	touch $@
 
 # Installs missing Debian packages (as root, else through sudo); elsewhere
 # prints what to install. tests/deps.py runs it against a fake dpkg-query
@@ -230,7 +248,8 @@ endef
 $(BUILD)/microd: $(BUILD)/obj/main.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/builtin.o: \
+$(BUILD)/obj/main.o $(BUILD)/obj/metrics.o $(BUILD)/obj/builtin.o \
+    $(BUILD)/obj/export.o: \
     $(BUILD)/version.h
 $(BUILD)/obj/%.o: src/%.c Makefile
 	@mkdir -p $(@D)

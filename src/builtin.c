@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "middleware.h"
 #include "number.h"
+#include "otel.h"
 #include "reply.h"
 #include "router.h"
 #include "runtime.h"
@@ -134,6 +135,29 @@ handle_test_block(const struct request *req, struct reply *rep)
 }
 
 /*
+ * Test builds only: what the database layer will do for each statement
+ * (otel_client_span), for a statement named test_statement that took
+ * ?ms= milliseconds (at most 1000, default 1) and failed with ?sqlstate=
+ * when given.
+ */
+static void
+handle_test_statement(const struct request *req, struct reply *rep)
+{
+	const char *ms_arg = request_query(req, "ms");
+	const char *sqlstate = request_query(req, "sqlstate");
+	uintmax_t ms = 1;
+	long long start = now_ns();
+
+	if (ms_arg != NULL && number_parse(ms_arg, 1000, &ms) != 0) {
+		reply_error(rep, 400, "ms must be 0 to 1000");
+		return;
+	}
+	otel_client_span(req, "test_statement", start,
+	                 start + (long long)ms * 1000000LL, sqlstate);
+	reply_json(rep, 200, json_pack("{s:s?}", "sqlstate", sqlstate));
+}
+
+/*
  * Test builds only: what a handler sees of the trace context, and the
  * traceparent it would send on a request of its own.
  */
@@ -227,6 +251,7 @@ const struct route builtin_routes[] = {
     {"GET", "/test/block", handle_test_block, 0, 0},
     {"GET", "/test/status/{code}", handle_test_status, 0, 0},
     {"GET", "/test/trace", handle_test_trace, 0, 0},
+    {"GET", "/test/statement", handle_test_statement, ROUTE_BLOCKING, 0},
     {"GET", "/test/gone", handle_test_gone, ROUTE_BLOCKING, 0},
     {"GET", "/test/gone-io", handle_test_gone, 0, 0},
 #endif

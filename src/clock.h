@@ -11,4 +11,7 @@ long long now_ms(void);
  * for measuring time. */
 long long wall_ms(void);
 
+/* The same in nanoseconds, for the span times OTLP carries. */
+long long wall_ns(void);
+
 #endif

@@ -25,6 +25,8 @@
 #include "middleware.h"
 #include "migrate.h"
 #include "notify.h"
+#include "otel.h"
+#include "otelconf.h"
 #include "probe.h"
 #include "refusal.h"
 #include "router.h"
@@ -81,7 +83,15 @@ struct supervisor {
 	long long next_extend_ms;
 	struct tls *tls; /* with --tls-cert: the HTTPS certificate */
 	struct middleware *middleware; /* the before-handler chain's state */
+	struct otelconf otel;          /* the OTEL_* variables */
 };
+
+/* getenv, as otelconf_parse reads the environment. */
+static const char *
+env_get(const char *name)
+{
+	return getenv(name);
+}
 
 /* $JOURNAL_STREAM names stderr's device and inode when journald reads it. */
 static int
@@ -426,6 +436,8 @@ open_settings(struct supervisor *sv, struct config *cfg, int argc, char **argv)
 	case CONFIG_RUN:
 		break;
 	}
+	if (otelconf_parse(&sv->otel, env_get, err, sizeof(err)) != 0)
+		return refuse_start(err);
 	if (cfg->tls_cert != NULL) {
 		if (tls_check_priorities(cfg->tls_priorities, err,
 		                         sizeof(err)) == 0)
@@ -441,12 +453,45 @@ open_settings(struct supervisor *sv, struct config *cfg, int argc, char **argv)
 	}
 	if (cfg->check_only) {
 		config_print(cfg, stdout);
+		otelconf_print(&sv->otel, stdout);
+		for (const char *p = sv->otel.warnings; *p != '\0';) {
+			size_t n = strcspn(p, "\n");
+
+			fprintf(stderr, "microd: warning: %.*s\n", (int)n, p);
+			p += n + (p[n] == '\n');
+		}
 		end_early(sv);
 		return cfg->database != NULL && check_statements(cfg, 1) != 0
 		           ? 2
 		           : 0;
 	}
 	return -1;
+}
+
+/* The start's report of the OTEL_* variables: a warning for each value
+ * left at its default, one for http/protobuf, and where spans go. */
+static void
+otel_log(const struct otelconf *c)
+{
+	char line[256];
+	const char *p = c->warnings;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, "\n");
+
+		snprintf(line, sizeof(line), "%.*s", (int)n, p);
+		log_warn("%s", line);
+		p += n + (p[n] == '\n');
+	}
+	if (c->enabled && c->protobuf_asked)
+		log_warn("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf: microd "
+		         "sends OTLP as JSON (http/json) to the same path, "
+		         "which a collector's OTLP/HTTP receiver takes too");
+	if (c->enabled)
+		log_info("traces: OTLP/HTTP JSON to %s, service %s, sampler "
+		         "%s",
+		         c->url, c->service_name,
+		         otelconf_sampler_name(c->sampler));
 }
 
 /*
@@ -509,6 +554,7 @@ prepare(struct supervisor *sv, const struct config *cfg, sigset_t *sigs,
 		return -1;
 	}
 	config_log(cfg, MICROD_VERSION);
+	otel_log(&sv->otel);
 	middleware_warn(cfg);
 	raise_fd_limit(cfg->connection_limit);
 	if (router_check_served(cfg->example_routes ? 0 : ROUTE_EXAMPLE,
@@ -553,6 +599,8 @@ static int
 start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
               int tls_listen_fd)
 {
+	char why[256];
+
 	sv->app = app_start(cfg);
 	if (sv->app == NULL) {
 		notify_close(&sv->notifier);
@@ -568,9 +616,13 @@ start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
 		tls_install(sv->tls);
 	sv->runtime.middleware = sv->middleware;
 	middleware_describe(sv->middleware);
-	sv->runtime.checks = open_database(&sv->runtime, cfg) == 0
-	                         ? checks_new(cfg, sv->runtime.db)
-	                         : NULL;
+	sv->runtime.otel = otel_open(&sv->otel, why, sizeof(why));
+	if (why[0] != '\0')
+		log_error("traces: the exporter: %s", why);
+	sv->runtime.checks =
+	    why[0] == '\0' && open_database(&sv->runtime, cfg) == 0
+	        ? checks_new(cfg, sv->runtime.db)
+	        : NULL;
 	sv->srv = sv->runtime.checks != NULL
 	              ? server_start(cfg, listen_fd, tls_listen_fd,
 	                             &sv->runtime, sv->app)
@@ -599,6 +651,8 @@ start_serving(struct supervisor *sv, const struct config *cfg, int listen_fd,
 		return 0;
 	checks_free(sv->runtime.checks);
 	db_pool_close(sv->runtime.db);
+	otel_close(sv->runtime.otel);
+	sv->runtime.otel = NULL;
 	app_stop(sv->app);
 	middleware_close(sv->middleware);
 	tls_close(sv->tls);
@@ -634,6 +688,9 @@ stop_serving(struct supervisor *sv)
 		app_stop(sv->app);
 		db_pool_close(sv->runtime.db);
 		sv->runtime.db = NULL;
+		/* The spans of every request are queued: send them. */
+		otel_close(sv->runtime.otel);
+		sv->runtime.otel = NULL;
 	} else {
 		/* Its connecting thread must not outlive main (libpq and
 		 * TLS inside it while exit tears them down); the cut

@@ -403,6 +403,28 @@ metrics_handler_rejected(void)
 	atomic_fetch_add(&handler_rejected, 1);
 }
 
+/* Shared: the exporter's thread and the pool threads count, scrapes
+ * read. */
+static atomic_ullong otel_exported, otel_dropped, otel_failed;
+
+void
+metrics_otel_exported(size_t n)
+{
+	atomic_fetch_add(&otel_exported, n);
+}
+
+void
+metrics_otel_dropped(size_t n)
+{
+	atomic_fetch_add(&otel_dropped, n);
+}
+
+void
+metrics_otel_failed(void)
+{
+	atomic_fetch_add(&otel_failed, 1);
+}
+
 void
 metrics_watchdog_check(enum metrics_check result)
 {
@@ -472,6 +494,20 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        "full.\n"
 	        "# TYPE microd_handler_rejected_total counter\n"
 	        "microd_handler_rejected_total %llu\n"
+	        "# HELP microd_otel_spans_exported_total Spans an OTLP "
+	        "receiver accepted.\n"
+	        "# TYPE microd_otel_spans_exported_total counter\n"
+	        "microd_otel_spans_exported_total %llu\n"
+	        "# HELP microd_otel_spans_dropped_total Spans dropped "
+	        "unsent: the export queue was full, or still held them when "
+	        "the export timeout ended a shutdown.\n"
+	        "# TYPE microd_otel_spans_dropped_total counter\n"
+	        "microd_otel_spans_dropped_total %llu\n"
+	        "# HELP microd_otel_export_failures_total Batches of spans "
+	        "given up: refused (a 400), or never accepted within the "
+	        "export timeout.\n"
+	        "# TYPE microd_otel_export_failures_total counter\n"
+	        "microd_otel_export_failures_total %llu\n"
 	        "# HELP microd_build_info The running build; always 1.\n"
 	        "# TYPE microd_build_info gauge\n"
 	        "microd_build_info{version=\"",
@@ -485,7 +521,9 @@ metrics_render(size_t *len, void (*extra)(void *arg, FILE *f), void *arg)
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FULL]),
 	        atomic_load(&watchdog_checks[METRICS_CHECK_FAILED]),
 	        atomic_load(&handler_threads), atomic_load(&handler_busy),
-	        atomic_load(&handler_queued), atomic_load(&handler_rejected));
+	        atomic_load(&handler_queued), atomic_load(&handler_rejected),
+	        atomic_load(&otel_exported), atomic_load(&otel_dropped),
+	        atomic_load(&otel_failed));
 	metrics_put_label(f, MICROD_VERSION);
 	fputs("\",commit=\"", f);
 	metrics_put_label(f, MICROD_COMMIT);

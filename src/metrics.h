@@ -51,6 +51,12 @@ enum metrics_check {
 };
 void metrics_watchdog_check(enum metrics_check result);
 
+/* The span exporter (src/export.c): spans a receiver took, spans dropped
+ * (the queue full, or left at a stop), batches given up. */
+void metrics_otel_exported(size_t n);
+void metrics_otel_dropped(size_t n);
+void metrics_otel_failed(void);
+
 /* Counts one answered request: route is router_index() or METRICS_UNMATCHED. */
 void metrics_observe(const char *method, size_t route, unsigned int status,
                      long long duration_ns);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * outbound.c -- microd's one HTTP/1.1 client: connect with a deadline, TLS
- * on request, one GET, and the status line's verdict
+ * on request, one GET or POST, and the status line's verdict
  */
 #include "outbound.h"
 
@@ -10,8 +10,11 @@
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +28,9 @@
 /* The bytes kept of a status line, and those of it a reason quotes. */
 #define LINE_MAX_READ 128
 #define LINE_QUOTE 40
+
+/* The most of an answer's head a POST reads (for its Retry-After). */
+#define HEAD_READ_MAX ((size_t)8 * 1024)
 
 enum outbound_line
 outbound_status_line(const char *buf, size_t n, int *status)
@@ -431,6 +437,154 @@ outbound_get(struct outbound *o, const char *path, const char *user_agent,
 	 * waited past. */
 	snprintf(why, len, "GET %.64s: %s", path, line);
 	return -1;
+}
+
+/* Writes buf[0..n) by the deadline; 0, or -1 with why. */
+static int
+send_all(struct outbound *o, const char *what, const char *buf, size_t n,
+         char *why, size_t len)
+{
+	size_t sent = 0;
+
+	while (sent < n) {
+		ssize_t w;
+
+		if (!wait_for(o, o->fd, POLLOUT)) {
+			snprintf(why, len, "%s: no answer in %lld ms", what,
+			         o->timeout_ms);
+			return -1;
+		}
+		w = link_send(o, buf + sent, n - sent);
+		if (w < 0) {
+			snprintf(why, len, "%s: %s", what, link_error(o));
+			return -1;
+		}
+		sent += (size_t)w;
+	}
+	return 0;
+}
+
+long long
+outbound_retry_after(const char *buf, size_t n)
+{
+	static const char name[] = "\nretry-after:";
+	const char *end = buf + n;
+
+	for (const char *p = buf; p + sizeof(name) - 1 < end; p++) {
+		uintmax_t v = 0;
+		int digits = 0;
+
+		if (strncasecmp(p, name, sizeof(name) - 1) != 0)
+			continue;
+		p += sizeof(name) - 1;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		for (; p < end && *p >= '0' && *p <= '9'; p++, digits++)
+			if (v < 86400000)
+				v = v * 10 + (uintmax_t)(*p - '0');
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (digits == 0 || p == end || (*p != '\r' && *p != '\n'))
+			return -1;
+		return v > 86400 ? 86400000LL : (long long)v * 1000;
+	}
+	return -1;
+}
+
+/* Whether buf[0..n) holds a blank line: an empty CRLF or LF line. */
+static int
+head_ends(const char *buf, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (buf[i] == '\n' &&
+		    (buf[i - 1] == '\n' ||
+		     (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n')))
+			return 1;
+	return 0;
+}
+
+/* The answer's head into buf[0..cap) by the deadline: to its blank line,
+ * the peer's close, or cap. 0 with *have, or -1 with why. */
+static int
+read_head(struct outbound *o, const char *what, char *buf, size_t cap,
+          size_t *have, char *why, size_t len)
+{
+	*have = 0;
+	while (*have < cap) {
+		ssize_t r = link_recv(o, buf + *have, cap - *have);
+
+		if (r > 0) {
+			*have += (size_t)r;
+			if (head_ends(buf, *have))
+				return 0;
+			continue;
+		}
+		if (r == 0)
+			break;
+		if (r == -2 && wait_for(o, o->fd, POLLIN))
+			continue;
+		if (r == -1)
+			snprintf(why, len, "%s: %s", what, link_error(o));
+		else
+			snprintf(why, len, "%s: no answer in %lld ms", what,
+			         o->timeout_ms);
+		return -1;
+	}
+	if (*have == 0) {
+		snprintf(why, len, "%s: closed before a status line", what);
+		return -1;
+	}
+	return 0;
+}
+
+int
+outbound_post(struct outbound *o, const char *path, const char *user_agent,
+              const char *headers, const char *type, const char *body,
+              size_t body_len, int *status, long long *retry_after_ms,
+              char *why, size_t len)
+{
+	char req[4096], what[80], line[LINE_QUOTE + 1];
+	char *head = NULL;
+	size_t have;
+	int n, v6 = strchr(o->host, ':') != NULL, rc = -1;
+
+	*status = -1;
+	*retry_after_ms = -1;
+	snprintf(what, sizeof(what), "POST %.64s", path);
+	n = snprintf(req, sizeof(req),
+	             "POST %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n"
+	             "User-Agent: %s\r\n%sContent-Type: %s\r\n"
+	             "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+	             path, v6 ? "[" : "", o->host, v6 ? "]" : "", o->port,
+	             user_agent, headers != NULL ? headers : "", type,
+	             body_len);
+	if (n < 0 || (size_t)n >= sizeof(req)) {
+		snprintf(why, len, "%s: too long a request head", what);
+		return -1;
+	}
+	head = malloc(HEAD_READ_MAX);
+	if (head == NULL) {
+		snprintf(why, len, "%s: out of memory", what);
+		return -1;
+	}
+	if (send_all(o, what, req, (size_t)n, why, len) != 0 ||
+	    send_all(o, what, body, body_len, why, len) != 0 ||
+	    read_head(o, what, head, HEAD_READ_MAX, &have, why, len) != 0)
+		goto out;
+	quote_line(head, have, line, sizeof(line));
+	if (outbound_status_line(head, have, status) != OUTBOUND_LINE_OK) {
+		*status = -1;
+		snprintf(why, len, "%s: malformed status line: %s", what, line);
+		goto out;
+	}
+	*retry_after_ms = outbound_retry_after(head, have);
+	if (*status >= 200 && *status <= 299)
+		rc = 0;
+	else
+		snprintf(why, len, "%s: %s", what, line);
+out:
+	free(head);
+	return rc;
 }
 
 void

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * outbound.h -- microd's one HTTP/1.1 client: a connection with a deadline
- * (plain or TLS), one GET, and the status line read as RFC 9112 says; used
- * by the http:// and tcp:// health checks and by `microd probe`
+ * (plain or TLS), one GET or POST, and the status line read as RFC 9112
+ * says; used by the http:// and tcp:// health checks, by `microd probe` and
+ * by the span exporter
  */
 #ifndef MICROD_OUTBOUND_H
 #define MICROD_OUTBOUND_H
@@ -47,6 +48,28 @@ int outbound_open(struct outbound *o, const struct outbound_target *t,
  */
 int outbound_get(struct outbound *o, const char *path, const char *user_agent,
                  const char *traceparent, int *status, char *why, size_t len);
+
+/*
+ * Sends POST path with user_agent, the header lines in headers ("Name:
+ * value\r\n" each; NULL: none), Content-Type type and the body of len
+ * bytes, then reads the answer's head (8 KiB at most). *status is its
+ * status code once a well-formed status line arrived, else -1;
+ * *retry_after_ms the Retry-After header's delay-seconds in milliseconds,
+ * or -1 when none came (or one as an HTTP-date). 0 for a 2xx status, else
+ * -1 with why ("POST PATH: ..." quoting the status line, or naming the
+ * failure).
+ */
+int outbound_post(struct outbound *o, const char *path, const char *user_agent,
+                  const char *headers, const char *type, const char *body,
+                  size_t body_len, int *status, long long *retry_after_ms,
+                  char *why, size_t len);
+
+/*
+ * The delay-seconds of a Retry-After header in the answer head buf[0..n)
+ * (the status line first), in milliseconds; -1 when there is none, or its
+ * value is not plain digits (an HTTP-date).
+ */
+long long outbound_retry_after(const char *buf, size_t n);
 
 /* Closes o at once. Safe on a closed one. */
 void outbound_close(struct outbound *o);

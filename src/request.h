@@ -184,7 +184,8 @@ request_tracestate(const struct request *req, char *buf, size_t len)
 	if (len == 0)
 		return 0;
 	buf[0] = '\0';
-	if (req->trace != NULL)
+	/* A trace microd began (traces on, no traceparent) has none. */
+	if (req->trace != NULL && req->trace->span_id[0] != '\0')
 		request_header_each(req, "tracestate", request_join_line, &j);
 	return j.used;
 }

@@ -10,6 +10,7 @@
 struct checks;
 struct db_pool;
 struct middleware;
+struct otel;
 struct tls;
 
 /*
@@ -27,6 +28,9 @@ struct runtime {
 	/* With --database, the PostgreSQL pool (src/db/db.h), for blocking
 	 * handlers only (request_db); NULL: none. */
 	struct db_pool *db;
+	/* With an OTEL_EXPORTER_OTLP_*ENDPOINT, the span exporter
+	 * (src/otel.h); NULL: traces are off. */
+	struct otel *otel;
 };
 
 #endif

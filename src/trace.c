@@ -76,15 +76,22 @@ trace_outbound(const struct trace *parent, char *out)
 {
 	char trace_id[33], span_id[17];
 	int have = parent != NULL && parent->trace_id[0] != '\0';
+	const char *flags = have ? parent->flags : "00";
 
 	if (have)
 		memcpy(trace_id, parent->trace_id, sizeof(trace_id));
 	else
 		random_hex(trace_id, 32);
-	random_hex(span_id, 16);
+	if (have && parent->self_id[0] != '\0') { /* microd's span */
+		memcpy(span_id, parent->self_id, sizeof(span_id));
+		flags = parent->self_flags;
+	} else {
+		random_hex(span_id, 16);
+	}
 	/* Only the sampled bit is defined in version 00: the others go out
 	 * as zero, whatever came. */
 	snprintf(out, TRACE_HEADER_LEN + 1, "00-%s-%s-0%c", trace_id, span_id,
-	         have && (strchr("13579bdf", parent->flags[1]) != NULL) ? '1'
-	                                                                : '0');
+	         flags[1] != '\0' && strchr("13579bdf", flags[1]) != NULL
+	             ? '1'
+	             : '0');
 }

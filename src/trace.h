@@ -3,11 +3,18 @@
 #ifndef MICROD_TRACE_H
 #define MICROD_TRACE_H
 
-/* A valid traceparent's fields, as lowercase hex strings. */
+/*
+ * A valid traceparent's fields, as lowercase hex strings. With traces on
+ * (src/otel.h), also this request's own span: its id and its flags; a
+ * request that came without a traceparent then has a new trace_id and an
+ * empty span_id.
+ */
 struct trace {
 	char trace_id[33];
-	char span_id[17]; /* the caller's parent-id */
+	char span_id[17]; /* the caller's parent-id; "": none came */
 	char flags[3];
+	char self_id[17];   /* this request's span; "": traces are off */
+	char self_flags[3]; /* its flags: "01" when it is recorded */
 };
 
 /*
@@ -28,9 +35,11 @@ int trace_parse(const char *value, struct trace *out);
  * The traceparent for a request microd (or a handler) makes: with a parent
  * (the incoming request's), its trace-id and flags and a new parent-id,
  * the outgoing request's own; with parent NULL or holding none, a new
- * trace-id too, and flags 00 (microd records no spans). Of the flags only
- * the sampled bit is passed on (version 00 defines no other). out gets
- * TRACE_HEADER_LEN + 1 bytes. The ids are random, never all zero.
+ * trace-id too, and flags 00. Of the flags only the sampled bit is passed
+ * on (version 00 defines no other). When microd makes a span for the
+ * request (parent->self_id set), its parent-id is that span's id and its
+ * flags that span's. out gets TRACE_HEADER_LEN + 1 bytes. The ids are
+ * random, never all zero.
  */
 void trace_outbound(const struct trace *parent, char *out);
 

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from server import free_port
 
@@ -1327,6 +1328,8 @@ def main():
     tls_section = tls_bench()
     notes_section = notes_bench()
     te_section = te_bench()
+    otel_section = otel_bench()
+    print("otel done", file=sys.stderr, flush=True)
     gateway = gateway_lines(gateway_bench())
     print("gateway done", file=sys.stderr, flush=True)
 
@@ -1446,6 +1449,7 @@ def main():
     lines += [""] + tls_section
     lines += [""] + notes_section
     lines += [""] + te_section
+    lines += [""] + otel_section
     lines += ["", "Errors reported by wrk: %s" % (errors or "none"), "",
               "Commands: `%s` (keep-alive), plus `-H 'Connection: close'`, and `-s %s` for /echo; "
               "servers: `%s`, nginx with `%s`." % (
@@ -1740,6 +1744,73 @@ def te_main():
     return 0
 
 
+# Traces (issue 28): GET /health with export on (OTLP/HTTP JSON to the
+# decoding receiver of tests/otel.py on loopback) against export off, in the
+# same run: to a receiver that answers at once, to one that decodes every
+# body (node on the same CPUs: its cost shows too), then black-holed (it
+# takes each POST and never answers). --log-probes on both, so /health is traced. The
+# requirement: req/s at least 0.95 times, p99 at most 1.1 times.
+OTLP_RECEIVER = os.path.join(ROOT, "tests/otlp/receiver.js")
+OTLP_MODULES = os.path.join(ROOT, "build/otlp/node_modules")
+
+
+def otel_bench():
+    if not os.path.isdir(OTLP_MODULES) or shutil.which("node") is None:
+        return ["Traces: not measured (make otlp-deps installs the receiver's packages)."]
+    rcv = subprocess.Popen(["node", OTLP_RECEIVER, OTLP_MODULES], stdout=subprocess.PIPE, text=True)
+    port = int(rcv.stdout.readline().split()[1])
+    endpoint = "http://127.0.0.1:%d" % port
+
+    def control(mode):
+        req = urllib.request.Request(endpoint + "/control", data=json.dumps({"mode": mode}).encode())
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def server(on):
+        env = ["env", "OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint] if on else ["env", "-u",
+                                                                            "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        return Server("microd-otel-%s" % ("on" if on else "off"), lambda p: env + [
+            MICROD, "--bind", "127.0.0.1", "--port", str(p), "--threads", "1", "--log-level", "warn",
+            "--log-probes"])
+
+    lines = ["Traces: GET /health (traced with --log-probes), export on / export off, c=64, "
+             "%d rounds of %d s alternating; median (min-max):" % (ROUNDS, SECONDS), "",
+             "| receiver | req/s on | req/s off | ratio (>= 0.95) | p99 ms on | p99 ms off | ratio (<= 1.1) |",
+             "|---|---|---|---|---|---|---|"]
+    try:
+        for mode, label in (("sink", "answering 200, on loopback"), ("ok", "decoding each body (node, same 2 CPUs)"),
+                            ("never", "black-holed")):
+            control(mode)
+            on, off = server(True), server(False)
+            got = {"on": [], "off": []}
+            on.start()
+            off.start()
+            try:
+                for rnd in range(ROUNDS):
+                    for name, srv in ((("on", on), ("off", off)) if rnd % 2 == 0 else (("off", off), ("on", on))):
+                        got[name].append(wrk(srv.port, 64))
+            finally:
+                on.stop()
+                off.stop()
+            rps = {k: [r["rps"] for r in v] for k, v in got.items()}
+            p99 = {k: [r["p99"] for r in v] for k, v in got.items()}
+            rr, pr = med(rps["on"]) / med(rps["off"]), med(p99["on"]) / med(p99["off"])
+            lines.append("| %s | %s | %s | %.3f %s | %s | %s | %.2f %s |" % (
+                label, fmt_range(rps["on"]), fmt_range(rps["off"]), rr, "met" if rr >= 0.95 else "NOT met",
+                fmt_range(p99["on"], "%.2f"), fmt_range(p99["off"], "%.2f"), pr,
+                "met" if pr <= 1.1 else "NOT met"))
+    finally:
+        rcv.send_signal(signal.SIGTERM)
+        rcv.wait(timeout=10)
+    return lines
+
+
+def otel_main():
+    """python3 tests/bench.py otel: only the traces rows."""
+    os.makedirs(OUT, exist_ok=True)
+    print("\n".join(otel_bench()))
+    return 0
+
+
 def ab_main(argv):
     """python3 tests/bench.py ab CONNS CMD_A... -- CMD_B...: how a change pays,
     as req/s of A over B in BENCH_PAIRS alternating pairs; PORT in a command
@@ -1774,6 +1845,8 @@ if __name__ == "__main__":
         raise SystemExit(notes_main())
     if sys.argv[1:2] == ["te"]:
         raise SystemExit(te_main())
+    if sys.argv[1:2] == ["otel"]:
+        raise SystemExit(otel_main())
     if sys.argv[1:2] == ["middleware"]:
         raise SystemExit(middleware_main())
     raise SystemExit(main())

@@ -10,11 +10,14 @@
 #include <gnutls/crypto.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "activation.h"
@@ -29,12 +32,16 @@
 #include "db/db.h"
 #include "dispatch.h"
 #include "encode.h"
+#include "export.h"
 #include "health.h"
 #include "healthz.h"
 #include "log.h"
+#include "metrics.h"
 #include "middleware.h"
 #include "notify.h"
 #include "number.h"
+#include "otel.h"
+#include "otelconf.h"
 #include "outbound.h"
 #include "policy.h"
 #include "pool.h"
@@ -560,6 +567,548 @@ test_trace(void)
 		   "time, flags 00: %s",
 		   out);
 	}
+}
+
+/* The environment otelconf_parse sees: NAME=value strings, NULL-ended. */
+static const char *const *otel_env;
+
+static const char *
+otel_env_get(const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *const *e = otel_env; *e != NULL; e++)
+		if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+			return *e + n + 1;
+	return NULL;
+}
+
+#define OTEL_ENV(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define OTEL_EP "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318"
+
+static const struct otelconf_case {
+	const char *const *env;
+	const char *why;
+	int rc;          /* otelconf_parse's */
+	const char *got; /* rc 0: a field as "name=value"; else err */
+} otelconf_cases[] = {
+    {OTEL_ENV("HOME=/"), "no endpoint: off", 0, "enabled=0"},
+    {OTEL_ENV(OTEL_EP), "an endpoint: on", 0, "enabled=1"},
+    {OTEL_ENV(OTEL_EP), "the base endpoint gets /v1/traces", 0,
+     "url=http://127.0.0.1:4318/v1/traces"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_ENDPOINT=http://h:4318/base/"),
+     "a base endpoint's trailing slash is not doubled", 0,
+     "path=/base/v1/traces"},
+    {OTEL_ENV(OTEL_EP,
+              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=https://[::1]:9/x/y"),
+     "the traces endpoint is used as it is, over the base one", 0, "path=/x/y"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=https://[::1]:9/x/y"),
+     "an IPv6 host", 0, "host=::1"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=https://c.example"),
+     "https without a port: 443", 0, "port=443"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_ENDPOINT=http://c"),
+     "http without a port: 80", 0, "port=80"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_ENDPOINT=ftp://c"), "not http(s): refused",
+     -1,
+     "OTEL_EXPORTER_OTLP_ENDPOINT=ftp://c: not an http:// or https:// URL "
+     "(host, optional port and path)"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_ENDPOINT=http://c:99999"),
+     "a port past 65535: refused", -1,
+     "OTEL_EXPORTER_OTLP_ENDPOINT=http://c:99999: not an http:// or "
+     "https:// URL (host, optional port and path)"},
+    {OTEL_ENV(OTEL_EP, "OTEL_SDK_DISABLED=true"), "OTEL_SDK_DISABLED=true: off",
+     0, "enabled=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_SDK_DISABLED=TRUE"),
+     "OTEL_SDK_DISABLED is case-insensitive", 0, "enabled=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_SDK_DISABLED=false"), "OTEL_SDK_DISABLED=false", 0,
+     "enabled=1"},
+    {OTEL_ENV(OTEL_EP), "the service name's default", 0, "service_name=microd"},
+    {OTEL_ENV(OTEL_EP, "OTEL_RESOURCE_ATTRIBUTES=service.name=a"),
+     "service.name from OTEL_RESOURCE_ATTRIBUTES", 0, "service_name=a"},
+    {OTEL_ENV(OTEL_EP, "OTEL_RESOURCE_ATTRIBUTES=service.name=a",
+              "OTEL_SERVICE_NAME=b"),
+     "OTEL_SERVICE_NAME wins over it", 0, "service_name=b"},
+    {OTEL_ENV(OTEL_EP, "OTEL_RESOURCE_ATTRIBUTES=k=v%20w, k2 = x "),
+     "resource attributes: percent-decoded, spaces around dropped", 0,
+     "resource=k=v w;k2=x;"},
+    {OTEL_ENV(OTEL_EP, "OTEL_RESOURCE_ATTRIBUTES=k=v,broken"),
+     "a member without '=': the whole list dropped", 0, "resource="},
+    {OTEL_ENV(OTEL_EP, "OTEL_RESOURCE_ATTRIBUTES=k=v,broken"),
+     "... with a warning", 0,
+     "warnings=OTEL_RESOURCE_ATTRIBUTES=k=v,broken is not valid: none of "
+     "it used\n"},
+    {OTEL_ENV(OTEL_EP, "OTEL_RESOURCE_ATTRIBUTES=k=%zz"),
+     "a bad percent-escape: dropped", 0, "resource="},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_HEADERS=api-key=s%3Dx,b=c"),
+     "headers", 0, "headers=api-key=s=x;b=c;"},
+    {OTEL_ENV(OTEL_EP), "the sampler's default", 0,
+     "sampler=parentbased_always_on"},
+    {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=traceidratio",
+              "OTEL_TRACES_SAMPLER_ARG=0.25"),
+     "traceidratio 0.25", 0, "ratio=0.25"},
+    {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=parentbased_traceidratio"),
+     "a ratio's default: 1.0", 0, "ratio=1"},
+    {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=traceidratio",
+              "OTEL_TRACES_SAMPLER_ARG=1.5"),
+     "a ratio past 1: 1.0 with a warning", 0,
+     "warnings=OTEL_TRACES_SAMPLER_ARG=1.5 is not valid: 1.0 used\n"},
+    {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=always_off"), "always_off", 0,
+     "sampler=always_off"},
+    {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=jaeger_remote"),
+     "an unknown sampler: the default, with a warning", 0,
+     "warnings=OTEL_TRACES_SAMPLER=jaeger_remote is not valid: "
+     "parentbased_always_on used\n"},
+    {OTEL_ENV(OTEL_EP), "the batch defaults", 0,
+     "bsp=5000/2048/512/30000/10000"},
+    {OTEL_ENV(OTEL_EP, "OTEL_BSP_SCHEDULE_DELAY=100",
+              "OTEL_BSP_MAX_QUEUE_SIZE=10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=5",
+              "OTEL_BSP_EXPORT_TIMEOUT=2000", "OTEL_EXPORTER_OTLP_TIMEOUT=300"),
+     "the batch settings", 0, "bsp=100/10/5/2000/300"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_TIMEOUT=300",
+              "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=400"),
+     "the traces timeout wins", 0, "bsp=5000/2048/512/30000/400"},
+    {OTEL_ENV(OTEL_EP, "OTEL_BSP_MAX_QUEUE_SIZE=10"),
+     "a batch past the queue: cut to it", 0, "bsp=5000/10/10/30000/10000"},
+    {OTEL_ENV(OTEL_EP, "OTEL_BSP_SCHEDULE_DELAY=-1"),
+     "a delay that is no number: the default, with a warning", 0,
+     "warnings=OTEL_BSP_SCHEDULE_DELAY=-1 is not valid: 5000 used\n"},
+    {OTEL_ENV(OTEL_EP), "no protocol: JSON", 0, "protobuf=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_PROTOCOL=http/json"), "http/json", 0,
+     "protobuf=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"),
+     "http/protobuf: JSON all the same, marked for its warning", 0,
+     "protobuf=1"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "grpc: refused", -1,
+     "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: microd exports OTLP over HTTP as "
+     "JSON only: set http/json (or unset it); a collector's OTLP/HTTP "
+     "receiver (port 4318) takes it"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc"),
+     "grpc for traces: refused", -1,
+     "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: microd exports OTLP over HTTP as "
+     "JSON only: set http/json (or unset it); a collector's OTLP/HTTP "
+     "receiver (port 4318) takes it"},
+};
+
+/* The field a case asks about, as "name=value". */
+static void
+otelconf_field(const struct otelconf *c, const char *want, char *out,
+               size_t len)
+{
+	size_t n = strcspn(want, "=");
+	size_t used = 0;
+
+#define FIELD(name) (strncmp(want, name, n) == 0 && strlen(name) == n)
+	if (FIELD("enabled"))
+		snprintf(out, len, "enabled=%d", c->enabled);
+	else if (FIELD("url"))
+		snprintf(out, len, "url=%s", c->url);
+	else if (FIELD("path"))
+		snprintf(out, len, "path=%s", c->path);
+	else if (FIELD("host"))
+		snprintf(out, len, "host=%s", c->host);
+	else if (FIELD("port"))
+		snprintf(out, len, "port=%u", c->port);
+	else if (FIELD("service_name"))
+		snprintf(out, len, "service_name=%s", c->service_name);
+	else if (FIELD("sampler"))
+		snprintf(out, len, "sampler=%s",
+		         otelconf_sampler_name(c->sampler));
+	else if (FIELD("ratio"))
+		snprintf(out, len, "ratio=%g", c->ratio);
+	else if (FIELD("warnings"))
+		snprintf(out, len, "warnings=%s", c->warnings);
+	else if (FIELD("protobuf"))
+		snprintf(out, len, "protobuf=%d", c->protobuf_asked);
+	else if (FIELD("bsp"))
+		snprintf(out, len, "bsp=%u/%u/%u/%u/%u", c->schedule_delay_ms,
+		         c->max_queue, c->max_batch, c->export_timeout_ms,
+		         c->otlp_timeout_ms);
+	else if (FIELD("resource") || FIELD("headers")) {
+		const struct otelconf_pair *p =
+		    FIELD("resource") ? c->resource : c->headers;
+		size_t np = FIELD("resource") ? c->n_resource : c->n_headers;
+
+		used = (size_t)snprintf(out, len, "%.*s=", (int)n, want);
+		for (size_t i = 0; i < np && used < len; i++)
+			used +=
+			    (size_t)snprintf(out + used, len - used, "%s=%s;",
+			                     p[i].key, p[i].value);
+	} else
+		snprintf(out, len, "(no such field)");
+#undef FIELD
+}
+
+static void
+test_otelconf(void)
+{
+	for (size_t i = 0; i < sizeof(otelconf_cases) / sizeof(*otelconf_cases);
+	     i++) {
+		const struct otelconf_case *t = &otelconf_cases[i];
+		struct otelconf c;
+		char err[256], got[1200];
+		int rc;
+
+		otel_env = t->env;
+		rc = otelconf_parse(&c, otel_env_get, err, sizeof(err));
+		if (rc != 0)
+			snprintf(got, sizeof(got), "%s", err);
+		else
+			otelconf_field(&c, t->got, got, sizeof(got));
+		ok(rc == t->rc && strcmp(got, t->got) == 0, "otelconf: %s",
+		   t->why);
+		if (rc != t->rc || strcmp(got, t->got) != 0)
+			diag("got %d '%s', want %d '%s'", rc, got, t->rc,
+			     t->got);
+	}
+}
+
+static void
+test_otel_sample(void)
+{
+	static const char low[] = "0af7651916cd43dd0000000000000001";
+	static const char high[] = "0af7651916cd43ddfffffffffffffff0";
+	static const char mid[] = "0af7651916cd43dd7000000000000000";
+
+	ok(otel_sample(OTELCONF_PARENTBASED_ALWAYS_ON, 1, NULL, low),
+	   "parentbased_always_on: a root is sampled");
+	ok(!otel_sample(OTELCONF_PARENTBASED_ALWAYS_ON, 1, "00", low),
+	   "parentbased_always_on: an unsampled parent's child is not");
+	ok(otel_sample(OTELCONF_PARENTBASED_ALWAYS_ON, 1, "01", low),
+	   "parentbased_always_on: a sampled parent's child is");
+	ok(otel_sample(OTELCONF_PARENTBASED_ALWAYS_OFF, 1, "01", low) &&
+	       !otel_sample(OTELCONF_PARENTBASED_ALWAYS_OFF, 1, NULL, low),
+	   "parentbased_always_off: the parent's say, else no");
+	ok(otel_sample(OTELCONF_ALWAYS_ON, 1, "00", low),
+	   "always_on: whatever the parent");
+	ok(!otel_sample(OTELCONF_ALWAYS_OFF, 1, "01", low),
+	   "always_off: whatever the parent");
+	ok(otel_sample(OTELCONF_TRACEIDRATIO, 0.5, "00", low) &&
+	       !otel_sample(OTELCONF_TRACEIDRATIO, 0.5, "01", high),
+	   "traceidratio: the trace id's low 64 bits against the ratio, "
+	   "whatever the parent");
+	ok(otel_sample(OTELCONF_TRACEIDRATIO, 0.5, NULL, mid) &&
+	       !otel_sample(OTELCONF_TRACEIDRATIO, 0.4, NULL, mid),
+	   "traceidratio: 0x7000... is below 0.5 of 2^64, above 0.4");
+	ok(!otel_sample(OTELCONF_TRACEIDRATIO, 0, NULL, low) &&
+	       otel_sample(OTELCONF_TRACEIDRATIO, 1, NULL, high),
+	   "traceidratio 0 keeps none, 1 all");
+	ok(otel_sample(OTELCONF_PARENTBASED_TRACEIDRATIO, 0, "01", high) &&
+	       !otel_sample(OTELCONF_PARENTBASED_TRACEIDRATIO, 0, NULL, low),
+	   "parentbased_traceidratio: the parent's say, else the ratio");
+}
+
+/* A listening socket on 127.0.0.1, port 0: fd, and *port. */
+static int
+otel_listener(unsigned int *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    listen(fd, 4) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/*
+ * Takes the exporter's next POST on l (within 5 s), reads it whole and
+ * answers it with status. The number of spans it carried, or -1.
+ */
+static int
+otel_answer(int l, int status)
+{
+	struct pollfd p = {.fd = l, .events = POLLIN};
+	static char buf[65536];
+	size_t have = 0;
+	int c, spans = -1;
+	char *body = NULL, reply[128];
+
+	if (poll(&p, 1, 5000) != 1 || (c = accept(l, NULL, NULL)) < 0)
+		return -1;
+	for (;;) {
+		struct pollfd q = {.fd = c, .events = POLLIN};
+		char *cl;
+		ssize_t r;
+
+		buf[have] = '\0';
+		body = strstr(buf, "\r\n\r\n");
+		cl = strstr(buf, "Content-Length: ");
+		if (body != NULL && cl != NULL &&
+		    (size_t)(buf + have - body - 4) >=
+		        strtoull(cl + 16, NULL, 10))
+			break;
+		if (have + 1 >= sizeof(buf) || poll(&q, 1, 5000) != 1 ||
+		    (r = recv(c, buf + have, sizeof(buf) - have - 1, 0)) <= 0) {
+			close(c);
+			return -1;
+		}
+		have += (size_t)r;
+	}
+	for (char *at = body; (at = strstr(at, "\"spanId\"")) != NULL; at++)
+		spans++;
+	snprintf(reply, sizeof(reply),
+	         "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n", status);
+	if (send(c, reply, strlen(reply), 0) < 0)
+		spans = -1;
+	close(c);
+	return spans + 1;
+}
+
+/* A metric's value in the text exposition. */
+static unsigned long long
+metric_value(const char *name)
+{
+	size_t len;
+	char *text = metrics_render(&len, NULL, NULL), line[128];
+	char *at;
+	unsigned long long v = 0;
+
+	snprintf(line, sizeof(line), "\n%s ", name); /* not its # HELP */
+	at = text != NULL ? strstr(text, line) : NULL;
+	if (at != NULL)
+		v = strtoull(at + strlen(line), NULL, 10);
+	free(text);
+	return v;
+}
+
+static void
+test_otel_spans(void)
+{
+	struct otelconf c;
+	struct otel *o;
+	struct trace t;
+	struct runtime rt = {0};
+	struct request req = {.method = "GET", .path = "/x"};
+	char err[256], out[TRACE_HEADER_LEN + 1], ep[96];
+	unsigned long long dropped, exported, failed;
+	unsigned int port = 0;
+	int l = otel_listener(&port);
+	const char *env[] = {ep, "OTEL_BSP_SCHEDULE_DELAY=3600000",
+	                     "OTEL_BSP_MAX_QUEUE_SIZE=2", NULL};
+
+	snprintf(ep, sizeof(ep),
+	         "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%u", port);
+	otel_env = env;
+	ok(l >= 0 && otelconf_parse(&c, otel_env_get, err, sizeof(err)) == 0,
+	   "otel: a receiver of the test's own, and its settings");
+	o = l >= 0 ? otel_open(&c, err, sizeof(err)) : NULL;
+	ok(o != NULL, "otel: an exporter starts");
+	if (o == NULL)
+		return;
+	trace_parse("00-" TP_ID "-" TP_PARENT "-01", &t);
+	ok(otel_server_begin(o, &t) == 1 && strcmp(t.trace_id, TP_ID) == 0 &&
+	       strlen(t.self_id) == 16 && strcmp(t.self_id, TP_PARENT) != 0 &&
+	       strcmp(t.self_flags, "01") == 0,
+	   "otel_server_begin: a sampled parent: recorded, a span id of "
+	   "its own");
+	trace_outbound(&t, out);
+	ok(strncmp(out + 36, t.self_id, 16) == 0 && strcmp(out + 53, "01") == 0,
+	   "trace_outbound: the parent-id sent on is the request's span: "
+	   "%s",
+	   out);
+	memset(&t, 0, sizeof(t));
+	ok(otel_server_begin(o, &t) == 1 && strlen(t.trace_id) == 32 &&
+	       strlen(t.self_id) == 16 && t.span_id[0] == '\0' &&
+	       strcmp(t.flags, "01") == 0,
+	   "otel_server_begin without a traceparent: a new trace, sampled");
+	trace_parse("00-" TP_ID "-" TP_PARENT "-00", &t);
+	ok(otel_server_begin(o, &t) == 0 && strcmp(t.self_flags, "00") == 0,
+	   "otel_server_begin: an unsampled parent: not recorded");
+	trace_outbound(&t, out);
+	ok(strncmp(out + 36, t.self_id, 16) == 0 && strcmp(out + 53, "00") == 0,
+	   "trace_outbound: an unrecorded span's id, flags 00: %s", out);
+	memset(&t, 0, sizeof(t));
+	ok(otel_server_begin(NULL, &t) == 0 && t.trace_id[0] == '\0' &&
+	       t.self_id[0] == '\0',
+	   "otel_server_begin with traces off: nothing");
+
+	/* CLIENT spans: only for a recorded request, with traces on. A
+	 * full queue (2) is a batch: the exporter takes it and POSTs it,
+	 * and the test holds that POST unanswered. */
+	rt.otel = o;
+	req.runtime = &rt;
+	trace_parse("00-" TP_ID "-" TP_PARENT "-01", &t);
+	otel_server_begin(o, &t);
+	req.trace = &t;
+	dropped = metric_value("microd_otel_spans_dropped_total");
+	exported = metric_value("microd_otel_spans_exported_total");
+	failed = metric_value("microd_otel_export_failures_total");
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), "23505");
+	{
+		struct pollfd p = {.fd = l, .events = POLLIN};
+
+		ok(poll(&p, 1, 5000) == 1,
+		   "otel: a full batch is sent at once, not after the "
+		   "schedule delay");
+	}
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	is(metric_value("microd_otel_spans_dropped_total"), dropped,
+	   "otel_client_span: two more queued while the first two are sent");
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	is(metric_value("microd_otel_spans_dropped_total"), dropped + 1,
+	   "otel_client_span: a fifth is dropped and counted, never waited "
+	   "for");
+	is(otel_answer(l, 200), 2, "otel: the first batch: 2 spans");
+	is(otel_answer(l, 400), 2, "otel: the second batch: 2 spans");
+	trace_parse("00-" TP_ID "-" TP_PARENT "-00", &t);
+	otel_server_begin(o, &t);
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	req.trace = NULL;
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	req.runtime = NULL;
+	otel_client_span(&req, "note_get", now_ns(), now_ns(), NULL);
+	otel_client_span(NULL, "note_get", now_ns(), now_ns(), NULL);
+	otel_close(o);
+	is(metric_value("microd_otel_spans_exported_total"), exported + 2,
+	   "otel: a 200 counts its spans exported");
+	is(metric_value("microd_otel_export_failures_total"), failed + 1,
+	   "otel: a 400 is a failure, not retried");
+	is(metric_value("microd_otel_spans_dropped_total"), dropped + 1,
+	   "otel_client_span: nothing for an unrecorded request, one without "
+	   "a trace, or traces off");
+	close(l);
+}
+
+/* One span for export_encode. */
+static struct span *
+span_make(const char *name, int kind, const char *parent)
+{
+	struct span *s = calloc(1, sizeof(*s) + strlen(name) + 8);
+
+	if (s == NULL)
+		return NULL;
+	snprintf(s->trace_id, sizeof(s->trace_id), "%s", TP_ID);
+	snprintf(s->span_id, sizeof(s->span_id), "%s", "00f067aa0ba902b7");
+	snprintf(s->parent_id, sizeof(s->parent_id), "%s", parent);
+	s->kind = kind;
+	memcpy(s->text, name, strlen(name) + 1);
+	s->name = s->text;
+	s->start_unix_ns = 1700000000123456789LL;
+	s->end_unix_ns = 1700000000223456789LL;
+	s->attrs[0] =
+	    (struct span_attr){"http.response.status_code", NULL, 503};
+	s->attrs[1] = (struct span_attr){"url.path", "/x", 0};
+	s->n_attrs = 2;
+	return s;
+}
+
+static void
+test_export(void)
+{
+	struct otelconf c;
+	struct span *spans[2];
+	char err[256], *text;
+	size_t len = 0;
+	json_t *doc, *span;
+	static const char *const env[] = {
+	    "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9",
+	    "OTEL_SERVICE_NAME=svc", "OTEL_RESOURCE_ATTRIBUTES=env=prod", NULL};
+
+	is(export_verdict(200), EXPORT_DONE, "export: 200 is done");
+	is(export_verdict(204), EXPORT_DONE, "export: 204 is done");
+	is(export_verdict(400), EXPORT_DROP, "export: 400 is never retried");
+	is(export_verdict(404), EXPORT_DROP, "export: 404 is not retried");
+	is(export_verdict(500), EXPORT_DROP, "export: 500 is not retried");
+	for (int s = 502; s <= 504; s++)
+		is(export_verdict(s), EXPORT_RETRY, "export: %d is retried", s);
+	is(export_verdict(429), EXPORT_RETRY, "export: 429 is retried");
+	is(export_verdict(-1), EXPORT_RETRY,
+	   "export: no answer (a refused connection) is retried");
+	is(export_backoff_ms(1, 2000, 7), 2000,
+	   "backoff: Retry-After wins when given");
+	is(export_backoff_ms(1, 0, 7), 0, "backoff: Retry-After: 0 is no wait");
+	ok(export_backoff_ms(1, -1, 0) == 500 &&
+	       export_backoff_ms(1, -1, 499) == 999,
+	   "backoff: the first wait is in [0.5 s, 1 s)");
+	ok(export_backoff_ms(3, -1, 0) == 2000 &&
+	       export_backoff_ms(3, -1, 1999) == 3999,
+	   "backoff: the third in [2 s, 4 s)");
+	ok(export_backoff_ms(40, -1, 0) == 16000 &&
+	       export_backoff_ms(40, -1, 0xffffffffu) < 32000,
+	   "backoff: never past 32 s");
+	is(outbound_retry_after("HTTP/1.1 503 x\r\nRetry-After: 3\r\n\r\n", 33),
+	   3000, "Retry-After: 3 is 3000 ms");
+	is(outbound_retry_after("HTTP/1.1 503 x\r\nretry-after:7 \r\n\r\n", 33),
+	   7000, "Retry-After: the name in any case, spaces around");
+	is(outbound_retry_after(
+	       "HTTP/1.1 503 x\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 "
+	       "GMT\r\n\r\n",
+	       62),
+	   -1, "Retry-After: an HTTP-date is not read (backoff then)");
+	is(outbound_retry_after("HTTP/1.1 503 x\r\nX-Retry-After: 3\r\n\r\n",
+	                        35),
+	   -1, "Retry-After: another header's name ending so is not it");
+	is(outbound_retry_after("HTTP/1.1 503 x\r\n\r\n", 18), -1,
+	   "Retry-After: none");
+
+	otel_env = env;
+	otelconf_parse(&c, otel_env_get, err, sizeof(err));
+	spans[0] = span_make("GET /x", SPAN_KIND_SERVER, "b7ad6b7169203331");
+	spans[1] = span_make("note_get", SPAN_KIND_CLIENT, "");
+	if (spans[0] == NULL || spans[1] == NULL)
+		return;
+	spans[0]->error = 1;
+	text = export_encode(&c, spans, 2, &len);
+	doc = text != NULL ? json_loads(text, 0, NULL) : NULL;
+	ok(doc != NULL && len == strlen(text), "export_encode: JSON");
+	span = json_array_get(
+	    json_object_get(
+	        json_array_get(
+	            json_object_get(
+	                json_array_get(json_object_get(doc, "resourceSpans"),
+	                               0),
+	                "scopeSpans"),
+	            0),
+	        "spans"),
+	    0);
+	is_str(json_string_value(json_object_get(span, "traceId")), TP_ID,
+	       "export_encode: the trace id as hex");
+	is_str(json_string_value(json_object_get(span, "startTimeUnixNano")),
+	       "1700000000123456789",
+	       "export_encode: times as decimal strings");
+	is(json_integer_value(json_object_get(span, "kind")), 2,
+	   "export_encode: kind SERVER is 2");
+	is(json_integer_value(
+	       json_object_get(json_object_get(span, "status"), "code")),
+	   2, "export_encode: status Error is 2");
+	ok(text != NULL &&
+	       strstr(text, "{\"key\":\"http.response.status_code\",\"value\":"
+	                    "{\"intValue\":\"503\"}}") != NULL,
+	   "export_encode: an integer attribute as a decimal string");
+	ok(text != NULL &&
+	       strstr(text, "\"resource\":{\"attributes\":[{\"key\":\"service."
+	                    "name\",\"value\":{\"stringValue\":\"svc\"}},{"
+	                    "\"key\":\"env\",\"value\":{\"stringValue\":"
+	                    "\"prod\"}}") != NULL,
+	   "export_encode: the resource: service.name, then "
+	   "OTEL_RESOURCE_ATTRIBUTES");
+	span = json_array_get(
+	    json_object_get(
+	        json_array_get(
+	            json_object_get(
+	                json_array_get(json_object_get(doc, "resourceSpans"),
+	                               0),
+	                "scopeSpans"),
+	            0),
+	        "spans"),
+	    1);
+	ok(json_object_get(span, "parentSpanId") == NULL &&
+	       json_object_get(span, "status") == NULL,
+	   "export_encode: a root span has no parentSpanId; status unset is "
+	   "left out");
+	json_decref(doc);
+	free(text);
+	free(spans[0]);
+	free(spans[1]);
 }
 
 static void
@@ -3863,6 +4412,10 @@ main(void)
 	test_policy_json_cost();
 	test_policy_target();
 	test_trace();
+	test_otelconf();
+	test_otel_sample();
+	test_otel_spans();
+	test_export();
 	test_auth();
 	test_ratelimit();
 	test_client_key();

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "middleware.h"
+#include "otel.h"
 #include "policy.h"
 #include "reply.h"
 #include "reqid.h"
@@ -439,6 +440,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		ex->method = method;
 		start_request_id(conn, ex);
 		start_trace(conn, ex);
+		ex->traced = otel_server_begin(
+		    ex->runtime != NULL ? ex->runtime->otel : NULL, &ex->trace);
 		ex->conn = conn;
 		/* url: the raw path (unescape() leaves it as sent); ex->path
 		 * is decoded by microd. */
@@ -544,6 +547,30 @@ log_request(struct server *srv, struct MHD_Connection *conn,
 	log_access(&e);
 }
 
+/* The request's SERVER span, when it is recorded: a probe's only with
+ * --log-probes, as for the access log; microd's own requests never. */
+static void
+trace_request(struct server *srv, struct MHD_Connection *conn,
+              struct exchange *ex, long long end_ns)
+{
+	const struct route *rt =
+	    ex->res.match == ROUTE_FOUND ? ex->res.route : NULL;
+	struct otel_server_info i = {.method = ex->method,
+	                             .route = rt != NULL ? rt->path : NULL,
+	                             .path = ex->target,
+	                             .status = ex->status,
+	                             .start_ns = ex->start_ns,
+	                             .end_ns = end_ns};
+
+	if (!ex->traced || ex->status == 0 || ex->own ||
+	    (rt != NULL && (rt->flags & ROUTE_PROBE) && !srv->log_probes))
+		return;
+	i.peer = exchange_peer(ex);
+	i.user_agent = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	                                           MHD_HTTP_HEADER_USER_AGENT);
+	otel_server_end(ex->runtime->otel, &ex->trace, &i);
+}
+
 void
 on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
              enum MHD_RequestTerminationCode toe)
@@ -573,6 +600,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 		                    : METRICS_UNMATCHED,
 		                ex->status, took);
 	log_request(srv, conn, ex, took);
+	trace_request(srv, conn, ex, ex->start_ns + took);
 	if (ex->reserved > 0) {
 		atomic_fetch_sub(&srv->body_bytes, ex->reserved);
 		/* glibc keeps what a large body freed: let the main thread

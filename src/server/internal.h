@@ -189,6 +189,7 @@ struct exchange {
 	size_t bytes;        /* body bytes of the response */
 	char request_id[REQID_MAX + 1];
 	struct trace trace; /* a valid traceparent's; trace_id "" if none */
+	int traced;         /* its SERVER span is recorded (src/otel.h) */
 	/* What the before-handler chain asked of the reply (NULL: nothing,
 	 * as for every probe), and its answer when it stopped a request with
 	 * no body: sent at the second call. Both owned, allocated only when
