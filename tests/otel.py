@@ -25,10 +25,6 @@ from tap import done, ok, skip
 HOOKS = os.path.abspath(os.environ.get("MICROD_HOOKS_BIN", "build/hooks/microd"))
 MODULES = os.path.abspath(os.environ.get("MICROD_OTLP_MODULES", "build/otlp/node_modules"))
 RECEIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "otlp", "receiver.js")
-# The CLIENT spans of a database route need the db layer to call
-# otel_client_span (src/otel.h). TODO(lead): set True once src/db/ calls it.
-DB_WIRED = False
-
 TP_PARENT = "b7ad6b7169203331"
 
 
@@ -437,11 +433,8 @@ def test_config(rcv):
 
 
 def test_database(rcv):
-    """GET /notes/{id}: a SERVER span with its CLIENT children."""
-    if not DB_WIRED:
-        skip("TODO(lead): CLIENT spans for /notes/{id} need src/db/ to call otel_client_span; "
-             "set DB_WIRED = True in tests/otel.py once it does", 3)
-        return
+    """GET /notes/{id} and /queries?queries=3: a SERVER span with a CLIENT
+    child for each statement."""
     from pg import Cluster
     with Cluster() as pg:
         before = len(rcv.spans())
@@ -454,6 +447,7 @@ def test_database(rcv):
         r = c.getresponse()
         note = json.loads(r.read())
         status, _, _ = get(c, "/notes/%s" % note.get("id"), {"traceparent": traceparent(8000)})
+        qstatus, _, _ = get(c, "/queries?queries=3", {"traceparent": traceparent(8001)})
         c.close()
         tid = "%032x" % (0x0af7651916cd43dd8448eb2100000000 + 8000)
         spans = poll(lambda: (lambda s: s if any(x["kind"] == 3 and x["traceId"] == tid for x in s) else None)(
@@ -464,8 +458,18 @@ def test_database(rcv):
            "GET /notes/{id}: its SERVER span")
         ok(client and all(c.get("parentSpanId") == server[0]["spanId"] for c in client),
            "  with CLIENT children")
-        ok(client and all(attrs(c).get("db.system.name") == "postgresql" and attrs(c).get("db.operation.name")
-                          for c in client), "  db.system.name postgresql, db.operation.name the statement's")
+        ok(len(client) == 1 and attrs(client[0]).get("db.system.name") == "postgresql"
+           and attrs(client[0]).get("db.operation.name") == "notes_get" and client[0]["name"] == "notes_get",
+           "  one: notes_get, db.system.name postgresql, db.operation.name notes_get (%s)"
+           % [(c["name"], attrs(c)) for c in client])
+        tid = "%032x" % (0x0af7651916cd43dd8448eb2100000000 + 8001)
+        spans = poll(lambda: (lambda s: s if len([x for x in s if x["kind"] == 3 and x["traceId"] == tid]) >= 3
+                              else None)([s for s, _, _ in rcv.spans()[before:]]), 10, 0.05) or []
+        server = [s for s in spans if s["traceId"] == tid and s["kind"] == 2]
+        client = [s for s in spans if s["traceId"] == tid and s["kind"] == 3]
+        ok(qstatus == 200 and len(server) == 1 and server[0]["name"] == "GET /queries" and len(client) == 3
+           and all(c["name"] == "world_get" and c.get("parentSpanId") == server[0]["spanId"] for c in client),
+           "GET /queries?queries=3: its SERVER span with 3 CLIENT children world_get (%d)" % len(client))
         stop_microd(proc, log)
 
 

@@ -23,6 +23,7 @@
 #include "db.h"
 #include "internal.h"
 #include "log.h"
+#include "otel.h"
 #include "reply.h"
 
 struct db_result {
@@ -273,6 +274,32 @@ query_not_run(struct db_pool *pool, const struct db_batch *b,
 	rep->retry_after = 1;
 }
 
+/* A CLIENT span for each statement of b that the server answered: from
+ * the batch's sending to its result, the failed one with its SQLSTATE; a
+ * batch past its deadline, one span for its first statement (57014). */
+static void
+query_spans(const struct request *req, const struct db_batch *b,
+            const struct db_statement *const *st,
+            const struct db_statement *table)
+{
+	if (b->sent_ns == 0)
+		return;
+	if (b->outcome == DB_TIMEOUT) {
+		otel_client_span(req, st[0]->name, b->sent_ns, now_ns(), "57014");
+		return;
+	}
+	if (b->outcome != DB_RAN)
+		return;
+	for (unsigned int k = 0; k < b->n; k++)
+		if (b->pg[k] != NULL)
+			otel_client_span(req, st[k]->name, b->sent_ns,
+			                 b->end_ns[k], NULL);
+	if (b->err != NULL)
+		otel_client_span(req, table[b->err_stmt].name, b->sent_ns,
+		                 b->err_ns,
+		                 PQresultErrorField(b->err, PG_DIAG_SQLSTATE));
+}
+
 /* One run of the batch: 0 with every call's res, 1 when it may run once
  * more, -1 with rep set. */
 static int
@@ -309,6 +336,7 @@ query_run(const struct request *req, struct db_pool *pool,
 		            "the client left; the statement was cancelled");
 		return -1;
 	}
+	query_spans(req, b, st, opt->statements);
 	if (b->outcome == DB_NO_SLOT)
 		db_pool_count_acquire(pool, now_ns() - t0 + queued_ns, 1);
 	else if (b->sent_ns > 0)
