@@ -42,9 +42,10 @@ put_char(struct out *o, char c)
 	o->len++;
 }
 
-/* As jansson: the two-character escapes, \u00XX for other controls. */
+/* As jansson: the two-character escapes, \u00XX for other controls. A
+ * byte that is not UTF-8 fails it, or with lossy is written as U+FFFD. */
 static int
-put_string(struct out *o, const char *s, size_t n)
+put_string(struct out *o, const char *s, size_t n, int lossy)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	static const char plain[] = "\"\\\b\f\n\r\t", named[] = "\"\\bfnrt";
@@ -58,8 +59,15 @@ put_string(struct out *o, const char *s, size_t n)
 		if (c >= 0x20 && c != '"' && c != '\\') {
 			/* A run of bytes written as they are; UTF-8 checked. */
 			len = c < 0x80 ? 1 : utf8_seq_len(p + i, n - i);
-			if (len == 0)
+			if (len == 0 && !lossy)
 				return -1;
+			if (len == 0) {
+				put(o, (const char *)p + i - run, run);
+				put(o, "\\ufffd", 6);
+				run = 0;
+				i++;
+				continue;
+			}
 			i += len;
 			run += len;
 			continue;
@@ -146,7 +154,7 @@ put_value(struct out *o, json_t *v, unsigned int depth)
 			if (it != first)
 				put_char(o, ',');
 			if (put_string(o, json_object_iter_key(it),
-			               json_object_iter_key_len(it)) != 0)
+			               json_object_iter_key_len(it), 0) != 0)
 				return -1;
 			put_char(o, ':');
 			if (put_value(o, json_object_iter_value(it),
@@ -169,7 +177,7 @@ put_value(struct out *o, json_t *v, unsigned int depth)
 		return 0;
 	case JSON_STRING:
 		return put_string(o, json_string_value(v),
-		                  json_string_length(v));
+		                  json_string_length(v), 0);
 	case JSON_INTEGER:
 		put_integer(o, json_integer_value(v));
 		return 0;
@@ -195,5 +203,14 @@ encode_json(json_t *v, char *buf, size_t cap)
 
 	if (v == NULL || put_value(&o, v, 0) != 0)
 		return 0;
+	return o.len;
+}
+
+size_t
+encode_json_text(const char *s, char *buf, size_t cap)
+{
+	struct out o = {.buf = buf, .cap = cap, .len = 0};
+
+	(void)put_string(&o, s, strlen(s), 1); /* lossy: cannot fail */
 	return o.len;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* encode.h -- compact JSON text from a jansson value */
+/* encode.h -- compact JSON text from a jansson value, or a C string */
 #ifndef MICROD_ENCODE_H
 #define MICROD_ENCODE_H
 
@@ -17,5 +17,13 @@
  * changed; it is not const only because jansson's object iterators are not.
  */
 size_t encode_json(json_t *v, char *buf, size_t cap);
+
+/*
+ * Writes the C string s as one JSON string, quotes included, escaped as
+ * encode_json escapes, each byte that is not UTF-8 written as U+FFFD
+ * (\ufffd), so any bytes make valid JSON. Returns the whole length, of
+ * which only the first cap bytes are written (as snprintf, without a NUL).
+ */
+size_t encode_json_text(const char *s, char *buf, size_t cap);
 
 #endif

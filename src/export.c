@@ -7,14 +7,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "encode.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbound.h"
@@ -70,28 +71,118 @@ export_backoff_ms(unsigned int attempt, long long retry_after_ms,
 	return base / 2 + (long long)(r % (unsigned int)(base / 2));
 }
 
-/* {"key": key, "value": {"stringValue": v}} or intValue n (a string, as
- * proto3's JSON writes an int64). */
-static json_t *
-attr(const char *key, const char *str, long long num)
-{
-	char digits[24];
+/* The request body being written: grows as it goes; failed when memory
+ * ran out (the batch is then dropped). */
+struct body {
+	char *p;
+	size_t len, cap;
+	int failed;
+};
 
-	if (str != NULL)
-		return json_pack("{s:s,s:{s:s}}", "key", key, "value",
-		                 "stringValue", str);
-	snprintf(digits, sizeof(digits), "%lld", num);
-	return json_pack("{s:s,s:{s:s}}", "key", key, "value", "intValue",
-	                 digits);
+/* Room for n more bytes: 0, or -1 (failed). */
+static int
+body_room(struct body *b, size_t n)
+{
+	size_t cap = b->cap != 0 ? b->cap : 4096;
+	char *p;
+
+	if (b->failed)
+		return -1;
+	if (b->len + n <= b->cap)
+		return 0;
+	while (cap < b->len + n)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->failed = 1;
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
 }
 
-static json_t *
-resource(const struct otelconf *c)
+static void
+body_raw(struct body *b, const char *s)
 {
-	json_t *a = json_array();
+	size_t n = strlen(s);
+
+	if (body_room(b, n) == 0) {
+		memcpy(b->p + b->len, s, n);
+		b->len += n;
+	}
+}
+
+/* s as a JSON string (encode.c's escaping, bytes that are not UTF-8 as
+ * U+FFFD). */
+static void
+body_str(struct body *b, const char *s)
+{
+	size_t n =
+	    b->failed ? 0 : encode_json_text(s, b->p + b->len, b->cap - b->len);
+
+	if (b->failed)
+		return;
+	if (b->len + n > b->cap) { /* it did not fit: again, with room */
+		if (body_room(b, n) != 0)
+			return;
+		n = encode_json_text(s, b->p + b->len, b->cap - b->len);
+	}
+	b->len += n;
+}
+
+/* v in decimal, quoted (as proto3's JSON writes an int64) or not; no
+ * printf: the exporter writes several for every span. */
+static void
+body_num(struct body *b, long long v, int quoted)
+{
+	char digits[32];
+	size_t at = sizeof(digits) - 1;
+	unsigned long long mag =
+	    v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	digits[at] = '\0';
+	if (quoted)
+		digits[--at] = '"';
+	do {
+		digits[--at] = (char)('0' + mag % 10);
+		mag /= 10;
+	} while (mag != 0);
+	if (v < 0)
+		digits[--at] = '-';
+	if (quoted)
+		digits[--at] = '"';
+	body_raw(b, digits + at);
+}
+
+static void
+body_int64(struct body *b, long long v)
+{
+	body_num(b, v, 1);
+}
+
+/* {"key": key, "value": {"stringValue": v}} or intValue n. */
+static void
+body_attr(struct body *b, const char *key, const char *str, long long num)
+{
+	body_raw(b, "{\"key\":");
+	body_str(b, key);
+	body_raw(b, str != NULL ? ",\"value\":{\"stringValue\":"
+	                        : ",\"value\":{\"intValue\":");
+	if (str != NULL)
+		body_str(b, str);
+	else
+		body_int64(b, num);
+	body_raw(b, "}}");
+}
+
+static void
+body_resource(struct body *b, const struct otelconf *c)
+{
 	int sdk_name = 0, sdk_version = 0;
 
-	json_array_append_new(a, attr("service.name", c->service_name, 0));
+	body_raw(b, "{\"attributes\":[");
+	body_attr(b, "service.name", c->service_name, 0);
 	for (size_t i = 0; i < c->n_resource; i++) {
 		const char *k = c->resource[i].key;
 
@@ -99,59 +190,78 @@ resource(const struct otelconf *c)
 			continue; /* OTEL_SERVICE_NAME's, or this one */
 		sdk_name |= strcmp(k, "telemetry.sdk.name") == 0;
 		sdk_version |= strcmp(k, "telemetry.sdk.version") == 0;
-		json_array_append_new(a, attr(k, c->resource[i].value, 0));
+		body_raw(b, ",");
+		body_attr(b, k, c->resource[i].value, 0);
 	}
-	if (!sdk_name)
-		json_array_append_new(a,
-		                      attr("telemetry.sdk.name", "microd", 0));
-	if (!sdk_version)
-		json_array_append_new(
-		    a, attr("telemetry.sdk.version", MICROD_VERSION, 0));
-	return json_pack("{s:o}", "attributes", a);
+	if (!sdk_name) {
+		body_raw(b, ",");
+		body_attr(b, "telemetry.sdk.name", "microd", 0);
+	}
+	if (!sdk_version) {
+		body_raw(b, ",");
+		body_attr(b, "telemetry.sdk.version", MICROD_VERSION, 0);
+	}
+	body_raw(b, "]}");
 }
 
-static json_t *
-span_json(const struct span *s)
+static void
+body_span(struct body *b, const struct span *s)
 {
-	char start[24], end[24];
-	json_t *attrs = json_array(), *o;
-
-	snprintf(start, sizeof(start), "%lld", s->start_unix_ns);
-	snprintf(end, sizeof(end), "%lld", s->end_unix_ns);
-	for (size_t i = 0; i < s->n_attrs; i++)
-		json_array_append_new(
-		    attrs,
-		    attr(s->attrs[i].key, s->attrs[i].str, s->attrs[i].num));
-	o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:o}", "traceId", s->trace_id,
-	              "spanId", s->span_id, "name", s->name, "kind", s->kind,
-	              "startTimeUnixNano", start, "endTimeUnixNano", end,
-	              "attributes", attrs);
-	if (o != NULL && s->parent_id[0] != '\0')
-		json_object_set_new(o, "parentSpanId",
-		                    json_string(s->parent_id));
-	if (o != NULL && s->error)
-		json_object_set_new(o, "status", json_pack("{s:i}", "code", 2));
-	return o;
+	body_raw(b, "{\"traceId\":");
+	body_str(b, s->trace_id);
+	body_raw(b, ",\"spanId\":");
+	body_str(b, s->span_id);
+	if (s->parent_id[0] != '\0') {
+		body_raw(b, ",\"parentSpanId\":");
+		body_str(b, s->parent_id);
+	}
+	body_raw(b, ",\"name\":");
+	body_str(b, s->name);
+	body_raw(b, ",\"kind\":");
+	body_num(b, s->kind, 0);
+	body_raw(b, ",\"startTimeUnixNano\":");
+	body_int64(b, s->start_unix_ns);
+	body_raw(b, ",\"endTimeUnixNano\":");
+	body_int64(b, s->end_unix_ns);
+	body_raw(b, ",\"attributes\":[");
+	for (size_t i = 0; i < s->n_attrs; i++) {
+		if (i > 0)
+			body_raw(b, ",");
+		body_attr(b, s->attrs[i].key, s->attrs[i].str, s->attrs[i].num);
+	}
+	body_raw(b, "]");
+	if (s->error)
+		body_raw(b, ",\"status\":{\"code\":2}");
+	body_raw(b, "}");
 }
 
 char *
 export_encode(const struct otelconf *c, struct span *const *spans, size_t n,
               size_t *len)
 {
-	json_t *list = json_array(), *doc;
-	char *text = NULL;
+	struct body b = {0};
 
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(list, span_json(spans[i]));
-	doc = json_pack("{s:[{s:o,s:[{s:{s:s,s:s},s:o}]}]}", "resourceSpans",
-	                "resource", resource(c), "scopeSpans", "scope", "name",
-	                "microd", "version", MICROD_VERSION, "spans", list);
-	if (doc != NULL)
-		text = json_dumps(doc, JSON_COMPACT);
-	json_decref(doc);
-	if (text != NULL)
-		*len = strlen(text);
-	return text;
+	/* Written as it goes, not built as a tree first: the exporter writes
+	 * every span the service makes, on a CPU the requests share. */
+	body_raw(&b, "{\"resourceSpans\":[{\"resource\":");
+	body_resource(&b, c);
+	body_raw(&b, ",\"scopeSpans\":[{\"scope\":{\"name\":\"microd\","
+	             "\"version\":");
+	body_str(&b, MICROD_VERSION);
+	body_raw(&b, "},\"spans\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			body_raw(&b, ",");
+		body_span(&b, spans[i]);
+	}
+	body_raw(&b, "]}]}]}");
+	if (body_room(&b, 1) != 0) {
+		free(b.p);
+		return NULL;
+	}
+	b.p[b.len] = '\0';
+	*len = b.len;
+	return b.p;
 }
 
 /* rand_r-like xorshift: the jitter needs no quality, only spread. */

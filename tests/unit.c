@@ -1057,6 +1057,8 @@ test_export(void)
 	if (spans[0] == NULL || spans[1] == NULL)
 		return;
 	spans[0]->error = 1;
+	/* A client's bytes: not UTF-8, a quote, a control character. */
+	spans[1]->attrs[1].str = "/a\xff\"b\n";
 	text = export_encode(&c, spans, 2, &len);
 	doc = text != NULL ? json_loads(text, 0, NULL) : NULL;
 	ok(doc != NULL && len == strlen(text), "export_encode: JSON");
@@ -1105,6 +1107,14 @@ test_export(void)
 	       json_object_get(span, "status") == NULL,
 	   "export_encode: a root span has no parentSpanId; status unset is "
 	   "left out");
+	is_str(json_string_value(json_object_get(
+	           json_object_get(
+	               json_array_get(json_object_get(span, "attributes"), 1),
+	               "value"),
+	           "stringValue")),
+	       "/a\xef\xbf\xbd\"b\n",
+	       "export_encode: a byte that is not UTF-8 is U+FFFD, quotes and "
+	       "controls escaped: the body stays JSON");
 	json_decref(doc);
 	free(text);
 	free(spans[0]);

@@ -285,7 +285,8 @@ query_spans(const struct request *req, const struct db_batch *b,
 	if (b->sent_ns == 0)
 		return;
 	if (b->outcome == DB_TIMEOUT) {
-		otel_client_span(req, st[0]->name, b->sent_ns, now_ns(), "57014");
+		otel_client_span(req, st[0]->name, b->sent_ns, now_ns(),
+		                 "57014");
 		return;
 	}
 	if (b->outcome != DB_RAN)
