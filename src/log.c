@@ -580,7 +580,8 @@ log_access(const struct access_entry *e)
 		field_str(&l, "user_agent", e->user_agent);
 	if (e->trace_id != NULL) {
 		field_str(&l, "trace_id", e->trace_id);
-		field_str(&l, "span_id", e->span_id);
+		if (e->span_id != NULL && e->span_id[0] != '\0')
+			field_str(&l, "span_id", e->span_id); /* the caller's */
 		field_str(&l, "trace_flags", e->trace_flags);
 	}
 	if (e->skipped > 0)

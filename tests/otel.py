@@ -206,8 +206,9 @@ def test_thousand(rcv):
     root = by_name.get("GET /version", [{}])[-1]
     ok("parentSpanId" not in root and re.fullmatch(r"[0-9a-f]{32}", root.get("traceId", "")),
        "no traceparent: a root span with a new trace id")
-    ok(any(j.get("trace_id") == root.get("traceId") for j in access_log(log)),
-       "  that trace id is in the access log")
+    rootline = [j for j in access_log(log) if j.get("trace_id") == root.get("traceId")]
+    ok(len(rootline) == 1 and "span_id" not in rootline[0] and rootline[0].get("trace_flags") == "01",
+       "  that trace id is in the access log, with trace_flags and no span_id (no caller): %s" % rootline)
     servers = {s["spanId"]: s for s in by_name.get("GET /test/statement", [])}
     clients = by_name.get("test_statement", [])
     ok(len(clients) == 2 and all(c["kind"] == 3 and c.get("parentSpanId") in servers
