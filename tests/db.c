@@ -692,12 +692,16 @@ static const struct db_statement q_table[] = {
     {"q_sleep", "SELECT true AS slept FROM pg_sleep($1)", p_int, 1, c_slept, 1},
     {"q_flaky", "SELECT t_flaky($1) AS n", p_int, 1, c_n, 1},
     {"q_int", "SELECT $1::int AS n", p_text, 1, c_n, 1},
+    /* Prepared at its first use: its table comes after the pools. */
+    {"q_count", "SELECT count(*)::int + $1 AS n FROM t_items", p_int, 1, c_n,
+     1},
 };
 #define Q_INSERT (&q_table[0])
 #define Q_GET (&q_table[1])
 #define Q_SLEEP (&q_table[2])
 #define Q_FLAKY (&q_table[3])
 #define Q_INT (&q_table[4])
+#define Q_COUNT (&q_table[5])
 #define Q_N (sizeof(q_table) / sizeof(q_table[0]))
 
 static const char q_schema[] =
@@ -1450,6 +1454,25 @@ test_pipeline(struct request *req, int pipeline)
 		   "  and the first INSERT stays (pipeline off: each statement "
 		   "a transaction)");
 	db_result_free(res);
+	reply_release(&rep);
+
+	/* q_count's PREPARE goes with the batch (its first use), behind a
+	 * statement that fails: the server skips it, and the connection
+	 * must not count it prepared. */
+	calls[0] = (struct db_call){Q_INT, bad, NULL};
+	calls[1] = (struct db_call){Q_COUNT, one, NULL};
+	memset(&rep, 0, sizeof(rep));
+	ret = db_pipeline(req, calls, 2, &rep);
+	ok(ret == -1 && rep.status == 400,
+	   "  a batch failing before a statement's first PREPARE: 400 (%u)",
+	   rep.status);
+	reply_release(&rep);
+	ret = query(req, Q_COUNT, one, &res, &rep);
+	ok(ret == 0 && res != NULL && db_result_rows(res) == 1,
+	   "  the skipped statement is prepared at its next use (%u %s)",
+	   rep.status, ret == 0 ? "" : detail_of(&rep));
+	db_result_free(res);
+	res = NULL;
 	reply_release(&rep);
 
 	calls[0] = (struct db_call){Q_INT, one, NULL};

@@ -317,11 +317,21 @@ lane_result(struct lane *l, struct db_batch *b, PGresult *r)
 		break;
 	case PGRES_FATAL_ERROR:
 		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		if (state == NULL)
+			state = "";
+		/* Where the statement stands on the connection now. */
 		if (it->kind == ITEM_PREPARE)
-			l->conn->prepared[it->k] = DB_UNPREPARED;
-		if (it->kind == ITEM_EXEC && state != NULL &&
-		    strcmp(state, "0A000") == 0)
+			l->conn->prepared[it->k] = strcmp(state, "42P05") == 0
+			                               ? DB_PREPARED
+			                               : DB_UNPREPARED;
+		if (it->kind == ITEM_DEALLOCATE)
+			l->conn->prepared[it->k] = strcmp(state, "26000") == 0
+			                               ? DB_UNPREPARED
+			                               : DB_STALE;
+		if (it->kind == ITEM_EXEC && strcmp(state, "0A000") == 0)
 			l->conn->prepared[b->stmt[it->k]] = DB_STALE;
+		if (it->kind == ITEM_EXEC && strcmp(state, "26000") == 0)
+			l->conn->prepared[b->stmt[it->k]] = DB_UNPREPARED;
 		if (b->err == NULL) {
 			b->err = r;
 			b->err_stmt =
@@ -330,7 +340,13 @@ lane_result(struct lane *l, struct db_batch *b, PGresult *r)
 			return;
 		}
 		break;
-	default: /* PGRES_PIPELINE_ABORTED: after the failure */
+	case PGRES_PIPELINE_ABORTED: /* skipped after a failure */
+		if (it->kind == ITEM_PREPARE)
+			l->conn->prepared[it->k] = DB_UNPREPARED;
+		if (it->kind == ITEM_DEALLOCATE)
+			l->conn->prepared[it->k] = DB_STALE;
+		break;
+	default:
 		break;
 	}
 	PQclear(r);

@@ -192,12 +192,15 @@ query_log(const struct db_statement *st, const char *sqlstate,
 static atomic_int io_thread_logged;
 
 /* Whether a run may be tried once more: a serialization failure or
- * deadlock (the verdict says retry), or a cached plan the schema changed
- * under (0A000: prepared afresh on the next run). */
+ * deadlock (the verdict says retry), a cached plan the schema changed
+ * under (0A000), or a statement the connection no longer has (26000):
+ * prepared afresh on the next run. */
 static int
 query_again(const char *sqlstate, struct db_verdict v)
 {
-	return v.retry || (sqlstate != NULL && strcmp(sqlstate, "0A000") == 0);
+	return v.retry ||
+	       (sqlstate != NULL && (strcmp(sqlstate, "0A000") == 0 ||
+	                             strcmp(sqlstate, "26000") == 0));
 }
 
 /* The results of a batch that ran, each the call's own. 0, or -1 when
