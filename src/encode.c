@@ -214,3 +214,12 @@ encode_json_text(const char *s, char *buf, size_t cap)
 	(void)put_string(&o, s, strlen(s), 1); /* lossy: cannot fail */
 	return o.len;
 }
+
+size_t
+encode_json_integer(long long v, char *buf, size_t cap)
+{
+	struct out o = {.buf = buf, .cap = cap, .len = 0};
+
+	put_integer(&o, (json_int_t)v);
+	return o.len;
+}

@@ -26,4 +26,7 @@ size_t encode_json(json_t *v, char *buf, size_t cap);
  */
 size_t encode_json_text(const char *s, char *buf, size_t cap);
 
+/* v in decimal as encode_json writes an integer; the same return. */
+size_t encode_json_integer(long long v, char *buf, size_t cap);
+
 #endif

@@ -131,28 +131,17 @@ body_str(struct body *b, const char *s)
 	b->len += n;
 }
 
-/* v in decimal, quoted (as proto3's JSON writes an int64) or not; no
- * printf: the exporter writes several for every span. */
+/* v in decimal, quoted (as proto3's JSON writes an int64) or not. */
 static void
 body_num(struct body *b, long long v, int quoted)
 {
 	char digits[32];
-	size_t at = sizeof(digits) - 1;
-	unsigned long long mag =
-	    v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	size_t n = encode_json_integer(v, digits + 1, sizeof(digits) - 3);
 
-	digits[at] = '\0';
-	if (quoted)
-		digits[--at] = '"';
-	do {
-		digits[--at] = (char)('0' + mag % 10);
-		mag /= 10;
-	} while (mag != 0);
-	if (v < 0)
-		digits[--at] = '-';
-	if (quoted)
-		digits[--at] = '"';
-	body_raw(b, digits + at);
+	digits[0] = '"';
+	digits[n + 1] = quoted ? '"' : '\0';
+	digits[n + 2] = '\0';
+	body_raw(b, quoted ? digits : digits + 1);
 }
 
 static void

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from pg import Cluster
-from server import BIN, poll, readme_code, recv_all, start_microd, stop_microd
+from server import BIN, parse_response, poll, readme_code, recv_all, start_microd, stop_microd
 from tap import done, ok
 
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z"
@@ -57,15 +57,7 @@ def request(port, method, path, headers=(), body=None, timeout=10):
         s.close()
     except OSError:
         return None, {}, b""
-    m = re.match(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", got)
-    if not m:
-        return None, {}, got
-    end = got.find(b"\r\n\r\n")
-    fields = {}
-    for line in got[m.end():end].split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        fields[name.decode().lower()] = value.strip().decode()
-    return int(m.group(1)), fields, got[end + 4:]
+    return parse_response(got)
 
 
 def detail(body):

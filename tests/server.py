@@ -98,6 +98,20 @@ def http_once(port, path="/health", method="GET", body=None, timeout=5):
     return (int(m.group(1)), data) if m else (None, b"no status line: %r" % data[:60])
 
 
+def parse_response(got):
+    """An HTTP/1.1 answer as (status or None, {lower-case name: value},
+    body bytes)."""
+    m = re.match(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", got)
+    if not m:
+        return None, {}, got
+    end = got.find(b"\r\n\r\n")
+    fields = {}
+    for line in got[m.end():end].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        fields[name.decode().lower()] = value.strip().decode()
+    return int(m.group(1)), fields, got[end + 4:]
+
+
 def readme_code(heading):
     """The ```c blocks of README.md's section under heading ("### Adding a
     route"), up to the next heading of any level."""

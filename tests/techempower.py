@@ -17,7 +17,7 @@ import threading
 import time
 
 from pg import Cluster
-from server import BIN, poll, recv_all, start_microd, stop_microd
+from server import BIN, parse_response, poll, recv_all, start_microd, stop_microd
 from tap import done, ok
 
 WORLD_GET = "SELECT id, randomnumber FROM world WHERE id = $1"
@@ -47,15 +47,7 @@ def request(port, path, method="GET", timeout=30):
         s.close()
     except OSError:
         return None, {}, b""
-    m = re.match(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", got)
-    if not m:
-        return None, {}, got
-    end = got.find(b"\r\n\r\n")
-    fields = {}
-    for line in got[m.end():end].split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        fields[name.decode().lower()] = value.strip().decode()
-    return int(m.group(1)), fields, got[end + 4:]
+    return parse_response(got)
 
 
 def detail(body):

@@ -282,7 +282,7 @@ query_not_run(struct db_pool *pool, const struct db_batch *b,
  * batch past its deadline, one span for its first statement (57014). */
 static void
 query_spans(const struct request *req, const struct db_batch *b,
-            const struct db_statement *const *st,
+            const struct db_statement *const *st, unsigned int n,
             const struct db_statement *table)
 {
 	if (b->sent_ns == 0)
@@ -294,7 +294,7 @@ query_spans(const struct request *req, const struct db_batch *b,
 	}
 	if (b->outcome != DB_RAN)
 		return;
-	for (unsigned int k = 0; k < b->n; k++)
+	for (unsigned int k = 0; k < n; k++)
 		if (b->pg[k] != NULL)
 			otel_client_span(req, st[k]->name, b->sent_ns,
 			                 b->end_ns[k], NULL);
@@ -340,7 +340,7 @@ query_run(const struct request *req, struct db_pool *pool,
 		            "the client left; the statement was cancelled");
 		return -1;
 	}
-	query_spans(req, b, st, opt->statements);
+	query_spans(req, b, st, n, opt->statements);
 	if (b->outcome == DB_NO_SLOT)
 		db_pool_count_acquire(pool, now_ns() - t0 + queued_ns, 1);
 	else if (b->sent_ns > 0)
