@@ -60,15 +60,16 @@ long long
 export_backoff_ms(unsigned int attempt, long long retry_after_ms,
                   unsigned int r)
 {
-	long long base = BACKOFF_FIRST_MS;
+	long long base = BACKOFF_FIRST_MS, wait;
 
-	if (retry_after_ms >= 0)
-		return retry_after_ms;
 	for (unsigned int i = 1; i < attempt && base < BACKOFF_MAX_MS; i++)
 		base *= 2;
 	if (base > BACKOFF_MAX_MS)
 		base = BACKOFF_MAX_MS;
-	return base / 2 + (long long)(r % (unsigned int)(base / 2));
+	wait = base / 2 + (long long)(r % (unsigned int)(base / 2));
+	/* A Retry-After shorter than the backoff (0: "now") would have a
+	 * busy collector asked again at once, thousands of times a second. */
+	return retry_after_ms > wait ? retry_after_ms : wait;
 }
 
 /* The request body being written: grows as it goes; failed when memory

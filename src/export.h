@@ -74,10 +74,10 @@ enum export_verdict {
 enum export_verdict export_verdict(int status);
 
 /*
- * How long to wait before try number attempt + 1 (attempt from 1): the
- * receiver's Retry-After when it gave one (retry_after_ms >= 0), else
+ * How long to wait before try number attempt + 1 (attempt from 1):
  * exponential backoff from 1 s, doubled each try up to 32 s, with full
- * jitter drawn from r (any 32-bit value): a delay in [base/2, base).
+ * jitter drawn from r (any 32-bit value): a delay in [base/2, base); or
+ * the receiver's Retry-After (retry_after_ms >= 0: given) when longer.
  */
 long long export_backoff_ms(unsigned int attempt, long long retry_after_ms,
                             unsigned int r);

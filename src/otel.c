@@ -187,10 +187,29 @@ span_new(const char *trace_id, const char *span_id, const char *parent_id,
 	return s;
 }
 
+/*
+ * Whether method is one HTTP defines (RFC 9110, PATCH): the semantic
+ * conventions name any other _OTHER, so that clients cannot make span
+ * names of their own.
+ */
+static int
+otel_method_known(const char *method)
+{
+	static const char *const known[] = {"GET",     "HEAD",   "POST",
+	                                    "PUT",     "DELETE", "CONNECT",
+	                                    "OPTIONS", "TRACE",  "PATCH"};
+
+	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+		if (strcmp(method, known[k]) == 0)
+			return 1;
+	return 0;
+}
+
 void
 otel_server_end(struct otel *o, const struct trace *t,
                 const struct otel_server_info *i)
 {
+	int known;
 	char name[160];
 	struct attr_in a[SPAN_ATTRS];
 	size_t n = 0;
@@ -199,9 +218,14 @@ otel_server_end(struct otel *o, const struct trace *t,
 
 	if (o == NULL)
 		return;
-	snprintf(name, sizeof(name), "%s%s%s", i->method,
+	known = otel_method_known(i->method);
+	snprintf(name, sizeof(name), "%s%s%s", known ? i->method : "HTTP",
 	         i->route != NULL ? " " : "", i->route != NULL ? i->route : "");
-	a[n++] = (struct attr_in){"http.request.method", i->method, 0};
+	a[n++] = (struct attr_in){"http.request.method",
+	                          known ? i->method : "_OTHER", 0};
+	if (!known)
+		a[n++] = (struct attr_in){"http.request.method_original",
+		                          i->method, 0};
 	a[n++] = (struct attr_in){"url.path", i->path, 0};
 	if (i->route != NULL)
 		a[n++] = (struct attr_in){"http.route", i->route, 0};

@@ -241,7 +241,7 @@ sampler(struct otelconf *c, const char *(*get)(const char *))
 	if (v != NULL) {
 		for (i = 0; i < sizeof(sampler_names) / sizeof(*sampler_names);
 		     i++)
-			if (strcmp(v, sampler_names[i]) == 0)
+			if (strcasecmp(v, sampler_names[i]) == 0)
 				break;
 		if (i < sizeof(sampler_names) / sizeof(*sampler_names))
 			c->sampler = (enum otelconf_sampler)i;
@@ -273,18 +273,28 @@ otelconf_parse(struct otelconf *c, const char *(*get)(const char *name),
 
 	memset(c, 0, sizeof(*c));
 	err[0] = '\0';
+	/* Off: nothing else is read, so settings made for every service (a
+	 * grpc protocol, say) cannot stop microd from starting. */
+	v = value_of(get, "OTEL_SDK_DISABLED");
+	if (is_true(v))
+		return 0;
+	if (v != NULL && strcasecmp(v, "false") != 0)
+		warn(c, "OTEL_SDK_DISABLED", v, "false");
+	if (value_of(get, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == NULL &&
+	    value_of(get, "OTEL_EXPORTER_OTLP_ENDPOINT") == NULL)
+		return 0;
 	v = value_of(get, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
 	if (v == NULL)
 		v = value_of(get, "OTEL_EXPORTER_OTLP_PROTOCOL");
-	if (v != NULL && strcmp(v, "http/protobuf") == 0) {
+	if (v != NULL && strcasecmp(v, "http/protobuf") == 0) {
 		c->protobuf_asked = 1;
-	} else if (v != NULL && strcmp(v, "http/json") != 0) {
+	} else if (v != NULL && strcasecmp(v, "http/json") != 0) {
 		snprintf(err, errlen,
 		         "OTEL_EXPORTER_OTLP_PROTOCOL=%.64s: microd exports "
 		         "OTLP over HTTP as JSON only: set http/json (or "
 		         "unset it)%s",
 		         v,
-		         strcmp(v, "grpc") == 0
+		         strcasecmp(v, "grpc") == 0
 		             ? "; a collector's OTLP/HTTP receiver (port "
 		               "4318) takes it"
 		             : "");
@@ -292,11 +302,6 @@ otelconf_parse(struct otelconf *c, const char *(*get)(const char *name),
 	}
 	if (endpoint(c, get, err, errlen) != 0)
 		return -1;
-	v = value_of(get, "OTEL_SDK_DISABLED");
-	if (is_true(v))
-		c->enabled = 0;
-	else if (v != NULL && strcasecmp(v, "false") != 0)
-		warn(c, "OTEL_SDK_DISABLED", v, "false");
 	v = value_of(get, "OTEL_SERVICE_NAME");
 	c->n_resource =
 	    pairs_var(c, get, "OTEL_RESOURCE_ATTRIBUTES", c->resource);

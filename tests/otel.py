@@ -182,6 +182,8 @@ def test_thousand(rcv):
         get(conn, path, {"traceparent": traceparent(5000 + len(path))})
     status, body, _ = get(conn, "/test/trace", {"traceparent": traceparent(7000)})
     outbound = json.loads(body)["outbound"]
+    conn.request("FOOBAR", "/version", headers={"traceparent": traceparent(7001)})
+    conn.getresponse().read()
     get(conn, "/version")
     spans = poll(lambda: (lambda s: s if len(s) >= n_before + 9 else None)(rcv.spans()), 10, 0.1) or rcv.spans()
     new = [s for s, _, _ in spans[n_before:]]
@@ -189,7 +191,7 @@ def test_thousand(rcv):
     for s in new:
         by_name.setdefault(s["name"], []).append(s)
     ok(sorted(by_name) == ["GET", "GET /test/statement", "GET /test/status/{code}", "GET /test/trace",
-                           "GET /version", "test_statement"],
+                           "GET /version", "HTTP", "test_statement"],
        "names: the route's template, METHOD alone with no route; probes not traced: %s" % sorted(by_name))
     st = {attrs(s)["http.response.status_code"]: s for s in by_name.get("GET /test/status/{code}", [])}
     ok(st.get("503", {}).get("status") == {"code": 2} and "status" not in st.get("404", {"status": 1}),
@@ -197,6 +199,12 @@ def test_thousand(rcv):
     ok(attrs(st.get("503", {})).get("url.path") == "/test/status/503"
        and attrs(st.get("503", {})).get("http.route") == "/test/status/{code}",
        "url.path is the path, http.route the template")
+    odd = [s for sp in by_name.values() for s in sp
+           if s["traceId"] == "%032x" % (0x0af7651916cd43dd8448eb2100000000 + 7001)]
+    ok(len(odd) == 1 and odd[0]["name"] == "HTTP" and attrs(odd[0]).get("http.request.method") == "_OTHER"
+       and attrs(odd[0]).get("http.request.method_original") == "FOOBAR",
+       "a method HTTP does not define: named HTTP, _OTHER, the method in method_original (%s)"
+       % [(x["name"], attrs(x)) for x in odd])
     nr = by_name.get("GET", [{}])[0]
     ok("http.route" not in attrs(nr) and attrs(nr).get("http.response.status_code") == "404",
        "no route matched: no http.route, status 404")
@@ -321,6 +329,25 @@ def test_retry_after(rcv):
        "  the same batch each time")
     ok(worst < 0.5, "  requests unaffected meanwhile (slowest %.3f s)" % worst)
     ok(metric(port, "microd_otel_export_failures_total") == 0, "  no failure counted")
+    stop_microd(proc, log)
+    rcv.mode(mode="ok")
+
+
+def test_retry_after_zero(rcv):
+    """Retry-After: 0 waits the backoff (0.5 to 1 s the first time), not a
+    storm of POSTs."""
+    before = len(rcv.received())
+    rcv.mode(mode="status", status=503, retry_after="0", times=3)
+    proc, port, log = microd(rcv, OTEL_BSP_SCHEDULE_DELAY=50)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    get(c, "/version", {"traceparent": traceparent(150)})
+    c.close()
+    got = poll(lambda: (lambda r: r if any(e["status"] == 200 for e in r) else None)(rcv.received()[before:]), 15, 0.05) or []
+    gaps = [(got[i + 1]["at_ms"] - got[i]["at_ms"]) / 1000 for i in range(len(got) - 1)]
+    ok([e["status"] for e in got] == [503, 503, 503, 200] and len(gaps) == 3 and gaps[0] >= 0.45
+       and all(g >= 0.45 for g in gaps),
+       "503 with Retry-After: 0 three times: 4 POSTs, each retry after the backoff, not at once: %s %s"
+       % ([e["status"] for e in got], gaps))
     stop_microd(proc, log)
     rcv.mode(mode="ok")
 
@@ -486,6 +513,7 @@ def main():
         test_drain(rcv)
         test_samplers(rcv)
         test_retry_after(rcv)
+        test_retry_after_zero(rcv)
         test_400(rcv)
         test_slow(rcv)
         test_never(rcv)

@@ -687,6 +687,19 @@ static const struct otelconf_case {
      "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: microd exports OTLP over HTTP as "
      "JSON only: set http/json (or unset it); a collector's OTLP/HTTP "
      "receiver (port 4318) takes it"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+     "grpc without an endpoint: traces off, no refusal", 0, "enabled=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_SDK_DISABLED=true",
+              "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+     "grpc with OTEL_SDK_DISABLED=true: off, no refusal", 0, "enabled=0"},
+    {OTEL_ENV("OTEL_SDK_DISABLED=true", "OTEL_EXPORTER_OTLP_ENDPOINT=ftp://x"),
+     "a bad endpoint with OTEL_SDK_DISABLED=true: off, no refusal", 0,
+     "enabled=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_PROTOCOL=HTTP/JSON"),
+     "a protocol in any case", 0, "protobuf=0"},
+    {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=TraceIdRatio",
+              "OTEL_TRACES_SAMPLER_ARG=0.5"),
+     "a sampler in any case", 0, "ratio=0.5"},
 };
 
 /* The field a case asks about, as "name=value". */
@@ -1025,7 +1038,10 @@ test_export(void)
 	   "export: no answer (a refused connection) is retried");
 	is(export_backoff_ms(1, 2000, 7), 2000,
 	   "backoff: Retry-After wins when given");
-	is(export_backoff_ms(1, 0, 7), 0, "backoff: Retry-After: 0 is no wait");
+	is(export_backoff_ms(1, 0, 7), 507,
+	   "backoff: Retry-After: 0 waits the backoff, not at once");
+	is(export_backoff_ms(3, 1000, 7), 2007,
+	   "backoff: a Retry-After shorter than the backoff waits the backoff");
 	ok(export_backoff_ms(1, -1, 0) == 500 &&
 	       export_backoff_ms(1, -1, 499) == 999,
 	   "backoff: the first wait is in [0.5 s, 1 s)");
