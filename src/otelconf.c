@@ -213,6 +213,13 @@ endpoint(struct otelconf *c, const char *(*get)(const char *), char *err,
 		v = value_of(get, name);
 		if (v == NULL)
 			return 0;
+		if (strpbrk(v, "?#") != NULL) { /* /v1/traces goes after it */
+			snprintf(err, errlen,
+			         "%s=%.128s: a base URL has no query or "
+			         "fragment (/v1/traces is added to it)",
+			         name, v);
+			return -1;
+		}
 		n = snprintf(c->url, sizeof(c->url), "%s%sv1/traces", v,
 		             v[strlen(v) - 1] == '/' ? "" : "/");
 	}
@@ -313,7 +320,11 @@ otelconf_parse(struct otelconf *c, const char *(*get)(const char *name),
 	if (v != NULL)
 		snprintf(c->service_name, sizeof(c->service_name), "%s", v);
 	c->n_headers =
-	    pairs_var(c, get, "OTEL_EXPORTER_OTLP_HEADERS", c->headers);
+	    pairs_var(c, get,
+	              value_of(get, "OTEL_EXPORTER_OTLP_TRACES_HEADERS") != NULL
+	                  ? "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+	                  : "OTEL_EXPORTER_OTLP_HEADERS",
+	              c->headers);
 	sampler(c, get);
 	c->schedule_delay_ms =
 	    uint_var(c, get, "OTEL_BSP_SCHEDULE_DELAY", 1, 3600000, 5000);
@@ -326,10 +337,10 @@ otelconf_parse(struct otelconf *c, const char *(*get)(const char *name),
 	if (c->max_batch > c->max_queue) {
 		char used[32];
 
-		snprintf(used, sizeof(used), "%u", c->max_queue);
+		snprintf(used, sizeof(used), "%u (the queue's size)",
+		         c->max_queue);
 		snprintf(err, errlen, "%u", c->max_batch);
-		warn(c, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", err,
-		     "past OTEL_BSP_MAX_QUEUE_SIZE,");
+		warn(c, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", err, used);
 		err[0] = '\0';
 		c->max_batch = c->max_queue;
 	}

@@ -695,6 +695,17 @@ static const struct otelconf_case {
     {OTEL_ENV("OTEL_SDK_DISABLED=true", "OTEL_EXPORTER_OTLP_ENDPOINT=ftp://x"),
      "a bad endpoint with OTEL_SDK_DISABLED=true: off, no refusal", 0,
      "enabled=0"},
+    {OTEL_ENV("OTEL_EXPORTER_OTLP_ENDPOINT=http://h:4318?x=1"),
+     "a base endpoint with a query: refused", -1,
+     "OTEL_EXPORTER_OTLP_ENDPOINT=http://h:4318?x=1: a base URL has no query "
+     "or fragment (/v1/traces is added to it)"},
+    {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_HEADERS=a=1",
+              "OTEL_EXPORTER_OTLP_TRACES_HEADERS=b=2"),
+     "the traces headers win", 0, "headers=b=2;"},
+    {OTEL_ENV(OTEL_EP, "OTEL_BSP_MAX_QUEUE_SIZE=10"),
+     "a batch past the queue: a warning naming what is used", 0,
+     "warnings=OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 is not valid: 10 (the "
+     "queue's size) used\n"},
     {OTEL_ENV(OTEL_EP, "OTEL_EXPORTER_OTLP_PROTOCOL=HTTP/JSON"),
      "a protocol in any case", 0, "protobuf=0"},
     {OTEL_ENV(OTEL_EP, "OTEL_TRACES_SAMPLER=TraceIdRatio",
