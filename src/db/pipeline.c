@@ -476,9 +476,12 @@ lane_due(struct lane *l, long long limit_ms)
 	if (l->fly != NULL && limit_ms > 0)
 		due = l->fly->head_ms + limit_ms + LANE_GRACE_MS;
 	if (l->fly != NULL && l->queue != NULL) {
+		/* Held up already: the oldest's answer (the socket) or the
+		 * queue's deadline comes first; no spinning meanwhile. */
 		long long unstall = l->fly->head_ms + LANE_STALL_MS;
 		long long expire = l->queue->acquire_deadline_ms;
-		long long d = unstall < expire ? unstall : expire;
+		long long d =
+		    unstall > now_ms() && unstall < expire ? unstall : expire;
 
 		if (due < 0 || d < due)
 			due = d;
